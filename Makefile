@@ -1,0 +1,25 @@
+# pvcapid: the two commands are `make run` and `make test`; both install what they need.
+VENV := .venv
+PY := $(VENV)/bin/python
+DATA_DIR ?= $(CURDIR)/.pvc-data
+PYTEST_ARGS ?=
+
+.PHONY: install run test lint bench clean
+
+install:
+	@bash scripts/install.sh
+
+run: install
+	$(VENV)/bin/pvcapid-embedded --data-dir $(DATA_DIR)
+
+test: install
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check pvc_core plugins tests bench
+
+bench: install
+	$(PY) bench/bench_root.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,123 @@
+"""Authentication: X-Api-Key tokens and signed session cookies.
+
+Tokens are compared with ``hmac.compare_digest`` against every configured
+token (no early exit), so timing reveals neither which token nor how much of
+it matched. Empty configured tokens never match (the v0.6 sample ships one).
+
+Sessions are stateless signed cookies, as v0.6's Flask sessions were, so they
+survive a restart with the same ``secret_key``; each carries an expiry, and a
+logout also records the session id as revoked until that expiry so a copied
+cookie stops working at once.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import threading
+import time
+
+from .errors import Unauthorized
+
+COOKIE_NAME = "session"
+REQUIRED_MESSAGE = "Authentication required"
+FAILED_MESSAGE = "Authentication failed"
+
+
+class Authenticator:
+    """Decides whether a request may use an authenticated route."""
+
+    def __init__(self, enabled: bool, tokens: list[str], secret_key: str,
+                 session_lifetime: int = 43200, secure_cookies: bool = False):
+        self.enabled = enabled
+        self.tokens = [token.encode("utf-8") for token in tokens if token]
+        self._key = hashlib.sha256(b"pvc-session:" + secret_key.encode("utf-8")).digest()
+        self.session_lifetime = session_lifetime
+        self.secure_cookies = secure_cookies
+        self._revoked: dict[str, float] = {}
+        self._revoked_lock = threading.Lock()
+
+    # -- tokens -----------------------------------------------------------------------------
+
+    def token_matches(self, candidate: str) -> bool:
+        given = candidate.encode("utf-8", errors="surrogateescape")
+        matched = False
+        for token in self.tokens:
+            matched |= hmac.compare_digest(given, token)
+        return matched and bool(given)
+
+    # -- sessions ---------------------------------------------------------------------------
+
+    def _sign(self, payload: bytes) -> str:
+        return base64.urlsafe_b64encode(hmac.new(self._key, payload, hashlib.sha256).digest()).decode().rstrip("=")
+
+    def new_session(self, now: float | None = None) -> str:
+        """A cookie value for a fresh session."""
+        now = time.time() if now is None else now
+        payload = json.dumps({"sid": secrets.token_urlsafe(16), "exp": int(now + self.session_lifetime)},
+                             separators=(",", ":")).encode()
+        encoded = base64.urlsafe_b64encode(payload).decode().rstrip("=")
+        return f"{encoded}.{self._sign(payload)}"
+
+    def _decode(self, cookie: str) -> dict | None:
+        try:
+            encoded, signature = cookie.split(".", 1)
+            payload = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+        except (ValueError, TypeError):
+            return None
+        if not hmac.compare_digest(signature, self._sign(payload)):
+            return None
+        try:
+            data = json.loads(payload)
+        except ValueError:
+            return None
+        if not isinstance(data, dict) or not isinstance(data.get("exp"), int):
+            return None
+        return data
+
+    def session_valid(self, cookie: str | None, now: float | None = None) -> bool:
+        if not cookie:
+            return False
+        data = self._decode(cookie)
+        if data is None:
+            return False
+        now = time.time() if now is None else now
+        if data["exp"] <= now:
+            return False
+        with self._revoked_lock:
+            return data.get("sid") not in self._revoked
+
+    def revoke(self, cookie: str | None) -> None:
+        data = self._decode(cookie) if cookie else None
+        if data is None:
+            return
+        now = time.time()
+        with self._revoked_lock:
+            for sid, expiry in list(self._revoked.items()):
+                if expiry <= now:
+                    del self._revoked[sid]
+            self._revoked[str(data.get("sid"))] = data["exp"]
+
+    def cookie_header(self, value: str, max_age: int | None = None) -> str:
+        """Set-Cookie value: HttpOnly, SameSite=Strict, Secure under SSL, with an expiry."""
+        age = self.session_lifetime if max_age is None else max_age
+        parts = [f"{COOKIE_NAME}={value}", "Path=/", f"Max-Age={age}", "HttpOnly", "SameSite=Strict"]
+        if self.secure_cookies:
+            parts.append("Secure")
+        return "; ".join(parts)
+
+    # -- the per-request check ------------------------------------------------------------
+
+    def check(self, session_cookie: str | None, api_key: str | None) -> None:
+        """Raise 401 unless auth is off, the session is valid, or the key matches."""
+        if not self.enabled:
+            return
+        if self.session_valid(session_cookie):
+            return
+        if api_key is None:
+            raise Unauthorized(REQUIRED_MESSAGE)
+        if not self.token_matches(api_key):
+            raise Unauthorized(FAILED_MESSAGE)

@@ -1,0 +1,364 @@
+"""Configuration: loading the YAML file and validating it against declared fields.
+
+The file is read with PyYAML's BaseLoader, as v0.6 does, so every scalar is a
+string and the v0.6 CLI (which parses the same file) sees the same values we
+do. Fields are declared once (core fields here, plugin fields through the
+``pvc_config_fields`` hook) and validation names the full dotted key and what
+was expected, because that message is all an operator sees when the daemon
+refuses to start.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import yaml
+
+from .errors import ConfigError
+
+DEFAULT_PATHS = ("/etc/pvc/pvcapid.yaml", "/etc/pvc/pvc-api.yaml")
+REQUIRED = object()
+
+TRUE_WORDS = frozenset(("y", "yes", "t", "true", "on", "1"))
+FALSE_WORDS = frozenset(("n", "no", "f", "false", "off", "0"))
+
+
+def parse_bool(value: str) -> bool:
+    """strtobool semantics (any case); raises ValueError otherwise."""
+    word = str(value).strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ValueError(value)
+
+
+def _as_str(value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        raise ValueError("a single value")
+    return value
+
+
+def _as_int(value: Any) -> int:
+    return int(_as_str(value))
+
+
+def _as_float(value: Any) -> float:
+    return float(_as_str(value))
+
+
+def _as_bool(value: Any) -> bool:
+    return parse_bool(_as_str(value))
+
+
+def _as_map(value: Any) -> dict:
+    if isinstance(value, dict):
+        return value
+    raise ValueError("a mapping")
+
+
+def _as_list(value: Any) -> list:
+    if isinstance(value, list):
+        return value
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    raise ValueError("a list")
+
+
+KINDS: dict[str, tuple[Callable[[Any], Any], str]] = {
+    "str": (_as_str, "a string"),
+    "int": (_as_int, "an integer"),
+    "float": (_as_float, "a number"),
+    "bool": (_as_bool, "a boolean (true/false/yes/no/on/off/1/0)"),
+    "list": (_as_list, "a list"),
+    "map": (_as_map, "a mapping"),
+    "any": (lambda v: v, "any value"),
+}
+
+
+@dataclass
+class Field:
+    """One configuration key.
+
+    ``required_if`` names a boolean key (dotted, from ``pvc``) that makes this
+    key mandatory when true: the "keys of a disabled feature are optional"
+    rule of DECISIONS, declared rather than coded per key.
+    """
+
+    kind: str = "str"
+    default: Any = REQUIRED
+    help: str = ""
+    required_if: str | None = None
+    check: Callable[[Any], str | None] | None = None
+    items: dict[str, "Field"] | None = None  # for lists of mappings
+
+    @property
+    def optional(self) -> bool:
+        return self.default is not REQUIRED
+
+
+@dataclass
+class Section:
+    """A mapping of fields; ``optional`` sections may be absent entirely."""
+
+    fields: dict[str, "Field | Section"] = field(default_factory=dict)
+    optional: bool = False
+    help: str = ""
+
+
+def _port_check(value: int) -> str | None:
+    return None if 1 <= value <= 65535 else "a port number between 1 and 65535"
+
+
+def _positive(value: float) -> str | None:
+    return None if value > 0 else "a positive number"
+
+
+def _coordinators_check(value: list) -> str | None:
+    if not value:
+        return "a non-empty list of host or host:port entries"
+    for item in value:
+        if not isinstance(item, str) or not item:
+            return "a list of host or host:port entries"
+        host, _, port = item.rpartition(":") if item.count(":") == 1 else (item, "", "")
+        if port and not port.isdigit():
+            return f"host:port entries with a numeric port, got {item!r}"
+    return None
+
+
+TOKEN_FIELDS = {
+    "description": Field("str", default=""),
+    "token": Field("str"),
+}
+
+
+def core_schema() -> Section:
+    """The daemon's own keys (api-general.md §11 plus the keys we add)."""
+    return Section({
+        "debug": Field("bool", help="debug logging and indented JSON"),
+        "coordinators": Field("list", check=_coordinators_check,
+                              help="ZooKeeper hosts, host or host:port (default port 2181)"),
+        "data_dir": Field("str", default="/var/lib/pvc",
+                          help="where the embedded SQLite database and queue live"),
+        "plugins": Section({
+            "enabled": Field("list", default=None, help="plugins to load (default: all installed)"),
+            "disabled": Field("list", default=[], help="installed plugins not to load"),
+        }, optional=True),
+        "zookeeper": Section({
+            "session_timeout": Field("float", default=10.0, check=_positive),
+            "request_timeout": Field("float", default=5.0, check=_positive,
+                                     help="longest wait for one ZooKeeper operation before 503"),
+        }, optional=True),
+        "api": Section({
+            "listen_address": Field("str"),
+            "listen_port": Field("int", check=_port_check),
+            "threads": Field("int", default=16, check=_positive),
+            "max_body_size": Field("int", default=16 * 1024 * 1024, check=_positive,
+                                   help="largest accepted request body in bytes"),
+            "socket_timeout": Field("float", default=10.0, check=_positive,
+                                    help="seconds a stalled client may hold a connection"),
+            "authentication": Section({
+                "enabled": Field("bool"),
+                "secret_key": Field("str", default="", required_if="api.authentication.enabled"),
+                "tokens": Field("list", default=[], required_if="api.authentication.enabled",
+                                items=TOKEN_FIELDS),
+                "session_lifetime": Field("int", default=43200, check=_positive,
+                                          help="seconds a login session stays valid"),
+            }),
+            "ssl": Section({
+                "enabled": Field("bool"),
+                "cert_file": Field("str", default="", required_if="api.ssl.enabled"),
+                "key_file": Field("str", default="", required_if="api.ssl.enabled"),
+            }),
+        }),
+        "provisioner": Section({
+            "database": Section({
+                "host": Field("str"),
+                "port": Field("int", check=_port_check),
+                "name": Field("str"),
+                "user": Field("str"),
+                "pass": Field("str"),
+            }, optional=True, help="PostgreSQL; absent means the embedded SQLite database"),
+            "queue": Section({
+                "host": Field("str"),
+                "port": Field("int", check=_port_check),
+                "path": Field("str", default="/0"),
+            }, optional=True, help="Redis; absent means the SQLite-backed queue"),
+        }, optional=True),
+    })
+
+
+def merge_section(into: Section, extra: Section, where: str = "pvc") -> None:
+    """Add a plugin's fields to the schema; a clash with a declared key is a bug."""
+    for name, spec in extra.fields.items():
+        current = into.fields.get(name)
+        if current is None:
+            into.fields[name] = spec
+        elif isinstance(current, Section) and isinstance(spec, Section):
+            merge_section(current, spec, f"{where}.{name}")
+        else:
+            raise ConfigError(f"{where}.{name}: declared twice (by the core and a plugin, or two plugins)")
+
+
+class Config:
+    """Validated configuration: nested dicts of typed values under ``pvc``."""
+
+    def __init__(self, data: dict, path: str | None = None, raw: dict | None = None):
+        self.data = data
+        self.path = path
+        self.raw = raw or {}
+
+    def get(self, dotted: str, default: Any = None) -> Any:
+        node: Any = self.data
+        for part in dotted.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return default
+            node = node[part]
+        return node
+
+    def __getitem__(self, dotted: str) -> Any:
+        value = self.get(dotted, REQUIRED)
+        if value is REQUIRED:
+            raise KeyError(dotted)
+        return value
+
+    def has(self, dotted: str) -> bool:
+        return self.get(dotted, REQUIRED) is not REQUIRED
+
+
+def find_config_path(explicit: str | None = None) -> str:
+    """--config, then PVC_CONFIG_FILE, then the two default paths of DECISIONS."""
+    if explicit:
+        return explicit
+    env = os.environ.get("PVC_CONFIG_FILE")
+    if env:
+        return env
+    for candidate in DEFAULT_PATHS:
+        if os.path.exists(candidate):
+            return candidate
+    raise ConfigError(
+        "no configuration file: set PVC_CONFIG_FILE, pass --config PATH, "
+        f"or create one of {', '.join(DEFAULT_PATHS)}"
+    )
+
+
+def read_raw(path: str) -> dict:
+    """Parse the YAML file (BaseLoader) and return the mapping under ``pvc``."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            document = yaml.load(handle, Loader=yaml.BaseLoader)
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        text = " ".join(str(exc).split())
+        raise ConfigError(f"Failed to parse configuration file {path}: {text}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("pvc"), dict):
+        raise ConfigError(f"{path}: expected a mapping with a top-level 'pvc' section")
+    return document["pvc"]
+
+
+def _flag(raw: dict, dotted: str) -> bool:
+    node: Any = raw
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    try:
+        return _as_bool(node)
+    except ValueError:
+        return False
+
+
+def _convert(spec: Field, value: Any, key: str) -> Any:
+    convert, expected = KINDS[spec.kind]
+    try:
+        result = convert(value)
+    except (ValueError, TypeError):
+        raise ConfigError(f"{key}: expected {expected}, got {value!r}") from None
+    if spec.items is not None:
+        result = [_validate_items(spec.items, item, f"{key}[{index}]") for index, item in enumerate(result)]
+    if spec.check is not None:
+        problem = spec.check(result)
+        if problem:
+            raise ConfigError(f"{key}: expected {problem}, got {value!r}")
+    return result
+
+
+def _validate_items(fields: dict[str, Field], item: Any, key: str) -> dict:
+    if not isinstance(item, dict):
+        raise ConfigError(f"{key}: expected a mapping with keys {', '.join(fields)}, got {item!r}")
+    out = {}
+    for name, spec in fields.items():
+        if name in item:
+            out[name] = _convert(spec, item[name], f"{key}.{name}")
+        elif spec.optional:
+            out[name] = spec.default
+        else:
+            raise ConfigError(f"{key}.{name}: required key is missing")
+    return out
+
+
+def validate(schema: Section, raw: dict, prefix: str = "pvc", root: dict | None = None) -> dict:
+    """Check ``raw`` against ``schema``; unknown keys are kept as they are (v0.6 ignores them)."""
+    root = raw if root is None else root
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix}: expected a mapping, got {raw!r}")
+    out: dict = {key: value for key, value in raw.items() if key not in schema.fields}
+    for name, spec in schema.fields.items():
+        key = f"{prefix}.{name}"
+        present = name in raw and raw[name] is not None
+        if isinstance(spec, Section):
+            if present:
+                out[name] = validate(spec, raw[name], key, root)
+            elif spec.optional:
+                continue
+            else:
+                raise ConfigError(f"{key}: required section is missing")
+            continue
+        if present and not (raw[name] == "" and spec.optional and spec.kind != "str"):
+            out[name] = _convert(spec, raw[name], key)
+        elif spec.required_if and _flag(root, spec.required_if):
+            raise ConfigError(f"{key}: required when pvc.{spec.required_if} is true")
+        elif spec.optional:
+            out[name] = spec.default
+        else:
+            raise ConfigError(f"{key}: required key is missing ({KINDS[spec.kind][1]} expected)")
+    return out
+
+
+def check_semantics(config: Config) -> None:
+    """Cross-key rules that a single field cannot express."""
+    if config["api.authentication.enabled"]:
+        if not config["api.authentication.secret_key"]:
+            raise ConfigError("pvc.api.authentication.secret_key: expected a non-empty string "
+                              "when authentication is enabled (it signs the session cookies)")
+        if not any(entry["token"] for entry in config["api.authentication.tokens"]):
+            raise ConfigError("pvc.api.authentication.tokens: expected at least one non-empty token "
+                              "when authentication is enabled")
+    if config["api.ssl.enabled"]:
+        for name in ("cert_file", "key_file"):
+            path = config[f"api.ssl.{name}"]
+            if not path:
+                raise ConfigError(f"pvc.api.ssl.{name}: required when pvc.api.ssl.enabled is true")
+            if not os.access(path, os.R_OK):
+                raise ConfigError(f"pvc.api.ssl.{name}: expected a readable PEM file, got {path!r}")
+
+
+def build(schema: Section, raw: dict, path: str | None = None) -> Config:
+    """Validate ``raw`` (the ``pvc`` mapping) into a Config."""
+    config = Config(validate(schema, raw), path=path, raw=raw)
+    check_semantics(config)
+    return config
+
+
+def coordinator_hosts(coordinators: list[str]) -> str:
+    """kazoo's host string; every entry gets the default port 2181 unless it has one."""
+    hosts = []
+    for item in coordinators:
+        if item.startswith("[") or item.count(":") == 1:
+            hosts.append(item)
+        else:
+            hosts.append(f"{item}:2181")
+    return ",".join(hosts)

@@ -1,0 +1,104 @@
+"""``pvcapid-embedded``: the whole daemon on one machine with no servers to set up.
+
+Starts a local ZooKeeper, initializes the cluster tree if it is new, starts
+the stock Huey consumer on the SQLite-backed queue, and runs the API on the
+SQLite database; all state lives under one data directory, and the
+configuration it writes there on first start is the operator's to edit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+
+from . import schema
+from .zkserver import ZooKeeperServer
+
+CONFIG_TEMPLATE = """---
+# Written by pvcapid-embedded on first start; edit freely.
+pvc:
+    debug: False
+    data_dir: "{data_dir}"
+    coordinators:
+      - "127.0.0.1:{zk_port}"
+    api:
+        listen_address: "{address}"
+        listen_port: "{port}"
+        authentication:
+            enabled: False
+        ssl:
+            enabled: False
+"""
+
+
+def _zk_port(config_path: str) -> int:
+    import yaml
+    with open(config_path, encoding="utf-8") as handle:
+        document = yaml.load(handle, Loader=yaml.BaseLoader)
+    first = document["pvc"]["coordinators"][0]
+    return int(first.rsplit(":", 1)[1]) if ":" in first else 2181
+
+
+def ensure_config(data_dir: str, address: str, port: int, zk_port: int) -> str:
+    path = os.path.join(data_dir, "pvcapid.yaml")
+    if not os.path.exists(path):
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(CONFIG_TEMPLATE.format(data_dir=data_dir, address=address, port=port, zk_port=zk_port))
+    return path
+
+
+def initialize_tree(coordinator: str) -> bool:
+    """Create the v0.6 base tree on a fresh ZooKeeper; True when it was created now."""
+    from .zk import ZooKeeper
+    zk = ZooKeeper([coordinator])
+    try:
+        zk.start(wait=15)
+        if zk.exists(schema.PRIMARY_NODE):
+            return False
+        zk.create(schema.BASE_TREE)
+        return True
+    finally:
+        zk.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pvcapid-embedded", description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=os.path.abspath(".pvc-data"))
+    parser.add_argument("--address", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=7370)
+    parser.add_argument("--zk-port", type=int, default=2181)
+    args = parser.parse_args(argv)
+    data_dir = os.path.abspath(args.data_dir)
+    os.makedirs(data_dir, exist_ok=True)
+    config_path = ensure_config(data_dir, args.address, args.port, args.zk_port)
+    zk_port = _zk_port(config_path)
+
+    zookeeper = ZooKeeperServer(os.path.join(data_dir, "zookeeper"), port=zk_port, force_sync=True)
+    print(f"Starting ZooKeeper on 127.0.0.1:{zk_port} (data in {zookeeper.directory})", flush=True)
+    zookeeper.start()
+    consumer = None
+    try:
+        if initialize_tree(f"127.0.0.1:{zk_port}"):
+            print("Initialized a new PVC cluster tree", flush=True)
+        env = dict(os.environ, PVC_CONFIG_FILE=config_path)
+        consumer = subprocess.Popen(
+            [sys.executable, "-m", "huey.bin.huey_consumer", "pvc_core.consumer.huey", "-w", "2", "-k", "thread"],
+            env=env, stdin=subprocess.DEVNULL)
+        os.environ["PVC_CONFIG_FILE"] = config_path
+        from .cli import main as daemon_main
+        return daemon_main(["--config", config_path])
+    finally:
+        if consumer is not None and consumer.poll() is None:
+            consumer.send_signal(signal.SIGINT)  # huey's graceful stop
+            try:
+                consumer.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                consumer.kill()
+        zookeeper.stop()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

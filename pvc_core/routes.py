@@ -1,0 +1,166 @@
+"""The route table: the single source for dispatch, validation and OpenAPI.
+
+Plugins return ``Route`` objects from their ``pvc_routes`` hook; the table
+indexes them per listener for matching. Static paths are one dict lookup;
+templated paths are tried only among templates with the same number of
+segments, so matching cost does not grow with the number of plugins.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .errors import ApiError, MethodNotAllowed, NotFound
+from .params import Param
+
+API_PREFIX = "/api/v1"
+MAIN_LISTENER = "main"
+NOT_FOUND_MESSAGE = ("The requested URL was not found on the server. If you entered the URL "
+                     "manually please check your spelling and try again.")
+METHOD_NOT_ALLOWED_MESSAGE = "The method is not allowed for the requested URL."
+
+
+@dataclass
+class Route:
+    """One method on one path template, e.g. ``GET /vm/<vm>``.
+
+    ``path`` is relative to ``/api/v1`` for the main listener and absolute
+    for other listeners. ``handler(ctx, params, **path_vars)`` returns a
+    JSON-serialisable value (or a ``Response``); ``ctx`` is the request
+    context with the runtime on it. ``aliases`` are extra path templates that
+    lead to the same route (the seeds' spellings).
+    """
+
+    method: str
+    path: str
+    handler: Callable[..., Any]
+    params: tuple[Param, ...] = ()
+    summary: str = ""
+    auth: bool = True
+    listener: str = MAIN_LISTENER
+    aliases: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    plugin: str = ""
+    responses: dict[int, str] = field(default_factory=dict)
+
+    def full_paths(self) -> list[str]:
+        prefix = API_PREFIX if self.listener == MAIN_LISTENER else ""
+        return [prefix + template for template in (self.path, *self.aliases)]
+
+
+@dataclass
+class _Template:
+    segments: tuple[str, ...]
+    variables: tuple[tuple[int, str], ...]
+    methods: dict[str, Route]
+
+
+def _split(template: str) -> tuple[str, ...]:
+    return tuple(template.split("/"))
+
+
+class RouteTable:
+    """All routes of one daemon, indexed for matching per listener."""
+
+    def __init__(self) -> None:
+        self.routes: list[Route] = []
+        self._static: dict[tuple[str, str], dict[str, Route]] = {}
+        self._templates: dict[tuple[str, int], list[_Template]] = {}
+
+    def add(self, route: Route) -> None:
+        route.method = route.method.upper()
+        for full in route.full_paths():
+            methods = self._methods_for(route.listener, full)
+            if route.method in methods:
+                other = methods[route.method]
+                raise ValueError(f"route {route.method} {full} declared twice "
+                                 f"(plugins {other.plugin or 'core'!r} and {route.plugin or 'core'!r})")
+            methods[route.method] = route
+        self.routes.append(route)
+
+    def _methods_for(self, listener: str, full: str) -> dict[str, Route]:
+        if "<" not in full:
+            return self._static.setdefault((listener, full), {})
+        segments = _split(full)
+        bucket = self._templates.setdefault((listener, len(segments)), [])
+        for existing in bucket:
+            if existing.segments == segments:
+                return existing.methods
+        variables = tuple((index, seg[1:-1]) for index, seg in enumerate(segments)
+                          if seg.startswith("<") and seg.endswith(">"))
+        template = _Template(segments, variables, {})
+        bucket.append(template)
+        return template.methods
+
+    def lookup(self, listener: str, path: str) -> tuple[dict[str, Route], dict[str, str]] | None:
+        """The methods served at ``path`` and its path variables, or None.
+
+        ``path`` is the WSGI PATH_INFO, already percent-decoded by the server.
+        """
+        methods = self._static.get((listener, path))
+        if methods is not None:
+            return methods, {}
+        segments = _split(path)
+        for template in self._templates.get((listener, len(segments)), ()):
+            variables = {}
+            for index, expected in enumerate(template.segments):
+                actual = segments[index]
+                if expected.startswith("<"):
+                    if not actual:
+                        break
+                    variables[expected[1:-1]] = actual
+                elif expected != actual:
+                    break
+            else:
+                return template.methods, variables
+        return None
+
+    def match(self, listener: str, method: str, path: str) -> tuple[Route, dict[str, str]]:
+        """Resolve a request; 404 for an unknown path, 405 (with Allow) for a wrong method."""
+        found = self.lookup(listener, path)
+        if found is None:
+            raise NotFound(NOT_FOUND_MESSAGE)
+        methods, variables = found
+        route = methods.get(method)
+        if route is None and method == "HEAD":
+            route = methods.get("GET")
+        if route is None:
+            raise MethodNotAllowed(METHOD_NOT_ALLOWED_MESSAGE, headers={"Allow": allow_header(methods)})
+        return route, variables
+
+    def for_listener(self, listener: str) -> list[Route]:
+        return [route for route in self.routes if route.listener == listener]
+
+    def listeners(self) -> set[str]:
+        return {route.listener for route in self.routes}
+
+
+def allow_header(methods: dict[str, Route]) -> str:
+    allowed = set(methods)
+    if "GET" in allowed:
+        allowed.add("HEAD")
+    allowed.add("OPTIONS")
+    return ", ".join(sorted(allowed))
+
+
+class Response:
+    """A handler result that needs a status or headers other than 200 JSON."""
+
+    def __init__(self, body: Any = None, status: int = 200, headers: dict | None = None,
+                 raw: bytes | None = None, content_type: str | None = None):
+        self.body = body
+        self.status = status
+        self.headers = headers or {}
+        self.raw = raw
+        self.content_type = content_type
+
+
+def message(text: str, status: int = 200) -> Response | dict:
+    """The v0.6 message object; plain dict for 200 so the fast path stays a dict."""
+    if status == 200:
+        return {"message": text}
+    return Response({"message": text}, status=status)
+
+
+__all__ = ["API_PREFIX", "ApiError", "MAIN_LISTENER", "Response", "Route", "RouteTable", "message"]

@@ -1,0 +1,168 @@
+"""The runtime: configuration, plugins, ZooKeeper, database, queue and services in one object.
+
+Both processes build exactly this: the API daemon wraps it in a CherryPy
+engine plugin, the Huey consumer (``pvc_core.consumer``) in Huey's startup
+and shutdown hooks. Everything the plugins contribute is collected once, at
+construction, so a request never asks the plugin manager anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import peewee
+import redis.exceptions
+
+from . import config as configmod
+from . import coreplugin, openapi
+from .auth import Authenticator
+from .db import database_proxy, describe as describe_database, make_database
+from .errors import PluginError, ServiceUnavailable
+from .plugins import PluginHost, installed_plugins, select
+from .queue import describe as describe_queue, make_huey
+from .routes import RouteTable
+from .taskrecords import TaskRecords
+from .zk import ZooKeeper
+
+log = logging.getLogger("pvc.runtime")
+
+
+class Runtime:
+    """Everything a handler or a task needs, started and stopped as one."""
+
+    def __init__(self, config: configmod.Config, host: PluginHost):
+        self.config = config
+        self.host = host
+        self.plugins = host.plugins
+        self.zk = ZooKeeper(config["coordinators"], config.get("zookeeper.session_timeout", 10.0),
+                            config.get("zookeeper.request_timeout", 5.0))
+        self.database = make_database(config)
+        database_proxy.initialize(self.database)
+        self.huey = make_huey(config)
+        self.tasks = TaskRecords()
+        self.auth = Authenticator(
+            enabled=config["api.authentication.enabled"],
+            tokens=[entry["token"] for entry in config["api.authentication.tokens"]],
+            secret_key=config["api.authentication.secret_key"],
+            session_lifetime=config["api.authentication.session_lifetime"],
+            secure_cookies=config["api.ssl.enabled"],
+        )
+        self.unavailable = {
+            peewee.OperationalError: lambda: f"The {describe_database(self.database)} is unreachable",
+            peewee.InterfaceError: lambda: f"The {describe_database(self.database)} is unreachable",
+            redis.exceptions.ConnectionError: lambda: f"The {describe_queue(self.huey, config)} is unreachable",
+            redis.exceptions.TimeoutError: lambda: f"The {describe_queue(self.huey, config)} timed out",
+        }
+        self.routes = RouteTable()
+        self.listeners: dict[str, tuple[str, int]] = {}
+        self.services: dict[str, Any] = {}
+        self.service_owners: dict[str, str] = {}
+        self.models: list[Any] = list(TaskRecords.models)
+        self._users = 0
+        self._lock = threading.Lock()
+        self._schema_ready = False
+        self._collect()
+
+    # -- construction -------------------------------------------------------------------
+
+    def _collect(self) -> None:
+        host = self.host
+        for name, services in host.call_each("pvc_services", runtime=self):
+            for service_name, service in (services or {}).items():
+                if service_name in self.services:
+                    raise PluginError(f"service {service_name!r} published twice (again by {name!r})")
+                self.services[service_name] = service
+                self.service_owners[service_name] = name
+        for name, listeners in host.call_each("pvc_listeners", runtime=self):
+            self.listeners.update(listeners or {})
+        for name, routes in host.call_each("pvc_routes", runtime=self):
+            for route in routes or ():
+                route.plugin = name
+                if route.listener != "main" and route.listener not in self.listeners:
+                    raise PluginError(f"plugin {name!r}: route {route.path} uses unknown listener "
+                                      f"{route.listener!r}")
+                self.routes.add(route)
+        for _name, models in host.call_each("pvc_db_models"):
+            self.models.extend(models or ())
+        for _name, _ in host.call_each("pvc_tasks", huey=self.huey, runtime=self):
+            pass
+        self.status_hooks = host.implementations("pvc_status")
+        self.openapi_document = openapi.document(self.routes, self.plugins)
+
+    @classmethod
+    def from_config(cls, path: str | None = None) -> "Runtime":
+        """Read, discover plugins, validate with their fields, build. Raises ConfigError/PluginError."""
+        path = configmod.find_config_path(path)
+        raw = configmod.read_raw(path)
+        schema = configmod.core_schema()
+        plugin_section = configmod.validate(schema.fields["plugins"], raw.get("plugins") or {}, "pvc.plugins")
+        names = select(sorted(installed_plugins()), plugin_section["enabled"], plugin_section["disabled"])
+        host = PluginHost()
+        host.register_core(coreplugin)
+        host.load(names)
+        for _name, section in host.call_each("pvc_config_fields"):
+            if section is not None:
+                configmod.merge_section(schema, section)
+        return cls(configmod.build(schema, raw, path), host)
+
+    # -- services -----------------------------------------------------------------------
+
+    def service(self, name: str, required: bool = True) -> Any:
+        """Another plugin's published service; None (or 400 when required) if it is not loaded."""
+        service = self.services.get(name)
+        if service is None and required:
+            from .errors import BadRequest
+            raise BadRequest(f"This operation needs the {name!r} service, whose plugin is not enabled")
+        return service
+
+    @property
+    def unavailable_errors(self) -> tuple[type, ...]:
+        return tuple(self.unavailable)
+
+    def describe_unavailable(self, exc: Exception) -> str:
+        for kind, text in self.unavailable.items():
+            if isinstance(exc, kind):
+                return text()
+        return f"A backing service is unreachable ({type(exc).__name__})"
+
+    def ensure_schema(self) -> None:
+        """Create the tables of the core and plugin models; retried until it works once."""
+        if self._schema_ready:
+            return
+        try:
+            with self.database.connection_context():
+                self.database.create_tables(self.models, safe=True)
+        except (peewee.OperationalError, peewee.InterfaceError) as exc:
+            raise ServiceUnavailable(f"The {describe_database(self.database)} is unreachable: "
+                                     f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc}") from None
+        self._schema_ready = True
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start once per process; later calls only count users (the consumer's workers)."""
+        with self._lock:
+            self._users += 1
+            if self._users > 1:
+                return
+            self.zk.start()
+            try:
+                self.ensure_schema()
+            except ServiceUnavailable as exc:
+                log.warning("%s; will retry on first use", exc.message)
+            for _name, _ in self.host.call_each("pvc_start", runtime=self):
+                pass
+
+    def stop(self) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users > 0:
+                return
+            self._users = 0
+            for name, _ in self.host.call_each("pvc_stop", reverse=True, runtime=self):
+                log.debug("stopped plugin %s", name)
+            self.zk.stop()
+            if not self.database.is_closed():
+                self.database.close()

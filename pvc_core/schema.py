@@ -1,0 +1,44 @@
+"""The cluster-wide ZooKeeper keys the core owns (zookeeper-schema.md §2-3, api-general.md §7)."""
+
+PRIMARY_NODE = "/primary_node"
+UPSTREAM_IP = "/upstream_ip"
+MAINTENANCE = "/maintenance"
+
+# POST /initialize creates these in one transaction. The whole v0.6 base tree is
+# here (not split among plugins) because v0.6 node daemons need all of it even
+# when this daemon runs without, say, the network plugin.
+BASE_TREE = {
+    PRIMARY_NODE: "none",
+    UPSTREAM_IP: "none",
+    MAINTENANCE: "False",
+    "/nodes": "",
+    "/domains": "",
+    "/networks": "",
+    "/ceph": "",
+    "/ceph/osds": "",
+    "/ceph/pools": "",
+    "/ceph/volumes": "",
+    "/ceph/snapshots": "",
+    "/cmd": "",
+    "/cmd/domains": "",
+    "/cmd/ceph": "",
+    "/locks": "",
+    "/locks/flush_lock": "",
+    "/locks/primary_node": "",
+}
+
+# The parts of GET /status that plugins fill in; a disabled plugin's part keeps these zeros.
+STATUS_DEFAULTS = {
+    "nodes": {"total": 0},
+    "vms": {"total": 0},
+    "networks": 0,
+    "osds": {"total": 0},
+    "pools": 0,
+    "volumes": 0,
+    "snapshots": 0,
+}
+
+
+def maintenance_value(enabled: bool) -> str:
+    """The API writes lower-case true/false (only /initialize writes ``False``)."""
+    return "true" if enabled else "false"

@@ -1,0 +1,326 @@
+"""The HTTP side: CherryPy configuration, the route-table dispatcher, JSON rendering.
+
+CherryPy runs in production mode with one custom dispatcher for the whole
+tree. The dispatcher resolves the route and checks authentication before the
+request body is read (so an unauthenticated or unknown request never has its
+body processed), then hands CherryPy a handler that parses the declared
+parameters, calls the plugin's handler and renders JSON. Every error path,
+including CherryPy's own (bad request line aside, which cheroot answers),
+ends as ``{"message": ...}``; a 500 also carries the request id that the
+log line has.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import secrets
+import signal
+import time
+from functools import partial
+from typing import Any
+
+import cherrypy
+from cherrypy.process.plugins import SimplePlugin
+
+from .errors import ApiError, PayloadTooLarge, ServiceUnavailable
+from .params import json_to_multidict, merge_sources, parse_params
+from .routes import API_PREFIX, MAIN_LISTENER, Response, Route, allow_header
+
+log = logging.getLogger("pvc.api")
+access_log = logging.getLogger("pvc.access")
+
+REQUEST_ID_HEADER = "X-Request-Id"
+BODY_METHODS = ("POST", "PUT", "PATCH", "DELETE", "GET")
+
+
+class RequestContext:
+    """What a handler gets besides its parameters: the runtime and the request."""
+
+    __slots__ = ("runtime", "request", "request_id", "listener", "response_headers")
+
+    def __init__(self, runtime: Any, request: Any, request_id: str, listener: str):
+        self.runtime = runtime
+        self.request = request
+        self.request_id = request_id
+        self.listener = listener
+        self.response_headers: dict[str, str] = {}
+
+    def header(self, name: str) -> str | None:
+        return self.request.headers.get(name)
+
+    def cookie(self, name: str) -> str | None:
+        morsel = self.request.cookie.get(name)
+        return None if morsel is None else morsel.value
+
+    @property
+    def remote_address(self) -> str:
+        return self.request.remote.ip
+
+    def service(self, name: str, required: bool = True) -> Any:
+        return self.runtime.service(name, required=required)
+
+
+class Dispatcher:
+    """CherryPy ``request.dispatch``: route table lookup, auth, then a bound handler."""
+
+    def __init__(self, runtime: Any, listener_ports: dict[int, str]):
+        self.runtime = runtime
+        self.table = runtime.routes
+        self.auth = runtime.auth
+        self.listener_ports = listener_ports
+        self.max_body = runtime.config["api.max_body_size"]
+        self.indent = 4 if runtime.config["debug"] else None
+        self.unavailable = runtime.unavailable_errors
+        # CherryPy's own dispatcher merges global and app config per request;
+        # ours has one config for the whole tree, merged once.
+        self.request_config = dict(cherrypy.config)
+
+    def __call__(self, path_info: str) -> None:
+        request = cherrypy.serving.request
+        request.config = self.request_config
+        request_id = secrets.token_hex(8)
+        request.pvc_started = time.perf_counter()
+        request.pvc_request_id = request_id
+        request.hooks.attach("on_end_request", _log_access)
+        cherrypy.serving.response.headers[REQUEST_ID_HEADER] = request_id
+        listener = self.listener_ports.get(request.local.port, MAIN_LISTENER)
+        request.process_request_body = False
+        try:
+            if path_info == API_PREFIX and listener == MAIN_LISTENER:
+                request.handler = partial(self._redirect, API_PREFIX + "/")
+                return
+            route, variables = self.table.match(listener, request.method, path_info)
+            if request.method == "OPTIONS":
+                request.handler = partial(self._options, path_info, listener)
+                return
+            if route.auth:
+                morsel = request.cookie.get("session")
+                self.auth.check(None if morsel is None else morsel.value, request.headers.get("X-Api-Key"))
+            length = request.headers.get("Content-Length")
+            if length is not None:
+                if not length.isdigit():
+                    raise ApiError("Content-Length: expected a non-negative integer", 400)
+                if int(length) > self.max_body:
+                    raise PayloadTooLarge(
+                        f"Request body of {length} bytes exceeds the limit of {self.max_body} bytes "
+                        "(pvc.api.max_body_size)", headers={"Connection": "close"})
+                request.process_request_body = int(length) > 0
+            elif "Transfer-Encoding" in request.headers:
+                request.process_request_body = True
+            request.handler = partial(self._invoke, route, variables,
+                                      RequestContext(self.runtime, request, request_id, listener))
+        except ApiError as exc:
+            if exc.status == 405 and request.method == "OPTIONS":
+                request.handler = partial(self._options, path_info, listener)
+                return
+            request.handler = partial(self._error, exc)
+
+    # -- handlers CherryPy calls --------------------------------------------------------
+
+    def _invoke(self, route: Route, variables: dict, ctx: RequestContext) -> bytes:
+        request = ctx.request
+        try:
+            sources = [request.params]
+            if request.process_request_body and _is_json(request.headers.get("Content-Type", "")):
+                sources.append(json_to_multidict(_read_json(request)))
+            values = merge_sources(*(_plain(source) for source in sources))
+            params = parse_params(route.params, values)
+            result = route.handler(ctx, params, **variables)
+        except ApiError as exc:
+            return self._error(exc)
+        except self.unavailable as exc:
+            return self._error(ServiceUnavailable(self.runtime.describe_unavailable(exc)))
+        except cherrypy.HTTPError as exc:
+            if exc.code == 413:
+                return self._error(PayloadTooLarge(
+                    f"Request body exceeds the limit of {self.max_body} bytes (pvc.api.max_body_size)",
+                    headers={"Connection": "close"}))
+            return self._error(ApiError(html.unescape(exc._message or exc.reason), exc.code))
+        except Exception:
+            log.exception("request %s: unhandled error in %s %s", ctx.request_id, route.method, route.path)
+            return internal_error_body(ctx.request_id)
+        headers = cherrypy.serving.response.headers
+        headers.update(ctx.response_headers)
+        if isinstance(result, Response):
+            cherrypy.serving.response.status = result.status
+            headers.update(result.headers)
+            if result.raw is not None:
+                headers["Content-Type"] = result.content_type or "application/octet-stream"
+                return result.raw
+            result = result.body
+        headers["Content-Type"] = "application/json"
+        return self.render(result)
+
+    def render(self, body: Any) -> bytes:
+        return (json.dumps(body, indent=self.indent) + "\n").encode("utf-8")
+
+    def _error(self, exc: ApiError) -> bytes:
+        response = cherrypy.serving.response
+        response.status = exc.status
+        response.headers.update(exc.headers)
+        response.headers["Content-Type"] = "application/json"
+        return self.render({"message": exc.message})
+
+    def _redirect(self, target: str) -> bytes:
+        response = cherrypy.serving.response
+        response.status = 301
+        response.headers["Location"] = cherrypy.url(target)
+        response.headers["Content-Type"] = "application/json"
+        return self.render({"message": f"Moved permanently to {target}"})
+
+    def _options(self, path_info: str, listener: str) -> bytes:
+        found = self.table.lookup(listener, path_info)
+        response = cherrypy.serving.response
+        response.headers["Allow"] = allow_header(found[0] if found else {})
+        response.headers["Content-Type"] = "application/json"
+        response.status = 200
+        return b""
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
+
+
+def _read_json(request: Any) -> Any:
+    raw = request.body.read()
+    if not raw.strip():
+        return {}
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise ApiError(f"JSON body: could not parse it ({exc}); expected a JSON object", 400) from None
+
+
+def _plain(params: dict) -> dict:
+    """CherryPy gives multipart fields as Part objects; parameters are text."""
+    out = {}
+    for key, value in params.items():
+        items = value if isinstance(value, list) else [value]
+        out[key] = [item.fullvalue() if hasattr(item, "fullvalue") else item for item in items]
+    return out
+
+
+def internal_error_body(request_id: str) -> bytes:
+    response = cherrypy.serving.response
+    response.status = 500
+    response.headers["Content-Type"] = "application/json"
+    return (json.dumps({"message": f"Internal Server Error (request id {request_id})",
+                        "request_id": request_id}) + "\n").encode()
+
+
+def _log_access() -> None:
+    request = cherrypy.serving.request
+    response = cherrypy.serving.response
+    started = getattr(request, "pvc_started", None)
+    elapsed = (time.perf_counter() - started) * 1000 if started else 0.0
+    # The path only: query strings can carry a login token.
+    access_log.info('%s %s "%s %s" %s %.1fms', request.remote.ip, getattr(request, "pvc_request_id", "-"),
+                    request.method, request.path_info, str(response.status).split(" ", 1)[0], elapsed)
+
+
+def _json_error_page(status: str, message: str, traceback: str, version: str) -> bytes:
+    """CherryPy's own errors (bad query string, 411, 413 while reading...) as JSON."""
+    response = cherrypy.serving.response
+    response.headers["Content-Type"] = "application/json"
+    code = int(str(status).split(" ", 1)[0])
+    if code == 413:
+        response.headers["Connection"] = "close"
+    return (json.dumps({"message": html.unescape(message or status)}) + "\n").encode()
+
+
+def _json_internal_error() -> None:
+    request = cherrypy.serving.request
+    request_id = getattr(request, "pvc_request_id", "-")
+    log.error("request %s: unhandled error", request_id, exc_info=True)
+    cherrypy.serving.response.body = internal_error_body(request_id)
+
+
+class RuntimePlugin(SimplePlugin):
+    """Starts the runtime (ZooKeeper, database, plugins) before the servers and stops it after."""
+
+    def __init__(self, bus: Any, runtime: Any):
+        super().__init__(bus)
+        self.runtime = runtime
+
+    def start(self) -> None:
+        self.runtime.start()
+
+    start.priority = 40
+
+    def stop(self) -> None:
+        self.runtime.stop()
+
+    stop.priority = 60
+
+
+def configure(runtime: Any) -> dict[int, str]:
+    """Set CherryPy's global config and servers; returns port -> listener name."""
+    config = runtime.config
+    ssl_on = config["api.ssl.enabled"]
+    cherrypy.config.update({
+        "environment": "production",
+        "engine.autoreload.on": False,
+        "checker.on": False,
+        "log.screen": False,
+        "log.access_file": "",
+        "log.error_file": "",
+        "request.show_tracebacks": False,
+        "request.show_mismatched_params": False,
+        "request.methods_with_bodies": BODY_METHODS,
+        "request.body.maxbytes": config["api.max_body_size"],
+        "request.error_response": _json_internal_error,
+        "error_page.default": _json_error_page,
+        "tools.encode.on": False,
+        "tools.trailing_slash.on": False,
+        "server.socket_host": config["api.listen_address"],
+        "server.socket_port": config["api.listen_port"],
+        "server.thread_pool": config["api.threads"],
+        "server.socket_timeout": config["api.socket_timeout"],
+        "server.max_request_body_size": 0,
+        "server.shutdown_timeout": 5,
+    })
+    if ssl_on:
+        cherrypy.config.update({
+            "server.ssl_module": "builtin",
+            "server.ssl_certificate": config["api.ssl.cert_file"],
+            "server.ssl_private_key": config["api.ssl.key_file"],
+        })
+    ports = {config["api.listen_port"]: MAIN_LISTENER}
+    for name, (address, port) in runtime.listeners.items():
+        server = cherrypy._cpserver.Server()
+        server.socket_host = address
+        server.socket_port = port
+        server.thread_pool = config["api.threads"]
+        server.socket_timeout = config["api.socket_timeout"]
+        server.max_request_body_size = 0
+        server.subscribe()
+        ports[port] = name
+    return ports
+
+
+def mount(runtime: Any) -> None:
+    ports = configure(runtime)
+    cherrypy.log.access_log.propagate = False
+    dispatcher = Dispatcher(runtime, ports)
+    cherrypy.tree.mount(None, "", {"/": {"request.dispatch": dispatcher}})
+
+
+def serve(runtime: Any) -> None:
+    """Run until SIGTERM/SIGINT; the engine stops the servers, then the runtime."""
+    mount(runtime)
+    engine = cherrypy.engine
+    RuntimePlugin(engine, runtime).subscribe()
+    handler = engine.signal_handler
+    handler.handlers = {"SIGTERM": engine.exit, "SIGINT": engine.exit,
+                        "SIGHUP": lambda: log.info("SIGHUP ignored; restart the service to reload")}
+    handler.subscribe()
+    signal.signal(signal.SIGINT, lambda *_: engine.exit())
+    config = runtime.config
+    log.info("Starting PVC API daemon")
+    log.info("Listening at %s:%s with SSL=%s, Authentication=%s", config["api.listen_address"],
+             config["api.listen_port"], config["api.ssl.enabled"], config["api.authentication.enabled"])
+    engine.start()
+    engine.block()

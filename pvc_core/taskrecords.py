@@ -1,0 +1,94 @@
+"""Persisted task records: the state and progress of every long operation.
+
+Huey's result store is one-shot and says nothing while a task runs, so the
+core keeps its own record per task (queued, running with progress, done with
+a result, failed with a reason) in the database; any plugin's long work can
+create one before enqueueing and update it from the worker.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+import peewee
+
+from .db import BaseModel
+from .errors import NotFound
+
+PENDING, RUNNING, SUCCESS, FAILURE = "PENDING", "RUNNING", "SUCCESS", "FAILURE"
+STATES = (PENDING, RUNNING, SUCCESS, FAILURE)
+
+
+class TaskRecord(BaseModel):
+    id = peewee.CharField(primary_key=True, max_length=64)
+    name = peewee.CharField(max_length=200)
+    plugin = peewee.CharField(max_length=64)
+    state = peewee.CharField(max_length=16, index=True, default=PENDING)
+    current = peewee.IntegerField(default=0)
+    total = peewee.IntegerField(default=1)
+    status = peewee.TextField(default="")
+    result = peewee.TextField(null=True)
+    args = peewee.TextField(default="[]")
+    kwargs = peewee.TextField(default="{}")
+    created = peewee.DoubleField()
+    updated = peewee.DoubleField()
+
+    class Meta:
+        table_name = "pvc_task"
+
+    def as_dict(self) -> dict:
+        return {
+            "id": self.id, "name": self.name, "plugin": self.plugin, "state": self.state,
+            "current": self.current, "total": self.total, "status": self.status,
+            "result": json.loads(self.result) if self.result else None,
+            "args": json.loads(self.args), "kwargs": json.loads(self.kwargs),
+            "created": self.created, "updated": self.updated,
+        }
+
+
+class TaskRecords:
+    """Create and update task records; every call is one short statement."""
+
+    models = (TaskRecord,)
+
+    def create(self, name: str, plugin: str, args: list | tuple = (), kwargs: dict | None = None,
+               task_id: str | None = None, total: int = 1) -> TaskRecord:
+        now = time.time()
+        return TaskRecord.create(
+            id=task_id or str(uuid.uuid4()), name=name, plugin=plugin, state=PENDING, total=total,
+            args=json.dumps(list(args)), kwargs=json.dumps(kwargs or {}), created=now, updated=now)
+
+    def get(self, task_id: str) -> TaskRecord:
+        record = TaskRecord.get_or_none(TaskRecord.id == task_id)
+        if record is None:
+            raise NotFound(f"No task with ID {task_id!r}")
+        return record
+
+    def list(self, state: str | None = None, plugin: str | None = None, limit: int = 100) -> list[TaskRecord]:
+        query = TaskRecord.select().order_by(TaskRecord.created.desc()).limit(limit)
+        if state:
+            query = query.where(TaskRecord.state == state)
+        if plugin:
+            query = query.where(TaskRecord.plugin == plugin)
+        return list(query)
+
+    def _update(self, task_id: str, **fields: Any) -> None:
+        fields["updated"] = time.time()
+        TaskRecord.update(**fields).where(TaskRecord.id == task_id).execute()
+
+    def start(self, task_id: str, status: str = "Running") -> None:
+        self._update(task_id, state=RUNNING, status=status)
+
+    def progress(self, task_id: str, current: int, total: int, status: str) -> None:
+        self._update(task_id, state=RUNNING, current=current, total=total, status=status)
+
+    def succeed(self, task_id: str, result: Any = None, status: str = "Done") -> None:
+        record = self.get(task_id)
+        self._update(task_id, state=SUCCESS, status=status, current=record.total,
+                     result=json.dumps(result))
+
+    def fail(self, task_id: str, reason: str) -> None:
+        self._update(task_id, state=FAILURE, status=reason, result=json.dumps({"error": reason}))

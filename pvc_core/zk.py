@@ -1,0 +1,256 @@
+"""The daemon's one ZooKeeper client and the v0.6 read/write conventions.
+
+v0.6 opened a session per request; we keep one kazoo client per process and
+never block a request on it for longer than ``request_timeout``: when the
+ensemble is gone every call fails fast with ServiceUnavailable (503) while
+kazoo keeps reconnecting in the background.
+
+Value format (zookeeper-schema.md §1.2): text, ``str()`` of the Python value,
+so ``True``/``False``/``None`` are stored capitalised and literally. A logical
+update is one multi-operation, keys in sorted order, create-or-set per key.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Iterable, Mapping
+
+from kazoo.client import KazooClient
+from kazoo.exceptions import (
+    ConnectionClosedError,
+    ConnectionLoss,
+    KazooException,
+    NoNodeError,
+    NodeExistsError,
+    NotEmptyError,
+    RolledBackError,
+    SessionExpiredError,
+)
+from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.protocol.states import KazooState
+from kazoo.retry import KazooRetry
+
+from .config import coordinator_hosts
+from .errors import ApiError, Conflict, ServiceUnavailable
+
+log = logging.getLogger("pvc.zk")
+
+UNREACHABLE = (ConnectionLoss, SessionExpiredError, ConnectionClosedError, KazooTimeoutError)
+
+
+def encode(value: Any) -> bytes:
+    """v0.6 writes ``str(value)``; bytes pass through untouched."""
+    if isinstance(value, bytes):
+        return value
+    return str(value).encode("utf-8")
+
+
+def decode(raw: bytes | None) -> str | None:
+    return None if raw is None else raw.decode("utf-8", errors="replace")
+
+
+class TransactionFailed(Conflict):
+    """A multi-operation was rejected; nothing of it was applied."""
+
+    def __init__(self, message: str, cause: Exception | None = None):
+        super().__init__(message)
+        self.cause = cause
+
+
+class ZooKeeper:
+    """One kazoo client with bounded waits and the v0.6 helpers."""
+
+    def __init__(self, coordinators: list[str], session_timeout: float = 10.0,
+                 request_timeout: float = 5.0):
+        self.hosts = coordinator_hosts(coordinators)
+        self.request_timeout = request_timeout
+        self.client = KazooClient(
+            hosts=self.hosts,
+            timeout=session_timeout,
+            connection_retry=KazooRetry(max_tries=-1, delay=0.1, backoff=2, max_delay=1.0,
+                                        ignore_expire=True),
+            logger=logging.getLogger("pvc.zk.kazoo"),
+        )
+        self.client.add_listener(self._state_changed)
+        self._started = False
+        self._lock = threading.Lock()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self, wait: float = 5.0) -> bool:
+        """Connect; if the ensemble is not there yet, keep trying in the background."""
+        with self._lock:
+            if self._started:
+                return self.client.connected
+            self._started = True
+            event = self.client.start_async()
+        event.wait(wait)
+        if not self.client.connected:
+            log.warning("ZooKeeper at %s not reachable yet; requests answer 503 until it is", self.hosts)
+        return self.client.connected
+
+    def stop(self) -> None:
+        with self._lock:
+            if not self._started:
+                return
+            self._started = False
+        try:
+            self.client.stop()
+            self.client.close()
+        except KazooException:  # pragma: no cover - stopping a broken client
+            log.exception("error while closing the ZooKeeper client")
+
+    def _state_changed(self, state: str) -> None:
+        if state == KazooState.LOST:
+            log.warning("ZooKeeper session lost; reconnecting to %s", self.hosts)
+        elif state == KazooState.SUSPENDED:
+            log.warning("ZooKeeper connection suspended; reconnecting to %s", self.hosts)
+        else:
+            log.info("ZooKeeper connected to %s", self.hosts)
+
+    @property
+    def connected(self) -> bool:
+        return self.client.connected
+
+    def unavailable(self, detail: str = "") -> ServiceUnavailable:
+        text = f"ZooKeeper is unreachable at {self.hosts}: could not connect to Zookeeper"
+        return ServiceUnavailable(text + (f" ({detail})" if detail else ""))
+
+    def require(self) -> None:
+        """Fail fast (503) instead of queueing work behind a dead connection."""
+        if not self.client.connected:
+            raise self.unavailable("reconnecting in the background")
+
+    def wait(self, async_result: Any) -> Any:
+        """The result of a kazoo async call, within the request timeout."""
+        try:
+            return async_result.get(timeout=self.request_timeout)
+        except UNREACHABLE as exc:
+            raise self.unavailable(type(exc).__name__) from None
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def get(self, path: str) -> str | None:
+        """A key's value, or None when the key does not exist."""
+        return self.get_many([path])[path]
+
+    def get_many(self, paths: Iterable[str]) -> dict[str, str | None]:
+        """Pipelined reads: all requests sent before the first answer is awaited."""
+        self.require()
+        pending = [(path, self.client.get_async(path)) for path in paths]
+        out: dict[str, str | None] = {}
+        for path, result in pending:
+            try:
+                out[path] = decode(self.wait(result)[0])
+            except NoNodeError:
+                out[path] = None
+        return out
+
+    def children(self, path: str) -> list[str] | None:
+        """Sorted child names, or None when the key does not exist."""
+        return self.children_many([path])[path]
+
+    def children_many(self, paths: Iterable[str]) -> dict[str, list[str] | None]:
+        self.require()
+        pending = [(path, self.client.get_children_async(path)) for path in paths]
+        out: dict[str, list[str] | None] = {}
+        for path, result in pending:
+            try:
+                out[path] = sorted(self.wait(result))
+            except NoNodeError:
+                out[path] = None
+        return out
+
+    def exists_many(self, paths: Iterable[str]) -> dict[str, bool]:
+        self.require()
+        pending = [(path, self.client.exists_async(path)) for path in paths]
+        return {path: self.wait(result) is not None for path, result in pending}
+
+    def exists(self, path: str) -> bool:
+        return self.exists_many([path])[path]
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def _commit(self, transaction: Any, what: str) -> None:
+        results = self.wait(transaction.commit_async())
+        for result in results:
+            if isinstance(result, Exception) and not isinstance(result, RolledBackError):
+                raise _transaction_error(result, what)
+
+    def write(self, values: Mapping[str, Any]) -> None:
+        """One transaction: create each missing key, set each existing one (sorted order)."""
+        keys = sorted(values)
+        present = self.exists_many(keys)
+        transaction = self.client.transaction()
+        for key in keys:
+            if present[key]:
+                transaction.set_data(key, encode(values[key]))
+            else:
+                transaction.create(key, encode(values[key]))
+        self._commit(transaction, f"write of {len(keys)} keys under {_common_root(keys)}")
+
+    def create(self, values: Mapping[str, Any]) -> None:
+        """One transaction of creates only: fails as a whole if any key exists."""
+        transaction = self.client.transaction()
+        for key in sorted(values):
+            transaction.create(key, encode(values[key]))
+        self.require()
+        self._commit(transaction, f"creation of {len(values)} keys under {_common_root(values)}")
+
+    def subtree(self, root: str) -> list[str]:
+        """Every path under ``root`` (inclusive), parents first; one round trip per level."""
+        found: list[str] = []
+        level = [root]
+        while level:
+            kids = self.children_many(level)
+            found.extend(path for path in level if kids[path] is not None)
+            level = [f"{path.rstrip('/')}/{name}" for path in level for name in (kids[path] or [])]
+        return found
+
+    def delete(self, roots: Iterable[str]) -> None:
+        """Recursive delete of several subtrees as one transaction (children first)."""
+        paths: list[str] = []
+        for root in roots:
+            paths.extend(self.subtree(root))
+        if not paths:
+            return
+        transaction = self.client.transaction()
+        for path in sorted(set(paths), key=lambda p: (-p.count("/"), p)):
+            transaction.delete(path)
+        self._commit(transaction, f"deletion under {_common_root(paths)}")
+
+    def transaction(self) -> Any:
+        """A raw kazoo transaction for changes that mix creates, sets, deletes and checks."""
+        self.require()
+        return self.client.transaction()
+
+    def commit(self, transaction: Any, what: str = "transaction") -> None:
+        self._commit(transaction, what)
+
+
+def _common_root(keys: Iterable[str]) -> str:
+    keys = list(keys)
+    if not keys:
+        return "/"
+    parts = [key.split("/") for key in keys]
+    common = []
+    for group in zip(*parts):
+        if len(set(group)) != 1:
+            break
+        common.append(group[0])
+    return "/".join(common) or "/"
+
+
+def _transaction_error(exc: Exception, what: str) -> ApiError:
+    if isinstance(exc, NodeExistsError):
+        reason = "a key already exists (changed concurrently?)"
+    elif isinstance(exc, NoNodeError):
+        reason = "a key or its parent does not exist (changed concurrently?)"
+    elif isinstance(exc, NotEmptyError):
+        reason = "a key gained children meanwhile"
+    elif isinstance(exc, UNREACHABLE):
+        return ServiceUnavailable(f"ZooKeeper became unreachable during the {what}")
+    else:
+        reason = type(exc).__name__
+    return TransactionFailed(f"ZooKeeper rejected the {what}: {reason}; nothing was changed", exc)
