@@ -300,6 +300,12 @@ def _validate_items(fields: dict[str, Field], item: Any, key: str) -> dict:
     return out
 
 
+def _has_default(spec: "Field | Section") -> bool:
+    if isinstance(spec, Section):
+        return spec.optional or all(_has_default(child) for child in spec.fields.values())
+    return spec.optional
+
+
 def validate(schema: Section, raw: dict, prefix: str = "pvc", root: dict | None = None) -> dict:
     """Check ``raw`` against ``schema``; unknown keys are kept as they are (v0.6 ignores them)."""
     root = raw if root is None else root
@@ -313,7 +319,11 @@ def validate(schema: Section, raw: dict, prefix: str = "pvc", root: dict | None 
             if present:
                 out[name] = validate(spec, raw[name], key, root)
             elif spec.optional:
-                continue
+                # An absent optional section still yields its defaults when it
+                # has no required key of its own (e.g. a plugin's settings);
+                # one with required keys (database, queue) stays absent.
+                if all(_has_default(child) for child in spec.fields.values()):
+                    out[name] = validate(spec, {}, key, root)
             else:
                 raise ConfigError(f"{key}: required section is missing")
             continue

@@ -19,6 +19,7 @@ import secrets
 import signal
 import time
 from functools import partial
+from urllib.parse import parse_qs
 from typing import Any
 
 import cherrypy
@@ -99,6 +100,7 @@ class Dispatcher:
                 morsel = request.cookie.get("session")
                 self.auth.check(None if morsel is None else morsel.value, request.headers.get("X-Api-Key"))
             length = request.headers.get("Content-Length")
+            has_body = False
             if length is not None:
                 if not length.isdigit():
                     raise ApiError("Content-Length: expected a non-negative integer", 400)
@@ -106,10 +108,11 @@ class Dispatcher:
                     raise PayloadTooLarge(
                         f"Request body of {length} bytes exceeds the limit of {self.max_body} bytes "
                         "(pvc.api.max_body_size)", headers={"Connection": "close"})
-                request.process_request_body = int(length) > 0
+                has_body = int(length) > 0
             elif "Transfer-Encoding" in request.headers:
-                request.process_request_body = True
-            request.handler = partial(self._invoke, route, variables,
+                has_body = True
+            _parse_query_string(request)
+            request.handler = partial(self._invoke, route, variables, has_body,
                                       RequestContext(self.runtime, request, request_id, listener))
         except ApiError as exc:
             if exc.status == 405 and request.method == "OPTIONS":
@@ -119,12 +122,16 @@ class Dispatcher:
 
     # -- handlers CherryPy calls --------------------------------------------------------
 
-    def _invoke(self, route: Route, variables: dict, ctx: RequestContext) -> bytes:
+    def _invoke(self, route: Route, variables: dict, has_body: bool, ctx: RequestContext) -> bytes:
         request = ctx.request
         try:
             sources = [request.params]
-            if request.process_request_body and _is_json(request.headers.get("Content-Type", "")):
-                sources.append(json_to_multidict(_read_json(request)))
+            if has_body:
+                # Read here rather than in CherryPy's stage so that a malformed
+                # body becomes a 400 like any other bad input.
+                _process_body(request)
+                if _is_json(request.headers.get("Content-Type", "")):
+                    sources.append(json_to_multidict(_read_json(request)))
             values = merge_sources(*(_plain(source) for source in sources))
             params = parse_params(route.params, values)
             result = route.handler(ctx, params, **variables)
@@ -177,6 +184,33 @@ class Dispatcher:
         response.headers["Content-Type"] = "application/json"
         response.status = 200
         return b""
+
+
+def _parse_query_string(request: Any) -> None:
+    """Query string into ``request.params`` (400 when it is not UTF-8, CherryPy says 404)."""
+    request.process_query_string = _nothing
+    if not request.query_string:
+        return
+    try:
+        parsed = parse_qs(request.query_string, keep_blank_values=True, encoding="utf-8", errors="strict")
+    except UnicodeDecodeError:
+        raise ApiError("Query string: expected UTF-8 text in percent-encoding", 400) from None
+    for key, values in parsed.items():
+        request.params[key] = values if len(values) > 1 else values[0]
+
+
+def _nothing() -> None:
+    return None
+
+
+def _process_body(request: Any) -> None:
+    try:
+        request.body.process()
+    except cherrypy.HTTPError:
+        raise
+    except (ValueError, UnicodeDecodeError, LookupError, IndexError) as exc:
+        media = request.headers.get("Content-Type", "unknown")
+        raise ApiError(f"Request body: could not parse it as {media} ({type(exc).__name__})", 400) from None
 
 
 def _is_json(content_type: str) -> bool:

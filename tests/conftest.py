@@ -1,0 +1,300 @@
+"""Session fixtures: a real ZooKeeper, PostgreSQL and Redis, and real daemons on free ports.
+
+Every service is started by the suite itself when it is not already running,
+bound to 127.0.0.1. Daemons run as subprocesses of the installed ``pvcapid``
+console script with a generated config file, exactly as in production.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+import requests
+import yaml
+
+from pvc_core.zkserver import ZooKeeperServer, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+PLUGIN_DIR = Path(__file__).resolve().parent / "plugins"
+BIN = Path(sys.executable).parent
+TOKEN = "test-token-" + secrets.token_hex(8)
+PG_PASSWORD = "postgres"
+
+
+def _port_open(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _wait_port(port: int, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _port_open(port):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+# -- ZooKeeper ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def zk_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZooKeeperServer]:
+    server = ZooKeeperServer(str(tmp_path_factory.mktemp("zk")))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def zk_client(zk_server: ZooKeeperServer) -> Iterator[Any]:
+    from kazoo.client import KazooClient
+    client = KazooClient(hosts=zk_server.address)
+    client.start(timeout=15)
+    yield client
+    client.stop()
+    client.close()
+
+
+@pytest.fixture
+def clean_zk(zk_client: Any) -> Any:
+    """An empty tree (the suite's ZooKeeper is shared by all tests)."""
+    for child in zk_client.get_children("/"):
+        if child != "zookeeper":
+            zk_client.delete("/" + child, recursive=True)
+    return zk_client
+
+
+# -- PostgreSQL and Redis -------------------------------------------------------------------
+
+def _ensure_postgres() -> None:
+    if _port_open(5432):
+        return
+    versions = sorted(os.listdir("/etc/postgresql")) if os.path.isdir("/etc/postgresql") else []
+    if not versions:
+        pytest.fail("PostgreSQL is not installed (make test installs it: scripts/install.sh)")
+    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main", "start"], check=False)
+    if not _wait_port(5432):
+        pytest.fail("PostgreSQL did not start on 127.0.0.1:5432")
+
+
+def _pg_connect(dbname: str = "postgres") -> Any:
+    import psycopg2
+    try:
+        return psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", password=PG_PASSWORD,
+                                dbname=dbname, connect_timeout=5)
+    except psycopg2.OperationalError as exc:
+        if "password" not in str(exc) and "authentication" not in str(exc):
+            raise
+    # A stock Debian install uses password auth on TCP: give the postgres user a known one.
+    subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-q", "-c",
+                    f"ALTER USER postgres PASSWORD '{PG_PASSWORD}'"], check=True)
+    return psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", password=PG_PASSWORD,
+                            dbname=dbname, connect_timeout=5)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[dict]:
+    """A fresh database for this run; dropped at the end."""
+    _ensure_postgres()
+    name = "pvc_test_" + secrets.token_hex(4)
+    connection = _pg_connect()
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE {name}")
+    yield {"host": "127.0.0.1", "port": "5432", "name": name, "user": "postgres", "pass": PG_PASSWORD}
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    connection.close()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> dict:
+    if not _port_open(6379):
+        subprocess.run(["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "--port", "6379",
+                        "--save", "", "--appendonly", "no"], check=True)
+        if not _wait_port(6379):
+            pytest.fail("Redis did not start on 127.0.0.1:6379")
+    import redis
+    db = 15
+    redis.Redis(host="127.0.0.1", port=6379, db=db).flushdb()
+    return {"host": "127.0.0.1", "port": "6379", "path": f"/{db}"}
+
+
+# -- the example plugin ---------------------------------------------------------------------
+
+def pip(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "pip", "-q", "--disable-pip-version-check", *args], check=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def example_plugin() -> Iterator[None]:
+    """The third-party plugin distribution, installed like any other for the whole run."""
+    pip("install", "--no-deps", "--no-build-isolation", str(PLUGIN_DIR / "pvc-plugin-example"))
+    yield
+    pip("uninstall", "-y", "pvc-plugin-example")
+
+
+# -- daemons --------------------------------------------------------------------------------
+
+def deep_merge(base: dict, extra: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        elif value is None:
+            out.pop(key, None)
+        else:
+            out[key] = value
+    return out
+
+
+def base_config(coordinator: str, port: int, data_dir: str) -> dict:
+    return {
+        "debug": "False",
+        "data_dir": data_dir,
+        "coordinators": [coordinator],
+        "zookeeper": {"request_timeout": "3"},
+        "api": {
+            "listen_address": "127.0.0.1",
+            "listen_port": str(port),
+            "authentication": {"enabled": "False"},
+            "ssl": {"enabled": "False"},
+        },
+    }
+
+
+AUTH_ON = {"api": {"authentication": {"enabled": "True", "secret_key": "s3cret-signing-key",
+                                      "tokens": [{"description": "empty", "token": ""},
+                                                 {"description": "test", "token": TOKEN}]}}}
+
+
+class Daemon:
+    """One pvcapid process with its own config file and data directory."""
+
+    def __init__(self, workdir: Path, config: dict, scheme: str = "http"):
+        self.workdir = workdir
+        self.config = config
+        self.port = int(config["api"]["listen_port"])
+        self.scheme = scheme
+        self.config_path = workdir / "pvcapid.yaml"
+        self.config_path.write_text(yaml.safe_dump({"pvc": config}))
+        self.log_path = workdir / "daemon.log"
+        self.process: subprocess.Popen | None = None
+        self.http = requests.Session()
+        self.http.verify = False
+
+    @property
+    def base(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.port}"
+
+    def url(self, path: str) -> str:
+        return self.base + "/api/v1" + path
+
+    def start(self, timeout: float = 30.0) -> "Daemon":
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen([str(BIN / "pvcapid"), "--config", str(self.config_path)],
+                                        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"pvcapid exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                if self.http.get(self.url("/"), timeout=1).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"pvcapid did not answer within {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> int:
+        process, self.process = self.process, None
+        if process is None:
+            return 0
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+                return -9
+        return process.returncode
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", 15)
+        return self.http.request(method, self.url(path), **kwargs)
+
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("POST", path, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def daemon_factory(tmp_path_factory: pytest.TempPathFactory, zk_server: ZooKeeperServer
+                   ) -> Iterator[Callable[..., Daemon]]:
+    started: list[Daemon] = []
+
+    def make(extra: dict | None = None, start: bool = True, coordinator: str | None = None,
+             scheme: str = "http") -> Daemon:
+        workdir = tmp_path_factory.mktemp("daemon")
+        config = deep_merge(base_config(coordinator or zk_server.address, free_port(), str(workdir / "data")),
+                            extra or {})
+        daemon = Daemon(workdir, config, scheme=scheme)
+        started.append(daemon)
+        return daemon.start() if start else daemon
+
+    yield make
+    for daemon in started:
+        daemon.stop()
+
+
+@pytest.fixture(scope="session")
+def daemon(daemon_factory: Callable[..., Daemon]) -> Daemon:
+    """Auth off, embedded database and queue: the default shape."""
+    return daemon_factory()
+
+
+@pytest.fixture(scope="session")
+def auth_daemon(daemon_factory: Callable[..., Daemon]) -> Daemon:
+    return daemon_factory(AUTH_ON)
+
+
+def run_pvcapid(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "pvcapid"), *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
+
+
+def write_config(path: Path, config: dict) -> Path:
+    path.write_text(yaml.safe_dump({"pvc": config}))
+    return path
+
+
+@pytest.fixture
+def broken_plugin() -> Iterator[None]:
+    """A plugin that fails to import, installed only for the test that asks for it."""
+    pip("install", "--no-deps", "--no-build-isolation", str(PLUGIN_DIR / "pvc-plugin-broken"))
+    try:
+        yield
+    finally:
+        pip("uninstall", "-y", "pvc-plugin-broken")
+        shutil.rmtree(PLUGIN_DIR / "pvc-plugin-broken" / "build", ignore_errors=True)

@@ -1,0 +1,1 @@
+"""Example third-party PVC plugin used by the test suite."""

@@ -1,0 +1,161 @@
+"""Every hook of pvc_core.hookspecs, implemented the way a real plugin would."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pvc_core import hookimpl
+from pvc_core.config import Field, Section
+from pvc_core.db import BaseModel
+from pvc_core.errors import NotFound
+from pvc_core.params import BOOLEAN, INTEGER, STRING, Param
+from pvc_core.routes import Route
+
+import peewee
+
+COUNTER_KEY = "/example_counter"
+TASK_NAME = "example.count"
+STARTED: list[str] = []
+
+
+class Greeting(BaseModel):
+    name = peewee.CharField(unique=True)
+
+    class Meta:
+        table_name = "example_greeting"
+
+
+class ExampleService:
+    """What other plugins may call."""
+
+    def __init__(self, runtime: Any):
+        self.runtime = runtime
+        self.count_task: Any = None
+
+    def greeting(self) -> str:
+        return self.runtime.config["example.greeting"]
+
+
+def hello(ctx: Any, params: dict) -> dict:
+    greeting = ctx.service("example").greeting()
+    text = f"{greeting}, {params['name']}"
+    if params["loud"]:
+        text = text.upper()
+    return {"message": text, "times": params["times"], "tags": params["tag"], "color": params["color"],
+            "started": STARTED}
+
+
+def get_counter(ctx: Any, params: dict) -> dict:
+    value = ctx.runtime.zk.get(COUNTER_KEY)
+    if value is None:
+        raise NotFound("The example counter does not exist")
+    return {"counter": int(value)}
+
+
+def set_counter(ctx: Any, params: dict) -> dict:
+    ctx.runtime.zk.write({COUNTER_KEY: params["value"]})
+    return {"message": f"Counter set to {params['value']}"}
+
+
+def start_job(ctx: Any, params: dict) -> dict:
+    runtime = ctx.runtime
+    runtime.ensure_schema()
+    record = runtime.tasks.create(TASK_NAME, "example", kwargs={"steps": params["steps"]}, total=params["steps"])
+    ctx.service("example").count_task(record.id, params["steps"], params["fail"])
+    return {"task_id": record.id}
+
+
+def add_greeting(ctx: Any, params: dict) -> dict:
+    ctx.runtime.ensure_schema()
+    Greeting.create(name=params["name"])
+    return {"message": f"Added {params['name']}", "count": Greeting.select().count()}
+
+
+def crash(ctx: Any, params: dict) -> dict:
+    raise RuntimeError("deliberate bug for the 500 test")
+
+
+@hookimpl
+def pvc_plugin_info() -> dict:
+    return {"requires": [], "optional": ["ceph"], "description": "Example plugin for the test suite"}
+
+
+@hookimpl
+def pvc_config_fields() -> Section:
+    return Section({"example": Section({
+        "greeting": Field("str", default="Hello"),
+    }, optional=True)})
+
+
+@hookimpl
+def pvc_services(runtime: Any) -> dict:
+    return {"example": ExampleService(runtime)}
+
+
+@hookimpl
+def pvc_routes(runtime: Any) -> list:
+    return [
+        Route("GET", "/example/hello", hello, (
+            Param("name", STRING, default="world", aliases=("who",), help="whom to greet"),
+            Param("times", INTEGER, default=1),
+            Param("loud", BOOLEAN, default=False),
+            Param("tag", STRING, repeated=True),
+            Param("color", STRING, choices=("red", "green")),
+        ), summary="Say hello", aliases=("/example/greet",)),
+        Route("GET", "/example/counter", get_counter, summary="Read the counter"),
+        Route("POST", "/example/counter", set_counter, (Param("value", INTEGER, required=True),),
+              summary="Set the counter"),
+        Route("POST", "/example/job", start_job, (
+            Param("steps", INTEGER, default=3), Param("fail", BOOLEAN, default=False)),
+            summary="Run a background job"),
+        Route("GET", "/example/crash", crash, summary="Always fails with an unhandled error"),
+        Route("POST", "/example/greeting", add_greeting, (Param("name", STRING, required=True),),
+              summary="Store a greeting row"),
+    ]
+
+
+@hookimpl
+def pvc_listeners(runtime: Any) -> dict:
+    return {}
+
+
+@hookimpl
+def pvc_db_models() -> list:
+    return [Greeting]
+
+
+@hookimpl
+def pvc_tasks(huey: Any, runtime: Any) -> None:
+    @huey.task(name=TASK_NAME)
+    def count(task_id: str, steps: int, fail: bool) -> int:
+        runtime.tasks.start(task_id)
+        for step in range(1, steps + 1):
+            runtime.tasks.progress(task_id, step, steps, f"Step {step} of {steps}")
+        if fail:
+            runtime.tasks.fail(task_id, "asked to fail")
+            return -1
+        runtime.tasks.succeed(task_id, {"counted": steps})
+        return steps
+
+    runtime.service("example").count_task = count
+
+
+@hookimpl
+def pvc_start(runtime: Any) -> None:
+    STARTED.append("example")
+
+
+@hookimpl
+def pvc_stop(runtime: Any) -> None:
+    STARTED.append("stopped")
+
+
+@hookimpl
+def pvc_status(runtime: Any) -> dict:
+    value = runtime.zk.get(COUNTER_KEY)
+    return {"fields": {"example_counter": int(value or 0)}, "degraded": value == "13"}
+
+
+@hookimpl
+def pvc_initialize_keys(runtime: Any) -> dict:
+    return {COUNTER_KEY: 0}
