@@ -79,8 +79,10 @@ class PluginHost:
             on_load_failure_callback=on_failure, on_missing_entrypoints_callback=on_missing)
         if failures:
             raise PluginError("; ".join(failures))
+        # stevedore's cached entry points carry no distribution; importlib's do.
+        entry_points = installed_plugins()
         for extension in manager.extensions:
-            distribution = getattr(extension.entry_point, "dist", None)
+            distribution = getattr(entry_points.get(extension.name), "dist", None)
             plugin = LoadedPlugin(
                 name=extension.name,
                 module=extension.plugin,

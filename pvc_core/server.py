@@ -16,7 +16,7 @@ import html
 import json
 import logging
 import secrets
-import signal
+import threading
 import time
 from functools import partial
 from urllib.parse import parse_qs
@@ -342,16 +342,31 @@ def mount(runtime: Any) -> None:
     cherrypy.tree.mount(None, "", {"/": {"request.dispatch": dispatcher}})
 
 
+def _graceful_exit(engine: Any) -> None:
+    """Exit cleanly (status 0) even when the signal arrives while the engine is still starting.
+
+    CherryPy's own exit during STARTING ends the process with status 70; the
+    signal handler runs on the thread that is starting the engine, so the
+    exit is handed to a thread that waits for the start to finish.
+    """
+    if engine.state == engine.states.STARTING:
+        def later() -> None:
+            engine.wait(engine.states.STARTED, interval=0.05)
+            engine.exit()
+        threading.Thread(target=later, name="pvc-exit", daemon=True).start()
+    else:
+        engine.exit()
+
+
 def serve(runtime: Any) -> None:
     """Run until SIGTERM/SIGINT; the engine stops the servers, then the runtime."""
     mount(runtime)
     engine = cherrypy.engine
     RuntimePlugin(engine, runtime).subscribe()
     handler = engine.signal_handler
-    handler.handlers = {"SIGTERM": engine.exit, "SIGINT": engine.exit,
+    handler.handlers = {"SIGTERM": partial(_graceful_exit, engine), "SIGINT": partial(_graceful_exit, engine),
                         "SIGHUP": lambda: log.info("SIGHUP ignored; restart the service to reload")}
     handler.subscribe()
-    signal.signal(signal.SIGINT, lambda *_: engine.exit())
     config = runtime.config
     log.info("Starting PVC API daemon")
     log.info("Listening at %s:%s with SSL=%s, Authentication=%s", config["api.listen_address"],

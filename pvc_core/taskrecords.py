@@ -61,6 +61,21 @@ class TaskRecords:
             id=task_id or str(uuid.uuid4()), name=name, plugin=plugin, state=PENDING, total=total,
             args=json.dumps(list(args)), kwargs=json.dumps(kwargs or {}), created=now, updated=now)
 
+    def submit(self, task: Any, plugin: str, *args: Any, total: int = 1, **kwargs: Any) -> TaskRecord:
+        """Record, then enqueue ``task(record_id, *args, **kwargs)``.
+
+        The record exists before the caller answers (clients poll it at once);
+        if the queue refuses the task the record is marked failed, so no
+        record stays PENDING forever, and the queue's error propagates (503).
+        """
+        record = self.create(task.name, plugin, args=args, kwargs=kwargs, total=total)
+        try:
+            task(record.id, *args, **kwargs)
+        except Exception as exc:
+            self.fail(record.id, f"Could not enqueue the task: {type(exc).__name__}")
+            raise
+        return record
+
     def get(self, task_id: str) -> TaskRecord:
         record = TaskRecord.get_or_none(TaskRecord.id == task_id)
         if record is None:

@@ -102,6 +102,8 @@ class ZooKeeper:
             log.exception("error while closing the ZooKeeper client")
 
     def _state_changed(self, state: str) -> None:
+        if not self._started:
+            return  # our own stop() closes the session; nothing to report
         if state == KazooState.LOST:
             log.warning("ZooKeeper session lost; reconnecting to %s", self.hosts)
         elif state == KazooState.SUSPENDED:

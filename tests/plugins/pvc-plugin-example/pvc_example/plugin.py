@@ -60,8 +60,8 @@ def set_counter(ctx: Any, params: dict) -> dict:
 def start_job(ctx: Any, params: dict) -> dict:
     runtime = ctx.runtime
     runtime.ensure_schema()
-    record = runtime.tasks.create(TASK_NAME, "example", kwargs={"steps": params["steps"]}, total=params["steps"])
-    ctx.service("example").count_task(record.id, params["steps"], params["fail"])
+    record = runtime.tasks.submit(ctx.service("example").count_task, "example", params["steps"], params["fail"],
+                                  total=params["steps"])
     return {"task_id": record.id}
 
 

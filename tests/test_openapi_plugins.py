@@ -1,0 +1,111 @@
+"""The OpenAPI document, the plugin list, the hook contract and plugin loading rules."""
+
+from __future__ import annotations
+
+import inspect
+import re
+
+import pytest
+from openapi_spec_validator import validate
+
+from pvc_core import hookspecs
+
+from conftest import run_pvcapid, write_config
+
+
+def test_openapi_document_is_valid_and_complete(daemon):
+    document = daemon.get("/openapi.json").json()
+    validate(document)
+    plugins = daemon.get("/plugins").json()
+    listed = {(route.split(" ", 1)[0].lower(), re.sub(r"<([^>]+)>", r"{\1}", route.split(" ", 1)[1]))
+              for plugin in plugins for route in plugin["routes"]}
+    documented = {(method, path) for path, operations in document["paths"].items() for method in operations}
+    assert listed <= documented
+    for core in [("get", "/api/v1/"), ("post", "/api/v1/login"), ("get", "/api/v1/auth/login"),
+                 ("post", "/api/v1/status"), ("get", "/api/v1/tasks/{task_id}"), ("get", "/api/v1/doc")]:
+        assert core in documented
+    hello = document["paths"]["/api/v1/example/hello"]["get"]
+    params = {param["name"]: param for param in hello["parameters"]}
+    assert set(params) == {"name", "times", "loud", "tag", "color"}
+    assert params["times"]["schema"] == {"type": "integer", "default": 1}
+    assert params["color"]["schema"]["enum"] == ["red", "green"]
+    assert params["tag"]["schema"]["type"] == "array"
+    assert params["name"]["x-aliases"] == ["who"]
+    assert "Also accepted as: who" in params["name"]["description"]
+    assert document["paths"]["/api/v1/example/greet"]["get"]["description"] == "Alias of /api/v1/example/hello."
+    assert document["paths"]["/api/v1/tasks/{task_id}"]["get"]["parameters"][0]["in"] == "path"
+    assert document["paths"]["/api/v1/"]["get"]["security"] == []
+    assert "security" not in document["paths"]["/api/v1/status"]["get"]
+
+
+def test_doc_page(daemon):
+    page = daemon.get("/doc")
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert "/api/v1/example/hello" in page.text and "openapi.json" in page.text
+
+
+def test_plugins_endpoint(daemon):
+    plugins = {plugin["name"]: plugin for plugin in daemon.get("/plugins").json()}
+    example = plugins["example"]
+    assert example["version"] == "1.2.3" and example["distribution"] == "pvc-plugin-example"
+    assert example["services"] == ["example"] and example["optional"] == ["ceph"]
+    assert "GET /api/v1/example/hello" in example["routes"] and "GET /api/v1/example/greet" in example["routes"]
+    assert plugins["example_dependent"]["requires"] == ["example"]
+
+
+def test_dependent_plugin_uses_published_service(daemon):
+    assert daemon.get("/example-dependent/shout").json() == {"message": "HELLO"}
+
+
+def test_plugin_config_section_with_defaults_and_override(daemon_factory):
+    custom = daemon_factory({"example": {"greeting": "Howdy"}})
+    assert custom.get("/example/hello").json()["message"] == "Howdy, world"
+
+
+def test_disabled_plugin_is_absent(daemon_factory):
+    without = daemon_factory({"plugins": {"disabled": ["example_dependent", "example"]}})
+    assert without.get("/example/hello").status_code == 404
+    assert without.get("/example-dependent/shout").status_code == 404
+    assert without.get("/plugins").json() == []
+    paths = without.get("/openapi.json").json()["paths"]
+    assert not [path for path in paths if "example" in path]
+    # its part of /status is absent, the core's parts are all there
+    status = without.get("/status").json()
+    assert "example_counter" not in status and status["vms"] == {"total": 0}
+
+
+def test_enabled_list_selects(daemon_factory):
+    only = daemon_factory({"plugins": {"enabled": ["example"]}})
+    assert [plugin["name"] for plugin in only.get("/plugins").json()] == ["example"]
+
+
+def test_missing_hard_dependency_stops_startup(tmp_path, daemon_factory):
+    daemon = daemon_factory({"plugins": {"enabled": ["example_dependent"]}}, start=False)
+    result = run_pvcapid("--config", str(daemon.config_path))
+    assert result.returncode == 1
+    assert result.stderr.strip() == ("ERROR: Failed to load plugins: plugin 'example_dependent' requires plugin "
+                                     "'example', which is not enabled or not installed")
+
+
+def test_plugin_that_fails_to_import_stops_startup(tmp_path, daemon_factory, broken_plugin):
+    daemon = daemon_factory(start=False)
+    for args in (["--config", str(daemon.config_path)], ["--check-config", "--config", str(daemon.config_path)]):
+        result = run_pvcapid(*args)
+        assert result.returncode == 1
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in result.stderr
+        assert "plugin 'broken' failed to load: ModuleNotFoundError" in lines[0]
+    # disabling it is the operator's way out
+    write_config(daemon.config_path, {**daemon.config, "plugins": {"disabled": ["broken"]}})
+    assert run_pvcapid("--check-config", "--config", str(daemon.config_path)).returncode == 0
+
+
+HOOKS = [name for name, value in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("pvc_")]
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_every_hook_is_documented_and_exercised(hook):
+    """A new hook must get a docstring and an implementation in the example plugin (hence tests)."""
+    assert (getattr(hookspecs, hook).__doc__ or "").strip()
+    from pvc_example import plugin
+    assert hasattr(plugin, hook), f"example plugin does not exercise {hook}"

@@ -1,0 +1,130 @@
+"""Task records, the stock Huey consumer running plugin tasks, and unreachable services."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from pvc_core.zkserver import free_port
+
+from conftest import BIN
+
+
+def start_consumer(daemon) -> subprocess.Popen:
+    log = open(daemon.workdir / "consumer.log", "ab")
+    process = subprocess.Popen(
+        [str(BIN / "huey_consumer"), "pvc_core.consumer.huey", "-w", "2", "-k", "thread", "-d", "0.05", "-m", "0.5"],
+        env={**os.environ, "PVC_CONFIG_FILE": str(daemon.config_path)}, stdout=log, stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL)
+    log.close()
+    return process
+
+
+def stop_consumer(process: subprocess.Popen) -> int:
+    process.send_signal(signal.SIGINT)
+    return process.wait(timeout=30)
+
+
+def wait_task(daemon, task_id: str, timeout: float = 30) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        record = daemon.get(f"/tasks/{task_id}").json()
+        if record["state"] in ("SUCCESS", "FAILURE"):
+            return record
+        assert time.monotonic() < deadline, record
+        time.sleep(0.1)
+
+
+def run_jobs(daemon):
+    consumer = start_consumer(daemon)
+    try:
+        job = daemon.post("/example/job", params={"steps": "4"})
+        assert job.status_code == 200
+        task_id = job.json()["task_id"]
+        # the record exists before the answer was sent
+        first = daemon.get(f"/tasks/{task_id}")
+        assert first.status_code == 200 and first.json()["name"] == "example.count"
+        done = wait_task(daemon, task_id)
+        assert done["state"] == "SUCCESS" and done["result"] == {"counted": 4}
+        assert done["current"] == 4 and done["total"] == 4 and done["plugin"] == "example"
+        assert done["args"] == [4, False]
+        failed = wait_task(daemon, daemon.post("/example/job", params={"fail": "yes"}).json()["task_id"])
+        assert failed["state"] == "FAILURE" and failed["status"] == "asked to fail"
+        listing = daemon.get("/tasks", params={"state": "FAILURE"}).json()
+        assert [record["id"] for record in listing] == [failed["id"]]
+        assert daemon.get("/tasks", params={"state": "bogus"}).status_code == 400
+    finally:
+        assert stop_consumer(consumer) == 0, (daemon.workdir / "consumer.log").read_text()
+
+
+def test_embedded_sqlite_database_and_queue(daemon_factory):
+    daemon = daemon_factory()
+    run_jobs(daemon)
+    data = daemon.workdir / "data"
+    assert (data / "pvc.db").exists() and (data / "huey.db").exists()
+
+
+def test_postgresql_database_and_redis_queue(daemon_factory, postgres, redis_server):
+    daemon = daemon_factory({"provisioner": {"database": postgres, "queue": redis_server}})
+    run_jobs(daemon)
+    assert not (daemon.workdir / "data" / "pvc.db").exists()
+    import psycopg2
+    connection = psycopg2.connect(host=postgres["host"], port=5432, user=postgres["user"],
+                                  password=postgres["pass"], dbname=postgres["name"])
+    with connection, connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pvc_task WHERE state = 'SUCCESS'")
+        assert cursor.fetchone()[0] >= 1
+    connection.close()
+
+
+def test_plugin_models_get_tables(daemon_factory, postgres):
+    daemon = daemon_factory({"provisioner": {"database": postgres}})
+    assert daemon.post("/example/greeting", params={"name": "a"}).json()["count"] == 1
+    assert daemon.post("/example/greeting", params={"name": "b"}).json()["count"] == 2
+
+
+def test_unknown_task_404(daemon):
+    response = daemon.get("/tasks/no-such-task")
+    assert response.status_code == 404 and response.json() == {"message": "No task with ID 'no-such-task'"}
+
+
+def test_database_unreachable_503(daemon_factory, postgres):
+    port = free_port()
+    daemon = daemon_factory({"provisioner": {"database": {**postgres, "port": str(port)}}})
+    started = time.monotonic()
+    response = daemon.get("/tasks")
+    assert time.monotonic() - started < 10
+    assert response.status_code == 503
+    assert response.json()["message"].startswith(f"The PostgreSQL database '{postgres['name']}' at "
+                                                 f"127.0.0.1:{port} is unreachable")
+
+
+def test_queue_unreachable_503_and_record_failed(daemon_factory, redis_server):
+    port = free_port()
+    daemon = daemon_factory({"provisioner": {"queue": {**redis_server, "port": str(port)}}})
+    response = daemon.post("/example/job")
+    assert response.status_code == 503
+    assert response.json()["message"] == f"The Redis queue at 127.0.0.1:{port}/15 is unreachable"
+    records = daemon.get("/tasks").json()
+    assert records[0]["state"] == "FAILURE" and "Could not enqueue" in records[0]["status"]
+
+
+def test_bad_queue_path_is_a_config_error(daemon_factory, redis_server):
+    from conftest import run_pvcapid
+    daemon = daemon_factory({"provisioner": {"queue": {**redis_server, "path": "/zero"}}}, start=False)
+    result = run_pvcapid("--check-config", "--config", str(daemon.config_path))
+    assert result.returncode == 1 and "pvc.provisioner.queue.path" in result.stderr
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_clean_shutdown(daemon_factory, signum):
+    daemon = daemon_factory()
+    process = daemon.process
+    process.send_signal(signum)
+    assert process.wait(timeout=20) == 0
+    assert "Traceback" not in daemon.log()
+    daemon.process = None
