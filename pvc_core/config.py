@@ -11,8 +11,9 @@ refuses to start.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -92,7 +93,7 @@ class Field:
     help: str = ""
     required_if: str | None = None
     check: Callable[[Any], str | None] | None = None
-    items: dict[str, "Field"] | None = None  # for lists of mappings
+    items: dict[str, Field] | None = None  # for lists of mappings
 
     @property
     def optional(self) -> bool:
@@ -103,7 +104,7 @@ class Field:
 class Section:
     """A mapping of fields; ``optional`` sections may be absent entirely."""
 
-    fields: dict[str, "Field | Section"] = field(default_factory=dict)
+    fields: dict[str, Field | Section] = field(default_factory=dict)
     optional: bool = False
     help: str = ""
 
@@ -300,7 +301,7 @@ def _validate_items(fields: dict[str, Field], item: Any, key: str) -> dict:
     return out
 
 
-def _has_default(spec: "Field | Section") -> bool:
+def _has_default(spec: Field | Section) -> bool:
     if isinstance(spec, Section):
         return spec.optional or all(_has_default(child) for child in spec.fields.values())
     return spec.optional

@@ -7,8 +7,9 @@ documentation cannot drift from what is enforced.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from .config import parse_bool
 from .errors import BadRequest

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import pluggy
 from stevedore import NamedExtensionManager

@@ -8,8 +8,9 @@ segments, so matching cost does not grow with the number of plugins.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from .errors import ApiError, MethodNotAllowed, NotFound
 from .params import Param

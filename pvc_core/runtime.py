@@ -18,10 +18,12 @@ import redis.exceptions
 from . import config as configmod
 from . import coreplugin, openapi
 from .auth import Authenticator
-from .db import database_proxy, describe as describe_database, make_database
+from .db import database_proxy, make_database
+from .db import describe as describe_database
 from .errors import PluginError, ServiceUnavailable
 from .plugins import PluginHost, installed_plugins, select
-from .queue import describe as describe_queue, make_huey
+from .queue import describe as describe_queue
+from .queue import make_huey
 from .routes import RouteTable
 from .taskrecords import TaskRecords
 from .zk import ZooKeeper
@@ -75,7 +77,7 @@ class Runtime:
                     raise PluginError(f"service {service_name!r} published twice (again by {name!r})")
                 self.services[service_name] = service
                 self.service_owners[service_name] = name
-        for name, listeners in host.call_each("pvc_listeners", runtime=self):
+        for _name, listeners in host.call_each("pvc_listeners", runtime=self):
             self.listeners.update(listeners or {})
         for name, routes in host.call_each("pvc_routes", runtime=self):
             for route in routes or ():
@@ -92,7 +94,7 @@ class Runtime:
         self.openapi_document = openapi.document(self.routes, self.plugins)
 
     @classmethod
-    def from_config(cls, path: str | None = None) -> "Runtime":
+    def from_config(cls, path: str | None = None) -> Runtime:
         """Read, discover plugins, validate with their fields, build. Raises ConfigError/PluginError."""
         path = configmod.find_config_path(path)
         raw = configmod.read_raw(path)

@@ -19,8 +19,8 @@ import secrets
 import threading
 import time
 from functools import partial
-from urllib.parse import parse_qs
 from typing import Any
+from urllib.parse import parse_qs
 
 import cherrypy
 from cherrypy.process.plugins import SimplePlugin

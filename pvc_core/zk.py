@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from kazoo.client import KazooClient
 from kazoo.exceptions import (
     ConnectionClosedError,
     ConnectionLoss,
     KazooException,
-    NoNodeError,
     NodeExistsError,
+    NoNodeError,
     NotEmptyError,
     RolledBackError,
     SessionExpiredError,
@@ -237,7 +238,7 @@ def _common_root(keys: Iterable[str]) -> str:
         return "/"
     parts = [key.split("/") for key in keys]
     common = []
-    for group in zip(*parts):
+    for group in zip(*parts, strict=False):
         if len(set(group)) != 1:
             break
         common.append(group[0])

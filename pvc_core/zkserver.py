@@ -64,7 +64,7 @@ class ZooKeeperServer:
                          "log4j.appender.CONSOLE.layout.ConversionPattern=%d{ISO8601} %-5p %m%n\n")
         return config
 
-    def start(self, timeout: float = 60.0) -> "ZooKeeperServer":
+    def start(self, timeout: float = 60.0) -> ZooKeeperServer:
         if not os.path.exists(ZOOKEEPER_JAR):
             raise RuntimeError(f"{ZOOKEEPER_JAR} is missing: apt-get install zookeeper")
         if four_letter_word(self.port, "ruok") == "imok":

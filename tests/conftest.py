@@ -16,8 +16,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -195,7 +196,7 @@ class Daemon:
         self.log_path = workdir / "daemon.log"
         self.process: subprocess.Popen | None = None
         self.http = requests.Session()
-        self.http.verify = False
+        self.verify: str | bool = True  # the test CA's file for an SSL daemon
 
     @property
     def base(self) -> str:
@@ -204,7 +205,7 @@ class Daemon:
     def url(self, path: str) -> str:
         return self.base + "/api/v1" + path
 
-    def start(self, timeout: float = 30.0) -> "Daemon":
+    def start(self, timeout: float = 30.0) -> Daemon:
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen([str(BIN / "pvcapid"), "--config", str(self.config_path)],
                                         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -214,7 +215,7 @@ class Daemon:
             if self.process.poll() is not None:
                 raise RuntimeError(f"pvcapid exited with {self.process.returncode}:\n{self.log()}")
             try:
-                if self.http.get(self.url("/"), timeout=1).status_code == 200:
+                if self.http.get(self.url("/"), timeout=1, verify=self.verify).status_code == 200:
                     return self
             except requests.RequestException:
                 pass
@@ -240,6 +241,7 @@ class Daemon:
 
     def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", 15)
+        kwargs.setdefault("verify", self.verify)
         return self.http.request(method, self.url(path), **kwargs)
 
     def get(self, path: str, **kwargs: Any) -> requests.Response:
@@ -255,11 +257,12 @@ def daemon_factory(tmp_path_factory: pytest.TempPathFactory, zk_server: ZooKeepe
     started: list[Daemon] = []
 
     def make(extra: dict | None = None, start: bool = True, coordinator: str | None = None,
-             scheme: str = "http") -> Daemon:
+             scheme: str = "http", verify: str | bool = True) -> Daemon:
         workdir = tmp_path_factory.mktemp("daemon")
         config = deep_merge(base_config(coordinator or zk_server.address, free_port(), str(workdir / "data")),
                             extra or {})
         daemon = Daemon(workdir, config, scheme=scheme)
+        daemon.verify = verify
         started.append(daemon)
         return daemon.start() if start else daemon
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from conftest import run_pvcapid, write_config
 from pvc_core import config as configmod
 from pvc_core.errors import ConfigError
-
-from conftest import run_pvcapid, write_config
 
 V06_SAMPLE = """---
 pvc:

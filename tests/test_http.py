@@ -134,7 +134,7 @@ def raw_request(port: int, data: bytes, timeout: float = 5.0) -> bytes:
         while True:
             try:
                 chunk = sock.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 break
             if not chunk:
                 break
@@ -200,7 +200,7 @@ def test_stalled_clients_are_dropped(small_daemon):
             data = sock.recv(65536)
             while data and time.monotonic() - started < 8:
                 data = sock.recv(65536)
-        except (ConnectionResetError, socket.timeout):
+        except (TimeoutError, ConnectionResetError):
             pass
         sock.close()
     assert time.monotonic() - started < 6

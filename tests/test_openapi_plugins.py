@@ -8,9 +8,8 @@ import re
 import pytest
 from openapi_spec_validator import validate
 
-from pvc_core import hookspecs
-
 from conftest import run_pvcapid, write_config
+from pvc_core import hookspecs
 
 
 def test_openapi_document_is_valid_and_complete(daemon):

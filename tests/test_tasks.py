@@ -9,9 +9,8 @@ import time
 
 import pytest
 
-from pvc_core.zkserver import free_port
-
 from conftest import BIN
+from pvc_core.zkserver import free_port
 
 
 def start_consumer(daemon) -> subprocess.Popen:

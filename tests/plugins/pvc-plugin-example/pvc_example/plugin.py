@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import peewee
+
 from pvc_core import hookimpl
 from pvc_core.config import Field, Section
 from pvc_core.db import BaseModel
 from pvc_core.errors import NotFound
 from pvc_core.params import BOOLEAN, INTEGER, STRING, Param
 from pvc_core.routes import Route
-
-import peewee
 
 COUNTER_KEY = "/example_counter"
 TASK_NAME = "example.count"
@@ -84,6 +84,7 @@ def pvc_plugin_info() -> dict:
 def pvc_config_fields() -> Section:
     return Section({"example": Section({
         "greeting": Field("str", default="Hello"),
+        "listen_port": Field("int", default=0, help="port of the example's own listener; 0 = none"),
     }, optional=True)})
 
 
@@ -94,7 +95,10 @@ def pvc_services(runtime: Any) -> dict:
 
 @hookimpl
 def pvc_routes(runtime: Any) -> list:
-    return [
+    own = []
+    if runtime.config["example.listen_port"]:
+        own = [Route("GET", "/whoami", whoami, auth=False, listener="example", summary="Own listener")]
+    return own + [
         Route("GET", "/example/hello", hello, (
             Param("name", STRING, default="world", aliases=("who",), help="whom to greet"),
             Param("times", INTEGER, default=1),
@@ -116,7 +120,12 @@ def pvc_routes(runtime: Any) -> list:
 
 @hookimpl
 def pvc_listeners(runtime: Any) -> dict:
-    return {}
+    port = runtime.config["example.listen_port"]
+    return {"example": ("127.0.0.1", port)} if port else {}
+
+
+def whoami(ctx: Any, params: dict) -> dict:
+    return {"listener": ctx.listener, "remote": ctx.remote_address}
 
 
 @hookimpl

@@ -1,0 +1,59 @@
+"""Server features: SSL, secure cookies, extra listeners, debug output."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import requests
+
+from conftest import AUTH_ON, TOKEN, deep_merge
+from pvc_core.zkserver import free_port
+
+
+def make_certificate(directory) -> tuple[str, str]:
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+                    "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    return str(cert), str(key)
+
+
+def test_ssl_and_secure_cookie(daemon_factory, tmp_path):
+    cert, key = make_certificate(tmp_path)
+    daemon = daemon_factory(deep_merge(AUTH_ON, {"api": {"ssl": {"enabled": "True", "cert_file": cert,
+                                                                 "key_file": key}}}), scheme="https",
+                            verify=cert)
+    response = daemon.get("/")
+    assert response.status_code == 200 and response.json() == {"message": "PVC API version 1.0"}
+    login = daemon.post("/login", data={"token": TOKEN})
+    assert login.status_code == 200 and "; Secure" in login.headers["Set-Cookie"]
+    assert daemon.get("/status", headers={"X-Api-Key": TOKEN}).status_code == 200
+    # no plain-HTTP answer on the TLS port
+    try:
+        plain = requests.get(f"http://127.0.0.1:{daemon.port}/api/v1/", timeout=5).status_code
+    except requests.RequestException:
+        plain = None
+    assert plain is None or plain >= 400
+
+
+def test_plugin_listener_is_separate(daemon_factory):
+    port = free_port()
+    daemon = daemon_factory({"example": {"listen_port": str(port)}})
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # the extra server may start just after the main one
+        try:
+            requests.get(f"http://127.0.0.1:{port}/whoami", timeout=1)
+            break
+        except requests.RequestException:
+            time.sleep(0.05)
+    own = requests.get(f"http://127.0.0.1:{port}/whoami", timeout=5)
+    assert own.status_code == 200 and own.json() == {"listener": "example", "remote": "127.0.0.1"}
+    assert daemon.get("/whoami").status_code == 404
+    assert requests.get(f"http://127.0.0.1:{port}/api/v1/", timeout=5).status_code == 404
+    assert "/whoami" not in str(daemon.get("/openapi.json").json()["paths"])
+
+
+def test_debug_mode_indents_json(daemon_factory):
+    daemon = daemon_factory({"debug": "True"})
+    assert daemon.get("/").text == '{\n    "message": "PVC API version 1.0"\n}\n'
