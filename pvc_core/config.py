@@ -156,6 +156,7 @@ def core_schema() -> Section:
             "listen_address": Field("str"),
             "listen_port": Field("int", check=_port_check),
             "threads": Field("int", default=16, check=_positive),
+            "access_log": Field("bool", default=True, help="one line per request on stdout"),
             "max_body_size": Field("int", default=16 * 1024 * 1024, check=_positive,
                                    help="largest accepted request body in bytes"),
             "socket_timeout": Field("float", default=10.0, check=_positive,

@@ -18,6 +18,7 @@ import logging
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 from urllib.parse import parse_qs
@@ -25,12 +26,12 @@ from urllib.parse import parse_qs
 import cherrypy
 from cherrypy.process.plugins import SimplePlugin
 
+from .accesslog import AccessLog
 from .errors import ApiError, PayloadTooLarge, ServiceUnavailable
 from .params import json_to_multidict, merge_sources, parse_params
 from .routes import API_PREFIX, MAIN_LISTENER, Response, Route, allow_header
 
 log = logging.getLogger("pvc.api")
-access_log = logging.getLogger("pvc.access")
 
 REQUEST_ID_HEADER = "X-Request-Id"
 BODY_METHODS = ("POST", "PUT", "PATCH", "DELETE", "GET")
@@ -77,6 +78,8 @@ class Dispatcher:
         # CherryPy's own dispatcher merges global and app config per request;
         # ours has one config for the whole tree, merged once.
         self.request_config = dict(cherrypy.config)
+        self.access_log = AccessLog() if runtime.config["api.access_log"] else None
+        self.access_hook = _access_hook(self.access_log) if self.access_log else None
 
     def __call__(self, path_info: str) -> None:
         request = cherrypy.serving.request
@@ -84,7 +87,8 @@ class Dispatcher:
         request_id = secrets.token_hex(8)
         request.pvc_started = time.perf_counter()
         request.pvc_request_id = request_id
-        request.hooks.attach("on_end_request", _log_access)
+        if self.access_hook is not None:
+            request.hooks.attach("on_end_request", self.access_hook)
         cherrypy.serving.response.headers[REQUEST_ID_HEADER] = request_id
         listener = self.listener_ports.get(request.local.port, MAIN_LISTENER)
         request.process_request_body = False
@@ -245,14 +249,12 @@ def internal_error_body(request_id: str) -> bytes:
                         "request_id": request_id}) + "\n").encode()
 
 
-def _log_access() -> None:
-    request = cherrypy.serving.request
-    response = cherrypy.serving.response
-    started = getattr(request, "pvc_started", None)
-    elapsed = (time.perf_counter() - started) * 1000 if started else 0.0
-    # The path only: query strings can carry a login token.
-    access_log.info('%s %s "%s %s" %s %.1fms', request.remote.ip, getattr(request, "pvc_request_id", "-"),
-                    request.method, request.path_info, str(response.status).split(" ", 1)[0], elapsed)
+def _access_hook(log: AccessLog) -> Callable[[], None]:
+    def record() -> None:
+        request = cherrypy.serving.request
+        log.record(request.remote.ip, request.pvc_request_id, request.method, request.path_info,
+                   cherrypy.serving.response.status, (time.perf_counter() - request.pvc_started) * 1000)
+    return record
 
 
 def _json_error_page(status: str, message: str, traceback: str, version: str) -> bytes:
@@ -335,11 +337,18 @@ def configure(runtime: Any) -> dict[int, str]:
     return ports
 
 
-def mount(runtime: Any) -> None:
+def mount(runtime: Any) -> Dispatcher:
     ports = configure(runtime)
-    cherrypy.log.access_log.propagate = False
     dispatcher = Dispatcher(runtime, ports)
-    cherrypy.tree.mount(None, "", {"/": {"request.dispatch": dispatcher}})
+    app = cherrypy.tree.mount(None, "", {"/": {"request.dispatch": dispatcher}})
+    # CherryPy formats its own access line per request even with no handler; ours replaces it.
+    app.log.access = _no_access_log
+    cherrypy.log.access = _no_access_log
+    return dispatcher
+
+
+def _no_access_log(*args: Any, **kwargs: Any) -> None:
+    return None
 
 
 def _graceful_exit(engine: Any) -> None:
@@ -360,15 +369,17 @@ def _graceful_exit(engine: Any) -> None:
 
 def serve(runtime: Any) -> None:
     """Run until SIGTERM/SIGINT; the engine stops the servers, then the runtime."""
-    mount(runtime)
+    dispatcher = mount(runtime)
     engine = cherrypy.engine
     RuntimePlugin(engine, runtime).subscribe()
+    if dispatcher.access_log is not None:
+        engine.subscribe("start", dispatcher.access_log.start, priority=10)
+        engine.subscribe("stop", dispatcher.access_log.stop, priority=90)
     handler = engine.signal_handler
     handler.handlers = {"SIGTERM": partial(_graceful_exit, engine), "SIGINT": partial(_graceful_exit, engine),
                         "SIGHUP": lambda: log.info("SIGHUP ignored; restart the service to reload")}
     handler.subscribe()
     config = runtime.config
-    log.info("Starting PVC API daemon")
     log.info("Listening at %s:%s with SSL=%s, Authentication=%s", config["api.listen_address"],
              config["api.listen_port"], config["api.ssl.enabled"], config["api.authentication.enabled"])
     engine.start()

@@ -13,12 +13,15 @@ update is one multi-operation, keys in sorted order, create-or-set per key.
 from __future__ import annotations
 
 import logging
+import random
 import threading
-from collections.abc import Iterable, Mapping
-from typing import Any
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 from kazoo.client import KazooClient
 from kazoo.exceptions import (
+    BadVersionError,
     ConnectionClosedError,
     ConnectionLoss,
     KazooException,
@@ -36,6 +39,8 @@ from .config import coordinator_hosts
 from .errors import ApiError, Conflict, ServiceUnavailable
 
 log = logging.getLogger("pvc.zk")
+
+T = TypeVar("T")
 
 UNREACHABLE = (ConnectionLoss, SessionExpiredError, ConnectionClosedError, KazooTimeoutError)
 
@@ -150,6 +155,19 @@ class ZooKeeper:
                 out[path] = None
         return out
 
+    def get_versioned(self, paths: Iterable[str]) -> dict[str, tuple[str | None, int]]:
+        """Values with their znode data versions (-1 when absent), for guarded transactions."""
+        self.require()
+        pending = [(path, self.client.get_async(path)) for path in paths]
+        out: dict[str, tuple[str | None, int]] = {}
+        for path, result in pending:
+            try:
+                raw, stat = self.wait(result)
+                out[path] = (decode(raw), stat.version)
+            except NoNodeError:
+                out[path] = (None, -1)
+        return out
+
     def children(self, path: str) -> list[str] | None:
         """Sorted child names, or None when the key does not exist."""
         return self.children_many([path])[path]
@@ -223,6 +241,18 @@ class ZooKeeper:
             transaction.delete(path)
         self._commit(transaction, f"deletion under {_common_root(paths)}")
 
+    def optimistic(self, attempt: Callable[[], T], attempts: int = 8) -> T:
+        """Run ``attempt`` (read, build a version-guarded transaction, commit) until it
+        commits; a conflict that persists ends as 409."""
+        for remaining in range(attempts - 1, -1, -1):
+            try:
+                return attempt()
+            except TransactionFailed as exc:
+                if not isinstance(exc.cause, (BadVersionError, NodeExistsError, NoNodeError)) or not remaining:
+                    raise
+                time.sleep(random.uniform(0.002, 0.02))
+        raise AssertionError("unreachable")  # pragma: no cover
+
     def transaction(self) -> Any:
         """A raw kazoo transaction for changes that mix creates, sets, deletes and checks."""
         self.require()
@@ -250,6 +280,8 @@ def _transaction_error(exc: Exception, what: str) -> ApiError:
         reason = "a key already exists (changed concurrently?)"
     elif isinstance(exc, NoNodeError):
         reason = "a key or its parent does not exist (changed concurrently?)"
+    elif isinstance(exc, BadVersionError):
+        reason = "the object was changed by a concurrent request"
     elif isinstance(exc, NotEmptyError):
         reason = "a key gained children meanwhile"
     elif isinstance(exc, UNREACHABLE):
