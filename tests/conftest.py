@@ -250,6 +250,12 @@ class Daemon:
     def post(self, path: str, **kwargs: Any) -> requests.Response:
         return self.request("POST", path, **kwargs)
 
+    def put(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("PUT", path, **kwargs)
+
+    def delete(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("DELETE", path, **kwargs)
+
 
 @pytest.fixture(scope="session")
 def daemon_factory(tmp_path_factory: pytest.TempPathFactory, zk_server: ZooKeeperServer

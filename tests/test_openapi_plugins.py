@@ -61,16 +61,19 @@ def test_plugin_config_section_with_defaults_and_override(daemon_factory):
     assert custom.get("/example/hello").json()["message"] == "Howdy, world"
 
 
-def test_disabled_plugin_is_absent(daemon_factory):
-    without = daemon_factory({"plugins": {"disabled": ["example_dependent", "example"]}})
+def test_disabled_plugin_is_absent(daemon_factory, clean_zk):
+    without = daemon_factory({"plugins": {"disabled": ["example_dependent", "example", "network"]}})
     assert without.get("/example/hello").status_code == 404
     assert without.get("/example-dependent/shout").status_code == 404
+    assert without.get("/network").status_code == 404
     assert without.get("/plugins").json() == []
     paths = without.get("/openapi.json").json()["paths"]
-    assert not [path for path in paths if "example" in path]
-    # its part of /status is absent, the core's parts are all there
+    assert not [path for path in paths if "example" in path or "network" in path]
+    # a third-party plugin's own status field goes; the v0.6 fields stay, as zeros
+    assert without.post("/initialize").status_code == 200
+    clean_zk.create("/networks/1", b"net")
     status = without.get("/status").json()
-    assert "example_counter" not in status and status["vms"] == {"total": 0}
+    assert "example_counter" not in status and status["vms"] == {"total": 0} and status["networks"] == 0
 
 
 def test_enabled_list_selects(daemon_factory):

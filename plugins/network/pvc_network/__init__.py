@@ -1,0 +1,1 @@
+"""PVC network plugin: /network endpoints over the v0.6 /networks ZooKeeper layout."""
