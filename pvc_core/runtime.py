@@ -60,10 +60,11 @@ class Runtime:
         self.routes = RouteTable()
         self.listeners: dict[str, tuple[str, int]] = {}
         self.services: dict[str, Any] = {}
+        self.views: dict[str, Any] = {}
         self.service_owners: dict[str, str] = {}
         self.models: list[Any] = list(TaskRecords.models)
         self._users = 0
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._schema_ready = False
         self._collect()
 
@@ -118,6 +119,20 @@ class Runtime:
             from .errors import BadRequest
             raise BadRequest(f"This operation needs the {name!r} service, whose plugin is not enabled")
         return service
+
+    def view(self, root: str, keys: tuple[str, ...]) -> Any:
+        """The shared watched view of ``root`` (one per subtree per process), started on first use."""
+        from .view import SubtreeView
+        with self._lock:
+            view = self.views.get(root)
+            if view is None:
+                view = SubtreeView(self.zk, root, keys)
+                self.views[root] = view
+                self.zk.observers.append(view)
+            elif view.keys != tuple(keys):
+                raise PluginError(f"view of {root} requested with different keys")
+        view.start()
+        return view
 
     @property
     def unavailable_errors(self) -> tuple[type, ...]:

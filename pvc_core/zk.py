@@ -81,6 +81,7 @@ class ZooKeeper:
         self.client.add_listener(self._state_changed)
         self._started = False
         self._lock = threading.Lock()
+        self.observers: list[Any] = []  # views to keep current with our own writes
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -198,6 +199,21 @@ class ZooKeeper:
         for result in results:
             if isinstance(result, Exception) and not isinstance(result, RolledBackError):
                 raise _transaction_error(result, what)
+        if self.observers:
+            self._notify(transaction.operations)
+
+    def _notify(self, operations: list) -> None:
+        """Tell the views what this process just committed (write-through)."""
+        values: dict[str, str] = {}
+        deleted: list[str] = []
+        for op in operations:
+            kind = type(op).__name__
+            if kind in ("Create", "SetData"):
+                values[op.path] = decode(op.data) or ""
+            elif kind == "Delete":
+                deleted.append(op.path)
+        for observer in self.observers:
+            observer.apply(values, deleted)
 
     def write(self, values: Mapping[str, Any]) -> None:
         """One transaction: create each missing key, set each existing one (sorted order)."""

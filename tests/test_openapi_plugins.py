@@ -61,8 +61,10 @@ def test_plugin_config_section_with_defaults_and_override(daemon_factory):
     assert custom.get("/example/hello").json()["message"] == "Howdy, world"
 
 
-def test_disabled_plugin_is_absent(daemon_factory, clean_zk):
-    without = daemon_factory({"plugins": {"disabled": ["example_dependent", "example", "network"]}})
+def test_disabled_plugin_is_absent(daemon, daemon_factory, clean_zk):
+    installed = [plugin["name"] for plugin in daemon.get("/plugins").json()]
+    assert {"example", "network", "node"} <= set(installed)
+    without = daemon_factory({"plugins": {"disabled": installed}})
     assert without.get("/example/hello").status_code == 404
     assert without.get("/example-dependent/shout").status_code == 404
     assert without.get("/network").status_code == 404
@@ -72,8 +74,10 @@ def test_disabled_plugin_is_absent(daemon_factory, clean_zk):
     # a third-party plugin's own status field goes; the v0.6 fields stay, as zeros
     assert without.post("/initialize").status_code == 200
     clean_zk.create("/networks/1", b"net")
+    clean_zk.create("/nodes/hv1", b"coordinator")
     status = without.get("/status").json()
     assert "example_counter" not in status and status["vms"] == {"total": 0} and status["networks"] == 0
+    assert status["nodes"] == {"total": 0}
 
 
 def test_enabled_list_selects(daemon_factory):

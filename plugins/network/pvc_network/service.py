@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from pvc_core import matching
 from pvc_core.errors import BadRequest, Conflict, NotFound
 
 from . import schema, validate
@@ -104,7 +105,7 @@ class NetworkService:
     def list(self, limit: str | None) -> list[dict]:
         networks = self.read(self.vnis())
         if limit:
-            pattern = validate.regex(limit)
+            pattern = matching.regex(limit)
             networks = [net for net in networks
                         if pattern.match(str(net["vni"])) or pattern.match(net["description"])]
         if not networks:
@@ -303,7 +304,7 @@ class NetworkService:
         vni = self.resolve(ident, mutation=False)
         macs = self._reserved_macs(vni) if static else sorted(self.zk.children(schema.key(vni, schema.LEASES)) or [])
         if limit:
-            pattern = validate.fuzzy(limit)
+            pattern = matching.fuzzy(limit)
             macs = [mac for mac in macs if pattern.match(mac)]
         found = self._lease_objects(vni, macs)
         if not found:
@@ -401,7 +402,7 @@ class NetworkService:
         vni = self.resolve(ident, mutation=False)
         found = self._rules(vni, (direction,) if direction else schema.DIRECTIONS)
         if limit:
-            pattern = validate.fuzzy(limit)
+            pattern = matching.fuzzy(limit)
             found = [entry for entry in found if pattern.match(entry["description"])]
         if not found:
             raise NotFound("ACL not found.")

@@ -120,19 +120,3 @@ def order(value: int | None) -> int | None:
     if value is not None and value < 0:
         raise bad("order", "a position of 0 or more", value)
     return value
-
-
-def regex(pattern: str) -> re.Pattern:
-    try:
-        return re.compile(pattern)
-    except re.error as exc:
-        raise BadRequest(f"Regex Error: {exc}") from None
-
-
-def fuzzy(pattern: str) -> re.Pattern:
-    """v0.6 lease/ACL limits: wrapped in .* on each side not already anchored."""
-    if not pattern.startswith("^"):
-        pattern = ".*" + pattern
-    if not pattern.endswith("$"):
-        pattern = pattern + ".*"
-    return regex(pattern)

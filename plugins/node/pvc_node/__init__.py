@@ -1,0 +1,1 @@
+"""PVC node plugin: /node endpoints over the v0.6 /nodes ZooKeeper layout."""
