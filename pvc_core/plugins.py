@@ -117,8 +117,11 @@ class PluginHost:
                 raise PluginError("plugin dependency cycle: " + " -> ".join((*chain, name)))
             visiting.add(name)
             plugin = self.plugins[name]
-            for dep in plugin.requires + [dep for dep in plugin.optional if dep in self.plugins]:
+            for dep in plugin.requires:
                 visit(dep, (*chain, name))
+            for dep in plugin.optional:  # ordering only; two plugins may use each other
+                if dep in self.plugins and dep not in visiting:
+                    visit(dep, (*chain, name))
             visiting.discard(name)
             order.append(name)
 

@@ -187,6 +187,7 @@ class SubtreeView:
 
     def apply(self, values: dict[str, Any] | None = None, deleted: Iterable[str] = ()) -> None:
         """Record this process's committed writes (paths under the root only)."""
+        created: list[str] = []
         with self._lock:
             values = values or {}
             for path, value in values.items():
@@ -195,6 +196,8 @@ class SubtreeView:
                 child, _, rest = path[len(self.root) + 1:].partition("/")
                 if not rest:
                     # A child created by this write has no keys but those written with it.
+                    if child not in self._children:
+                        created.append(child)
                     self._children.add(child)
                     for sub in self._paths(child)[1:]:
                         if sub not in values:
@@ -212,6 +215,11 @@ class SubtreeView:
                 else:
                     self._values.pop(path, None)
             self.revision += 1
+        # The children watch will not report these as new any more: watch their keys now.
+        if self._started:
+            for child in created:
+                for path in self._paths(child):
+                    self._watch_read(path, self._generation)
 
     def snapshot(self) -> dict[str, dict[str, str | None]]:
         """``{child: {"": value, key: value...}}`` from memory, or from ZooKeeper while warming."""
@@ -265,6 +273,23 @@ class SubtreeView:
                 if entry is not None:
                     return entry
         return self.read_direct([child]).get(child)
+
+    def child_with_value(self, value: str) -> str | None:
+        """The first child (sorted) whose own value equals ``value``: a VM by its name."""
+        if self.ready:
+            self.zk.require()
+            with self._lock:
+                found = sorted(child for child in self._children
+                               if self._values.get(f"{self.root}/{child}") == value)
+            if found:
+                return found[0]
+            return None
+        children = self.zk.children(self.root) or []
+        values = self.zk.get_many(f"{self.root}/{child}" for child in children)
+        for child in children:
+            if values[f"{self.root}/{child}"] == value:
+                return child
+        return None
 
     def children(self) -> list[str]:
         if not self.ready:

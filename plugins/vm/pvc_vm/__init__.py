@@ -1,0 +1,1 @@
+"""PVC vm plugin: /vm endpoints over the v0.6 /domains ZooKeeper layout."""

@@ -1,0 +1,40 @@
+"""The ZooKeeper keys of a VM (zookeeper-schema.md §5) and the state vocabulary."""
+
+from __future__ import annotations
+
+ROOT = "/domains"
+# Followed by the watched view (what the VM object needs); consolelog and rbdlist are read on demand.
+VIEW_KEYS = ("state", "node", "lastnode", "failedreason", "node_limit", "node_selector", "node_autostart",
+             "profile", "xml")
+
+STATES = ("start", "restart", "shutdown", "stop", "disable", "fail", "migrate", "unmigrate", "provision")
+HEALTHY = ("start", "disable", "migrate", "unmigrate", "provision")
+SELECTORS = ("mem", "vcpus", "load", "vms")
+CMD_DOMAINS = "/cmd/domains"
+
+
+def vm(uuid: str) -> str:
+    return f"{ROOT}/{uuid}"
+
+
+def key(uuid: str, name: str) -> str:
+    return f"{ROOT}/{uuid}/{name}"
+
+
+def new_vm_keys(uuid: str, name: str, node: str, node_limit: str, selector: str, autostart: bool,
+                rbdlist: str, xml: str, state: str = "stop", profile: str = "None") -> dict[str, str]:
+    """Every key of a newly defined VM (§5.2), for its one creating transaction."""
+    return {
+        vm(uuid): name,
+        key(uuid, "state"): state,
+        key(uuid, "node"): node,
+        key(uuid, "lastnode"): "",
+        key(uuid, "node_limit"): node_limit,
+        key(uuid, "node_selector"): selector,
+        key(uuid, "node_autostart"): "True" if autostart else "False",
+        key(uuid, "failedreason"): "",
+        key(uuid, "consolelog"): "",
+        key(uuid, "rbdlist"): rbdlist,
+        key(uuid, "profile"): profile,
+        key(uuid, "xml"): xml,
+    }

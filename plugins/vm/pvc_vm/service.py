@@ -1,0 +1,420 @@
+"""What a VM can do: be listed, defined, modified, removed, started and stopped, migrated.
+
+Plain Python over the core's ZooKeeper helpers and watched view. Every
+multi-key change is one transaction; state and placement changes are guarded
+by the znode versions they were decided on, so concurrent requests on one VM
+serialise (the loser re-decides on fresh data, or gets 409).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid as uuidlib
+from typing import Any
+
+from pvc_core import matching
+from pvc_core.config import parse_bool
+from pvc_core.errors import ApiError, BadRequest, NotFound
+from pvc_core.view import SubtreeView
+
+from . import domainxml, placement, schema
+
+VM_NOT_FOUND = "VM not found."
+
+
+def not_found(ident: str) -> NotFound:
+    return NotFound(f"ERROR: Could not find VM '{ident}' in the cluster!")
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuidlib.UUID(text)
+        return True
+    except ValueError:
+        return False
+
+
+def vm_object(uuid: str, entry: dict[str, str | None]) -> dict:
+    """The v0.6 VM object (nodes-vms.md §3.1), keys in order."""
+    xml = entry.get("xml") or ""
+    info = domainxml.info(xml)
+    lastnode = entry.get("lastnode") or ""
+    node_limit = entry.get("node_limit")
+    autostart = entry.get("node_autostart")
+    try:
+        autostart_value = parse_bool(autostart) if autostart else False
+    except ValueError:
+        autostart_value = False
+    out = {
+        "name": info["name"] if info["name"] is not None else entry.get(""),
+        "uuid": info["uuid"] if info["uuid"] is not None else uuid,
+        "state": entry.get("state") or "",
+        "node": entry.get("node") or "",
+        "last_node": lastnode,
+        "migrated": f"from {lastnode}" if lastnode else "no",
+        "failed_reason": entry.get("failedreason") or "",
+        "node_limit": node_limit.split(",") if node_limit else None,
+        "node_selector": entry.get("node_selector"),
+        "node_autostart": autostart_value,
+        "description": info["description"],
+        "profile": entry.get("profile"),
+    }
+    for field in ("memory", "vcpu", "vcpu_topology", "networks", "type", "arch", "machine", "console",
+                  "emulator", "features", "disks", "controllers", "xml"):
+        out[field] = info[field]
+    return out
+
+
+class VMService:
+    """VMs of the cluster; also answers the network plugin's ``vms_using_network``."""
+
+    def __init__(self, runtime: Any):
+        self.runtime = runtime
+        self._view: Any = None
+        self.validator = domainxml.SchemaValidator()
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    @property
+    def zk(self) -> Any:
+        return self.runtime.zk
+
+    @property
+    def config(self) -> Any:
+        return self.runtime.config
+
+    @property
+    def view(self) -> Any:
+        if self._view is None:
+            if self.config["vm.watch"]:
+                self._view = self.runtime.view(schema.ROOT, schema.VIEW_KEYS)
+            else:
+                self._view = SubtreeView(self.zk, schema.ROOT, schema.VIEW_KEYS)
+        return self._view
+
+    @property
+    def nodes(self) -> Any:
+        return self.runtime.service("node")
+
+    def start(self) -> None:
+        _ = self.view
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def entries(self) -> dict[str, dict[str, str | None]]:
+        return self.view.snapshot()
+
+    def find(self, ident: str) -> tuple[str, dict] | None:
+        """nodes-vms.md §1.3: a UUID-shaped identifier is a UUID only; otherwise a name."""
+        if _is_uuid(ident):
+            entry = self.view.one(ident)
+            return (ident, entry) if entry is not None else None
+        uuid = self.view.child_with_value(ident)
+        if uuid is None:
+            return None
+        entry = self.view.one(uuid)
+        return (uuid, entry) if entry is not None else None
+
+    def require(self, ident: str, error: ApiError | None = None) -> tuple[str, dict]:
+        found = self.find(ident)
+        if found is None:
+            raise error or not_found(ident)
+        return found
+
+    def list(self, limit: str | None, node: str | None, state: str | None) -> list[dict]:
+        if node and not self.nodes.exists(node):
+            raise BadRequest(f'Specified node "{node}" is invalid.')
+        entries = self.entries()
+        uuids = sorted(entries, key=lambda u: (entries[u].get("") or "", u))
+        if limit:
+            pattern = matching.fuzzy(limit)
+            uuids = [u for u in uuids if pattern.match(u) or pattern.match(entries[u].get("") or "")]
+        if node:
+            uuids = [u for u in uuids if entries[u].get("node") == node]
+        if state:
+            uuids = [u for u in uuids if entries[u].get("state") == state]
+        if not uuids:
+            raise NotFound(VM_NOT_FOUND)
+        return [vm_object(u, entries[u]) for u in uuids]
+
+    def get(self, ident: str) -> dict:
+        found = self.find(ident)
+        if found is None:
+            raise NotFound(VM_NOT_FOUND)
+        return vm_object(*found)
+
+    def state_of(self, ident: str) -> dict:
+        _, entry = self.require(ident, NotFound(VM_NOT_FOUND))
+        return {"name": ident, "state": entry.get("state") or ""}
+
+    def node_of(self, ident: str) -> dict:
+        _, entry = self.require(ident, NotFound(VM_NOT_FOUND))
+        return {"name": ident, "node": entry.get("node") or "", "last_node": entry.get("lastnode") or ""}
+
+    def meta_of(self, ident: str) -> dict:
+        uuid, entry = self.require(ident, NotFound(VM_NOT_FOUND))
+        vm = vm_object(uuid, entry)
+        return {"name": ident, "node_limit": vm["node_limit"], "node_selector": vm["node_selector"],
+                "node_autostart": vm["node_autostart"]}
+
+    def vms_using_network(self, vni: int) -> list[str]:
+        bridge = f"vmbr{vni}"
+        return sorted(entry.get("") or uuid for uuid, entry in self.entries().items()
+                      if any(net.get("source") == bridge for net in domainxml.info(entry.get("xml") or "")["networks"]))
+
+    def status(self) -> dict:
+        counts: dict[str, int] = {}
+        degraded = False
+        entries = self.entries()
+        for entry in entries.values():
+            state = entry.get("state") or ""
+            counts[state] = counts.get(state, 0) + 1
+            if state not in schema.HEALTHY:
+                degraded = True
+        vms = {"total": len(entries)}
+        vms.update((state, counts[state]) for state in schema.STATES if counts.get(state))
+        return {"fields": {"vms": vms}, "degraded": degraded}
+
+    # -- define, modify, remove ------------------------------------------------------------
+
+    def _parse_checked(self, xml: str) -> domainxml.Domain:
+        domain = domainxml.parse(xml)
+        for field in ("name", "uuid"):
+            if not getattr(domain, field):
+                raise BadRequest(f"Error: XML is malformed or incorrect: the domain has no <{field}> element")
+        self.validator.validate(domain.pretty())
+        return domain
+
+    def define(self, xml: str, node: str | None, limit: str | None, selector: str | None,
+               autostart: bool) -> str:
+        domain = self._parse_checked(xml)
+        name, uuid = domain.name, domain.uuid
+        selector = selector or "mem"
+        limit_list = [item for item in (limit or "").split(",") if item]
+        nodes = self.nodes.objects()
+        note = ""
+        if node and node in nodes:
+            target = node
+        else:
+            target = placement.select(nodes, limit_list, selector)
+            if target is None:
+                raise BadRequest(f"ERROR: Could not find a valid target node for VM '{name}'.")
+            reason = f"node '{node}' does not exist, so " if node else ""
+            note = f" {reason}Node '{target}' was chosen by selector '{selector}'."
+        stored = domain.pretty()
+
+        def attempt() -> None:
+            _, version = self.zk.get_versioned([schema.ROOT])[schema.ROOT]
+            if version < 0:
+                raise BadRequest("ERROR: The cluster is not initialized (no /domains key); "
+                                 "POST /api/v1/initialize first")
+            entries = self.view.read_direct()
+            if uuid in entries or any(entry.get("") == name for entry in entries.values()):
+                raise BadRequest(f"ERROR: Specified VM '{name}' or UUID '{uuid}' matches an existing VM on the cluster")
+            transaction = self.zk.transaction()
+            keys = schema.new_vm_keys(uuid, name, target, limit or "", selector, autostart,
+                                      ",".join(domain.rbd_volumes()), stored)
+            for path, value in sorted(keys.items()):
+                transaction.create(path, value.encode())
+            transaction.set_data(schema.ROOT, b"", version=version)
+            self.zk.commit(transaction, f"definition of VM {name}")
+
+        self.zk.optimistic(attempt)
+        return f"Added new VM with Name '{name}' and UUID '{uuid}' to database.{note}"
+
+    def modify(self, ident: str, xml: str, restart: bool) -> str:
+        uuid, entry = self.require(ident)
+        domain = self._parse_checked(xml)
+        current_name = entry.get("") or ""
+        if domain.uuid != uuid:
+            raise BadRequest(f"ERROR: The XML's UUID '{domain.uuid}' is not the UUID '{uuid}' of VM '{ident}'")
+        if domain.name != current_name:
+            raise BadRequest(f"ERROR: The XML's name '{domain.name}' is not the name '{current_name}' of VM "
+                             f"'{ident}'; renaming is not supported")
+        values = {schema.vm(uuid): current_name, schema.key(uuid, "xml"): domain.pretty(),
+                  schema.key(uuid, "rbdlist"): ",".join(domain.rbd_volumes())}
+        if restart:
+            values[schema.key(uuid, "state")] = "restart"
+        self.zk.write(values)
+        return f"Modified VM '{ident}'." + (" Restarting it." if restart else "")
+
+    def remove(self, ident: str, delete_disks: bool) -> str:
+        uuid, entry = self.require(ident)
+        storage = self.runtime.service("ceph") if delete_disks else None  # 400 before anything if absent
+        disks = [disk.get("name") for disk in domainxml.info(entry.get("xml") or "")["disks"]]
+        grace = self.config["vm.delete_grace"]
+        state_key = schema.key(uuid, "state")
+        if self.zk.get(state_key) != "stop":
+            self.zk.write({state_key: "stop"})  # the node daemon destroys the domain
+            time.sleep(grace)
+        self.zk.write({state_key: "delete"})  # a node running a stray copy destroys it
+        time.sleep(grace)
+        self.zk.delete([schema.vm(uuid)])
+        if storage is None:
+            return f"Undefined VM '{ident}' from the cluster."
+        for name in disks:
+            if name and name.count("/") == 1:
+                pool, volume = name.split("/")
+                storage.remove_volume_if_exists(pool, volume)
+        return f"Removed VM '{ident}' and disks from the cluster."
+
+    def set_meta(self, ident: str, limit: str | None, selector: str | None, autostart: bool | None,
+                 profile: str | None) -> str:
+        uuid, _ = self.require(ident)
+        values: dict[str, str] = {}
+        if limit is not None:
+            values[schema.key(uuid, "node_limit")] = limit
+        if selector is not None:
+            values[schema.key(uuid, "node_selector")] = selector
+        if autostart is not None:
+            values[schema.key(uuid, "node_autostart")] = "True" if autostart else "False"
+        if profile is not None:
+            values[schema.key(uuid, "profile")] = profile
+        if values:
+            self.zk.write(values)
+        return f"Successfully modified PVC metadata of VM '{ident}'."
+
+    # -- state -----------------------------------------------------------------------------
+
+    STATE_RULES = {
+        "start": (None, "Starting VM '{vm}'.", None),
+        "restart": ("start", "Restarting VM '{vm}'.", "ERROR: VM '{vm}' is not in 'start' state!"),
+        "shutdown": ("start", "Shutting down VM '{vm}'.", "ERROR: VM '{vm}' is not in 'start' state!"),
+        "stop": (None, "Forcibly stopping VM '{vm}'.", None),
+        "disable": ("stop", "Marked VM '{vm}' as disable.", "ERROR: VM '{vm}' must be stopped before disabling!"),
+    }
+
+    def set_state(self, ident: str, state: str, wait: bool) -> str:
+        uuid, _ = self.require(ident)
+        required, done, refused = self.STATE_RULES[state]
+        path = schema.key(uuid, "state")
+
+        def attempt() -> None:
+            current, version = self.zk.get_versioned([path])[path]
+            if current is None:
+                raise not_found(ident)
+            if required is not None and current != required:
+                raise BadRequest(refused.format(vm=ident))
+            transaction = self.zk.transaction()
+            transaction.set_data(path, state.encode(), version=version)
+            self.zk.commit(transaction, f"state change of VM {ident}")
+
+        self.zk.optimistic(attempt)
+        if wait:
+            self._wait_state(ident, uuid, state)
+        return done.format(vm=ident)
+
+    def _wait_state(self, ident: str, uuid: str, state: str) -> None:
+        """Wait (bounded) until the node daemon has acted on ``state``."""
+        timeout = self.config["vm.wait_timeout"]
+        deadline = time.monotonic() + timeout
+        while True:
+            values = self.zk.get_many([schema.key(uuid, "state"), schema.key(uuid, "node"),
+                                       schema.key(uuid, "failedreason")])
+            current = values[schema.key(uuid, "state")]
+            node = values[schema.key(uuid, "node")] or ""
+            if current == "fail":
+                raise BadRequest(f"ERROR: VM '{ident}' failed: {values[schema.key(uuid, 'failedreason')]}")
+            running = uuid in (self.zk.get(f"/nodes/{node}/runningdomains") or "").split() if node else False
+            if state in ("start", "migrate"):
+                finished = current == "start" and running
+            elif state == "restart":
+                finished = current == "start" and running
+            elif state in ("shutdown", "stop"):
+                finished = current == "stop" and not running
+            else:
+                finished = True
+            if finished:
+                return
+            if time.monotonic() >= deadline:
+                raise ApiError(f"VM '{ident}' has not finished '{state}' after {timeout:g} s "
+                               f"(pvc.vm.wait_timeout; state is now '{current}'); the node daemon continues "
+                               "in the background", 409)
+            time.sleep(0.1)
+
+    # -- placement -------------------------------------------------------------------------
+
+    def change_node(self, ident: str, action: str, node: str | None, force: bool, wait: bool) -> str:
+        uuid, _ = self.require(ident)
+        paths = {name: schema.key(uuid, name) for name in ("state", "node", "lastnode", "node_limit",
+                                                             "node_selector")}
+        result: dict[str, str] = {}
+
+        def attempt() -> None:
+            read = self.zk.get_versioned(paths.values())
+            current = {name: read[path][0] for name, path in paths.items()}
+            if current["state"] is None:
+                raise not_found(ident)
+            state, home, lastnode = current["state"], current["node"] or "", current["lastnode"] or ""
+            if action == "unmigrate":
+                if not lastnode:
+                    raise BadRequest(f"ERROR: VM '{ident}' has not been previously migrated.")
+                target = lastnode
+                writes = {"state": "migrate" if state == "start" else state, "node": target, "lastnode": ""}
+                message = f"Unmigrating VM '{ident}' back to node '{target}'."
+            else:
+                if action == "migrate" and lastnode and not force:
+                    raise BadRequest(f"ERROR: VM '{ident}' has been previously migrated.")
+                target = self._target(ident, node, current)
+                if action == "move":
+                    writes = {"node": target, "lastnode": ""}
+                    if state == "start":
+                        writes["state"] = "migrate"
+                    message = f"Permanently migrating VM '{ident}' to node '{target}'."
+                else:
+                    keep = lastnode if (force and lastnode) else home
+                    # DECISIONS: migrating a VM that is not running starts it on the target.
+                    writes = {"state": "migrate" if state == "start" else "start", "node": target, "lastnode": keep}
+                    message = f"Migrating VM '{ident}' to node '{target}'."
+            transaction = self.zk.transaction()
+            for name, path in paths.items():
+                version = read[path][1]
+                if name in writes:
+                    transaction.set_data(path, writes[name].encode(), version=version)
+                elif version >= 0:
+                    transaction.check(path, version)
+            self.zk.commit(transaction, f"{action} of VM {ident}")
+            result["message"], result["state"] = message, writes.get("state", state)
+
+        self.zk.optimistic(attempt)
+        if wait and result["state"] in ("migrate", "start"):
+            self._wait_state(ident, uuid, "migrate")
+        return result["message"]
+
+    def _target(self, ident: str, node: str | None, current: dict[str, str | None]) -> str:
+        limit = [item for item in (current["node_limit"] or "").split(",") if item]
+        home = current["node"] or ""
+        if node:
+            if not self.nodes.exists(node):
+                raise BadRequest(f"ERROR: Specified node '{node}' is invalid.")
+            if limit and node not in limit:
+                raise BadRequest(f"ERROR: Specified node '{node}' is not in the allowed list of nodes "
+                                 f"for VM '{ident}'.")
+            if node == home:
+                raise BadRequest(f"ERROR: VM '{ident}' is already running on node '{node}'.")
+            return node
+        selector = current["node_selector"]
+        target = placement.select(self.nodes.objects(), limit, "mem" if selector is None else selector, home)
+        if target is None:
+            raise BadRequest(f"ERROR: Could not find a valid migration target for VM '{ident}'.")
+        return target
+
+    # -- console and locks -----------------------------------------------------------------
+
+    def console(self, ident: str, lines: int) -> dict:
+        uuid, _ = self.require(ident, NotFound(f'ERROR: Could not find VM "{ident}" in the cluster!'))
+        log = self.zk.get(schema.key(uuid, "consolelog")) or ""
+        return {"name": ident, "data": "\n".join(log.split("\n")[-lines:])}
+
+    def flush_locks(self, ident: str) -> str:
+        uuid, entry = self.require(ident)
+        state = entry.get("state")
+        if state not in ("stop", "disable"):
+            raise BadRequest("VM must be stopped to flush locks")
+        if state != "stop":
+            raise BadRequest(f"ERROR: VM '{ident}' is not in stopped state; flushing RBD locks on a running VM "
+                             "is dangerous.")
+        storage = self.runtime.service("ceph")
+        volumes = [item for item in (self.zk.get(schema.key(uuid, "rbdlist")) or "").split(",") if item]
+        storage.remove_locks(volumes)
+        return f"Flushed locks on VM '{ident}'"
