@@ -481,3 +481,34 @@ def test_status_counts_and_health(vmd, cluster):
     assert vmd.get("/status").json()["health"] == "Degraded"  # a stopped VM is not healthy in v0.6
     vmd.post("/vm/b/state", params={"state": "disable"})
     assert vmd.get("/status").json()["health"] == "Optimal"
+
+
+def test_vm_with_sparse_xml_and_keys_still_lists(vmd, cluster):
+    """v0.6 answered 500 for the whole list when one VM lacked <console>, <features>... or node_autostart."""
+    define(vmd, node="pvchv1")
+    sparse = (f"<domain type='kvm'><name>bare</name><uuid>{uuid_for(5)}</uuid><memory>1048576</memory>"
+              "<vcpu>1</vcpu><os><type>hvm</type></os><devices><interface type='bridge'/></devices></domain>")
+    transaction = cluster.transaction()
+    base = f"/domains/{uuid_for(5)}"
+    transaction.create(base, b"bare")
+    for key, value in (("state", "provision"), ("node", "pvchv2"), ("xml", sparse)):
+        transaction.create(f"{base}/{key}", value.encode())  # no node_autostart, limit, selector...
+    transaction.commit()
+    listing = eventually(lambda: (lambda r: r if isinstance(r, list) else None)(vmd.get("/vm").json()))
+    bare = [vm for vm in listing if vm["name"] == "bare"][0]
+    assert bare["memory"] == 1024 and bare["console"] is None and bare["emulator"] is None
+    assert bare["features"] == [] and bare["node_autostart"] is False and bare["node_limit"] is None
+    assert bare["node_selector"] is None and bare["networks"] == [{"type": "bridge", "mac": None, "source": None,
+                                                                   "model": None}]
+    assert vmd.get("/status").status_code == 200
+    assert vmd.get("/vm/bare").json()["state"] == "provision"
+
+
+def test_absent_booleans_default_to_false(vmd, cluster):
+    """v0.6 answered 500 when autostart, restart, delete_disks or force was absent."""
+    assert define(vmd, node="pvchv1").status_code == 200
+    assert cluster.get(f"/domains/{UUID}/node_autostart")[0] == b"False"
+    assert vmd.put("/vm/test1", data={"xml": XML}).status_code == 200
+    assert cluster.get(f"/domains/{UUID}/state")[0] == b"stop"  # no restart
+    assert vmd.post("/vm/test1/node", params={"action": "move", "node": "pvchv2"}).status_code == 200
+    assert vmd.delete("/vm/test1").status_code == 200
