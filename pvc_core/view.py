@@ -46,6 +46,8 @@ class SubtreeView:
         self._pending = 0
         self._started = False
         self.revision = 0  # bumps on every change; consumers cache derived data against it
+        self._names_revision = 0  # bumps when a child or a child's own value changes
+        self._by_value: tuple[int, dict[str, str]] = (-1, {})
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -78,6 +80,7 @@ class SubtreeView:
             generation = self._generation
             self._values.clear()
             self._children.clear()
+            self._names_revision += 1
         try:
             children = self.zk.wait(self.zk.client.get_children_async(self.root, watch=self._children_fired))
         except NoNodeError:
@@ -146,6 +149,8 @@ class SubtreeView:
             if self._values.get(path, object()) != value:
                 self._values[path] = value
                 self.revision += 1
+                if "/" not in path[len(self.root) + 1:]:
+                    self._names_revision += 1
 
     def _data_fired(self, event: Any) -> None:
         if event.type == EventType.NONE:
@@ -177,6 +182,7 @@ class SubtreeView:
                         self._values.pop(path, None)
                 if added or removed:
                     self.revision += 1
+                    self._names_revision += 1
             for child in added:
                 for path in self._paths(child):
                     self._watch_read(path, generation)
@@ -215,6 +221,7 @@ class SubtreeView:
                 else:
                     self._values.pop(path, None)
             self.revision += 1
+            self._names_revision += 1
         # The children watch will not report these as new any more: watch their keys now.
         if self._started:
             for child in created:
@@ -279,11 +286,15 @@ class SubtreeView:
         if self.ready:
             self.zk.require()
             with self._lock:
-                found = sorted(child for child in self._children
-                               if self._values.get(f"{self.root}/{child}") == value)
-            if found:
-                return found[0]
-            return None
+                revision, index = self._by_value
+                if revision != self._names_revision:
+                    index = {}
+                    for child in sorted(self._children, reverse=True):  # the first (sorted) wins
+                        own = self._values.get(f"{self.root}/{child}")
+                        if own is not None:
+                            index[own] = child
+                    self._by_value = (self._names_revision, index)
+                return index.get(value)
         children = self.zk.children(self.root) or []
         values = self.zk.get_many(f"{self.root}/{child}" for child in children)
         for child in children:
