@@ -26,7 +26,7 @@ from typing import Any
 from kazoo.exceptions import NoNodeError
 from kazoo.protocol.states import EventType, KazooState
 
-from .zk import UNREACHABLE, ZooKeeper, decode
+from .zk import ZooKeeper, decode
 
 log = logging.getLogger("pvc.view")
 
@@ -39,15 +39,16 @@ class SubtreeView:
         self.root = root.rstrip("/")
         self.keys = tuple(keys)
         self._values: dict[str, str | None] = {}   # path -> value (None: key absent)
+        self._mzxid: dict[str, int] = {}            # path -> mzxid of the stored value
         self._children: set[str] = set()
         self._lock = threading.RLock()
         self._generation = 0
         self._ready = threading.Event()
-        self._pending = 0
         self._started = False
         self.revision = 0  # bumps on every change; consumers cache derived data against it
         self._names_revision = 0  # bumps when a child or a child's own value changes
         self._by_value: tuple[int, dict[str, str]] = (-1, {})
+        self._names: tuple[int, dict[str, str]] = (-1, {})
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -57,7 +58,8 @@ class SubtreeView:
         self._started = True
         self.zk.client.add_listener(self._state_changed)
         if self.zk.connected:
-            self._warm()
+            # In the background: the daemon answers (from ZooKeeper directly) while this runs.
+            self.zk.client.handler.spawn(self._warm)
 
     def _state_changed(self, state: str) -> None:
         if state in (KazooState.LOST, KazooState.SUSPENDED):
@@ -79,6 +81,7 @@ class SubtreeView:
             self._generation += 1
             generation = self._generation
             self._values.clear()
+            self._mzxid.clear()
             self._children.clear()
             self._names_revision += 1
         try:
@@ -91,15 +94,27 @@ class SubtreeView:
             return
         with self._lock:
             self._children = set(children)
-            self._pending = 0
-        results = [self._watch_read(path, generation) for child in children for path in self._paths(child)]
-        for result in results:
-            try:
-                self.zk.wait(result)
-            except NoNodeError:
-                pass
-            except UNREACHABLE:
+        # Pipelined reads that set watches; results are stored here, without a
+        # per-read callback (handing 100,000 completions to kazoo's callback
+        # thread doubled the warm-up time).
+        client = self.zk.client
+        pending = [(path, client.get_async(path, watch=self._data_fired))
+                   for child in children for path in self._paths(child)]
+        absent = []
+        for path, result in pending:
+            if generation != self._generation:
                 return
+            try:
+                data, stat = self.zk.wait(result)
+            except NoNodeError:
+                absent.append(path)
+                continue
+            except Exception:  # noqa: BLE001 - connection trouble: the next CONNECTED re-warms
+                return
+            self._store(path, decode(data), stat.mzxid)
+        for path in absent:
+            self._store(path, None, None, authoritative=False)
+            self._watch_creation(path, generation)
         if generation == self._generation:
             self._ready.set()
             log.info("view of %s ready: %d children", self.root, len(children))
@@ -118,19 +133,22 @@ class SubtreeView:
             if generation != self._generation:
                 return
             try:
-                value = decode(async_result.get_nowait()[0])
+                data, stat = async_result.get_nowait()
             except NoNodeError:
-                self._store(path, None)
-                # Watch for the key's creation instead; if it appeared meanwhile, read it.
-                exists = self.zk.client.exists_async(path, watch=self._data_fired)
-                exists.rawlink(lambda found: self._created_meanwhile(found, path, generation))
+                self._store(path, None, None)
+                self._watch_creation(path, generation)
                 return
             except Exception:  # noqa: BLE001 - connection trouble: the re-warm repairs it
                 return
-            self._store(path, value)
+            self._store(path, decode(data), stat.mzxid)
 
         result.rawlink(done)
         return result
+
+    def _watch_creation(self, path: str, generation: int) -> None:
+        """Watch an absent key for its creation; if it appeared meanwhile, read it."""
+        exists = self.zk.client.exists_async(path, watch=self._data_fired)
+        exists.rawlink(lambda found: self._created_meanwhile(found, path, generation))
 
     def _created_meanwhile(self, found: Any, path: str, generation: int) -> None:
         try:
@@ -140,12 +158,27 @@ class SubtreeView:
         if stat is not None and generation == self._generation:
             self._watch_read(path, generation)
 
-    def _store(self, path: str, value: str | None) -> None:
+    def _store(self, path: str, value: str | None, mzxid: int | None, authoritative: bool = True) -> None:
+        """Store a read's result unless a newer one (higher mzxid) is already there.
+
+        Warm-up results are stored by the warming thread while watch re-reads
+        are stored by kazoo's callback thread, so results can arrive out of
+        order; the znode's mzxid orders them. A warm-up "absent" never replaces
+        a value a re-read found.
+        """
         with self._lock:
             child = path[len(self.root) + 1:].split("/", 1)[0]
             if child not in self._children:
                 self._values.pop(path, None)
                 return
+            if value is None:
+                if not authoritative and path in self._values:
+                    return
+                self._mzxid.pop(path, None)
+            else:
+                if mzxid is not None and mzxid < self._mzxid.get(path, -1):
+                    return
+                self._mzxid[path] = mzxid if mzxid is not None else 0
             if self._values.get(path, object()) != value:
                 self._values[path] = value
                 self.revision += 1
@@ -210,6 +243,8 @@ class SubtreeView:
                             self._values[sub] = None
                 if rest == "" or rest in self.keys:
                     self._values[path] = value if isinstance(value, str) else str(value)
+                    # Our commit is newer than any reply still in flight for this key.
+                    self._mzxid[path] = self._mzxid.get(path, -1) + 1
             for path in deleted:
                 if not path.startswith(self.root + "/"):
                     continue
@@ -280,6 +315,36 @@ class SubtreeView:
                 if entry is not None:
                     return entry
         return self.read_direct([child]).get(child)
+
+    def names(self) -> dict[str, str]:
+        """``{child: its own value}`` (a VM's name), cached until a child or name changes."""
+        if not self.ready:
+            children = self.zk.children(self.root) or []
+            values = self.zk.get_many(f"{self.root}/{child}" for child in children)
+            return {child: values[f"{self.root}/{child}"] for child in children
+                    if values[f"{self.root}/{child}"] is not None}
+        self.zk.require()
+        with self._lock:
+            revision, names = self._names
+            if revision != self._names_revision:
+                names = {child: self._values[f"{self.root}/{child}"] for child in self._children
+                         if self._values.get(f"{self.root}/{child}") is not None}
+                self._names = (self._names_revision, names)
+            return names
+
+    def entries(self, children: Iterable[str]) -> dict[str, dict[str, str | None]]:
+        """The entries of some children only (a filtered list need not copy the rest)."""
+        children = list(children)
+        if not self.ready:
+            return self.read_direct(children)
+        self.zk.require()
+        with self._lock:
+            found = {child: self._entry(child) for child in children if child in self._children}
+        missing = [child for child, entry in found.items() if entry is None]
+        out = {child: entry for child, entry in found.items() if entry is not None}
+        if missing:
+            out.update(self.read_direct(missing))
+        return out
 
     def child_with_value(self, value: str) -> str | None:
         """The first child (sorted) whose own value equals ``value``: a VM by its name."""

@@ -8,6 +8,7 @@ serialise (the loser re-decides on fresh data, or gets 409).
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid as uuidlib
 from typing import Any
@@ -97,7 +98,16 @@ class VMService:
         return self.runtime.service("node")
 
     def start(self) -> None:
-        _ = self.view
+        view = self.view
+        if self.config["vm.watch"]:
+            threading.Thread(target=self._prepare, args=(view,), name="pvc-vm-prepare", daemon=True).start()
+
+    @staticmethod
+    def _prepare(view: Any) -> None:
+        """Once the view is warm, parse every VM's XML so the first full list is fast too."""
+        if view.wait_ready(3600):
+            for entry in view.snapshot().values():
+                domainxml.info(entry.get("xml") or "")
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -124,18 +134,20 @@ class VMService:
     def list(self, limit: str | None, node: str | None, state: str | None) -> list[dict]:
         if node and not self.nodes.exists(node):
             raise BadRequest(f'Specified node "{node}" is invalid.')
-        entries = self.entries()
-        uuids = sorted(entries, key=lambda u: (entries[u].get("") or "", u))
+        names = self.view.names()
+        uuids = names
         if limit:
             pattern = matching.fuzzy(limit)
-            uuids = [u for u in uuids if pattern.match(u) or pattern.match(entries[u].get("") or "")]
+            uuids = [u for u, name in names.items() if pattern.match(u) or pattern.match(name)]
+        entries = self.view.entries(uuids)
+        selected = sorted(entries, key=lambda u: (entries[u].get("") or "", u))
         if node:
-            uuids = [u for u in uuids if entries[u].get("node") == node]
+            selected = [u for u in selected if entries[u].get("node") == node]
         if state:
-            uuids = [u for u in uuids if entries[u].get("state") == state]
-        if not uuids:
+            selected = [u for u in selected if entries[u].get("state") == state]
+        if not selected:
             raise NotFound(VM_NOT_FOUND)
-        return [vm_object(u, entries[u]) for u in uuids]
+        return [vm_object(u, entries[u]) for u in selected]
 
     def get(self, ident: str) -> dict:
         found = self.find(ident)
