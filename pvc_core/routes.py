@@ -157,6 +157,11 @@ class Response:
         self.content_type = content_type
 
 
+def collapse(items: list) -> Any:
+    """v0.6 single-element collapse: a list of one element is answered as that element."""
+    return items[0] if len(items) == 1 else items
+
+
 def message(text: str, status: int = 200) -> Response | dict:
     """The v0.6 message object; plain dict for 200 so the fast path stays a dict."""
     if status == 200:

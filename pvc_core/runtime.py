@@ -120,9 +120,14 @@ class Runtime:
             raise BadRequest(f"This operation needs the {name!r} service, whose plugin is not enabled")
         return service
 
-    def view(self, root: str, keys: tuple[str, ...]) -> Any:
-        """The shared watched view of ``root`` (one per subtree per process), started on first use."""
+    def view(self, root: str, keys: tuple[str, ...], watch: bool = True) -> Any:
+        """The shared watched view of ``root`` (one per subtree per process), started on first use.
+
+        ``watch=False`` gives an unstarted view: the same reads, always straight from ZooKeeper.
+        """
         from .view import SubtreeView
+        if not watch:
+            return SubtreeView(self.zk, root, keys)
         with self._lock:
             view = self.views.get(root)
             if view is None:

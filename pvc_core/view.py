@@ -366,10 +366,3 @@ class SubtreeView:
             if values[f"{self.root}/{child}"] == value:
                 return child
         return None
-
-    def children(self) -> list[str]:
-        if not self.ready:
-            return self.zk.children(self.root) or []
-        self.zk.require()
-        with self._lock:
-            return sorted(self._children)

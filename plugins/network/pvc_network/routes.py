@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from pvc_core.params import BOOLEAN, INTEGER, STRING, Param
-from pvc_core.routes import Route
+from pvc_core.routes import Route, collapse
 
-from .service import NetworkService, collapse
+from .service import NetworkService
 
 NETTYPE = Param("nettype", STRING, required=True, choices=("managed", "bridged"),
                 help="A valid nettype must be specified")

@@ -30,11 +30,6 @@ def not_found(ident: str, mutation: bool = True) -> NotFound:
     return NotFound(quoted(text) if mutation else text)
 
 
-def collapse(items: list) -> Any:
-    """v0.6 single-element collapse: one element is returned as the object itself."""
-    return items[0] if len(items) == 1 else items
-
-
 class NetworkService:
     """Networks, DHCP reservations and ACLs of the cluster."""
 

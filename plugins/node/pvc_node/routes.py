@@ -5,17 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from pvc_core.params import BOOLEAN, STRING, Param
-from pvc_core.routes import Route
+from pvc_core.routes import Route, collapse
 
 from .service import NodeService
 
 
 def service(ctx: Any) -> NodeService:
     return ctx.service("node")
-
-
-def collapse(items: list) -> Any:
-    return items[0] if len(items) == 1 else items
 
 
 def list_nodes(ctx: Any, params: dict) -> Any:

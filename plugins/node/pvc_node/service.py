@@ -13,7 +13,6 @@ from typing import Any
 from pvc_core import matching
 from pvc_core import schema as core_schema
 from pvc_core.errors import ApiError, BadRequest, NotFound
-from pvc_core.view import SubtreeView
 
 from . import schema
 
@@ -68,10 +67,7 @@ class NodeService:
     def view(self) -> Any:
         """The shared watched view, or (``node.watch`` off) an unstarted one that reads directly."""
         if self._view is None:
-            if self.runtime.config["node.watch"]:
-                self._view = self.runtime.view(schema.ROOT, schema.KEYS)
-            else:
-                self._view = SubtreeView(self.runtime.zk, schema.ROOT, schema.KEYS)
+            self._view = self.runtime.view(schema.ROOT, schema.KEYS, watch=self.runtime.config["node.watch"])
         return self._view
 
     def start(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pvc_core.params import BOOLEAN, INTEGER, STRING, Param
-from pvc_core.routes import Route
+from pvc_core.routes import Route, collapse
 
 from . import schema
 from .service import VMService
@@ -24,10 +24,6 @@ WAIT = Param("wait", BOOLEAN, default=False, help="wait for the node daemon (bou
 
 def service(ctx: Any) -> VMService:
     return ctx.service("vm")
-
-
-def collapse(items: list) -> Any:
-    return items[0] if len(items) == 1 else items
 
 
 def list_vms(ctx: Any, params: dict) -> Any:

@@ -16,11 +16,12 @@ from typing import Any
 from pvc_core import matching
 from pvc_core.config import parse_bool
 from pvc_core.errors import ApiError, BadRequest, NotFound
-from pvc_core.view import SubtreeView
 
 from . import domainxml, placement, schema
 
 VM_NOT_FOUND = "VM not found."
+# States in which the VM runs (or is being moved while running): a migration live-migrates it.
+RUNNING = ("start", "migrate", "unmigrate", "restart")
 
 
 def not_found(ident: str) -> NotFound:
@@ -87,10 +88,7 @@ class VMService:
     @property
     def view(self) -> Any:
         if self._view is None:
-            if self.config["vm.watch"]:
-                self._view = self.runtime.view(schema.ROOT, schema.VIEW_KEYS)
-            else:
-                self._view = SubtreeView(self.zk, schema.ROOT, schema.VIEW_KEYS)
+            self._view = self.runtime.view(schema.ROOT, schema.VIEW_KEYS, watch=self.runtime.config["vm.watch"])
         return self._view
 
     @property
@@ -327,7 +325,7 @@ class VMService:
             node = values[schema.key(uuid, "node")] or ""
             if current == "fail":
                 raise BadRequest(f"ERROR: VM '{ident}' failed: {values[schema.key(uuid, 'failedreason')]}")
-            running = uuid in (self.zk.get(f"/nodes/{node}/runningdomains") or "").split() if node else False
+            running = node != "" and self.nodes.exists(node) and uuid in self.nodes.get(node)["running_domains"]
             if state in ("start", "migrate"):
                 finished = current == "start" and running
             elif state == "restart":
@@ -362,7 +360,7 @@ class VMService:
                 if not lastnode:
                     raise BadRequest(f"ERROR: VM '{ident}' has not been previously migrated.")
                 target = lastnode
-                writes = {"state": "migrate" if state == "start" else state, "node": target, "lastnode": ""}
+                writes = {"state": "migrate" if state in RUNNING else state, "node": target, "lastnode": ""}
                 message = f"Unmigrating VM '{ident}' back to node '{target}'."
             else:
                 if action == "migrate" and lastnode and not force:
@@ -370,13 +368,14 @@ class VMService:
                 target = self._target(ident, node, current)
                 if action == "move":
                     writes = {"node": target, "lastnode": ""}
-                    if state == "start":
+                    if state in RUNNING:
                         writes["state"] = "migrate"
                     message = f"Permanently migrating VM '{ident}' to node '{target}'."
                 else:
                     keep = lastnode if (force and lastnode) else home
                     # DECISIONS: migrating a VM that is not running starts it on the target.
-                    writes = {"state": "migrate" if state == "start" else "start", "node": target, "lastnode": keep}
+                    writes = {"state": "migrate" if state in RUNNING else "start", "node": target,
+                              "lastnode": keep}
                     message = f"Migrating VM '{ident}' to node '{target}'."
             transaction = self.zk.transaction()
             for name, path in paths.items():
