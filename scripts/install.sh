@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(zookeeper default-jre-headless postgresql redis-server libvirt-dev pkg-config wrk
-              python3-venv gcc python3-dev)
+              python3-venv gcc python3-dev openssl
+              ceph-mon ceph-mgr ceph-osd ceph-common python3-rados python3-rbd)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -34,4 +35,15 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip setuptools wheel
   .venv/bin/python -m pip install -q --disable-pip-version-check "${args[@]}" -r requirements-dev.txt
   echo "$want" > "$stamp"
+fi
+
+# Debian's librados/librbd bindings are built for CPython 3.11: link them into the venv
+# alone (not the rest of /usr/lib/python3/dist-packages).
+site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+if [ ! -f "$site/ceph-bindings.pth" ]; then
+  mkdir -p .venv/ceph-bindings
+  for module in rados rbd; do
+    ln -sf /usr/lib/python3/dist-packages/$module.cpython-311-*.so .venv/ceph-bindings/
+  done
+  echo "$(pwd)/.venv/ceph-bindings" > "$site/ceph-bindings.pth"
 fi

@@ -307,3 +307,21 @@ def broken_plugin() -> Iterator[None]:
     finally:
         pip("uninstall", "-y", "pvc-plugin-broken")
         shutil.rmtree(PLUGIN_DIR / "pvc-plugin-broken" / "build", ignore_errors=True)
+
+
+# -- Ceph -----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def ceph_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real single-host Ceph (memstore, 127.0.0.1), started once for the run."""
+    from pvc_ceph.localceph import LocalCeph
+    cluster = LocalCeph(str(tmp_path_factory.mktemp("ceph")), objectstore="memstore", size_gb=4)
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def ceph_config(ceph_cluster: Any) -> dict:
+    return {"ceph": {"conf": ceph_cluster.conf, "keyring": ceph_cluster.keyring, "interval": "0.3",
+                     "timeout": "5"}}

@@ -81,8 +81,9 @@ def uuid_for(index: int) -> str:
 
 @pytest.fixture(scope="module")
 def vmd(daemon_factory):
-    """Short undefine pauses and waits, so the tests run quickly."""
-    return daemon_factory({"vm": {"delete_grace": "0.05", "wait_timeout": "3"}, "node": {"wait_timeout": "3"}})
+    """Short undefine pauses and waits, so the tests run quickly; no storage (tests/test_ceph.py has it)."""
+    return daemon_factory({"vm": {"delete_grace": "0.05", "wait_timeout": "3"}, "node": {"wait_timeout": "3"},
+                           "plugins": {"disabled": ["ceph"]}})
 
 
 @pytest.fixture

@@ -251,6 +251,8 @@ class VMService:
     def remove(self, ident: str, delete_disks: bool) -> str:
         uuid, entry = self.require(ident)
         storage = self.runtime.service("ceph") if delete_disks else None  # 400 before anything if absent
+        if storage is not None:
+            storage.require_reachable()
         disks = [disk.get("name") for disk in domainxml.info(entry.get("xml") or "")["disks"]]
         grace = self.config["vm.delete_grace"]
         state_key = schema.key(uuid, "state")
@@ -426,6 +428,7 @@ class VMService:
             raise BadRequest(f"ERROR: VM '{ident}' is not in stopped state; flushing RBD locks on a running VM "
                              "is dangerous.")
         storage = self.runtime.service("ceph")
+        storage.require_reachable()
         volumes = [item for item in (self.zk.get(schema.key(uuid, "rbdlist")) or "").split(",") if item]
         storage.remove_locks(volumes)
         return f"Flushed locks on VM '{ident}'"

@@ -1,0 +1,1 @@
+"""PVC ceph plugin."""

@@ -1,0 +1,114 @@
+"""Keeps the statistics keys under /ceph fresh; with several daemons, only the lock holder writes.
+
+GET requests read ZooKeeper, never Ceph, so they stay fast when Ceph is slow
+or gone; what they show is at most one interval old (or the last values
+written before Ceph went away).
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import threading
+import uuid
+from typing import Any
+
+from pvc_core.errors import ApiError
+from pvc_core.zk import TransactionFailed
+
+from . import schema
+from .client import CephClient
+
+log = logging.getLogger("pvc.ceph.collector")
+
+
+class Collector:
+    def __init__(self, runtime: Any, client: CephClient, interval: float):
+        self.runtime = runtime
+        self.client = client
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock: Any = None
+        self._failing = False
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="pvc-ceph-collector", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.client.timeout + 5)
+        if self._lock is not None and self._lock.is_acquired:
+            try:
+                self._lock.release()
+            except Exception:  # noqa: BLE001 - ZooKeeper may be gone already
+                pass
+
+    def leader(self) -> bool:
+        """Hold the kazoo lock on /locks/ceph_collector; whoever holds it collects."""
+        zk = self.runtime.zk
+        if not zk.connected or not zk.exists(schema.STATUS):
+            # Not initialized: the lock recipe would create /locks, and POST /initialize would refuse.
+            return False
+        if self._lock is not None and self._lock.is_acquired:
+            # kazoo does not notice when its lock node is deleted under it: check it is still ours.
+            if zk.exists(f"{self._lock.path}/{self._lock.node}"):
+                return True
+            self._lock = None
+        if self._lock is None:
+            self._lock = zk.client.Lock(schema.COLLECTOR_LOCK, f"pvcapid-{uuid.uuid4()}")
+        try:
+            return self._lock.acquire(blocking=False)
+        except Exception:  # noqa: BLE001 - e.g. the lock's parent was removed: a fresh recipe next time
+            self._lock = None
+            return False
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.client.cluster()  # contend for the lock only while Ceph answers
+                leader = self.leader()
+                log.debug("collector: leader=%s", leader)
+                if leader:
+                    self.collect()
+                    if self._failing:
+                        log.info("Ceph statistics collection works again")
+                    self._failing = False
+            except ApiError as exc:
+                if not self._failing:
+                    log.warning("Ceph statistics not collected: %s", exc.message)
+                self._failing = True
+            except Exception:  # noqa: BLE001 - the collector must outlive any one failure
+                log.exception("Ceph statistics collection failed")
+            self._stop.wait(self.interval)
+
+    def collect(self) -> None:
+        status = self.client.mon_command("status")
+        utilization = self.rados_df()
+        zk = self.runtime.zk
+        transaction = zk.transaction()
+        transaction.set_data(schema.STATUS, status.encode())  # never creates /ceph (that is /initialize's)
+        if zk.exists(schema.UTILIZATION):
+            transaction.set_data(schema.UTILIZATION, utilization.encode())
+        else:
+            transaction.create(schema.UTILIZATION, utilization.encode())
+        try:
+            zk.commit(transaction, "Ceph statistics update")
+        except TransactionFailed:
+            log.debug("statistics not written: /ceph is gone (cluster being re-initialized?)")
+
+    def rados_df(self) -> str:
+        """`rados df` text, as v0.6 node daemons stored it (the v0.6 CLI shows it as is)."""
+        args = ["rados", "-c", self.client.conffile, "--name", self.client.name]
+        if self.client.keyring:
+            args += ["--keyring", self.client.keyring]
+        try:
+            result = subprocess.run([*args, "df"], capture_output=True, text=True, timeout=self.client.timeout + 5,
+                                    stdin=subprocess.DEVNULL)
+        except (subprocess.TimeoutExpired, OSError) as exc:
+            raise self.client.unavailable(f"rados df: {exc}") from None
+        if result.returncode != 0:
+            raise self.client.unavailable(f"rados df: {result.stderr.strip()}")
+        return result.stdout

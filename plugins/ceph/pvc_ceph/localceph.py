@@ -1,0 +1,284 @@
+"""A single-host Ceph cluster (1 mon, 1 mgr, 1 OSD) on 127.0.0.1, all state under one directory.
+
+The embedded run (bluestore on a sparse file, so volumes survive a restart)
+and the test suite (memstore, for speed) start Ceph the same way, from
+Debian's ceph-mon/ceph-mgr/ceph-osd packages and without systemd. The
+settings that matter on one host: pool size 1, ``osd crush chooseleaf type =
+0``, pool deletion allowed, fast paxos proposals and stats periods.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+
+from pvc_core.zkserver import free_port
+
+MGR_MODULES = ("mgr_module.py", "mgr_util.py", "balancer", "crash", "devicehealth", "orchestrator",
+               "pg_autoscaler", "progress", "rbd_support", "status", "telemetry", "volumes", "iostat")
+
+CONF_TEMPLATE = """[global]
+fsid = {fsid}
+mon host = [v2:127.0.0.1:{port},v1:127.0.0.1:{port1}]
+public addr = 127.0.0.1
+cluster addr = 127.0.0.1
+ms bind ipv4 = true
+ms bind ipv6 = false
+auth cluster required = cephx
+auth service required = cephx
+auth client required = cephx
+auth allow insecure global id reclaim = false
+run dir = {dir}/run
+pid file = {dir}/run/$name.pid
+admin socket = {dir}/run/$name.asok
+log file = {dir}/log/$name.log
+log to stderr = false
+err to stderr = false
+mon cluster log file = {dir}/log/cluster.log
+crash dir = {dir}/crash
+osd pool default size = 1
+osd pool default min size = 1
+osd pool default pg autoscale mode = off
+osd crush chooseleaf type = 0
+mon allow pool delete = true
+mon allow pool size one = true
+mon warn on pool no redundancy = false
+mon max pg per osd = 1000
+mgr initial modules = iostat
+mon data avail warn = 2
+mon data avail crit = 1
+paxos propose interval = 0.05
+paxos min wait = 0.01
+mgr stats period = 1
+mon mgr digest period = 1
+debug ms = 0
+debug mon = 1
+debug osd = 1
+debug mgr = 1
+
+[client]
+keyring = {dir}/keyring
+
+[mon]
+mon data = {dir}/mon.$id
+mon cluster log to file = true
+mon warn on insecure global id reclaim allowed = false
+mon warn on insecure global id reclaim = false
+
+[mgr]
+mgr data = {dir}/mgr.$id
+keyring = {dir}/mgr.$id/keyring
+mon pg warn min per osd = 0
+
+[osd]
+osd data = {dir}/osd$id
+keyring = {dir}/osd$id/keyring
+osd objectstore = {store}
+memstore device bytes = {size}
+bluestore block create = true
+bluestore block size = {size}
+bluestore fsck on mount = false
+bluestore block db create = false
+bluestore block wal create = false
+osd memory target = 939524096
+bluestore cache autotune = false
+bluestore cache size = 134217728
+osd op num shards = 1
+osd op num threads per shard = 2
+"""
+
+
+def _clean_env() -> dict:
+    """Daemons read CEPH_ARGS too and fail oddly with an inherited one."""
+    return {key: value for key, value in os.environ.items()
+            if key not in ("CEPH_ARGS", "CEPH_CONF", "CEPH_KEYRING")}
+
+
+class LocalCeph:
+    """Start (creating it on first start), stop and restart one single-host cluster."""
+
+    def __init__(self, directory: str, objectstore: str = "memstore", size_gb: int = 10):
+        self.directory = os.path.abspath(directory)
+        self.objectstore = objectstore
+        self.size = size_gb * 1024 ** 3
+        self.conf = os.path.join(self.directory, "ceph.conf")
+        self.keyring = os.path.join(self.directory, "keyring")
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _run(self, *args: str, check: bool = True, timeout: float = 60) -> str:
+        result = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout, env=_clean_env(),
+                                stdin=subprocess.DEVNULL)
+        if check and result.returncode != 0:
+            raise RuntimeError(f"{' '.join(args[:3])}... failed: {result.stderr.strip()[-500:]}")
+        return result.stdout
+
+    def ceph(self, *args: str, check: bool = True, timeout: float = 30) -> str:
+        return self._run("ceph", "-c", self.conf, "--connect-timeout", "10", *args, check=check, timeout=timeout)
+
+    def _daemon(self, *args: str) -> None:
+        for _attempt in range(3):  # a daemon exits before forking when the mon is not ready for it yet
+            if subprocess.run(list(args), env=_clean_env(), stdin=subprocess.DEVNULL,
+                              capture_output=True).returncode == 0:
+                return
+            time.sleep(1)
+        raise RuntimeError(f"{args[0]} did not start; see {self.directory}/log")
+
+    @property
+    def created(self) -> bool:
+        return os.path.exists(os.path.join(self.directory, "mon.a", "store.db"))
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def create(self) -> None:
+        for binary in ("ceph-mon", "ceph-mgr", "ceph-osd", "ceph", "ceph-authtool", "monmaptool"):
+            if shutil.which(binary) is None:
+                raise RuntimeError(f"{binary} is missing: apt-get install ceph-mon ceph-mgr ceph-osd ceph-common")
+        shutil.rmtree(self.directory, ignore_errors=True)
+        for sub in ("run", "log", "mon.a", "mgr.x", "crash"):
+            os.makedirs(os.path.join(self.directory, sub))
+        port = free_port()
+        while not _free(port + 1):
+            port = free_port()
+        with open(self.conf, "w", encoding="utf-8") as handle:
+            handle.write(CONF_TEMPLATE.format(fsid=uuid.uuid4(), port=port, port1=port + 1, dir=self.directory,
+                                              store=self.objectstore, size=self.size))
+        self._run("ceph-authtool", "--create-keyring", self.keyring, "--gen-key", "-n", "mon.", "--cap", "mon",
+                  "allow *")
+        self._run("ceph-authtool", self.keyring, "--gen-key", "-n", "client.admin", "--cap", "mon", "allow *",
+                  "--cap", "osd", "allow *", "--cap", "mds", "allow *", "--cap", "mgr", "allow *")
+        os.chmod(self.keyring, 0o600)
+        monmap = os.path.join(self.directory, "monmap")
+        fsid = _conf_value(self.conf, "fsid")
+        self._run("monmaptool", "--create", "--clobber", "--fsid", fsid, "--addv", "a",
+                  f"[v2:127.0.0.1:{port},v1:127.0.0.1:{port + 1}]", monmap)
+        self._run("ceph-mon", "-c", self.conf, "--mkfs", "-i", "a", "--monmap", monmap, "--keyring", self.keyring)
+        self._start_mon()
+        self.ceph("auth", "get-or-create", "mgr.x", "mon", "allow profile mgr", "osd", "allow *", "mds", "allow *",
+                  "-o", os.path.join(self.directory, "mgr.x", "keyring"))
+        self.ceph("config", "set", "mgr", "mgr/devicehealth/enable_monitoring", "false", "--force")
+        self._start_mgr()
+        osd_uuid = str(uuid.uuid4())
+        key = self._run("ceph-authtool", "--gen-print-key").strip()
+        secret = os.path.join(self.directory, "osd-new.json")
+        with open(secret, "w", encoding="utf-8") as handle:
+            json.dump({"cephx_secret": key}, handle)
+        osd_id = self.ceph("osd", "new", osd_uuid, "-i", secret).strip()
+        os.remove(secret)
+        osd_dir = os.path.join(self.directory, f"osd{osd_id}")
+        os.makedirs(osd_dir, exist_ok=True)
+        self._run("ceph-authtool", "--create-keyring", os.path.join(osd_dir, "keyring"), "--name", f"osd.{osd_id}",
+                  "--add-key", key)
+        self._run("ceph-osd", "-c", self.conf, "-i", osd_id, "--mkfs", "--osd-uuid", osd_uuid, "--key", key,
+                  timeout=120)
+        self._daemon("ceph-osd", "-c", self.conf, "-i", osd_id)
+        # clones without protected snapshots, as the provisioner needs
+        self.ceph("osd", "set-require-min-compat-client", "mimic")
+
+    def _start_mon(self) -> None:
+        self._daemon("ceph-mon", "-c", self.conf, "-i", "a")
+        deadline = time.monotonic() + 60
+        while self.ceph("mon", "stat", check=False, timeout=15) == "":
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the Ceph mon did not answer; see {self.directory}/log")
+            time.sleep(0.2)
+
+    def _start_mgr(self) -> None:
+        modules = os.path.join(self.directory, "mgr-modules")
+        if not os.path.isdir(modules):
+            os.makedirs(modules)
+            for name in MGR_MODULES:
+                source = os.path.join("/usr/share/ceph/mgr", name)
+                if os.path.exists(source):
+                    os.symlink(source, os.path.join(modules, name))
+        self._daemon("ceph-mgr", "-c", self.conf, "-i", "x", "--mgr-module-path", modules)
+
+    def start(self, timeout: float = 120) -> LocalCeph:
+        """Create on first start; on later starts (bluestore) start the existing daemons."""
+        if self.objectstore == "memstore" or not self.created:
+            self.create()
+        else:
+            self._start_mon()
+            self._start_mgr()
+            for entry in sorted(os.listdir(self.directory)):
+                if entry.startswith("osd") and entry[3:].isdigit():
+                    self._daemon("ceph-osd", "-c", self.conf, "-i", entry[3:])
+        self.wait_healthy(timeout)
+        return self
+
+    def wait_healthy(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            out = self.ceph("status", "-f", "json", check=False, timeout=15)
+            try:
+                status = json.loads(out)
+            except ValueError:
+                status = {}
+            pgmap = status.get("pgmap", {})
+            clean = sum(state["count"] for state in pgmap.get("pgs_by_state", [])
+                        if state["state_name"] == "active+clean")
+            if (status.get("mgrmap", {}).get("available") and clean == pgmap.get("num_pgs", 0)
+                    and pgmap.get("bytes_total", 0) > 0 and status.get("osdmap", {}).get("num_up_osds", 0) >= 1):
+                return
+            time.sleep(0.3)
+        raise RuntimeError(f"Ceph did not become healthy within {timeout:.0f}s; see {self.directory}/log")
+
+    def pids(self) -> dict[str, int]:
+        out = {}
+        run = os.path.join(self.directory, "run")
+        for name in os.listdir(run) if os.path.isdir(run) else []:
+            if name.endswith(".pid"):
+                try:
+                    out[name[:-4]] = int(open(os.path.join(run, name)).read().strip())
+                except (OSError, ValueError):
+                    pass
+        return out
+
+    def stop(self) -> None:
+        """OSDs first (an OSD waits ~5 s for a mon that is gone), then mgr, then mon."""
+        pids = self.pids()
+        order = sorted(pids, key=lambda name: (not name.startswith("osd"), name.startswith("mon")))
+        for name in order:
+            _terminate(pids[name])
+
+
+def _free(port: int) -> bool:
+    import socket
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def _conf_value(path: str, key: str) -> str:
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            name, _, value = line.partition("=")
+            if name.strip() == key:
+                return value.strip()
+    raise KeyError(key)
+
+
+def _terminate(pid: int, timeout: float = 15) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

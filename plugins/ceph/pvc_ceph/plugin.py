@@ -1,0 +1,77 @@
+"""Hook implementations of the ceph plugin."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pvc_core import hookimpl
+from pvc_core.config import Field, Section
+
+from . import routes
+from .client import CephClient
+from .collector import Collector
+from .service import CephService
+
+
+@hookimpl
+def pvc_plugin_info() -> dict:
+    return {"requires": [], "optional": [], "description": "Ceph storage: status, statistics, storage service"}
+
+
+@hookimpl
+def pvc_config_fields() -> Section:
+    return Section({"ceph": Section({
+        "conf": Field("str", default="/etc/ceph/ceph.conf", help="ceph.conf of the cluster"),
+        "client": Field("str", default="client.admin", help="Ceph client name"),
+        "keyring": Field("str", default="", help="keyring file (default: from ceph.conf)"),
+        "timeout": Field("float", default=10.0, help="longest wait for one Ceph call before 503, seconds"),
+        "collector": Field("bool", default=True, help="collect statistics into /ceph (off when v0.6 node "
+                                                      "daemons already do)"),
+        "interval": Field("float", default=5.0, help="seconds between statistics collections"),
+    }, optional=True)})
+
+
+def _mon_host(runtime: Any) -> str | None:
+    """Monitor hosts from provisioner.ceph_cluster (v0.6 config), when it names any."""
+    cluster = runtime.config.get("provisioner.ceph_cluster") or {}
+    hosts = cluster.get("storage_hosts") or []
+    if not hosts:
+        return None
+    domain = cluster.get("storage_domain") or ""
+    port = cluster.get("ceph_monitor_port") or "6789"
+    return ",".join(f"{host}.{domain}:{port}" if domain else f"{host}:{port}" for host in hosts)
+
+
+@hookimpl
+def pvc_services(runtime: Any) -> dict:
+    config = runtime.config
+    client = CephClient(config["ceph.conf"], config["ceph.client"], config["ceph.keyring"] or None,
+                        config["ceph.timeout"], _mon_host(runtime))
+    return {"ceph": CephService(runtime, client)}
+
+
+@hookimpl
+def pvc_routes(runtime: Any) -> list:
+    return routes.routes()
+
+
+@hookimpl
+def pvc_start(runtime: Any) -> None:
+    service = runtime.service("ceph")
+    if runtime.config["ceph.collector"]:
+        service.collector = Collector(runtime, service.client, runtime.config["ceph.interval"])
+        service.collector.start()
+
+
+@hookimpl
+def pvc_stop(runtime: Any) -> None:
+    service = runtime.service("ceph")
+    if service.collector is not None:
+        service.collector.stop()
+        service.collector = None
+    service.client.close()
+
+
+@hookimpl
+def pvc_status(runtime: Any) -> dict:
+    return runtime.service("ceph").status()

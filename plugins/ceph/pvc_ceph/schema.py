@@ -1,0 +1,19 @@
+"""The ZooKeeper keys under /ceph (ceph.md §1)."""
+
+from __future__ import annotations
+
+STATUS = "/ceph"               # text of `ceph status`
+UTILIZATION = "/ceph/radosdf"  # text of `rados df`
+OSDS = "/ceph/osds"
+POOLS = "/ceph/pools"
+VOLUMES = "/ceph/volumes"
+SNAPSHOTS = "/ceph/snapshots"
+COLLECTOR_LOCK = "/locks/ceph_collector"
+
+
+def volume(pool: str, name: str) -> str:
+    return f"{VOLUMES}/{pool}/{name}"
+
+
+def osd(osd_id: str, key: str = "") -> str:
+    return f"{OSDS}/{osd_id}" + (f"/{key}" if key else "")

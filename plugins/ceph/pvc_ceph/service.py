@@ -1,0 +1,117 @@
+"""Ceph state as the API shows it (read from ZooKeeper) and the storage service other plugins use."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pvc_core import schema as core_schema
+from pvc_core.errors import ServiceUnavailable
+
+from . import schema
+from .client import CephClient
+
+
+class CephService:
+    """Published as ``ceph``: what the vm and provisioner plugins ask of storage."""
+
+    def __init__(self, runtime: Any, client: CephClient):
+        self.runtime = runtime
+        self.client = client
+        self.collector: Any = None
+
+    def require_reachable(self) -> None:
+        """503 now, before a multi-step operation starts, rather than half-way through it."""
+        self.client.cluster()
+
+    # -- what GET requests show (ZooKeeper only) -------------------------------------------
+
+    def text(self, kind: str) -> dict:
+        key = schema.STATUS if kind == "status" else schema.UTILIZATION
+        values = self.runtime.zk.get_many([core_schema.PRIMARY_NODE, key])
+        if values[key] is None:
+            raise ServiceUnavailable(f"Ceph {kind} has not been collected yet (is the collector on, "
+                                     "and Ceph reachable?)")
+        return {"type": kind, "primary_node": values[core_schema.PRIMARY_NODE] or "none",
+                "ceph_data": values[key].rstrip()}
+
+    def status(self) -> dict:
+        zk = self.runtime.zk
+        kids = zk.children_many([schema.OSDS, schema.POOLS, schema.VOLUMES, schema.SNAPSHOTS])
+        osds = kids[schema.OSDS] or []
+        stats = zk.get_many(schema.osd(osd_id, "stats") for osd_id in osds)
+        counts: dict[str, int] = {}
+        degraded = False
+        for osd_id in osds:
+            try:
+                data = json.loads(stats[schema.osd(osd_id, "stats")] or "{}")
+            except ValueError:
+                data = {}
+            up = "up" if data.get("up") == 1 else "down"
+            present = "in" if data.get("in") == 1 else "out"
+            counts[f"{up},{present}"] = counts.get(f"{up},{present}", 0) + 1
+            degraded = degraded or (up, present) != ("up", "in")
+        osd_part = {"total": len(osds)}
+        osd_part.update((key, counts[key]) for key in ("up,in", "up,out", "down,in", "down,out") if key in counts)
+        volumes = zk.children_many(f"{schema.VOLUMES}/{pool}" for pool in kids[schema.VOLUMES] or [])
+        snapshot_pools = zk.children_many(f"{schema.SNAPSHOTS}/{pool}" for pool in kids[schema.SNAPSHOTS] or [])
+        snapshot_volumes = zk.children_many(f"{path}/{volume}" for path, names in snapshot_pools.items()
+                                            for volume in names or [])
+        return {"fields": {"osds": osd_part, "pools": len(kids[schema.POOLS] or []),
+                           "volumes": sum(len(names or []) for names in volumes.values()),
+                           "snapshots": sum(len(names or []) for names in snapshot_volumes.values())},
+                "degraded": degraded}
+
+    # -- the storage service ---------------------------------------------------------------
+
+    def _ioctx(self, pool: str) -> Any:
+        import rados
+        try:
+            return self.client.cluster().open_ioctx(pool)
+        except rados.ObjectNotFound:
+            return None
+        except rados.Error as exc:
+            self.client.reset()
+            raise self.client.unavailable(f"open pool {pool}: {exc}") from None
+
+    def remove_locks(self, volumes: list[str]) -> int:
+        """Break every RBD lock on ``pool/volume`` images (a stopped VM's leftovers); how many."""
+        import rbd
+        broken = 0
+        for name in volumes:
+            pool, _, image_name = name.partition("/")
+            ioctx = self._ioctx(pool)
+            if ioctx is None:
+                continue
+            try:
+                with rbd.Image(ioctx, image_name) as image:
+                    lockers = image.list_lockers() or {}
+                    for client, cookie, _address in lockers.get("lockers", []):
+                        image.break_lock(client, cookie)
+                        broken += 1
+            except rbd.ImageNotFound:
+                continue
+            except rbd.Error as exc:
+                raise self.client.unavailable(f"locks of {name}: {exc}") from None
+            finally:
+                ioctx.close()
+        return broken
+
+    def remove_volume_if_exists(self, pool: str, volume: str) -> bool:
+        """Remove a volume known to the cluster (its /ceph/volumes key), with its keys, as v0.6 did."""
+        import rbd
+        zk = self.runtime.zk
+        if not zk.exists(schema.volume(pool, volume)):
+            return False
+        ioctx = self._ioctx(pool)
+        if ioctx is not None:
+            try:
+                rbd.RBD().remove(ioctx, volume)
+            except rbd.ImageNotFound:
+                pass
+            except rbd.Error as exc:
+                raise self.client.unavailable(f"remove {pool}/{volume}: {exc}") from None
+            finally:
+                ioctx.close()
+        zk.delete([schema.volume(pool, volume), f"{schema.SNAPSHOTS}/{pool}/{volume}"])
+        return True

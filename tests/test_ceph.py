@@ -1,0 +1,175 @@
+"""The ceph plugin against a real single-host Ceph (memstore): status collection and the storage service."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from kazoo.client import KazooClient
+from test_node import eventually, seed_node
+from test_vm import XML, define
+
+from conftest import deep_merge
+from pvc_core.zkserver import ZooKeeperServer
+
+
+@pytest.fixture(scope="module")
+def cephd(daemon_factory, ceph_config):
+    daemon = daemon_factory(deep_merge(ceph_config, {"vm": {"delete_grace": "0.05"}}))
+    yield daemon
+    daemon.stop()  # its collector must not write into the trees of later tests
+
+
+@pytest.fixture
+def cluster(cephd, clean_zk):
+    # The running collectors may recreate their lock under /locks while the tree is being
+    # emptied; start over until the new cluster initializes (a race of the tests' cleanup only).
+    for _attempt in range(10):
+        if cephd.post("/initialize").status_code == 200:
+            break
+        for child in clean_zk.get_children("/"):
+            if child != "zookeeper":
+                clean_zk.delete("/" + child, recursive=True)
+    else:
+        pytest.fail("could not initialize a clean cluster")
+    seed_node(clean_zk, "pvchv1")
+    eventually(lambda: cephd.get("/node/pvchv1").status_code == 200)
+    return clean_zk
+
+
+@pytest.fixture(scope="module")
+def rbd_pool(ceph_cluster):
+    import rados
+    handle = rados.Rados(conffile=ceph_cluster.conf, conf={"keyring": ceph_cluster.keyring})
+    handle.connect(timeout=10)
+    if not handle.pool_exists("vms"):
+        handle.create_pool("vms")
+    ioctx = handle.open_ioctx("vms")
+    ioctx.application_enable("rbd")
+    yield ioctx
+    ioctx.close()
+    handle.shutdown()
+
+
+def test_status_and_utilization_are_collected(cephd, cluster, ceph_cluster):
+    body = eventually(lambda: (lambda r: r.json() if r.status_code == 200 and r.json()["ceph_data"] else None)(
+        cephd.get("/storage/ceph/status")), timeout=20)  # "" from /initialize until the first collection
+    assert body["type"] == "status" and body["primary_node"] == "none"
+    assert "health: HEALTH_OK" in body["ceph_data"] and "osd: 1 osds: 1 up" in body["ceph_data"]
+    assert body["ceph_data"] == body["ceph_data"].rstrip()
+    assert cephd.get("/storage/ceph").json()["type"] == "status"  # alias
+    util = eventually(lambda: (lambda r: r.json() if r.status_code == 200 else None)(
+        cephd.get("/storage/ceph/utilization")), timeout=20)
+    assert util["type"] == "utilization" and "total_objects" in util["ceph_data"]
+    assert cephd.get("/storage/ceph/df").json()["type"] == "utilization"
+    assert cephd.get("/storage").json() == {"message": "Manage the storage of the PVC cluster."}
+    assert cluster.get("/ceph")[0].decode().startswith("  cluster:")
+
+
+def test_one_collector_among_daemons(cephd, daemon_factory, ceph_config, cluster, zk_server):
+    second = daemon_factory(ceph_config)
+    client = KazooClient(hosts=zk_server.address)
+    client.start()
+    lock = client.Lock("/locks/ceph_collector")
+    try:
+        time.sleep(1.5)  # several intervals: both daemons have tried
+        # one holder; the other's non-blocking tries leave no node behind
+        assert eventually(lambda: len(lock.contenders()) == 1, timeout=5)
+        second.stop()  # whichever held it, collection goes on
+        before = client.exists("/ceph").mzxid
+        assert eventually(lambda: client.exists("/ceph").mzxid != before, timeout=10)
+        assert eventually(lambda: len(lock.contenders()) == 1, timeout=10)
+    finally:
+        client.stop()
+
+
+def test_unreachable_ceph_is_503_and_gets_stay_fast(daemon_factory, tmp_path):
+    dead = tmp_path / "dead.conf"
+    dead.write_text("[global]\nmon host = 127.0.0.1:9\nauth client required = none\n")
+    zookeeper = ZooKeeperServer(str(tmp_path / "zk")).start()  # its own: the other daemons here collect
+    try:
+        daemon = daemon_factory({"ceph": {"conf": str(dead), "timeout": "2", "interval": "0.5"},
+                                 "vm": {"delete_grace": "0.05"}}, coordinator=zookeeper.address)
+        assert daemon.post("/initialize").status_code == 200
+        client = KazooClient(hosts=zookeeper.address)
+        client.start()
+        seed_node(client, "pvchv1")
+        client.set("/ceph", b"stale status text\n")
+        client.stop()
+        eventually(lambda: daemon.get("/node/pvchv1").status_code == 200)
+        unreachable_checks(daemon)
+    finally:
+        zookeeper.stop()
+
+
+def unreachable_checks(daemon) -> None:
+    started = time.monotonic()
+    status = daemon.get("/storage/ceph/status")
+    assert time.monotonic() - started < 1
+    assert status.status_code == 200 and status.json()["ceph_data"] == "stale status text"
+    missing = daemon.get("/storage/ceph/utilization")
+    assert missing.status_code == 503 and "has not been collected yet" in missing.json()["message"]
+    assert define(daemon, node="pvchv1").status_code == 200
+    started = time.monotonic()
+    locks = daemon.post("/vm/test1/locks")
+    assert locks.status_code == 503 and locks.json()["message"].startswith("Ceph is unreachable")
+    assert time.monotonic() - started < 10
+    remove = daemon.delete("/vm/test1", params={"delete_disks": "true"})
+    assert remove.status_code == 503
+    assert daemon.get("/vm/test1").status_code == 200  # nothing was done
+
+
+def test_flush_locks_breaks_real_rbd_locks(cephd, cluster, rbd_pool, ceph_cluster):
+    import rados
+    import rbd
+    rbd.RBD().create(rbd_pool, "test1_sda", 64 * 1024 * 1024)
+    # The lock is taken by another client (a VM's qemu that died): breaking it blocklists that client.
+    holder = rados.Rados(conffile=ceph_cluster.conf, conf={"keyring": ceph_cluster.keyring})
+    holder.connect(timeout=10)
+    try:
+        holder_ioctx = holder.open_ioctx("vms")
+        with rbd.Image(holder_ioctx, "test1_sda") as image:
+            image.lock_exclusive("stale-cookie")
+        with rbd.Image(rbd_pool, "test1_sda") as image:
+            assert image.list_lockers()["lockers"]
+        assert define(cephd, node="pvchv1").status_code == 200  # its XML's disk is vms/test1_sda
+        response = cephd.post("/vm/test1/locks")
+        assert response.status_code == 200 and response.json() == {"message": "Flushed locks on VM 'test1'"}
+        with rbd.Image(rbd_pool, "test1_sda") as image:
+            assert not (image.list_lockers() or {}).get("lockers")
+    finally:
+        holder.shutdown()
+        try:
+            rbd.RBD().remove(rbd_pool, "test1_sda")
+        except rbd.ImageNotFound:
+            pass
+
+
+def test_remove_with_disks_deletes_the_volume(cephd, cluster, rbd_pool):
+    import rbd
+    rbd.RBD().create(rbd_pool, "test1_sda", 64 * 1024 * 1024)
+    for path in ("/ceph/volumes/vms", "/ceph/volumes/vms/test1_sda"):
+        cluster.create(path, b"")
+    cluster.create("/ceph/volumes/vms/test1_sda/stats", b"{}")
+    assert define(cephd, XML, node="pvchv1").status_code == 200
+    response = cephd.delete("/vm/test1", params={"delete_disks": "yes"})
+    assert response.status_code == 200
+    assert response.json() == {"message": "Removed VM 'test1' and disks from the cluster."}
+    assert "test1_sda" not in rbd.RBD().list(rbd_pool)
+    assert cluster.exists("/ceph/volumes/vms/test1_sda") is None
+    assert cluster.exists("/domains/8f7c5a0e-3b1d-4c6e-9a2f-1d2e3f4a5b6c") is None
+
+
+def test_status_counts_storage_objects(cephd, cluster):
+    cluster.create("/ceph/osds/0", b"")
+    cluster.create("/ceph/osds/0/stats", b'{"up": 1, "in": 1}')
+    cluster.create("/ceph/osds/1", b"")
+    cluster.create("/ceph/osds/1/stats", b'{"up": 0, "in": 1}')
+    cluster.create("/ceph/pools/vms", b"")
+    for path in ("/ceph/volumes/vms", "/ceph/volumes/vms/a", "/ceph/volumes/vms/b", "/ceph/snapshots/vms",
+                 "/ceph/snapshots/vms/a", "/ceph/snapshots/vms/a/s1"):
+        cluster.create(path, b"")
+    status = cephd.get("/status").json()
+    assert status["osds"] == {"total": 2, "up,in": 1, "down,in": 1}
+    assert (status["pools"], status["volumes"], status["snapshots"]) == (1, 2, 1)
+    assert status["health"] == "Degraded"
