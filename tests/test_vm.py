@@ -513,3 +513,24 @@ def test_absent_booleans_default_to_false(vmd, cluster):
     assert cluster.get(f"/domains/{UUID}/state")[0] == b"stop"  # no restart
     assert vmd.post("/vm/test1/node", params={"action": "move", "node": "pvchv2"}).status_code == 200
     assert vmd.delete("/vm/test1").status_code == 200
+
+
+def test_load_and_vcpus_selectors(vmd, cluster):
+    for node, load, vcpus in (("pvchv1", b"0.10", b"8"), ("pvchv2", b"2.50", b"1"), ("pvchv3", b"0.90", b"4")):
+        cluster.set(f"/nodes/{node}/cpuload", load)
+        cluster.set(f"/nodes/{node}/vcpualloc", vcpus)
+    eventually(lambda: vmd.get("/node/pvchv3").json()["vcpu"]["allocated"] == 4)
+    eventually(lambda: vmd.get("/node/pvchv2").json()["load"] == 2.5)
+    assert define(vmd, vm_xml("l", uuid_for(1)), selector="load").status_code == 200
+    assert cluster.get(f"/domains/{uuid_for(1)}/node")[0] == b"pvchv1"
+    assert define(vmd, vm_xml("v", uuid_for(2)), selector="vcpus").status_code == 200
+    assert cluster.get(f"/domains/{uuid_for(2)}/node")[0] == b"pvchv2"
+    # a flushed or dead node is never chosen, whatever its figures
+    cluster.set("/nodes/pvchv2/domainstate", b"flushed")
+    eventually(lambda: vmd.get("/node/pvchv2").json()["domain_state"] == "flushed")
+    assert define(vmd, vm_xml("w", uuid_for(3)), selector="vcpus").status_code == 200
+    assert cluster.get(f"/domains/{uuid_for(3)}/node")[0] == b"pvchv3"
+    # migration without a node uses the VM's stored selector and limit
+    vmd.post("/vm/l/meta", params={"selector": "load", "limit": "pvchv1,pvchv3"})
+    assert vmd.post("/vm/l/node", params={"action": "move"}).json() == {
+        "message": "Permanently migrating VM 'l' to node 'pvchv3'."}
