@@ -157,6 +157,11 @@ class Response:
         self.content_type = content_type
 
 
+def quoted(text: str) -> str:
+    """v0.6 rewrote every double quote of a mutation's message to a single quote (api-general.md §2.3)."""
+    return text.replace('"', "'")
+
+
 def collapse(items: list) -> Any:
     """v0.6 single-element collapse: a list of one element is answered as that element."""
     return items[0] if len(items) == 1 else items

@@ -173,3 +173,76 @@ def test_status_counts_storage_objects(cephd, cluster):
     assert status["osds"] == {"total": 2, "up,in": 1, "down,in": 1}
     assert (status["pools"], status["volumes"], status["snapshots"]) == (1, 2, 1)
     assert status["health"] == "Degraded"
+
+
+# -- pools ------------------------------------------------------------------------------------
+
+def ceph_pools(ceph_cluster) -> list[str]:
+    import json
+    return [pool["poolname"] for pool in json.loads(ceph_cluster.ceph("osd", "lspools", "-f", "json"))]
+
+
+def test_pool_lifecycle(cephd, cluster, ceph_cluster):
+    response = cephd.post("/storage/ceph/pool", params={"pool": "tank", "pgs": "8", "replcfg": "copies=1,mincopies=1"})
+    assert response.status_code == 200
+    assert response.json() == {"message": 'Created new RBD pool "tank" with "8" PGs and replication configuration '
+                                          'copies=1,mincopies=1.'}
+    assert "tank" in ceph_pools(ceph_cluster)
+    assert {key: cluster.get(key)[0] for key in ("/ceph/pools/tank", "/ceph/pools/tank/pgs", "/ceph/volumes/tank",
+                                                 "/ceph/snapshots/tank")} == {
+        "/ceph/pools/tank": b"", "/ceph/pools/tank/pgs": b"8", "/ceph/volumes/tank": b"", "/ceph/snapshots/tank": b""}
+    stats = eventually(lambda: (lambda s: s if s.get("id") is not None else None)(
+        cephd.get("/storage/ceph/pool/tank").json()["stats"]), timeout=20)  # filled by the collector
+    assert set(stats) == {"id", "free_bytes", "used_bytes", "used_percent", "num_objects", "num_object_clones",
+                          "num_object_copies", "num_objects_missing_on_primary", "num_objects_unfound",
+                          "num_objects_degraded", "read_ops", "read_bytes", "write_ops", "write_bytes"}
+    assert stats["free_bytes"] > 0
+    assert cephd.get("/storage/ceph/pool").json()["name"] == "tank"  # one pool: the object
+    path_form = cephd.post("/storage/ceph/pool/pond", params={"pgs": "4", "replcfg": "copies=1,mincopies=1"})
+    assert path_form.status_code == 200
+    assert [pool["name"] for pool in cephd.get("/storage/ceph/pool").json()] == ["pond", "tank"]
+    assert cephd.get("/storage/ceph/pool", params={"limit": "po"}).json()["name"] == "pond"
+    assert cephd.get("/storage/ceph/pool/ta").status_code == 404
+    assert cephd.get("/status").json()["pools"] == 2
+
+    unconfirmed = cephd.delete("/storage/ceph/pool/tank")
+    assert unconfirmed.status_code == 400 and "'yes-i-really-mean-it'" in unconfirmed.json()["message"]
+    assert "tank" in ceph_pools(ceph_cluster)
+    removed = cephd.delete("/storage/ceph/pool/tank", params={"yes_i_really_mean_it": ""})
+    assert removed.status_code == 200 and removed.json() == {"message": "Removed RBD pool 'tank' and all volumes."}
+    assert "tank" not in ceph_pools(ceph_cluster)
+    assert cluster.exists("/ceph/pools/tank") is None and cluster.exists("/ceph/volumes/tank") is None
+    missing = cephd.delete("/storage/ceph/pool/tank", params={"yes-i-really-mean-it": "yes"})
+    assert missing.status_code == 404
+    assert missing.json() == {"message": "ERROR: No pool with name 'tank' is present in the cluster."}
+    assert cephd.delete("/storage/ceph/pool/pond", params={"yes-i-really-mean-it": "1"}).status_code == 200
+
+
+@pytest.mark.parametrize("params, fragment", [
+    ({"pool": "a b", "pgs": "8", "replcfg": "copies=1,mincopies=1"}, "Parameter 'pool'"),
+    ({"pool": "x", "pgs": "many", "replcfg": "copies=1,mincopies=1"}, "Parameter 'pgs': expected an integer"),
+    ({"pool": "x", "pgs": "0", "replcfg": "copies=1,mincopies=1"}, "Parameter 'pgs': expected a positive"),
+    ({"pool": "x", "pgs": "8", "replcfg": "3,2"}, "Parameter 'replcfg'"),
+    ({"pool": "x", "pgs": "8", "replcfg": "copies=1,mincopies=2"}, "Parameter 'replcfg'"),
+    ({"pool": "x", "pgs": "8"}, "Parameter 'replcfg': required"),
+])
+def test_pool_validation(cephd, cluster, ceph_cluster, params, fragment):
+    response = cephd.post("/storage/ceph/pool", params=params)
+    assert response.status_code == 400 and response.json()["message"].startswith(fragment), response.json()
+    assert "x" not in ceph_pools(ceph_cluster) and cluster.exists("/ceph/pools/x") is None
+
+
+def test_pool_refusals_carry_cephs_reason(cephd, cluster, ceph_cluster):
+    assert cephd.post("/storage/ceph/pool", params={"pool": "dup", "pgs": "4",
+                                                    "replcfg": "copies=1,mincopies=1"}).status_code == 200
+    try:
+        again = cephd.post("/storage/ceph/pool", params={"pool": "dup", "pgs": "4", "replcfg": "copies=1,mincopies=1"})
+        assert again.status_code == 400 and again.json() == {"message": 'ERROR: A pool with name "dup" already exists.'}
+        huge = cephd.post("/storage/ceph/pool", params={"pool": "huge", "pgs": "100000",
+                                                        "replcfg": "copies=1,mincopies=1"})
+        assert huge.status_code == 400
+        assert huge.json()["message"].startswith('ERROR: Failed to create RBD pool "huge": ')
+        assert len(huge.json()["message"]) > len('ERROR: Failed to create RBD pool "huge": ') + 10  # Ceph's words
+        assert "huge" not in ceph_pools(ceph_cluster) and cluster.exists("/ceph/pools/huge") is None
+    finally:
+        cephd.delete("/storage/ceph/pool/dup", params={"yes-i-really-mean-it": ""})

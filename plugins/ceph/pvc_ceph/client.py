@@ -64,8 +64,8 @@ class CephClient:
             except Exception:  # noqa: BLE001 - closing a broken handle
                 log.debug("error closing the Ceph handle", exc_info=True)
 
-    def mon_command(self, prefix: str, **args: Any) -> str:
-        """A monitor command; text output unless ``format`` is given."""
+    def run(self, prefix: str, **args: Any) -> tuple[int, str, str]:
+        """A monitor command: (return code, output, Ceph's own message). Unreachable is 503."""
         import rados
         command = {"prefix": prefix, **args}
         try:
@@ -73,9 +73,14 @@ class CephClient:
         except rados.Error as exc:
             self.reset()
             raise self.unavailable(f"{prefix}: {exc}") from None
+        return ret, out.decode("utf-8", errors="replace"), err.strip()
+
+    def mon_command(self, prefix: str, **args: Any) -> str:
+        """A monitor command that must succeed (statistics); text output unless ``format`` is given."""
+        ret, out, err = self.run(prefix, **args)
         if ret != 0:
-            raise self.unavailable(f"{prefix} failed ({ret}): {err.strip()}")
-        return out.decode("utf-8", errors="replace")
+            raise self.unavailable(f"{prefix} failed ({ret}): {err}")
+        return out
 
     def close(self) -> None:
         self.reset()

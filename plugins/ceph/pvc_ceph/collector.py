@@ -23,9 +23,10 @@ log = logging.getLogger("pvc.ceph.collector")
 
 
 class Collector:
-    def __init__(self, runtime: Any, client: CephClient, interval: float):
+    def __init__(self, runtime: Any, client: CephClient, interval: float, pools: Any = None):
         self.runtime = runtime
         self.client = client
+        self.pools = pools
         self.interval = interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -87,9 +88,14 @@ class Collector:
     def collect(self) -> None:
         status = self.client.mon_command("status")
         utilization = self.rados_df()
+        pool_stats = self.pools.statistics() if self.pools is not None else {}
         zk = self.runtime.zk
         transaction = zk.transaction()
         transaction.set_data(schema.STATUS, status.encode())  # never creates /ceph (that is /initialize's)
+        present = zk.exists_many(pool_stats)
+        for path, value in pool_stats.items():
+            if present[path]:  # a pool removed meanwhile keeps no stray stats key
+                transaction.set_data(path, value.encode())
         if zk.exists(schema.UTILIZATION):
             transaction.set_data(schema.UTILIZATION, utilization.encode())
         else:

@@ -59,7 +59,7 @@ def pvc_routes(runtime: Any) -> list:
 def pvc_start(runtime: Any) -> None:
     service = runtime.service("ceph")
     if runtime.config["ceph.collector"]:
-        service.collector = Collector(runtime, service.client, runtime.config["ceph.interval"])
+        service.collector = Collector(runtime, service.client, runtime.config["ceph.interval"], service.pools)
         service.collector.start()
 
 

@@ -15,5 +15,9 @@ def volume(pool: str, name: str) -> str:
     return f"{VOLUMES}/{pool}/{name}"
 
 
+def pool(name: str, key: str = "") -> str:
+    return f"{POOLS}/{name}" + (f"/{key}" if key else "")
+
+
 def osd(osd_id: str, key: str = "") -> str:
     return f"{OSDS}/{osd_id}" + (f"/{key}" if key else "")

@@ -10,6 +10,7 @@ from pvc_core.errors import ServiceUnavailable
 
 from . import schema
 from .client import CephClient
+from .pools import Pools
 
 
 class CephService:
@@ -19,6 +20,7 @@ class CephService:
         self.runtime = runtime
         self.client = client
         self.collector: Any = None
+        self.pools = Pools(runtime, client)
 
     def require_reachable(self) -> None:
         """503 now, before a multi-step operation starts, rather than half-way through it."""

@@ -14,15 +14,11 @@ from typing import Any
 
 from pvc_core import matching
 from pvc_core.errors import BadRequest, Conflict, NotFound
+from pvc_core.routes import quoted
 
 from . import schema, validate
 
 log = logging.getLogger("pvc.network")
-
-
-def quoted(text: str) -> str:
-    """v0.6 rewrote every double quote of a mutation's message to a single quote."""
-    return text.replace('"', "'")
 
 
 def not_found(ident: str, mutation: bool = True) -> NotFound:
