@@ -72,11 +72,21 @@ def zk_client(zk_server: ZooKeeperServer) -> Iterator[Any]:
 
 @pytest.fixture
 def clean_zk(zk_client: Any) -> Any:
-    """An empty tree (the suite's ZooKeeper is shared by all tests)."""
-    for child in zk_client.get_children("/"):
-        if child != "zookeeper":
-            zk_client.delete("/" + child, recursive=True)
-    return zk_client
+    """An empty tree (the suite's ZooKeeper is shared by all tests).
+
+    A running daemon's collector may add a key while a subtree is being removed
+    (NotEmptyError): such subtrees are removed again.
+    """
+    from kazoo.exceptions import NoNodeError, NotEmptyError
+    for _attempt in range(20):
+        try:
+            for child in zk_client.get_children("/"):
+                if child != "zookeeper":
+                    zk_client.delete("/" + child, recursive=True)
+            return zk_client
+        except (NotEmptyError, NoNodeError):
+            time.sleep(0.05)
+    raise RuntimeError("could not empty the ZooKeeper tree")
 
 
 # -- PostgreSQL and Redis -------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 import time
 
 import pytest
@@ -148,7 +150,8 @@ def test_flush_locks_breaks_real_rbd_locks(cephd, cluster, rbd_pool, ceph_cluste
 def test_remove_with_disks_deletes_the_volume(cephd, cluster, rbd_pool):
     import rbd
     rbd.RBD().create(rbd_pool, "test1_sda", 64 * 1024 * 1024)
-    for path in ("/ceph/volumes/vms", "/ceph/volumes/vms/test1_sda"):
+    for path in ("/ceph/pools/vms", "/ceph/volumes/vms", "/ceph/volumes/vms/test1_sda", "/ceph/snapshots/vms",
+                 "/ceph/snapshots/vms/test1_sda"):
         cluster.create(path, b"")
     cluster.create("/ceph/volumes/vms/test1_sda/stats", b"{}")
     assert define(cephd, XML, node="pvchv1").status_code == 200
@@ -157,6 +160,7 @@ def test_remove_with_disks_deletes_the_volume(cephd, cluster, rbd_pool):
     assert response.json() == {"message": "Removed VM 'test1' and disks from the cluster."}
     assert "test1_sda" not in rbd.RBD().list(rbd_pool)
     assert cluster.exists("/ceph/volumes/vms/test1_sda") is None
+    assert cluster.exists("/ceph/snapshots/vms/test1_sda") is None
     assert cluster.exists("/domains/8f7c5a0e-3b1d-4c6e-9a2f-1d2e3f4a5b6c") is None
 
 
@@ -246,3 +250,95 @@ def test_pool_refusals_carry_cephs_reason(cephd, cluster, ceph_cluster):
         assert "huge" not in ceph_pools(ceph_cluster) and cluster.exists("/ceph/pools/huge") is None
     finally:
         cephd.delete("/storage/ceph/pool/dup", params={"yes-i-really-mean-it": ""})
+
+
+# -- volumes ----------------------------------------------------------------------------------
+
+@pytest.fixture
+def pool(cephd, cluster):
+    response = cephd.post("/storage/ceph/pool", params={"pool": "vols", "pgs": "8", "replcfg": "copies=1,mincopies=1"})
+    assert response.status_code == 200, response.text
+    yield "vols"
+    cephd.delete("/storage/ceph/pool/vols", params={"yes-i-really-mean-it": ""})
+
+
+def images(ceph_cluster, pool_name: str) -> list[str]:
+    out = subprocess.run(["rbd", "-c", ceph_cluster.conf, "ls", pool_name], capture_output=True, text=True)
+    return sorted(out.stdout.split())
+
+
+def test_volume_lifecycle(cephd, cluster, pool, ceph_cluster):
+    created = cephd.post("/storage/ceph/volume", params={"volume": "disk0", "pool": pool, "size": "64M"})
+    assert created.status_code == 200
+    assert created.json() == {"message": "Created new RBD volume 'disk0' of size '64M' on pool 'vols'."}
+    assert images(ceph_cluster, pool) == ["disk0"]
+    stats = json.loads(cluster.get("/ceph/volumes/vols/disk0/stats")[0])
+    assert stats["name"] == "disk0" and stats["size"] == 64 * 1024 * 1024 and stats["features"] == [
+        "layering", "exclusive-lock"]
+    assert cluster.exists("/ceph/snapshots/vols/disk0") is not None
+    body = cephd.get("/storage/ceph/volume/vols/disk0").json()
+    assert body["name"] == "disk0" and body["pool"] == "vols" and body["stats"]["size"] == "64M"
+    assert cephd.get("/storage/ceph/volume").json()["name"] == "disk0"  # collapse
+    assert cephd.get("/storage/ceph/volume", params={"pool": "nope"}).status_code == 404
+
+    grown = cephd.put("/storage/ceph/volume/vols/disk0", params={"new_size": "1G"})  # the v0.6 CLI's name
+    assert grown.json() == {"message": "Resized RBD volume 'disk0' to size '1G' on pool 'vols'."}
+    assert cephd.get("/storage/ceph/volume/vols/disk0").json()["stats"]["size"] == "1024M"
+    shrink = cephd.put("/storage/ceph/volume/vols/disk0", params={"size": "64M"})
+    assert shrink.status_code == 400 and "shrinking" in shrink.json()["message"]
+    both = cephd.put("/storage/ceph/volume/vols/disk0", params={"size": "2G", "new_name": "x"})
+    assert both.json() == {"message": "Can only perform one modification at once"}
+    neither = cephd.put("/storage/ceph/volume/vols/disk0")
+    assert neither.json() == {"message": "At least one modification must be specified"}
+
+    cluster.create("/ceph/snapshots/vols/disk0/snap1", b"")
+    cluster.create("/ceph/snapshots/vols/disk0/snap1/stats", b"{}")
+    renamed = cephd.put("/storage/ceph/volume/vols/disk0", params={"name": "disk1"})
+    assert renamed.json() == {"message": "Renamed RBD volume 'disk0' to 'disk1' on pool 'vols'."}
+    assert images(ceph_cluster, pool) == ["disk1"]
+    assert cluster.exists("/ceph/volumes/vols/disk0") is None and cluster.exists("/ceph/snapshots/vols/disk0") is None
+    assert cluster.get("/ceph/snapshots/vols/disk1/snap1/stats")[0] == b"{}"
+    assert json.loads(cluster.get("/ceph/volumes/vols/disk1/stats")[0])["name"] == "disk1"
+
+    clone = cephd.post("/storage/ceph/volume/vols/disk1/clone", params={"new_volume": "disk2"})
+    assert clone.json() == {"message": "Cloned RBD volume 'disk1' to 'disk2' on pool 'vols'."}
+    seeded = cephd.post("/storage/ceph/volume", params={"volume": "disk3", "pool": pool, "source_volume": "disk1"})
+    assert seeded.status_code == 200
+    assert images(ceph_cluster, pool) == ["disk1", "disk2", "disk3"]
+    assert cephd.get("/storage/ceph/volume", params={"limit": "k[23]"}).json().__len__() == 2
+    assert cephd.get("/status").json()["volumes"] == 3
+
+    subprocess.run(["rbd", "-c", ceph_cluster.conf, "snap", "create", "vols/disk1@keep"], check=True)
+    removed = cephd.delete("/storage/ceph/volume/vols/disk1")  # has a snapshot: removed first
+    assert removed.json() == {"message": "Removed RBD volume 'disk1' in pool 'vols'."}
+    assert images(ceph_cluster, pool) == ["disk2", "disk3"]
+    assert cluster.exists("/ceph/volumes/vols/disk1") is None
+    missing = cephd.delete("/storage/ceph/volume/vols/disk1")
+    assert missing.status_code == 404
+    assert missing.json() == {"message": "ERROR: No volume with name 'disk1' is present in pool 'vols'."}
+
+
+@pytest.mark.parametrize("params, code, fragment", [
+    ({"volume": "v", "size": "lots"}, 400, "Parameter 'size'"),
+    ({"volume": "v", "size": "1.5G"}, 400, "Parameter 'size'"),
+    ({"volume": "v", "size": "0"}, 400, "Parameter 'size'"),
+    ({"volume": "v"}, 400, "Parameter 'size': required"),
+    ({"volume": "a b", "size": "1G"}, 400, "Parameter 'volume'"),
+    ({"volume": "v", "size": "1G", "pool": "nopool"}, 404, "ERROR: No pool with name 'nopool'"),
+    ({"volume": "v", "source_volume": "ghost"}, 404, "ERROR: No volume with name 'ghost'"),
+])
+def test_volume_validation(cephd, cluster, pool, ceph_cluster, params, code, fragment):
+    params = {"pool": pool, **params}
+    response = cephd.post("/storage/ceph/volume", params=params)
+    assert response.status_code == code and response.json()["message"].startswith(fragment), response.json()
+    assert images(ceph_cluster, pool) == [] and cluster.get_children("/ceph/volumes/vols") == []
+
+
+def test_duplicate_volume_and_sizes(cephd, cluster, pool):
+    first = cephd.post("/storage/ceph/volume/vols/a", params={"size": "1048576"})  # bare bytes
+    assert first.status_code == 200, first.text
+    again = cephd.post("/storage/ceph/volume/vols/a", params={"size": "1M"})
+    assert again.status_code == 400 and again.json() == {"message": "ERROR: Volume 'a' already exists in pool 'vols'."}
+    assert cephd.get("/storage/ceph/volume/vols/a").json()["stats"]["size"] == "1024K"
+    assert cephd.post("/storage/ceph/volume/vols/b", params={"size": "2g"}).status_code == 200  # any case
+    assert cephd.get("/storage/ceph/volume/vols/b").json()["stats"]["size"] == "2048M"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pvc_core.errors import BadRequest
 from pvc_core.params import INTEGER, STRING, Param
 from pvc_core.routes import Route, collapse
 
@@ -37,6 +38,46 @@ def remove_pool(ctx: Any, params: dict, pool: str) -> dict:
     return {"message": ctx.service("ceph").pools.remove(pool)}
 
 
+def list_volumes(ctx: Any, params: dict) -> Any:
+    return collapse(ctx.service("ceph").volumes.list(params["limit"], params["pool"]))
+
+
+def get_volume(ctx: Any, params: dict, pool: str, volume: str) -> dict:
+    return ctx.service("ceph").volumes.get(pool, volume)
+
+
+def add_volume(ctx: Any, params: dict, pool: str | None = None, volume: str | None = None) -> dict:
+    volumes = ctx.service("ceph").volumes
+    pool = pool if pool is not None else params["pool"]
+    volume = volume if volume is not None else params["volume"]
+    if params["source_volume"] is None and params["size"] is None:
+        raise BadRequest("Parameter 'size': required, expected a size in bytes or with a B/K/M/G/T/P suffix "
+                         "(unless source_volume is given)")
+    return {"message": volumes.add(pool, volume, params["size"], source=params["source_volume"])}
+
+
+def modify_volume(ctx: Any, params: dict, pool: str, volume: str) -> dict:
+    volumes = ctx.service("ceph").volumes
+    size, new_name = params["size"] or None, params["new_name"] or None
+    if size and new_name:
+        raise BadRequest("Can only perform one modification at once")
+    if size:
+        return {"message": volumes.resize(pool, volume, size)}
+    if new_name:
+        return {"message": volumes.rename(pool, volume, new_name)}
+    raise BadRequest("At least one modification must be specified")
+
+
+def remove_volume(ctx: Any, params: dict, pool: str, volume: str) -> dict:
+    return {"message": ctx.service("ceph").volumes.remove(pool, volume)}
+
+
+def clone_volume(ctx: Any, params: dict, pool: str, volume: str) -> dict:
+    return {"message": ctx.service("ceph").volumes.add(pool, params["new_volume"], "", source=volume)}
+
+
+SIZE = Param("size", STRING, help="bytes, or with a B/K/M/G/T/P suffix, e.g. 20G")
+SOURCE = Param("source_volume", STRING, help="copy this volume of the same pool instead of creating an empty one")
 PGS = Param("pgs", INTEGER, required=True, help="placement groups, e.g. 256")
 REPLCFG = Param("replcfg", STRING, required=True, help="copies=<N>,mincopies=<M>, e.g. copies=3,mincopies=2")
 CONFIRM = Param("yes-i-really-mean-it", STRING, required=True, aliases=("yes_i_really_mean_it",),
@@ -60,4 +101,23 @@ def routes() -> list[Route]:
               summary="Create an RBD pool (name in the path)", tags=tags),
         Route("DELETE", "/storage/ceph/pool/<pool>", remove_pool, (CONFIRM,),
               summary="Remove an RBD pool and all its volumes", tags=tags),
+        Route("GET", "/storage/ceph/volume", list_volumes, (
+            Param("limit", STRING, help="regular expression on the volume name"),
+            Param("pool", STRING, help="only this pool")), summary="List RBD volumes", tags=tags),
+        Route("POST", "/storage/ceph/volume", add_volume, (
+            Param("volume", STRING, required=True, help="volume name"),
+            Param("pool", STRING, required=True, help="pool name"), SIZE, SOURCE),
+            summary="Create an RBD volume (or copy one with source_volume)", tags=tags),
+        Route("GET", "/storage/ceph/volume/<pool>/<volume>", get_volume, summary="One RBD volume", tags=tags),
+        Route("POST", "/storage/ceph/volume/<pool>/<volume>", add_volume, (SIZE, SOURCE),
+              summary="Create an RBD volume (names in the path)", tags=tags),
+        Route("PUT", "/storage/ceph/volume/<pool>/<volume>", modify_volume, (
+            Param("size", STRING, aliases=("new_size",), help="grow the volume to this size"),
+            Param("new_name", STRING, aliases=("name",), help="rename the volume"),
+        ), summary="Resize or rename an RBD volume (one change per call)", tags=tags),
+        Route("DELETE", "/storage/ceph/volume/<pool>/<volume>", remove_volume,
+              summary="Remove an RBD volume and its snapshots", tags=tags),
+        Route("POST", "/storage/ceph/volume/<pool>/<volume>/clone", clone_volume, (
+            Param("new_volume", STRING, required=True, help="name of the copy, in the same pool"),),
+            summary="Copy an RBD volume", tags=tags),
     ]

@@ -11,6 +11,7 @@ from pvc_core.errors import ServiceUnavailable
 from . import schema
 from .client import CephClient
 from .pools import Pools
+from .volumes import Volumes
 
 
 class CephService:
@@ -21,6 +22,7 @@ class CephService:
         self.client = client
         self.collector: Any = None
         self.pools = Pools(runtime, client)
+        self.volumes = Volumes(runtime, client)
 
     def require_reachable(self) -> None:
         """503 now, before a multi-step operation starts, rather than half-way through it."""
@@ -69,7 +71,9 @@ class CephService:
     def _ioctx(self, pool: str) -> Any:
         import rados
         try:
-            return self.client.cluster().open_ioctx(pool)
+            cluster = self.client.cluster()
+            cluster.wait_for_latest_osdmap()  # see Volumes._ioctx
+            return cluster.open_ioctx(pool)
         except rados.ObjectNotFound:
             return None
         except rados.Error as exc:
@@ -100,20 +104,8 @@ class CephService:
         return broken
 
     def remove_volume_if_exists(self, pool: str, volume: str) -> bool:
-        """Remove a volume known to the cluster (its /ceph/volumes key), with its keys, as v0.6 did."""
-        import rbd
-        zk = self.runtime.zk
-        if not zk.exists(schema.volume(pool, volume)):
+        """Remove a volume known to the cluster (its /ceph/volumes key), snapshots and keys included."""
+        if not self.runtime.zk.exists(schema.volume(pool, volume)):
             return False
-        ioctx = self._ioctx(pool)
-        if ioctx is not None:
-            try:
-                rbd.RBD().remove(ioctx, volume)
-            except rbd.ImageNotFound:
-                pass
-            except rbd.Error as exc:
-                raise self.client.unavailable(f"remove {pool}/{volume}: {exc}") from None
-            finally:
-                ioctx.close()
-        zk.delete([schema.volume(pool, volume), f"{schema.SNAPSHOTS}/{pool}/{volume}"])
+        self.volumes.remove(pool, volume)
         return True

@@ -264,10 +264,16 @@ class VMService:
         self.zk.delete([schema.vm(uuid)])
         if storage is None:
             return f"Undefined VM '{ident}' from the cluster."
+        failed = []
         for name in disks:
             if name and name.count("/") == 1:
                 pool, volume = name.split("/")
-                storage.remove_volume_if_exists(pool, volume)
+                try:
+                    storage.remove_volume_if_exists(pool, volume)
+                except ApiError as exc:  # the VM is gone already: report, as v0.6 answered 200 anyway
+                    failed.append(f"{name} ({exc.message})")
+        if failed:
+            return f"Removed VM '{ident}' from the cluster; could not remove disk(s): {'; '.join(failed)}"
         return f"Removed VM '{ident}' and disks from the cluster."
 
     def set_meta(self, ident: str, limit: str | None, selector: str | None, autostart: bool | None,

@@ -1,0 +1,273 @@
+"""RBD volumes: run through librbd, then recorded under /ceph/volumes and /ceph/snapshots as v0.6 did."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+from pvc_core import matching
+from pvc_core.errors import ApiError, BadRequest, Conflict, NotFound
+from pvc_core.routes import quoted
+
+from . import schema
+
+UNITS = {"B": 1, "K": 1024, "M": 1024 ** 2, "G": 1024 ** 3, "T": 1024 ** 4, "P": 1024 ** 5}
+SIZE = re.compile(r"^([0-9]+)([BKMGTP]?)$", re.IGNORECASE)
+NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
+
+
+def parse_size(text: str, parameter: str = "size") -> int:
+    """Bare bytes or a B/K/M/G/T/P suffix (binary multiples), as DECISIONS settles it."""
+    match = SIZE.match(text or "")
+    if not match or int(match.group(1)) == 0:
+        raise BadRequest(f"Parameter '{parameter}': expected a size in bytes or with a B/K/M/G/T/P suffix "
+                         f"(e.g. 20G), got {text!r}")
+    return int(match.group(1)) * UNITS[(match.group(2) or "B").upper()]
+
+
+def format_size(size: int) -> str:
+    """ceph.md §3.2: the smallest unit whose rounded-up value is at most 9999."""
+    result = f"{size}B"
+    for unit in ("P", "T", "G", "M", "K", "B"):
+        value = math.ceil(size / UNITS[unit])
+        if value <= 9999:
+            result = f"{value}{unit}"
+    return result
+
+
+def _check_name(parameter: str, name: str) -> str:
+    if not NAME.match(name or ""):
+        raise BadRequest(f"Parameter '{parameter}': expected a volume name of letters, digits, '_', '.', '+', '-', "
+                         f"got {name!r}")
+    return name
+
+
+def _timestamp(value: Any) -> str:
+    return value.strftime("%a %b %d %H:%M:%S %Y") if value is not None else ""
+
+
+class Volumes:
+    def __init__(self, runtime: Any, client: Any):
+        self.runtime = runtime
+        self.client = client
+
+    @property
+    def zk(self) -> Any:
+        return self.runtime.zk
+
+    # -- Ceph side -------------------------------------------------------------------------
+
+    def _ioctx(self, pool: str) -> Any:
+        """An I/O context on a pool, on the newest OSD map: a pool made or re-made by another
+        request (or daemon) has a new id that a stale map does not know."""
+        import rados
+        cluster = self.client.cluster()
+        try:
+            cluster.wait_for_latest_osdmap()
+            return cluster.open_ioctx(pool)
+        except rados.ObjectNotFound:
+            raise NotFound(quoted(f'ERROR: No pool with name "{pool}" is present in the cluster.')) from None
+        except rados.Error as exc:
+            self.client.reset()
+            raise self.client.unavailable(f"open pool {pool}: {exc}") from None
+
+    def _failure(self, what: str, exc: Exception) -> ApiError:
+        import rbd
+        reason = str(exc) or type(exc).__name__
+        if isinstance(exc, (rbd.ImageExists, rbd.ImageBusy, rbd.ImageHasSnapshots)):
+            return Conflict(f"ERROR: Failed to {what}: {reason}")
+        if isinstance(exc, (rbd.ConnectionShutdown, rbd.Timeout)):
+            self.client.reset()
+            return self.client.unavailable(f"{what}: {reason}")
+        return BadRequest(f"ERROR: Failed to {what}: {reason}")
+
+    def _info(self, ioctx: Any, name: str) -> str:
+        """What `rbd info --format json` shows, as the stats value (ceph.md §2.4)."""
+        import rbd
+        with rbd.Image(ioctx, name, read_only=True) as image:
+            stat = image.stat()
+            features = image.features()
+            names = [label for bit, label in ((rbd.RBD_FEATURE_LAYERING, "layering"),
+                                              (rbd.RBD_FEATURE_EXCLUSIVE_LOCK, "exclusive-lock"),
+                                              (rbd.RBD_FEATURE_OBJECT_MAP, "object-map"),
+                                              (rbd.RBD_FEATURE_FAST_DIFF, "fast-diff"),
+                                              (rbd.RBD_FEATURE_DEEP_FLATTEN, "deep-flatten")) if features & bit]
+            return json.dumps({
+                "name": name, "id": image.id(), "size": stat["size"], "objects": stat["num_objs"],
+                "order": stat["order"], "object_size": stat["obj_size"],
+                "snapshot_count": len(list(image.list_snaps())), "block_name_prefix": stat["block_name_prefix"],
+                "format": 2, "features": names, "op_features": [], "flags": [],
+                "create_timestamp": _timestamp(image.create_timestamp()),
+                "access_timestamp": _timestamp(image.access_timestamp()),
+                "modify_timestamp": _timestamp(image.modify_timestamp()),
+            }, separators=(",", ":")) + "\n"
+
+    # -- reading (ZooKeeper) ---------------------------------------------------------------
+
+    def _require_pool(self, pool: str, mutation: bool = True) -> None:
+        if not self.zk.exists(schema.pool(pool)):
+            text = f'ERROR: No pool with name "{pool}" is present in the cluster.'
+            raise NotFound(quoted(text) if mutation else text)
+
+    def _require(self, pool: str, name: str) -> None:
+        self._require_pool(pool)
+        if not self.zk.exists(schema.volume(pool, name)):
+            raise NotFound(quoted(f'ERROR: No volume with name "{name}" is present in pool "{pool}".'))
+
+    def _objects(self, pairs: list[tuple[str, str]]) -> list[dict]:
+        stats = self.zk.get_many(f"{schema.volume(pool, name)}/stats" for pool, name in pairs)
+        out = []
+        for pool, name in pairs:
+            try:
+                data = json.loads(stats[f"{schema.volume(pool, name)}/stats"] or "{}")
+            except ValueError:
+                data = {}
+            if isinstance(data.get("size"), int):
+                data["size"] = format_size(data["size"])
+            out.append({"name": name, "pool": pool, "stats": data})
+        return out
+
+    def list(self, limit: str | None, pool: str | None) -> list[dict]:
+        if pool:
+            self._require_pool(pool, mutation=False)
+            pools = [pool]
+        else:
+            pools = sorted(self.zk.children(schema.POOLS) or [])
+        children = self.zk.children_many(f"{schema.VOLUMES}/{name}" for name in pools)
+        pairs = [(name, volume) for name in pools for volume in children[f"{schema.VOLUMES}/{name}"] or []]
+        if limit:
+            pattern = matching.fuzzy(limit)
+            pairs = [(name, volume) for name, volume in pairs if pattern.match(volume)]
+        if not pairs:
+            raise NotFound("Volume not found.")
+        return self._objects(pairs)
+
+    def get(self, pool: str, name: str) -> dict:
+        self._require_pool(pool, mutation=False)
+        if not self.zk.exists(schema.volume(pool, name)):
+            raise NotFound("Volume not found.")
+        return self._objects([(pool, name)])[0]
+
+    def names_of(self, pool: str) -> list[str]:
+        return self.zk.children(f"{schema.VOLUMES}/{pool}") or []
+
+    # -- changes ---------------------------------------------------------------------------
+
+    def _record(self, pool: str, name: str, stats: str, create: bool) -> None:
+        values = {schema.volume(pool, name): "", f"{schema.volume(pool, name)}/stats": stats}
+        if create:
+            values[f"{schema.SNAPSHOTS}/{pool}/{name}"] = ""
+            self.zk.create(values)
+        else:
+            self.zk.write(values)
+
+    def add(self, pool: str, name: str, size_text: str, source: str | None = None) -> str:
+        import rbd
+        self._require_pool(pool)
+        _check_name("volume", name)
+        size = parse_size(size_text) if source is None else None
+        if self.zk.exists(schema.volume(pool, name)):
+            raise BadRequest(quoted(f'ERROR: Volume "{name}" already exists in pool "{pool}".'))
+        if source is not None:
+            self._require(pool, source)
+        ioctx = self._ioctx(pool)
+        try:
+            try:
+                if source is None:
+                    rbd.RBD().create(ioctx, name, size, old_format=False,
+                                     features=rbd.RBD_FEATURE_LAYERING | rbd.RBD_FEATURE_EXCLUSIVE_LOCK)
+                else:
+                    with rbd.Image(ioctx, source, read_only=True) as image:
+                        image.copy(ioctx, name)  # a full copy, as v0.6's `rbd copy`
+                stats = self._info(ioctx, name)
+            except rbd.Error as exc:
+                what = f'clone RBD volume "{source}" to "{name}"' if source else f'create RBD volume "{name}"'
+                raise self._failure(what, exc) from None
+            try:
+                self._record(pool, name, stats, create=True)
+            except ApiError:
+                rbd.RBD().remove(ioctx, name)  # keep Ceph and ZooKeeper in step
+                raise
+        finally:
+            ioctx.close()
+        if source is not None:
+            return quoted(f'Cloned RBD volume "{source}" to "{name}" on pool "{pool}".')
+        return quoted(f'Created new RBD volume "{name}" of size "{size_text}" on pool "{pool}".')
+
+    def resize(self, pool: str, name: str, size_text: str) -> str:
+        import rbd
+        self._require(pool, name)
+        size = parse_size(size_text)
+        ioctx = self._ioctx(pool)
+        try:
+            try:
+                with rbd.Image(ioctx, name) as image:
+                    current = image.size()
+                    if size < current:
+                        raise BadRequest(f"Parameter 'size': expected more than the current {format_size(current)} "
+                                         f"(shrinking a volume destroys data), got {size_text!r}")
+                    image.resize(size)
+                stats = self._info(ioctx, name)
+            except rbd.Error as exc:
+                raise self._failure(f'resize RBD volume "{name}"', exc) from None
+        finally:
+            ioctx.close()
+        self._record(pool, name, stats, create=False)
+        return quoted(f'Resized RBD volume "{name}" to size "{size_text}" on pool "{pool}".')
+
+    def rename(self, pool: str, name: str, new_name: str) -> str:
+        import rbd
+        self._require(pool, name)
+        _check_name("new_name", new_name)
+        if self.zk.exists(schema.volume(pool, new_name)):
+            raise BadRequest(quoted(f'ERROR: Volume "{new_name}" already exists in pool "{pool}".'))
+        ioctx = self._ioctx(pool)
+        try:
+            try:
+                rbd.RBD().rename(ioctx, name, new_name)
+                stats = self._info(ioctx, new_name)
+            except rbd.Error as exc:
+                raise self._failure(f'rename RBD volume "{name}" to "{new_name}"', exc) from None
+        finally:
+            ioctx.close()
+        self._move(pool, name, new_name, stats)
+        return quoted(f'Renamed RBD volume "{name}" to "{new_name}" on pool "{pool}".')
+
+    def _move(self, pool: str, name: str, new_name: str, stats: str) -> None:
+        """Both subtrees renamed in one transaction (v0.6 nodes did it non-atomically: S13)."""
+        old_roots = [schema.volume(pool, name), f"{schema.SNAPSHOTS}/{pool}/{name}"]
+        paths = [path for root in old_roots for path in self.zk.subtree(root)]
+        values = self.zk.get_many(paths)
+        transaction = self.zk.transaction()
+        new_roots = [schema.volume(pool, new_name), f"{schema.SNAPSHOTS}/{pool}/{new_name}"]
+        for path in paths:  # parents first
+            index = 0 if path.startswith(old_roots[0]) else 1
+            target = new_roots[index] + path[len(old_roots[index]):]
+            data = stats if target == f"{schema.volume(pool, new_name)}/stats" else values[path] or ""
+            transaction.create(target, data.encode())
+        for path in sorted(paths, key=lambda p: -p.count("/")):
+            transaction.delete(path)
+        self.zk.commit(transaction, f"rename of volume {pool}/{name}")
+
+    def remove(self, pool: str, name: str) -> str:
+        import rbd
+        self._require(pool, name)
+        ioctx = self._ioctx(pool)
+        try:
+            try:
+                with rbd.Image(ioctx, name) as image:  # snapshots first (v0.6 did not: S15)
+                    for snapshot in list(image.list_snaps()):
+                        if image.is_protected_snap(snapshot["name"]):
+                            image.unprotect_snap(snapshot["name"])
+                        image.remove_snap(snapshot["name"])
+                rbd.RBD().remove(ioctx, name)
+            except rbd.ImageNotFound:
+                pass  # gone in Ceph already: the keys still go
+            except rbd.Error as exc:
+                raise self._failure(f'remove RBD volume "{name}"', exc) from None
+        finally:
+            ioctx.close()
+        self.zk.delete([schema.volume(pool, name), f"{schema.SNAPSHOTS}/{pool}/{name}"])
+        return quoted(f'Removed RBD volume "{name}" in pool "{pool}".')
