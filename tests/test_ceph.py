@@ -342,3 +342,46 @@ def test_duplicate_volume_and_sizes(cephd, cluster, pool):
     assert cephd.get("/storage/ceph/volume/vols/a").json()["stats"]["size"] == "1024K"
     assert cephd.post("/storage/ceph/volume/vols/b", params={"size": "2g"}).status_code == 200  # any case
     assert cephd.get("/storage/ceph/volume/vols/b").json()["stats"]["size"] == "2048M"
+
+
+# -- snapshots --------------------------------------------------------------------------------
+
+def ceph_snaps(ceph_cluster, image: str) -> list[str]:
+    out = subprocess.run(["rbd", "-c", ceph_cluster.conf, "snap", "ls", "--format", "json", image],
+                         capture_output=True, text=True, check=True)
+    return sorted(snap["name"] for snap in json.loads(out.stdout))
+
+
+def test_snapshot_lifecycle(cephd, cluster, pool, ceph_cluster):
+    assert cephd.post("/storage/ceph/volume", params={"volume": "d", "pool": pool, "size": "8M"}).status_code == 200
+    assert cephd.get("/storage/ceph/snapshot").json() == {"message": "Volume snapshot not found."}
+    made = cephd.post("/storage/ceph/snapshot", params={"snapshot": "s1", "volume": "d", "pool": pool})
+    assert made.json() == {"message": "Created new RBD snapshot 's1' of volume 'd' on pool 'vols'."}
+    seed = cephd.post("/storage/ceph/volume/snapshot/vols/d/s2")  # the seed's path family
+    assert seed.status_code == 200
+    assert ceph_snaps(ceph_cluster, "vols/d") == ["s1", "s2"]
+    assert cluster.get("/ceph/snapshots/vols/d/s1/stats")[0] == b"{}"
+    assert cephd.get("/storage/ceph/snapshot").json() == [
+        {"pool": "vols", "volume": "d", "snapshot": "s1"}, {"pool": "vols", "volume": "d", "snapshot": "s2"}]
+    assert cephd.get("/storage/ceph/snapshot", params={"volume": "d", "limit": "2"}).json() == {
+        "pool": "vols", "volume": "d", "snapshot": "s2"}
+    assert cephd.get("/storage/ceph/snapshot", params={"volume": "nope"}).status_code == 400
+    assert cephd.get("/storage/ceph/snapshot/vols/d/s1").json() == {"pool": "vols", "volume": "d", "snapshot": "s1"}
+    assert cephd.get("/storage/ceph/volume/snapshot/vols/d/s").status_code == 404
+    assert cephd.get("/status").json()["snapshots"] == 2
+    again = cephd.post("/storage/ceph/snapshot/vols/d/s1")
+    assert again.status_code == 400 and "already exists" in again.json()["message"]
+    renamed = cephd.put("/storage/ceph/snapshot/vols/d/s1", params={"new_name": "s3"})
+    assert renamed.json() == {"message": "Renamed RBD volume snapshot 's1' to 's3' for volume d on pool 'vols'."}
+    assert ceph_snaps(ceph_cluster, "vols/d") == ["s2", "s3"]
+    assert cluster.exists("/ceph/snapshots/vols/d/s1") is None and cluster.exists("/ceph/snapshots/vols/d/s3")
+    removed = cephd.delete("/storage/ceph/volume/snapshot/vols/d/s2")
+    assert removed.json() == {"message": "Removed RBD snapshot 's2' of volume 'd' in pool 'vols'."}
+    assert ceph_snaps(ceph_cluster, "vols/d") == ["s3"]
+    missing = cephd.delete("/storage/ceph/snapshot/vols/d/s2")
+    assert missing.status_code == 404
+    assert missing.json() == {"message": "ERROR: No snapshot with name 's2' is present for volume 'd' in pool 'vols'."}
+    busy = cephd.delete("/storage/ceph/volume/vols/d")  # its remaining snapshot goes with it
+    assert busy.status_code == 200 and images(ceph_cluster, pool) == []
+    unknown = cephd.post("/storage/ceph/snapshot", params={"snapshot": "x", "volume": "gone", "pool": pool})
+    assert unknown.status_code == 404

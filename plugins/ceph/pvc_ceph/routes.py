@@ -76,6 +76,30 @@ def clone_volume(ctx: Any, params: dict, pool: str, volume: str) -> dict:
     return {"message": ctx.service("ceph").volumes.add(pool, params["new_volume"], "", source=volume)}
 
 
+def list_snapshots(ctx: Any, params: dict) -> Any:
+    return collapse(ctx.service("ceph").snapshots.list(params["pool"], params["volume"], params["limit"]))
+
+
+def get_snapshot(ctx: Any, params: dict, pool: str, volume: str, snapshot: str) -> dict:
+    return ctx.service("ceph").snapshots.get(pool, volume, snapshot)
+
+
+def add_snapshot(ctx: Any, params: dict, pool: str | None = None, volume: str | None = None,
+                 snapshot: str | None = None) -> dict:
+    names = (pool or params["pool"], volume or params["volume"], snapshot or params["snapshot"])
+    return {"message": ctx.service("ceph").snapshots.add(*names)}
+
+
+def rename_snapshot(ctx: Any, params: dict, pool: str, volume: str, snapshot: str) -> dict:
+    return {"message": ctx.service("ceph").snapshots.rename(pool, volume, snapshot, params["new_name"])}
+
+
+def remove_snapshot(ctx: Any, params: dict, pool: str, volume: str, snapshot: str) -> dict:
+    return {"message": ctx.service("ceph").snapshots.remove(pool, volume, snapshot)}
+
+
+SNAPSHOT_ELEMENT = "/storage/ceph/snapshot/<pool>/<volume>/<snapshot>"
+SNAPSHOT_ELEMENT_SEED = ("/storage/ceph/volume/snapshot/<pool>/<volume>/<snapshot>",)
 SIZE = Param("size", STRING, help="bytes, or with a B/K/M/G/T/P suffix, e.g. 20G")
 SOURCE = Param("source_volume", STRING, help="copy this volume of the same pool instead of creating an empty one")
 PGS = Param("pgs", INTEGER, required=True, help="placement groups, e.g. 256")
@@ -120,4 +144,22 @@ def routes() -> list[Route]:
         Route("POST", "/storage/ceph/volume/<pool>/<volume>/clone", clone_volume, (
             Param("new_volume", STRING, required=True, help="name of the copy, in the same pool"),),
             summary="Copy an RBD volume", tags=tags),
+        Route("GET", "/storage/ceph/snapshot", list_snapshots, (
+            Param("pool", STRING, help="only this pool"), Param("volume", STRING, help="only volumes of this name"),
+            Param("limit", STRING, help="regular expression on the snapshot name")),
+            summary="List RBD snapshots", aliases=("/storage/ceph/volume/snapshot",), tags=tags),
+        Route("POST", "/storage/ceph/snapshot", add_snapshot, (
+            Param("snapshot", STRING, required=True, help="snapshot name"),
+            Param("volume", STRING, required=True, help="volume name"),
+            Param("pool", STRING, required=True, help="pool name")),
+            summary="Snapshot an RBD volume", aliases=("/storage/ceph/volume/snapshot",), tags=tags),
+        Route("GET", SNAPSHOT_ELEMENT, get_snapshot, summary="One RBD snapshot", aliases=SNAPSHOT_ELEMENT_SEED,
+              tags=tags),
+        Route("POST", SNAPSHOT_ELEMENT, add_snapshot, summary="Snapshot an RBD volume (names in the path)",
+              aliases=SNAPSHOT_ELEMENT_SEED, tags=tags),
+        Route("PUT", SNAPSHOT_ELEMENT, rename_snapshot,
+              (Param("new_name", STRING, required=True, help="new snapshot name"),),
+              summary="Rename an RBD snapshot", aliases=SNAPSHOT_ELEMENT_SEED, tags=tags),
+        Route("DELETE", SNAPSHOT_ELEMENT, remove_snapshot, summary="Remove an RBD snapshot",
+              aliases=SNAPSHOT_ELEMENT_SEED, tags=tags),
     ]

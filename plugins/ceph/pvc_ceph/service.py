@@ -11,6 +11,7 @@ from pvc_core.errors import ServiceUnavailable
 from . import schema
 from .client import CephClient
 from .pools import Pools
+from .snapshots import Snapshots
 from .volumes import Volumes
 
 
@@ -23,6 +24,7 @@ class CephService:
         self.collector: Any = None
         self.pools = Pools(runtime, client)
         self.volumes = Volumes(runtime, client)
+        self.snapshots = Snapshots(runtime, self.volumes)
 
     def require_reachable(self) -> None:
         """503 now, before a multi-step operation starts, rather than half-way through it."""

@@ -1,0 +1,137 @@
+"""RBD snapshots: made through librbd, recorded under /ceph/snapshots/<pool>/<volume>/<name>."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pvc_core import matching
+from pvc_core.errors import BadRequest, NotFound
+from pvc_core.routes import quoted
+
+from . import schema
+from .volumes import NAME, Volumes
+
+
+def snapshot_path(pool: str, volume: str, name: str = "") -> str:
+    return f"{schema.SNAPSHOTS}/{pool}/{volume}" + (f"/{name}" if name else "")
+
+
+class Snapshots:
+    def __init__(self, runtime: Any, volumes: Volumes):
+        self.runtime = runtime
+        self.volumes = volumes
+
+    @property
+    def zk(self) -> Any:
+        return self.runtime.zk
+
+    def _missing(self, pool: str, volume: str, name: str) -> NotFound:
+        return NotFound(quoted(f'ERROR: No snapshot with name "{name}" is present for volume "{volume}" '
+                               f'in pool "{pool}".'))
+
+    def list(self, pool: str | None, volume: str | None, limit: str | None) -> list[dict]:
+        if pool:
+            self.volumes._require_pool(pool, mutation=False)
+            pools = [pool]
+        else:
+            pools = sorted(self.zk.children(schema.SNAPSHOTS) or [])
+        by_pool = self.zk.children_many(f"{schema.SNAPSHOTS}/{name}" for name in pools)
+        pairs = [(name, vol) for name in pools for vol in by_pool[f"{schema.SNAPSHOTS}/{name}"] or []]
+        if volume:
+            pairs = [(name, vol) for name, vol in pairs if vol == volume]
+            if not pairs:
+                raise BadRequest(f'ERROR: No volume with name "{volume}" is present in the cluster.')
+        snaps = self.zk.children_many(snapshot_path(name, vol) for name, vol in pairs)
+        out = [{"pool": name, "volume": vol, "snapshot": snap} for name, vol in pairs
+               for snap in sorted(snaps[snapshot_path(name, vol)] or [])]
+        if limit:
+            pattern = matching.fuzzy(limit)
+            out = [entry for entry in out if pattern.match(entry["snapshot"])]
+        if not out:
+            raise NotFound("Volume snapshot not found.")
+        return out
+
+    def get(self, pool: str, volume: str, name: str) -> dict:
+        if not self.zk.exists(snapshot_path(pool, volume, name)):
+            raise NotFound("Volume snapshot not found.")
+        return {"pool": pool, "volume": volume, "snapshot": name}
+
+    def _image(self, pool: str, volume: str) -> tuple[Any, Any]:
+        import rbd
+        ioctx = self.volumes._ioctx(pool)
+        try:
+            return ioctx, rbd.Image(ioctx, volume)
+        except rbd.Error as exc:
+            ioctx.close()
+            raise self.volumes._failure(f'open RBD volume "{volume}"', exc) from None
+
+    def add(self, pool: str, volume: str, name: str) -> str:
+        import rbd
+        self.volumes._require(pool, volume)
+        if not NAME.match(name or ""):
+            raise BadRequest(f"Parameter 'snapshot': expected a name of letters, digits, '_', '.', '+', '-', "
+                             f"got {name!r}")
+        if self.zk.exists(snapshot_path(pool, volume, name)):
+            raise BadRequest(quoted(f'ERROR: Snapshot "{name}" already exists for volume "{volume}" in pool '
+                                    f'"{pool}".'))
+        ioctx, image = self._image(pool, volume)
+        try:
+            image.create_snap(name)
+        except rbd.Error as exc:
+            raise self.volumes._failure(f'create RBD snapshot "{name}"', exc) from None
+        finally:
+            image.close()
+            ioctx.close()
+        base = snapshot_path(pool, volume)
+        values = {snapshot_path(pool, volume, name): "", f"{snapshot_path(pool, volume, name)}/stats": "{}"}
+        if not self.zk.exists(base):  # volumes made by other tools may lack the container
+            values[base] = ""
+        self.zk.create(values)
+        return quoted(f'Created new RBD snapshot "{name}" of volume "{volume}" on pool "{pool}".')
+
+    def rename(self, pool: str, volume: str, name: str, new_name: str) -> str:
+        import rbd
+        if not self.zk.exists(snapshot_path(pool, volume, name)):
+            raise self._missing(pool, volume, name)
+        if not NAME.match(new_name or ""):
+            raise BadRequest(f"Parameter 'new_name': expected a name of letters, digits, '_', '.', '+', '-', "
+                             f"got {new_name!r}")
+        if self.zk.exists(snapshot_path(pool, volume, new_name)):
+            raise BadRequest(quoted(f'ERROR: Snapshot "{new_name}" already exists for volume "{volume}" in pool '
+                                    f'"{pool}".'))
+        ioctx, image = self._image(pool, volume)
+        try:
+            image.rename_snap(name, new_name)
+        except rbd.Error as exc:
+            raise self.volumes._failure(f'rename RBD snapshot "{name}" to "{new_name}"', exc) from None
+        finally:
+            image.close()
+            ioctx.close()
+        transaction = self.zk.transaction()
+        old, new = snapshot_path(pool, volume, name), snapshot_path(pool, volume, new_name)
+        transaction.create(new, b"")
+        transaction.create(f"{new}/stats", b"{}")
+        for child in self.zk.children(old) or []:
+            transaction.delete(f"{old}/{child}")
+        transaction.delete(old)
+        self.zk.commit(transaction, f"rename of snapshot {pool}/{volume}@{name}")
+        return quoted(f'Renamed RBD volume snapshot "{name}" to "{new_name}" for volume {volume} on pool "{pool}".')
+
+    def remove(self, pool: str, volume: str, name: str) -> str:
+        import rbd
+        if not self.zk.exists(snapshot_path(pool, volume, name)):
+            raise self._missing(pool, volume, name)
+        ioctx, image = self._image(pool, volume)
+        try:
+            if image.is_protected_snap(name):
+                image.unprotect_snap(name)
+            image.remove_snap(name)
+        except rbd.ImageNotFound:
+            pass  # gone in Ceph already: the keys still go
+        except rbd.Error as exc:
+            raise self.volumes._failure(f'remove RBD snapshot "{name}"', exc) from None
+        finally:
+            image.close()
+            ioctx.close()
+        self.zk.delete([snapshot_path(pool, volume, name)])
+        return quoted(f'Removed RBD snapshot "{name}" of volume "{volume}" in pool "{pool}".')
