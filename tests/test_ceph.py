@@ -385,3 +385,37 @@ def test_snapshot_lifecycle(cephd, cluster, pool, ceph_cluster):
     assert busy.status_code == 200 and images(ceph_cluster, pool) == []
     unknown = cephd.post("/storage/ceph/snapshot", params={"snapshot": "x", "volume": "gone", "pool": pool})
     assert unknown.status_code == 404
+
+
+# -- OSDs and flags ---------------------------------------------------------------------------
+
+def test_osd_state_stats_and_flags(cephd, cluster, ceph_cluster):
+    # as a v0.6 node's osd_add records it; the collector then keeps its statistics
+    cluster.create("/ceph/osds/0", b"")
+    cluster.create("/ceph/osds/0/node", b"pvchv1")
+    cluster.create("/ceph/osds/0/device", b"/dev/sdb")
+    cluster.create("/ceph/osds/0/stats", b"{}")
+    stats = eventually(lambda: (lambda body: body[0]["stats"] if body[0]["stats"] else None)(
+        cephd.get("/storage/ceph/osd").json()), timeout=20)
+    assert stats["up"] == 1 and stats["in"] == 1 and stats["kb"] > 0 and stats["state"] == "exists,up"
+    assert {"uuid", "utilization", "weight", "reweight", "node", "used", "avail", "wr_ops", "rd_data"} <= set(stats)
+    assert [osd["id"] for osd in cephd.get("/storage/ceph/osd/0").json()] == ["0"]  # always a list
+    assert cephd.get("/storage/ceph/osd/00").status_code == 404
+    assert cephd.get("/storage/ceph/osd/0/state").json() == {"id": "0", "in": 1, "up": 1}
+
+    out = cephd.post("/storage/ceph/osd/0/state", params={"state": "out"})
+    assert out.json() == {"message": "Set OSD 0 offline in the cluster."}
+    assert eventually(lambda: cephd.get("/storage/ceph/osd/0/state").json()["in"] == 0, timeout=20)
+    assert cephd.get("/status").json()["osds"] == {"total": 1, "up,out": 1}
+    assert cephd.post("/storage/ceph/osd/0/state", params={"state": "in"}).status_code == 200
+    assert eventually(lambda: cephd.get("/storage/ceph/osd/0/state").json()["in"] == 1, timeout=20)
+    assert cephd.post("/storage/ceph/osd/7/state", params={"state": "in"}).status_code == 404
+
+    flag = cephd.post("/storage/ceph/option", params={"option": "noout", "action": "set"})
+    assert flag.json() == {"message": "Set OSD property noout on the cluster."}
+    assert "noout" in ceph_cluster.ceph("osd", "dump", "-f", "json")
+    unset = cephd.post("/storage/ceph/cluster-option", params={"option": "noout", "action": "unset"})
+    assert unset.json() == {"message": "Unset OSD property noout on the cluster."}
+    bogus = cephd.post("/storage/ceph/option", params={"option": "bogus", "action": "set"})
+    assert bogus.status_code == 400 and "unrecognized flag 'bogus'" in bogus.json()["message"]
+    assert cephd.post("/storage/ceph/option", params={"option": "noout", "action": "toggle"}).status_code == 400

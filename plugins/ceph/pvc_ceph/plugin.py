@@ -59,7 +59,8 @@ def pvc_routes(runtime: Any) -> list:
 def pvc_start(runtime: Any) -> None:
     service = runtime.service("ceph")
     if runtime.config["ceph.collector"]:
-        service.collector = Collector(runtime, service.client, runtime.config["ceph.interval"], service.pools)
+        service.collector = Collector(runtime, service.client, runtime.config["ceph.interval"], service.pools,
+                                      service.osds)
         service.collector.start()
 
 

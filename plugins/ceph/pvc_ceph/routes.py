@@ -98,6 +98,26 @@ def remove_snapshot(ctx: Any, params: dict, pool: str, volume: str, snapshot: st
     return {"message": ctx.service("ceph").snapshots.remove(pool, volume, snapshot)}
 
 
+def list_osds(ctx: Any, params: dict) -> list:
+    return ctx.service("ceph").osds.list(params["limit"])
+
+
+def get_osd(ctx: Any, params: dict, osdid: str) -> list:
+    return ctx.service("ceph").osds.get(osdid)
+
+
+def get_osd_state(ctx: Any, params: dict, osdid: str) -> dict:
+    return ctx.service("ceph").osds.state(osdid)
+
+
+def set_osd_state(ctx: Any, params: dict, osdid: str) -> dict:
+    return {"message": ctx.service("ceph").osds.set_state(osdid, params["state"])}
+
+
+def set_option(ctx: Any, params: dict) -> dict:
+    return {"message": ctx.service("ceph").osds.set_option(params["option"], params["action"])}
+
+
 SNAPSHOT_ELEMENT = "/storage/ceph/snapshot/<pool>/<volume>/<snapshot>"
 SNAPSHOT_ELEMENT_SEED = ("/storage/ceph/volume/snapshot/<pool>/<volume>/<snapshot>",)
 SIZE = Param("size", STRING, help="bytes, or with a B/K/M/G/T/P suffix, e.g. 20G")
@@ -116,6 +136,17 @@ def routes() -> list[Route]:
               aliases=("/storage/ceph",), tags=tags),
         Route("GET", "/storage/ceph/utilization", utilization, summary="Ceph utilisation (text of `rados df`)",
               aliases=("/storage/ceph/df",), tags=tags),
+        Route("POST", "/storage/ceph/option", set_option, (
+            Param("option", STRING, required=True, help="an OSD flag, e.g. noout"),
+            Param("action", STRING, required=True, choices=("set", "unset"), help="set or unset it")),
+            summary="Set or unset a cluster OSD flag", aliases=("/storage/ceph/cluster-option",), tags=tags),
+        Route("GET", "/storage/ceph/osd", list_osds, (Param("limit", STRING, help="regular expression on the ID"),),
+              summary="List OSDs", tags=tags),
+        Route("GET", "/storage/ceph/osd/<osdid>", get_osd, summary="One OSD (as a one-element list)", tags=tags),
+        Route("GET", "/storage/ceph/osd/<osdid>/state", get_osd_state, summary="An OSD's in/up state", tags=tags),
+        Route("POST", "/storage/ceph/osd/<osdid>/state", set_osd_state, (
+            Param("state", STRING, required=True, choices=("in", "out"), help="in or out"),),
+            summary="Set an OSD in or out", tags=tags),
         Route("GET", "/storage/ceph/pool", list_pools, (Param("limit", STRING, help="regular expression"),),
               summary="List RBD pools", tags=tags),
         Route("POST", "/storage/ceph/pool", add_pool, (Param("pool", STRING, required=True, help="pool name"),

@@ -10,6 +10,7 @@ from pvc_core.errors import ServiceUnavailable
 
 from . import schema
 from .client import CephClient
+from .osds import Osds
 from .pools import Pools
 from .snapshots import Snapshots
 from .volumes import Volumes
@@ -25,6 +26,7 @@ class CephService:
         self.pools = Pools(runtime, client)
         self.volumes = Volumes(runtime, client)
         self.snapshots = Snapshots(runtime, self.volumes)
+        self.osds = Osds(runtime, client)
 
     def require_reachable(self) -> None:
         """503 now, before a multi-step operation starts, rather than half-way through it."""

@@ -1,0 +1,119 @@
+"""OSDs as the API shows them (/ceph/osds), their in/out state, cluster flags, and OSD statistics.
+
+In/out and flags run directly against Ceph (the v0.7+ model); creating and
+removing an OSD must happen on the OSD's own host and stays on the v0.6
+``/cmd/ceph`` channel (not implemented yet).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from pvc_core import matching
+from pvc_core.errors import ApiError, BadRequest, NotFound
+from pvc_core.routes import quoted
+
+from . import schema
+
+OPTION = re.compile(r"^[a-z0-9_-]+$")
+
+
+class Osds:
+    def __init__(self, runtime: Any, client: Any):
+        self.runtime = runtime
+        self.client = client
+
+    @property
+    def zk(self) -> Any:
+        return self.runtime.zk
+
+    def ids(self) -> list[str]:
+        return sorted(self.zk.children(schema.OSDS) or [], key=lambda value: (len(value), value))
+
+    def _objects(self, ids: list[str]) -> list[dict]:
+        stats = self.zk.get_many(schema.osd(osd_id, "stats") for osd_id in ids)
+        out = []
+        for osd_id in ids:
+            try:
+                data = json.loads(stats[schema.osd(osd_id, "stats")] or "{}")
+            except ValueError:
+                data = {}
+            out.append({"id": osd_id, "stats": data})
+        return out
+
+    def list(self, limit: str | None) -> list[dict]:
+        ids = self.ids()
+        if limit:
+            pattern = matching.fuzzy(limit)
+            ids = [osd_id for osd_id in ids if pattern.match(osd_id)]
+        if not ids:
+            raise NotFound("OSD not found.")
+        return self._objects(ids)  # never collapsed (v0.6)
+
+    def get(self, osd_id: str) -> list[dict]:
+        if osd_id not in self.ids():
+            raise NotFound("OSD not found.")
+        return self._objects([osd_id])
+
+    def state(self, osd_id: str) -> dict:
+        stats = self.get(osd_id)[0]["stats"]
+        return {"id": osd_id, "in": stats.get("in", 0), "up": stats.get("up", 0)}
+
+    def set_state(self, osd_id: str, state: str) -> str:
+        if osd_id not in self.ids():
+            raise NotFound(quoted(f'ERROR: No OSD with ID "{osd_id}" is present in the cluster.'))
+        ret, _, reason = self.client.run(f"osd {state}", ids=[osd_id])
+        word = "online" if state == "in" else "offline"
+        if ret != 0:
+            raise ApiError(f"ERROR: Failed to set OSD {word}: {reason or f'error {ret}'}", 400)
+        return f"Set OSD {osd_id} {word} in the cluster."
+
+    def set_option(self, option: str, action: str) -> str:
+        if not OPTION.match(option):
+            raise BadRequest(f"Parameter 'option': expected a Ceph OSD flag such as noout, got {option!r}")
+        ret, _, reason = self.client.run(f"osd {action}", key=option)
+        if ret != 0:
+            raise ApiError(f"ERROR: Failed to {action} OSD property {option}: {reason or f'error {ret}'}", 400)
+        return f"{'Set' if action == 'set' else 'Unset'} OSD property {option} on the cluster."
+
+    def statistics(self) -> dict[str, str]:
+        """/ceph/osds/<id>/stats values (ceph.md §2.2) for the OSDs recorded in ZooKeeper."""
+        ids = self.ids()
+        if not ids:
+            return {}
+        dump = json.loads(self.client.mon_command("osd dump", format="json"))
+        usage = json.loads(self.client.mon_command("osd df", format="json"))
+        dump = {str(osd["osd"]): osd for osd in dump["osds"]}
+        usage = {str(node["id"]): node for node in usage["nodes"]}
+        table = self._status_table()
+        out = {}
+        for osd_id in ids:
+            if osd_id not in dump or osd_id not in usage or osd_id not in table:
+                continue  # as v0.6: nothing written when a source lacks the OSD
+            entry, use, row = dump[osd_id], usage[osd_id], table[osd_id]
+            out[schema.osd(osd_id, "stats")] = json.dumps({
+                "uuid": entry.get("uuid"), "up": entry.get("up"), "in": entry.get("in"),
+                "primary_affinity": entry.get("primary_affinity"), "utilization": use.get("utilization"),
+                "var": use.get("var"), "pgs": use.get("pgs"), "kb": use.get("kb"), "weight": use.get("crush_weight"),
+                "reweight": use.get("reweight"), **row,
+            })
+        return out
+
+    def _status_table(self) -> dict[str, dict]:
+        """`ceph osd status` (a manager command answering a text table), parsed as v0.6 nodes did."""
+        import rados
+        try:
+            ret, out, _ = self.client.cluster().mgr_command(json.dumps({"prefix": "osd status"}), b"",
+                                                            timeout=int(max(1, self.client.timeout)))
+        except rados.Error:
+            return {}
+        rows = {}
+        for line in out.decode("utf-8", errors="replace").splitlines():
+            tokens = [token for token in re.sub(r"\x1b\[[0-9;]*m", "", line).split() if token != "|"]
+            if len(tokens) >= 9 and tokens[0].isdigit():
+                rows[tokens[0]] = {"node": tokens[1].split(".")[0], "used": tokens[2], "avail": tokens[3],
+                                   "wr_ops": tokens[4], "wr_data": tokens[5], "rd_ops": tokens[6],
+                                   "rd_data": tokens[7], "state": tokens[8]}
+        return rows
