@@ -9,39 +9,24 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
 
 from pvc_core import matching
 from pvc_core.errors import ApiError, BadRequest, NotFound
 from pvc_core.routes import quoted
 
 from . import schema
+from .area import CephArea
 
 OPTION = re.compile(r"^[a-z0-9_-]+$")
 
 
-class Osds:
-    def __init__(self, runtime: Any, client: Any):
-        self.runtime = runtime
-        self.client = client
-
-    @property
-    def zk(self) -> Any:
-        return self.runtime.zk
-
+class Osds(CephArea):
     def ids(self) -> list[str]:
         return sorted(self.zk.children(schema.OSDS) or [], key=lambda value: (len(value), value))
 
     def _objects(self, ids: list[str]) -> list[dict]:
-        stats = self.zk.get_many(schema.osd(osd_id, "stats") for osd_id in ids)
-        out = []
-        for osd_id in ids:
-            try:
-                data = json.loads(stats[schema.osd(osd_id, "stats")] or "{}")
-            except ValueError:
-                data = {}
-            out.append({"id": osd_id, "stats": data})
-        return out
+        stats = self.read_stats(schema.osd(osd_id, "stats") for osd_id in ids)
+        return [{"id": osd_id, "stats": stats[schema.osd(osd_id, "stats")]} for osd_id in ids]
 
     def list(self, limit: str | None) -> list[dict]:
         ids = self.ids()

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
 
 from pvc_core import matching
 from pvc_core.errors import ApiError, BadRequest, NotFound
 from pvc_core.routes import quoted
 
 from . import schema
+from .area import CephArea
 
 NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 REPLCFG = re.compile(r"^copies=(\d+),mincopies=(\d+)$")
@@ -22,25 +22,10 @@ def ceph_failure(what: str, ret: int, reason: str) -> ApiError:
     return ApiError(f"ERROR: Failed to {what}: {reason or f'error {ret}'}", status)
 
 
-class Pools:
-    def __init__(self, runtime: Any, client: Any):
-        self.runtime = runtime
-        self.client = client
-
-    @property
-    def zk(self) -> Any:
-        return self.runtime.zk
-
+class Pools(CephArea):
     def _objects(self, names: list[str]) -> list[dict]:
-        stats = self.zk.get_many(schema.pool(name, "stats") for name in names)
-        out = []
-        for name in names:
-            try:
-                data = json.loads(stats[schema.pool(name, "stats")] or "{}")
-            except ValueError:
-                data = {}
-            out.append({"name": name, "stats": data})
-        return out
+        stats = self.read_stats(schema.pool(name, "stats") for name in names)
+        return [{"name": name, "stats": stats[schema.pool(name, "stats")]} for name in names]
 
     def names(self) -> list[str]:
         return sorted(self.zk.children(schema.POOLS) or [])

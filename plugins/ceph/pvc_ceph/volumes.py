@@ -12,6 +12,7 @@ from pvc_core.errors import ApiError, BadRequest, Conflict, NotFound
 from pvc_core.routes import quoted
 
 from . import schema
+from .area import CephArea
 
 UNITS = {"B": 1, "K": 1024, "M": 1024 ** 2, "G": 1024 ** 3, "T": 1024 ** 4, "P": 1024 ** 5}
 SIZE = re.compile(r"^([0-9]+)([BKMGTP]?)$", re.IGNORECASE)
@@ -48,15 +49,7 @@ def _timestamp(value: Any) -> str:
     return value.strftime("%a %b %d %H:%M:%S %Y") if value is not None else ""
 
 
-class Volumes:
-    def __init__(self, runtime: Any, client: Any):
-        self.runtime = runtime
-        self.client = client
-
-    @property
-    def zk(self) -> Any:
-        return self.runtime.zk
-
+class Volumes(CephArea):
     # -- Ceph side -------------------------------------------------------------------------
 
     def _ioctx(self, pool: str) -> Any:
@@ -117,13 +110,10 @@ class Volumes:
             raise NotFound(quoted(f'ERROR: No volume with name "{name}" is present in pool "{pool}".'))
 
     def _objects(self, pairs: list[tuple[str, str]]) -> list[dict]:
-        stats = self.zk.get_many(f"{schema.volume(pool, name)}/stats" for pool, name in pairs)
+        stats = self.read_stats(f"{schema.volume(pool, name)}/stats" for pool, name in pairs)
         out = []
         for pool, name in pairs:
-            try:
-                data = json.loads(stats[f"{schema.volume(pool, name)}/stats"] or "{}")
-            except ValueError:
-                data = {}
+            data = stats[f"{schema.volume(pool, name)}/stats"]
             if isinstance(data.get("size"), int):
                 data["size"] = format_size(data["size"])
             out.append({"name": name, "pool": pool, "stats": data})
