@@ -419,3 +419,91 @@ def test_osd_state_stats_and_flags(cephd, cluster, ceph_cluster):
     bogus = cephd.post("/storage/ceph/option", params={"option": "bogus", "action": "set"})
     assert bogus.status_code == 400 and "unrecognized flag 'bogus'" in bogus.json()["message"]
     assert cephd.post("/storage/ceph/option", params={"option": "noout", "action": "toggle"}).status_code == 400
+
+
+# -- OSD add/remove over /cmd/ceph (the test plays the v0.6 node daemon) ----------------------
+
+def play_ceph_node(address: str, node: str, hold: float = 0.2, answer: str = "success"):
+    """What a v0.6 node daemon does: on a command for it, take the write lock, act, answer, release."""
+    client = KazooClient(hosts=address)
+    client.start()
+    seen: list[str] = []
+
+    def react(data, stat):
+        command = (data or b"").decode()
+        if not command or command.startswith(("success-", "failure-")):
+            return True
+        seen.append(command)
+
+        def work():
+            lock = client.WriteLock("/cmd/ceph", "node-" + node)
+            with lock:
+                verb, args = command.split()
+                if answer == "success" and verb == "osd_add":
+                    osd_node, device, _weight = args.split(",")
+                    transaction = client.transaction()
+                    for key, value in (("", ""), ("/node", osd_node), ("/device", device), ("/stats", "{}")):
+                        transaction.create(f"/ceph/osds/5{key}", value.encode())
+                    transaction.commit()
+                elif answer == "success" and verb == "osd_remove":
+                    client.delete(f"/ceph/osds/{args}", recursive=True)
+                client.set("/cmd/ceph", f"{answer}-{command}".encode())
+                time.sleep(hold)
+
+        import threading
+        threading.Thread(target=work).start()
+        return True
+
+    client.DataWatch("/cmd/ceph", react)
+    return client, seen
+
+
+def test_osd_add_and_remove_through_the_node(cephd, cluster, zk_server):
+    node, seen = play_ceph_node(zk_server.address, "pvchv1")
+    try:
+        added = cephd.post("/storage/ceph/osd", params={"node": "pvchv1", "device": "/dev/sdb", "weight": "1.0"})
+        assert added.json() == {"message": "Created new OSD with block device '/dev/sdb' on node 'pvchv1'."}
+        assert seen == ["osd_add pvchv1,/dev/sdb,1.0"]
+        assert cluster.get("/ceph/osds/5/device")[0] == b"/dev/sdb"
+        assert cluster.get("/cmd/ceph")[0] == b""  # the mailbox is reset afterwards
+        used = cephd.post("/storage/ceph/osd", params={"node": "pvchv1", "device": "/dev/sdb", "weight": "1"})
+        assert used.status_code == 400
+        assert used.json() == {"message": "ERROR: Block device '/dev/sdb' on node 'pvchv1' is used by OSD '5'"}
+        unconfirmed = cephd.delete("/storage/ceph/osd/5")
+        assert unconfirmed.status_code == 400
+        removed = cephd.delete("/storage/ceph/osd/5", params={"yes-i-really-mean-it": "yes"})
+        assert removed.json() == {"message": "Removed OSD '5' from the cluster."}
+        assert cluster.exists("/ceph/osds/5") is None
+    finally:
+        node.stop()
+    for params, fragment in [
+        ({"node": "ghost", "device": "/dev/sdc", "weight": "1"}, "ERROR: No node named 'ghost'"),
+        ({"node": "pvchv1", "device": "sdc,x", "weight": "1"}, "Parameter 'device'"),
+        ({"node": "pvchv1", "device": "/dev/sdc", "weight": "heavy"}, "Parameter 'weight'"),
+    ]:
+        response = cephd.post("/storage/ceph/osd", params=params)
+        assert response.status_code == 400 and response.json()["message"].startswith(fragment)
+    assert cephd.delete("/storage/ceph/osd/9", params={"yes-i-really-mean-it": ""}).status_code == 404
+
+
+def test_osd_add_failure_and_no_node_answering(daemon_factory, ceph_config, cluster, zk_server):
+    quick = daemon_factory(deep_merge(ceph_config, {"ceph": {"osd_add_timeout": "1.5", "collector": "False"}}))
+    node, _ = play_ceph_node(zk_server.address, "pvchv1", answer="failure")
+    try:
+        failed = quick.post("/storage/ceph/osd", params={"node": "pvchv1", "device": "/dev/sdd", "weight": "1"})
+        assert failed.json() == {"message": "ERROR: Failed to create new OSD; check node logs for details."}
+    finally:
+        node.stop()
+    # nobody picks the command up: the API reads its own request back, as v0.6 did
+    alone = quick.post("/storage/ceph/osd", params={"node": "pvchv1", "device": "/dev/sdd", "weight": "1"})
+    assert alone.json() == {"message": "ERROR: Failed to create new OSD; check node logs for details."}
+    # a node that holds its lock too long: a bounded wait with a clear message
+    slow, _ = play_ceph_node(zk_server.address, "pvchv1", hold=4)
+    try:
+        started = time.monotonic()
+        stuck = quick.post("/storage/ceph/osd", params={"node": "pvchv1", "device": "/dev/sde", "weight": "1"})
+        assert stuck.status_code == 503 and "did not finish 'osd_add' within 1.5 s" in stuck.json()["message"]
+        assert time.monotonic() - started < 4
+    finally:
+        time.sleep(4)
+        slow.stop()

@@ -1,14 +1,15 @@
 """OSDs as the API shows them (/ceph/osds), their in/out state, cluster flags, and OSD statistics.
 
 In/out and flags run directly against Ceph (the v0.7+ model); creating and
-removing an OSD must happen on the OSD's own host and stays on the v0.6
-``/cmd/ceph`` channel (not implemented yet).
+removing an OSD must happen on the OSD's own host, so they go to its node
+daemon over the v0.6 ``/cmd/ceph`` channel.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 from pvc_core import matching
 from pvc_core.errors import ApiError, BadRequest, NotFound
@@ -16,11 +17,47 @@ from pvc_core.routes import quoted
 
 from . import schema
 from .area import CephArea
+from .cmdchannel import IGNORED, CommandChannel
 
 OPTION = re.compile(r"^[a-z0-9_-]+$")
+DEVICE = re.compile(r"^/[A-Za-z0-9_./:+-]+$")
 
 
 class Osds(CephArea):
+    def __init__(self, runtime: Any, client: Any):
+        super().__init__(runtime, client)
+        self.channel = CommandChannel(runtime, schema.CMD_CEPH)
+
+    def add(self, node: str, device: str, weight: float) -> str:
+        if not self.runtime.service("node").exists(node):
+            raise BadRequest(quoted(f'ERROR: No node named "{node}" is present in the cluster.'))
+        if not DEVICE.match(device):
+            raise BadRequest(f"Parameter 'device': expected a block device path such as /dev/sdb, got {device!r}")
+        if weight < 0:
+            raise BadRequest(f"Parameter 'weight': expected a CRUSH weight of 0 or more, got {weight!r}")
+        ids = self.ids()
+        owners = self.zk.get_many(path for osd_id in ids for path in (schema.osd(osd_id, "node"),
+                                                                       schema.osd(osd_id, "device")))
+        for osd_id in ids:
+            if (owners[schema.osd(osd_id, "node")], owners[schema.osd(osd_id, "device")]) == (node, device):
+                raise BadRequest(quoted(f'ERROR: Block device "{device}" on node "{node}" is used by OSD "{osd_id}"'))
+        result = self.channel.run(f"osd_add {node},{device},{weight}", self.runtime.config["ceph.osd_add_timeout"])
+        if result == IGNORED:
+            raise BadRequest("ERROR: Command ignored by node.")
+        if not result:
+            raise BadRequest("ERROR: Failed to create new OSD; check node logs for details.")
+        return quoted(f'Created new OSD with block device "{device}" on node "{node}".')
+
+    def remove(self, osd_id: str) -> str:
+        if osd_id not in self.ids():
+            raise NotFound(quoted(f'ERROR: No OSD with ID "{osd_id}" is present in the cluster.'))
+        result = self.channel.run(f"osd_remove {osd_id}", self.runtime.config["ceph.osd_remove_timeout"])
+        if result == IGNORED:
+            raise BadRequest("ERROR Command ignored by node.")  # v0.6's text, without the colon
+        if not result:
+            raise BadRequest("ERROR: Failed to remove OSD; check node logs for details.")
+        return quoted(f'Removed OSD "{osd_id}" from the cluster.')
+
     def ids(self) -> list[str]:
         return sorted(self.zk.children(schema.OSDS) or [], key=lambda value: (len(value), value))
 

@@ -15,7 +15,8 @@ from .service import CephService
 
 @hookimpl
 def pvc_plugin_info() -> dict:
-    return {"requires": [], "optional": [], "description": "Ceph storage: status, statistics, storage service"}
+    return {"requires": [], "optional": ["node"],
+            "description": "Ceph storage: status, statistics, OSDs, pools, volumes, snapshots, storage service"}
 
 
 @hookimpl
@@ -28,6 +29,9 @@ def pvc_config_fields() -> Section:
         "collector": Field("bool", default=True, help="collect statistics into /ceph (off when v0.6 node "
                                                       "daemons already do)"),
         "interval": Field("float", default=5.0, help="seconds between statistics collections"),
+        "osd_add_timeout": Field("float", default=300.0, help="longest wait for a node to create an OSD, s"),
+        "osd_remove_timeout": Field("float", default=7200.0,
+                                    help="longest wait for a node to drain and remove an OSD, s"),
     }, optional=True)})
 
 

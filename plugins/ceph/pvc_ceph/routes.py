@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pvc_core.errors import BadRequest
-from pvc_core.params import INTEGER, STRING, Param
+from pvc_core.params import INTEGER, NUMBER, STRING, Param
 from pvc_core.routes import Route, collapse
 
 
@@ -114,6 +114,14 @@ def set_osd_state(ctx: Any, params: dict, osdid: str) -> dict:
     return {"message": ctx.service("ceph").osds.set_state(osdid, params["state"])}
 
 
+def add_osd(ctx: Any, params: dict) -> dict:
+    return {"message": ctx.service("ceph").osds.add(params["node"], params["device"], params["weight"])}
+
+
+def remove_osd(ctx: Any, params: dict, osdid: str) -> dict:
+    return {"message": ctx.service("ceph").osds.remove(osdid)}
+
+
 def set_option(ctx: Any, params: dict) -> dict:
     return {"message": ctx.service("ceph").osds.set_option(params["option"], params["action"])}
 
@@ -142,6 +150,13 @@ def routes() -> list[Route]:
             summary="Set or unset a cluster OSD flag", aliases=("/storage/ceph/cluster-option",), tags=tags),
         Route("GET", "/storage/ceph/osd", list_osds, (Param("limit", STRING, help="regular expression on the ID"),),
               summary="List OSDs", tags=tags),
+        Route("POST", "/storage/ceph/osd", add_osd, (
+            Param("node", STRING, required=True, help="the node whose disk becomes the OSD"),
+            Param("device", STRING, required=True, help="block device, e.g. /dev/sdb (its data is destroyed)"),
+            Param("weight", NUMBER, required=True, help="CRUSH weight, e.g. 1.0")),
+            summary="Create an OSD on a node's disk (by that node's daemon)", tags=tags),
+        Route("DELETE", "/storage/ceph/osd/<osdid>", remove_osd, (CONFIRM,),
+              summary="Remove an OSD (by its node's daemon)", tags=tags),
         Route("GET", "/storage/ceph/osd/<osdid>", get_osd, summary="One OSD (as a one-element list)", tags=tags),
         Route("GET", "/storage/ceph/osd/<osdid>/state", get_osd_state, summary="An OSD's in/up state", tags=tags),
         Route("POST", "/storage/ceph/osd/<osdid>/state", set_osd_state, (

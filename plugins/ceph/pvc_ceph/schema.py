@@ -9,6 +9,7 @@ POOLS = "/ceph/pools"
 VOLUMES = "/ceph/volumes"
 SNAPSHOTS = "/ceph/snapshots"
 COLLECTOR_LOCK = "/locks/ceph_collector"
+CMD_CEPH = "/cmd/ceph"  # the v0.6 command mailbox (OSD add/remove)
 
 
 def volume(pool: str, name: str) -> str:
