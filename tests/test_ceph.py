@@ -308,8 +308,14 @@ def test_volume_lifecycle(cephd, cluster, pool, ceph_cluster):
     assert cephd.get("/storage/ceph/volume", params={"limit": "k[23]"}).json().__len__() == 2
     assert cephd.get("/status").json()["volumes"] == 3
 
-    subprocess.run(["rbd", "-c", ceph_cluster.conf, "snap", "create", "vols/disk1@keep"], check=True)
-    removed = cephd.delete("/storage/ceph/volume/vols/disk1")  # has a snapshot: removed first
+    assert cephd.post("/storage/ceph/snapshot/vols/disk1/keep").status_code == 200
+    refused = cephd.delete("/storage/ceph/volume/vols/disk1")  # has a snapshot: Ceph says no
+    assert refused.status_code == 409
+    assert refused.json()["message"].startswith('ERROR: Failed to remove RBD volume "disk1": ')
+    assert "snapshot" in refused.json()["message"].lower()
+    assert images(ceph_cluster, pool) == ["disk1", "disk2", "disk3"] and cluster.exists("/ceph/volumes/vols/disk1")
+    assert cephd.delete("/storage/ceph/snapshot/vols/disk1/keep").status_code == 200
+    removed = cephd.delete("/storage/ceph/volume/vols/disk1")
     assert removed.json() == {"message": "Removed RBD volume 'disk1' in pool 'vols'."}
     assert images(ceph_cluster, pool) == ["disk2", "disk3"]
     assert cluster.exists("/ceph/volumes/vols/disk1") is None
@@ -381,8 +387,8 @@ def test_snapshot_lifecycle(cephd, cluster, pool, ceph_cluster):
     missing = cephd.delete("/storage/ceph/snapshot/vols/d/s2")
     assert missing.status_code == 404
     assert missing.json() == {"message": "ERROR: No snapshot with name 's2' is present for volume 'd' in pool 'vols'."}
-    busy = cephd.delete("/storage/ceph/volume/vols/d")  # its remaining snapshot goes with it
-    assert busy.status_code == 200 and images(ceph_cluster, pool) == []
+    busy = cephd.delete("/storage/ceph/volume/vols/d")  # its remaining snapshot: refused
+    assert busy.status_code == 409 and images(ceph_cluster, pool) == ["d"]
     unknown = cephd.post("/storage/ceph/snapshot", params={"snapshot": "x", "volume": "gone", "pool": pool})
     assert unknown.status_code == 404
 

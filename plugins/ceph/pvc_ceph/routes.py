@@ -186,7 +186,7 @@ def routes() -> list[Route]:
             Param("new_name", STRING, aliases=("name",), help="rename the volume"),
         ), summary="Resize or rename an RBD volume (one change per call)", tags=tags),
         Route("DELETE", "/storage/ceph/volume/<pool>/<volume>", remove_volume,
-              summary="Remove an RBD volume and its snapshots", tags=tags),
+              summary="Remove an RBD volume (refused while it has snapshots)", tags=tags),
         Route("POST", "/storage/ceph/volume/<pool>/<volume>/clone", clone_volume, (
             Param("new_volume", STRING, required=True, help="name of the copy, in the same pool"),),
             summary="Copy an RBD volume", tags=tags),

@@ -247,11 +247,8 @@ class Volumes(CephArea):
         ioctx = self._ioctx(pool)
         try:
             try:
-                with rbd.Image(ioctx, name) as image:  # snapshots first (v0.6 did not: S15)
-                    for snapshot in list(image.list_snaps()):
-                        if image.is_protected_snap(snapshot["name"]):
-                            image.unprotect_snap(snapshot["name"])
-                        image.remove_snap(snapshot["name"])
+                # A volume with snapshots is refused with Ceph's reason (409): removing them
+                # silently would destroy what the operator kept on purpose.
                 rbd.RBD().remove(ioctx, name)
             except rbd.ImageNotFound:
                 pass  # gone in Ceph already: the keys still go
