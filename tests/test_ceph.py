@@ -513,3 +513,28 @@ def test_osd_add_failure_and_no_node_answering(daemon_factory, ceph_config, clus
     finally:
         time.sleep(4)
         slow.stop()
+
+
+def test_ceph_stopped_then_started_again(daemon_factory, cluster, tmp_path):
+    """Storage calls answer 503 within the timeout while Ceph is down, and work again once it is back."""
+    from pvc_ceph.localceph import LocalCeph
+    own = LocalCeph(str(tmp_path / "ceph"), objectstore="memstore", size_gb=2).start()
+    try:
+        daemon = daemon_factory({"ceph": {"conf": own.conf, "keyring": own.keyring, "timeout": "2",
+                                          "collector": "False"}})
+        params = {"pgs": "4", "replcfg": "copies=1,mincopies=1"}
+        assert daemon.post("/storage/ceph/pool/before", params=params).status_code == 200
+        own.stop()
+        started = time.monotonic()
+        down = daemon.post("/storage/ceph/pool/during", params=params)
+        assert down.status_code == 503 and down.json()["message"].startswith("Ceph is unreachable")
+        assert time.monotonic() - started < 10
+        assert cluster.exists("/ceph/pools/during") is None
+        own.start()  # memstore: a new, empty cluster under the same ceph.conf path
+        deadline = time.monotonic() + 30
+        while daemon.post("/storage/ceph/pool/after", params=params).status_code != 200:
+            assert time.monotonic() < deadline, "storage calls did not recover"
+            time.sleep(0.5)
+        assert cluster.exists("/ceph/pools/after") is not None
+    finally:
+        own.stop()

@@ -8,6 +8,7 @@ that does not answer is a 503, never a hung request.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
@@ -73,6 +74,9 @@ class CephClient:
         except rados.Error as exc:
             self.reset()
             raise self.unavailable(f"{prefix}: {exc}") from None
+        if ret in (-errno.ETIMEDOUT, -errno.ENOTCONN, -errno.ESHUTDOWN):
+            self.reset()  # the monitors did not answer: reconnect next time
+            raise self.unavailable(f"{prefix}: {err.strip() or errno.errorcode.get(-ret, ret)}")
         return ret, out.decode("utf-8", errors="replace"), err.strip()
 
     def mon_command(self, prefix: str, **args: Any) -> str:
