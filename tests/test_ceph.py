@@ -300,6 +300,11 @@ def test_volume_lifecycle(cephd, cluster, pool, ceph_cluster):
     assert cluster.get("/ceph/snapshots/vols/disk1/snap1/stats")[0] == b"{}"
     assert json.loads(cluster.get("/ceph/volumes/vols/disk1/stats")[0])["name"] == "disk1"
 
+    # the collector refreshes volume statistics: a resize made outside the API shows up
+    subprocess.run(["rbd", "-c", ceph_cluster.conf, "resize", "--size", "2G", "vols/disk1"],
+                   check=True, capture_output=True)
+    assert eventually(lambda: cephd.get("/storage/ceph/volume/vols/disk1").json()["stats"]["size"] == "2048M",
+                      timeout=20)
     clone = cephd.post("/storage/ceph/volume/vols/disk1/clone", params={"new_volume": "disk2"})
     assert clone.json() == {"message": "Cloned RBD volume 'disk1' to 'disk2' on pool 'vols'."}
     seeded = cephd.post("/storage/ceph/volume", params={"volume": "disk3", "pool": pool, "source_volume": "disk1"})
@@ -476,7 +481,8 @@ def test_osd_add_and_remove_through_the_node(cephd, cluster, zk_server):
         assert used.status_code == 400
         assert used.json() == {"message": "ERROR: Block device '/dev/sdb' on node 'pvchv1' is used by OSD '5'"}
         unconfirmed = cephd.delete("/storage/ceph/osd/5")
-        assert unconfirmed.status_code == 400
+        assert unconfirmed.status_code == 400 and "'yes-i-really-mean-it'" in unconfirmed.json()["message"]
+        assert cluster.exists("/ceph/osds/5") is not None and len(seen) == 1  # nothing sent, nothing changed
         removed = cephd.delete("/storage/ceph/osd/5", params={"yes-i-really-mean-it": "yes"})
         assert removed.json() == {"message": "Removed OSD '5' from the cluster."}
         assert cluster.exists("/ceph/osds/5") is None
@@ -538,3 +544,21 @@ def test_ceph_stopped_then_started_again(daemon_factory, cluster, tmp_path):
         assert cluster.exists("/ceph/pools/after") is not None
     finally:
         own.stop()
+
+
+def test_storage_service_lists_a_vms_volumes(cephd, cluster, pool):
+    """The service other plugins (the provisioner) use, called in-process on a runtime of the same config."""
+    from pvc_core.runtime import Runtime
+    for name in ("web1_sda", "web1_sdb", "web10_sda"):
+        assert cephd.post(f"/storage/ceph/volume/vols/{name}", params={"size": "4M"}).status_code == 200
+    runtime = Runtime.from_config(str(cephd.config_path))
+    runtime.zk.start()
+    try:
+        storage = runtime.service("ceph")
+        assert storage.volumes_of_vm("web1") == ["vols/web1_sda", "vols/web1_sdb"]
+        assert storage.remove_volume_if_exists("vols", "web1_sdb") is True
+        assert storage.remove_volume_if_exists("vols", "web1_sdb") is False
+        assert storage.volumes_of_vm("web1") == ["vols/web1_sda"]
+    finally:
+        runtime.service("ceph").client.close()
+        runtime.zk.stop()

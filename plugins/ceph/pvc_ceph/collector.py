@@ -23,11 +23,13 @@ log = logging.getLogger("pvc.ceph.collector")
 
 
 class Collector:
-    def __init__(self, runtime: Any, client: CephClient, interval: float, pools: Any = None, osds: Any = None):
+    def __init__(self, runtime: Any, client: CephClient, interval: float, pools: Any = None, osds: Any = None,
+                 volumes: Any = None):
         self.runtime = runtime
         self.client = client
         self.pools = pools
         self.osds = osds
+        self.volumes = volumes
         self.interval = interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -92,6 +94,8 @@ class Collector:
         pool_stats = self.pools.statistics() if self.pools is not None else {}
         if self.osds is not None:
             pool_stats.update(self.osds.statistics())
+        if self.volumes is not None:
+            pool_stats.update(self.volumes.statistics())
         zk = self.runtime.zk
         transaction = zk.transaction()
         transaction.set_data(schema.STATUS, status.encode())  # never creates /ceph (that is /initialize's)

@@ -64,7 +64,7 @@ def pvc_start(runtime: Any) -> None:
     service = runtime.service("ceph")
     if runtime.config["ceph.collector"]:
         service.collector = Collector(runtime, service.client, runtime.config["ceph.interval"], service.pools,
-                                      service.osds)
+                                      service.osds, service.volumes)
         service.collector.start()
 
 

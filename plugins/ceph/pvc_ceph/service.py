@@ -107,6 +107,9 @@ class CephService:
                 ioctx.close()
         return broken
 
+    def volumes_of_vm(self, vm_name: str) -> list[str]:
+        return self.volumes.of_vm(vm_name)
+
     def remove_volume_if_exists(self, pool: str, volume: str) -> bool:
         """Remove a volume known to the cluster (its /ceph/volumes key), snapshots and keys included."""
         if not self.runtime.zk.exists(schema.volume(pool, volume)):

@@ -140,8 +140,33 @@ class Volumes(CephArea):
             raise NotFound("Volume not found.")
         return self._objects([(pool, name)])[0]
 
-    def names_of(self, pool: str) -> list[str]:
-        return self.zk.children(f"{schema.VOLUMES}/{pool}") or []
+    def of_vm(self, vm_name: str) -> list[str]:
+        """``pool/volume`` of every volume named for a VM (``<vm>_<disk>``, the provisioner's naming)."""
+        pools = sorted(self.zk.children(schema.POOLS) or [])
+        children = self.zk.children_many(f"{schema.VOLUMES}/{pool}" for pool in pools)
+        return [f"{pool}/{volume}" for pool in pools for volume in children[f"{schema.VOLUMES}/{pool}"] or []
+                if volume.startswith(f"{vm_name}_")]
+
+    def statistics(self) -> dict[str, str]:
+        """Fresh ``rbd info`` values for every recorded volume (v0.6 wrote them only on changes)."""
+        import rbd
+        pools = sorted(self.zk.children(schema.POOLS) or [])
+        children = self.zk.children_many(f"{schema.VOLUMES}/{pool}" for pool in pools)
+        out = {}
+        for pool in pools:
+            names = children[f"{schema.VOLUMES}/{pool}"] or []
+            if not names:
+                continue
+            ioctx = self._ioctx(pool)
+            try:
+                for name in names:
+                    try:
+                        out[f"{schema.volume(pool, name)}/stats"] = self._info(ioctx, name)
+                    except rbd.Error:
+                        continue  # removed meanwhile, or not an RBD image
+            finally:
+                ioctx.close()
+        return out
 
     # -- changes ---------------------------------------------------------------------------
 
