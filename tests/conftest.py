@@ -334,4 +334,4 @@ def ceph_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def ceph_config(ceph_cluster: Any) -> dict:
     return {"ceph": {"conf": ceph_cluster.conf, "keyring": ceph_cluster.keyring, "interval": "0.3",
-                     "timeout": "5"}}
+                     "volume_interval": "1", "timeout": "5"}}

@@ -29,6 +29,8 @@ def pvc_config_fields() -> Section:
         "collector": Field("bool", default=True, help="collect statistics into /ceph (off when v0.6 node "
                                                       "daemons already do)"),
         "interval": Field("float", default=5.0, help="seconds between statistics collections"),
+        "volume_interval": Field("float", default=60.0, help="seconds between refreshes of every volume's "
+                                                             "statistics (an `rbd info` per volume)"),
         "osd_add_timeout": Field("float", default=300.0, help="longest wait for a node to create an OSD, s"),
         "osd_remove_timeout": Field("float", default=7200.0,
                                     help="longest wait for a node to drain and remove an OSD, s"),
@@ -64,7 +66,7 @@ def pvc_start(runtime: Any) -> None:
     service = runtime.service("ceph")
     if runtime.config["ceph.collector"]:
         service.collector = Collector(runtime, service.client, runtime.config["ceph.interval"], service.pools,
-                                      service.osds, service.volumes)
+                                      service.osds, service.volumes, runtime.config["ceph.volume_interval"])
         service.collector.start()
 
 
