@@ -167,11 +167,4 @@ def collapse(items: list) -> Any:
     return items[0] if len(items) == 1 else items
 
 
-def message(text: str, status: int = 200) -> Response | dict:
-    """The v0.6 message object; plain dict for 200 so the fast path stays a dict."""
-    if status == 200:
-        return {"message": text}
-    return Response({"message": text}, status=status)
-
-
-__all__ = ["API_PREFIX", "ApiError", "MAIN_LISTENER", "Response", "Route", "RouteTable", "message"]
+__all__ = ["API_PREFIX", "ApiError", "MAIN_LISTENER", "Response", "Route", "RouteTable", "collapse", "quoted"]

@@ -45,7 +45,6 @@ class SubtreeView:
         self._generation = 0
         self._ready = threading.Event()
         self._started = False
-        self.revision = 0  # bumps on every change; consumers cache derived data against it
         self._names_revision = 0  # bumps when a child or a child's own value changes
         self._by_value: tuple[int, dict[str, str]] = (-1, {})
         self._names: tuple[int, dict[str, str]] = (-1, {})
@@ -181,7 +180,6 @@ class SubtreeView:
                 self._mzxid[path] = mzxid if mzxid is not None else 0
             if self._values.get(path, object()) != value:
                 self._values[path] = value
-                self.revision += 1
                 if "/" not in path[len(self.root) + 1:]:
                     self._names_revision += 1
 
@@ -214,7 +212,6 @@ class SubtreeView:
                     for path in self._paths(child):
                         self._values.pop(path, None)
                 if added or removed:
-                    self.revision += 1
                     self._names_revision += 1
             for child in added:
                 for path in self._paths(child):
@@ -255,7 +252,6 @@ class SubtreeView:
                         self._values.pop(sub, None)
                 else:
                     self._values.pop(path, None)
-            self.revision += 1
             self._names_revision += 1
         # The children watch will not report these as new any more: watch their keys now.
         if self._started:

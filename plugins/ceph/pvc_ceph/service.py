@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from pvc_core import schema as core_schema
 from pvc_core.errors import ServiceUnavailable
 
 from . import schema
+from .area import CephArea
 from .client import CephClient
 from .osds import Osds
 from .pools import Pools
@@ -16,12 +16,11 @@ from .snapshots import Snapshots
 from .volumes import Volumes
 
 
-class CephService:
+class CephService(CephArea):
     """Published as ``ceph``: what the vm and provisioner plugins ask of storage."""
 
     def __init__(self, runtime: Any, client: CephClient):
-        self.runtime = runtime
-        self.client = client
+        super().__init__(runtime, client)
         self.collector: Any = None
         self.pools = Pools(runtime, client)
         self.volumes = Volumes(runtime, client)
@@ -47,14 +46,11 @@ class CephService:
         zk = self.runtime.zk
         kids = zk.children_many([schema.OSDS, schema.POOLS, schema.VOLUMES, schema.SNAPSHOTS])
         osds = kids[schema.OSDS] or []
-        stats = zk.get_many(schema.osd(osd_id, "stats") for osd_id in osds)
+        stats = self.read_stats(schema.osd(osd_id, "stats") for osd_id in osds)
         counts: dict[str, int] = {}
         degraded = False
         for osd_id in osds:
-            try:
-                data = json.loads(stats[schema.osd(osd_id, "stats")] or "{}")
-            except ValueError:
-                data = {}
+            data = stats[schema.osd(osd_id, "stats")]
             up = "up" if data.get("up") == 1 else "down"
             present = "in" if data.get("in") == 1 else "out"
             counts[f"{up},{present}"] = counts.get(f"{up},{present}", 0) + 1
