@@ -19,6 +19,7 @@ except (ConfigError, PluginError) as exc:
     print(f"ERROR: Failed to load configuration: {exc}", file=sys.stderr)
     raise SystemExit(1) from None
 
+runtime.role = "worker"
 huey = runtime.huey
 
 

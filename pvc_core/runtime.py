@@ -44,6 +44,8 @@ class Runtime:
         database_proxy.initialize(self.database)
         self.huey = make_huey(config)
         self.tasks = TaskRecords()
+        # "api" in the daemon, "worker" in the Huey consumer (pvc_core.consumer sets it)
+        self.role = "api"
         self.auth = Authenticator(
             enabled=config["api.authentication.enabled"],
             tokens=[entry["token"] for entry in config["api.authentication.tokens"]],
@@ -156,6 +158,7 @@ class Runtime:
         try:
             with self.database.connection_context():
                 self.database.create_tables(self.models, safe=True)
+                add_missing_columns(self.database, self.models)
         except (peewee.OperationalError, peewee.InterfaceError) as exc:
             raise ServiceUnavailable(f"The {describe_database(self.database)} is unreachable: "
                                      f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc}") from None
@@ -188,3 +191,21 @@ class Runtime:
             self.zk.stop()
             if not self.database.is_closed():
                 self.database.close()
+
+
+def add_missing_columns(database: peewee.Database, models: list[Any]) -> None:
+    """The additive migration: a nullable column a model gained since its table was made is added.
+
+    Anything beyond adding nullable columns (renames, type changes) belongs in
+    the owning plugin's own versioned migrations.
+    """
+    from playhouse.migrate import SchemaMigrator, migrate
+    migrator = None
+    for model in models:
+        table = model._meta.table_name
+        present = {column.name for column in database.get_columns(table)}
+        for field in model._meta.sorted_fields:
+            if field.column_name not in present and field.null:
+                migrator = migrator or SchemaMigrator.from_database(database)
+                log.info("adding column %s.%s", table, field.column_name)
+                migrate(migrator.add_column(table, field.column_name, field))

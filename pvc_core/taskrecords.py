@@ -35,6 +35,8 @@ class TaskRecord(BaseModel):
     kwargs = peewee.TextField(default="{}")
     created = peewee.DoubleField()
     updated = peewee.DoubleField()
+    started = peewee.DoubleField(null=True)
+    worker = peewee.CharField(max_length=200, null=True)
 
     class Meta:
         table_name = "pvc_task"
@@ -45,7 +47,7 @@ class TaskRecord(BaseModel):
             "current": self.current, "total": self.total, "status": self.status,
             "result": json.loads(self.result) if self.result else None,
             "args": json.loads(self.args), "kwargs": json.loads(self.kwargs),
-            "created": self.created, "updated": self.updated,
+            "created": self.created, "updated": self.updated, "started": self.started, "worker": self.worker,
         }
 
 
@@ -94,8 +96,8 @@ class TaskRecords:
         fields["updated"] = time.time()
         TaskRecord.update(**fields).where(TaskRecord.id == task_id).execute()
 
-    def start(self, task_id: str, status: str = "Running") -> None:
-        self._update(task_id, state=RUNNING, status=status)
+    def start(self, task_id: str, status: str = "Running", worker: str | None = None) -> None:
+        self._update(task_id, state=RUNNING, status=status, started=time.time(), worker=worker)
 
     def progress(self, task_id: str, current: int, total: int, status: str) -> None:
         self._update(task_id, state=RUNNING, current=current, total=total, status=status)
@@ -105,5 +107,25 @@ class TaskRecords:
         self._update(task_id, state=SUCCESS, status=status, current=record.total,
                      result=json.dumps(result))
 
-    def fail(self, task_id: str, reason: str) -> None:
-        self._update(task_id, state=FAILURE, status=reason, result=json.dumps({"error": reason}))
+    def fail(self, task_id: str, reason: str, result: dict | None = None, current: int | None = None,
+             total: int | None = None) -> None:
+        fields: dict[str, Any] = {"state": FAILURE, "status": reason,
+                                  "result": json.dumps(result if result is not None else {"error": reason})}
+        if current is not None:
+            fields["current"] = current
+        if total is not None:
+            fields["total"] = total
+        self._update(task_id, **fields)
+
+    def abandon_running(self, plugin: str, worker: str, reason: str) -> int:
+        """A worker that starts again finds its RUNNING records orphaned: they end as failures."""
+        return (TaskRecord.update(state=FAILURE, status=reason, current=1, total=1, updated=time.time(),
+                                  result=json.dumps({"error": reason}))
+                .where((TaskRecord.plugin == plugin) & (TaskRecord.worker == worker)
+                       & (TaskRecord.state == RUNNING)).execute())
+
+    def purge(self, plugin: str, older_than: float) -> int:
+        """Forget finished records last changed more than ``older_than`` seconds ago."""
+        return (TaskRecord.delete()
+                .where((TaskRecord.plugin == plugin) & (TaskRecord.state.in_((SUCCESS, FAILURE)))
+                       & (TaskRecord.updated < time.time() - older_than)).execute())

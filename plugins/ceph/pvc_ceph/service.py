@@ -103,6 +103,33 @@ class CephService(CephArea):
                 ioctx.close()
         return broken
 
+    def pool_free_bytes(self) -> dict[str, int]:
+        """Ceph's own ``max_avail`` per pool recorded in the cluster, asked now (statistics may lag)."""
+        import json
+        recorded = set(self.pools.names())
+        df = json.loads(self.client.mon_command("df", format="json"))
+        return {pool["name"]: int(pool.get("stats", {}).get("max_avail", 0)) for pool in df.get("pools", [])
+                if pool["name"] in recorded}
+
+    def volume_size(self, pool: str, volume: str) -> int | None:
+        """Bytes of an RBD image, or None when the pool or the image does not exist."""
+        import rbd
+        ioctx = self._ioctx(pool)
+        if ioctx is None:
+            return None
+        try:
+            with rbd.Image(ioctx, volume, read_only=True) as image:
+                return image.size()
+        except rbd.ImageNotFound:
+            return None
+        except rbd.Error as exc:
+            raise self.client.unavailable(f"size of {pool}/{volume}: {exc}") from None
+        finally:
+            ioctx.close()
+
+    def volume_exists(self, pool: str, volume: str) -> bool:
+        return self.runtime.zk.exists(schema.volume(pool, volume))
+
     def volumes_of_vm(self, vm_name: str) -> list[str]:
         return self.volumes.of_vm(vm_name)
 

@@ -196,7 +196,12 @@ class VMService:
         return domain
 
     def define(self, xml: str, node: str | None, limit: str | None, selector: str | None,
-               autostart: bool) -> str:
+               autostart: bool, state: str = "stop", profile: str = "None") -> str:
+        """Check the XML against libvirt's schema, place and write the VM in one transaction.
+
+        ``state="provision"`` (the provisioner) makes node daemons leave it alone
+        until its disks are ready; ``profile`` links it to its userdata.
+        """
         domain = self._parse_checked(xml)
         name, uuid = domain.name, domain.uuid
         selector = selector or "mem"
@@ -223,7 +228,7 @@ class VMService:
                 raise BadRequest(f"ERROR: Specified VM '{name}' or UUID '{uuid}' matches an existing VM on the cluster")
             transaction = self.zk.transaction()
             keys = schema.new_vm_keys(uuid, name, target, limit or "", selector, autostart,
-                                      ",".join(domain.rbd_volumes()), stored)
+                                      ",".join(domain.rbd_volumes()), stored, state=state, profile=profile)
             for path, value in sorted(keys.items()):
                 transaction.create(path, value.encode())
             transaction.set_data(schema.ROOT, b"", version=version)
@@ -231,6 +236,25 @@ class VMService:
 
         self.zk.optimistic(attempt)
         return f"Added new VM with Name '{name}' and UUID '{uuid}' to database.{note}"
+
+    def validate_xml(self, xml: str) -> None:
+        """400 with libvirt's explanation unless ``xml`` passes the RNG schema."""
+        self._parse_checked(xml)
+
+    def discard_provisioning(self, name: str) -> bool:
+        """Undefine a VM that never left the ``provision`` state (a failed creation's leftover).
+
+        No node daemon runs such a VM, so its keys go at once, without the
+        stop/delete grace of ``remove``; a VM in any other state is kept.
+        """
+        found = self.find(name)
+        if found is None:
+            return False
+        uuid, _ = found
+        if self.zk.get(schema.key(uuid, "state")) != "provision":
+            return False
+        self.zk.delete([schema.vm(uuid)])
+        return True
 
     def modify(self, ident: str, xml: str, restart: bool) -> str:
         uuid, entry = self.require(ident)

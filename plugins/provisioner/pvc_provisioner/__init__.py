@@ -1,0 +1,1 @@
+"""The provisioner plugin (provisioner.md): templates, profiles, scripts and the VM creation task."""

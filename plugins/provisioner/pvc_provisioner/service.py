@@ -1,0 +1,130 @@
+"""The provisioner service: the rows, task submission and the v0.6 status shapes (§2.10–§2.12, §3.9)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from typing import Any
+
+import peewee
+
+from pvc_core.errors import BadRequest, NotFound
+from pvc_core.taskrecords import PENDING, RUNNING, TaskRecord
+
+from .creation import Creation, TaskFailure
+from .store import Store
+
+log = logging.getLogger("pvc.provisioner")
+
+TASK_NAME = "provisioner.create_vm"
+PLUGIN = "provisioner"
+ORPHANED = "Worker terminated during provisioning"
+
+
+def worker_name() -> str:
+    return f"huey@{socket.gethostname()}"
+
+
+class ProvisionerService:
+    """Published as ``provisioner``; the metadata plugin reads userdata through it."""
+
+    def __init__(self, runtime: Any):
+        self.runtime = runtime
+        self.store = Store(runtime)
+        self.create_task: Any = None
+
+    # -- creation -------------------------------------------------------------------------------
+
+    def submit(self, name: str, profile: str, define_vm: bool, start_vm: bool, script_args: list[str]) -> str:
+        if not name:
+            raise BadRequest("Parameter 'name': expected the new VM's name, got ''")
+        if not self.store.profile_exists(profile):
+            raise BadRequest(f'Profile "{profile}" is not valid.')
+        kwargs: dict[str, Any] = {"define_vm": define_vm, "start_vm": start_vm}
+        if script_args:
+            kwargs["script_args"] = list(script_args)
+        tasks = self.runtime.tasks
+        with self.runtime.database.connection_context():
+            tasks.purge(PLUGIN, self.runtime.config["provisioner.task_retention"])
+            record = tasks.submit(self.create_task, PLUGIN, name, profile, total=1, **kwargs)
+        return record.id
+
+    def execute(self, task_id: str, name: str, profile: str, define_vm: bool = True, start_vm: bool = True,
+                script_args: list[str] | None = None) -> dict:
+        """The body of the Huey task: runs in the consumer, records every step."""
+        tasks = self.runtime.tasks
+        with self.runtime.database.connection_context():
+            tasks.start(task_id, "Starting", worker=worker_name())
+
+        def progress(step: int, text: str) -> None:
+            with self.runtime.database.connection_context():
+                tasks.progress(task_id, step, 10, text)
+
+        creation = Creation(self.runtime, task_id, name, profile, define_vm, start_vm, script_args, progress)
+        try:
+            text = creation.run()
+        except TaskFailure as exc:
+            with self.runtime.database.connection_context():
+                tasks.fail(task_id, str(exc), result={"error": str(exc), "step": creation.step,
+                                                      "timings": creation.timings}, current=1, total=1)
+            return {"state": "FAILURE", "status": str(exc)}
+        result = {"vm": name, "uuid": getattr(creation, "vm_uuid", None), "node": getattr(creation, "node", None),
+                  "timings": creation.timings}
+        with self.runtime.database.connection_context():
+            tasks.succeed(task_id, result, status=text)
+        return {"state": "SUCCESS", "status": text}
+
+    def abandon_orphans(self) -> None:
+        """At consumer start: this worker's RUNNING records belong to a run that died with it."""
+        try:
+            self.store.ready()
+            with self.runtime.database.connection_context():
+                count = self.runtime.tasks.abandon_running(PLUGIN, worker_name(), ORPHANED)
+        except (peewee.OperationalError, peewee.InterfaceError, ValueError) as exc:
+            log.warning("could not check for orphaned provisioning tasks: %s", exc)
+            return
+        except Exception as exc:  # ServiceUnavailable and the like: the next start retries
+            log.warning("could not check for orphaned provisioning tasks: %s", exc)
+            return
+        if count:
+            log.warning("marked %d orphaned provisioning task(s) as failed", count)
+
+    # -- status -------------------------------------------------------------------------------
+
+    def status(self, task_id: str) -> dict:
+        with self.store.session():
+            record = TaskRecord.get_or_none((TaskRecord.id == task_id) & (TaskRecord.plugin == PLUGIN))
+        if record is None:
+            raise NotFound(f"No provisioner task with ID {task_id!r}")
+        if record.state == PENDING:
+            return {"state": PENDING, "current": 0, "total": 1, "status": "Pending job start"}
+        out = {"state": record.state, "current": record.current, "total": record.total, "status": record.status}
+        data = record.as_dict()
+        if data["result"] is not None and record.state != RUNNING:
+            out["result"] = data["result"]
+        return out
+
+    def queue(self) -> dict:
+        """Celery-``inspect()``-shaped overview; each value null when the records cannot be read."""
+        try:
+            with self.store.session():
+                records = list(TaskRecord.select().where((TaskRecord.plugin == PLUGIN)
+                                                         & (TaskRecord.state.in_((PENDING, RUNNING))))
+                               .order_by(TaskRecord.created))
+        except Exception as exc:  # DECISIONS: the three keys in every case
+            log.warning("provisioner status: task records unreadable: %s", exc)
+            return {"scheduled": None, "active": None, "reserved": None}
+        active: dict[str, list] = {}
+        reserved: dict[str, list] = {}
+        for record in records:
+            data = record.as_dict()
+            worker = record.worker or worker_name()
+            entry = {"id": record.id, "name": TASK_NAME, "args": repr(tuple(data["args"])),
+                     "kwargs": repr({key: data["kwargs"][key] for key in data["kwargs"]}), "type": TASK_NAME,
+                     "hostname": worker, "time_start": record.started if record.state == RUNNING else None,
+                     "acknowledged": record.state == RUNNING,
+                     "delivery_info": {"exchange": "", "routing_key": "huey", "priority": 0, "redelivered": None},
+                     "worker_pid": None, "status": record.status,
+                     "current": record.current, "total": record.total}
+            (active if record.state == RUNNING else reserved).setdefault(worker, []).append(entry)
+        return {"scheduled": {}, "active": active, "reserved": reserved}

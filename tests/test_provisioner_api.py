@@ -1,0 +1,247 @@
+"""The provisioner's template, userdata, script and profile endpoints (provisioner.md §2) on a real database."""
+
+from __future__ import annotations
+
+import pytest
+from test_node import eventually, seed_node
+
+from conftest import deep_merge
+
+POOL = "provapi"
+
+
+@pytest.fixture(scope="module")
+def provd(daemon_factory, ceph_config, clean_zk_module):
+    daemon = daemon_factory(deep_merge(ceph_config, {"ceph": {"collector": "False"}}))
+    assert daemon.post("/initialize").status_code == 200
+    seed_node(clean_zk_module, "pvchv1")
+    eventually(lambda: daemon.get("/node/pvchv1").status_code == 200)
+    created = daemon.post("/storage/ceph/pool", params={"pool": POOL, "pgs": "8", "replcfg": "copies=1,mincopies=1"})
+    assert created.status_code == 200, created.text
+    yield daemon
+    daemon.delete(f"/storage/ceph/pool/{POOL}", params={"yes-i-really-mean-it": ""})
+    daemon.stop()
+
+
+@pytest.fixture(scope="module")
+def clean_zk_module(zk_server):
+    from kazoo.client import KazooClient
+    client = KazooClient(hosts=zk_server.address)
+    client.start(timeout=15)
+    for child in client.get_children("/"):
+        if child != "zookeeper":
+            client.delete("/" + child, recursive=True)
+    yield client
+    client.stop()
+    client.close()
+
+
+def ok(response, fragment: str = "") -> dict:
+    assert response.status_code == 200, response.text
+    if fragment:
+        assert fragment in response.json()["message"], response.json()
+    return response.json()
+
+
+def refused(response, code: int, fragment: str) -> None:
+    assert response.status_code == code, response.text
+    assert fragment in response.json()["message"], response.json()
+
+
+def test_default_rows_and_placeholder(provd):
+    assert provd.get("/provisioner").status_code == 404
+    assert provd.get("/provisioner/userdata/empty").json() == [{"id": 1, "name": "empty", "userdata": ""}]
+    assert provd.get("/provisioner/script/empty").json() == [{"id": 1, "name": "empty", "script": ""}]
+    assert provd.get("/provisioner/profile/").status_code == 404
+
+
+def test_system_templates(provd):
+    ok(provd.post("/provisioner/template/system", params={
+        "name": "sys1", "vcpus": "2", "vram": "1024", "serial": "True", "vnc": "False", "vnc_bind": "0.0.0.0",
+        "node_limit": "hv1,hv2", "node_selector": "mem"}), 'Added new system template "sys1"')
+    ok(provd.post("/provisioner/template/system/sys2", params={
+        "vcpus": "4", "vram": "8192", "serial": "False", "vnc": "True", "vnc_bind": "0.0.0.0",
+        "start_with_node": "yes"}))
+    one = provd.get("/provisioner/template/system/sys1").json()
+    assert one == [{"id": one[0]["id"], "name": "sys1", "vcpu_count": 2, "vram_mb": 1024, "serial": True,
+                    "vnc": False, "vnc_bind": None, "node_limit": "hv1,hv2", "node_selector": "mem",
+                    "node_autostart": False}]
+    two = provd.get("/provisioner/template/system/sys2").json()[0]
+    assert two["vnc_bind"] == "0.0.0.0" and two["node_autostart"] is True
+    names = [row["name"] for row in provd.get("/provisioner/template/system", params={"limit": "sys"}).json()]
+    assert names == ["sys1", "sys2"]
+    assert [row["name"] for row in provd.get("/provisioner/template/system", params={"limit": "^sys1$"}).json()] \
+        == ["sys1"]
+    assert provd.get("/provisioner/template/system", params={"limit": "SYS"}).status_code == 404  # case-sensitive
+    refused(provd.post("/provisioner/template/system", params={
+        "name": "sys1", "vcpus": "2", "vram": "1", "serial": "no", "vnc": "no"}), 400,
+        'The system template "sys1" already exists')
+    refused(provd.post("/provisioner/template/system", params={
+        "name": "bad", "vcpus": "lots", "vram": "1", "serial": "no", "vnc": "no"}), 400, "'vcpus'")
+    refused(provd.post("/provisioner/template/system", params={"name": "bad", "vcpus": "1", "vram": "1"}), 400,
+            "'serial'")
+    refused(provd.post("/provisioner/template/system", params={
+        "name": "bad", "vcpus": "1", "vram": "1", "serial": "maybe", "vnc": "no"}), 400, "'serial'")
+    # PUT modifies (DECISIONS)
+    ok(provd.put("/provisioner/template/system/sys1", params={"vram": "2048", "vnc": "yes", "vnc_bind": "::"}),
+       'Modified system template "sys1"')
+    changed = provd.get("/provisioner/template/system/sys1").json()[0]
+    assert changed["vram_mb"] == 2048 and changed["vnc"] is True and changed["vnc_bind"] == "::"
+    refused(provd.put("/provisioner/template/system/nope", params={"vram": "1"}), 404, "does not exist")
+    refused(provd.put("/provisioner/template/system/sys1", params={"vram": "big"}), 400, "'vram'")
+    ok(provd.delete("/provisioner/template/system/sys2"), 'Removed system template "sys2"')
+    refused(provd.delete("/provisioner/template/system/sys2"), 404, 'The system template "sys2" does not exist')
+    refused(provd.get("/provisioner/template/system/sys2"), 404, "No system templates found")
+
+
+def test_network_templates_and_nets(provd):
+    ok(provd.post("/provisioner/template/network",
+                  params={"name": "net1", "mac_template": "{prefix}:2f:1f:{vmid}{netid}"}),
+       'Added new network template "net1"')
+    ok(provd.post("/provisioner/template/network/net1/net/200"), 'Added new network "200" to network template "net1"')
+    ok(provd.post("/provisioner/template/network/net1/net", params={"vni": "300"}))
+    refused(provd.post("/provisioner/template/network/net1/net/200"), 400,
+            'The VNI "200" in network template "net1" already exists')
+    refused(provd.post("/provisioner/template/network/net1/net/abc"), 400, "'vni'")
+    refused(provd.post("/provisioner/template/network/none/net/200"), 404, "does not exist")
+    listing = provd.get("/provisioner/template/network/net1").json()
+    assert [net["vni"] for net in listing[0]["networks"]] == [200, 300]
+    assert listing[0]["mac_template"] == "{prefix}:2f:1f:{vmid}{netid}"
+    nets = provd.get("/provisioner/template/network/net1/net").json()
+    assert [net["vni"] for net in nets] == [200, 300] and nets[0]["network_template"] == listing[0]["id"]
+    assert provd.get("/provisioner/template/network/net1/net/300").json()["vni"] == 300
+    assert provd.get("/provisioner/template/network/net1/net/999").status_code == 404
+    refused(provd.get("/provisioner/template/network/none/net"), 404, "Template not found")
+    ok(provd.delete("/provisioner/template/network/net1/net/200"), 'Removed network "200" from network template')
+    refused(provd.delete("/provisioner/template/network/net1/net/200"), 404, "does not exist")
+    refused(provd.delete("/provisioner/template/network/net1/net/x"), 404, "does not exist")
+    refused(provd.post("/provisioner/template/network", params={"name": "net1"}), 400, "already exists")
+    ok(provd.post("/provisioner/template/network/net2"))
+    ok(provd.delete("/provisioner/template/network/net2"), 'Removed network template "net2"')
+    overview = provd.get("/provisioner/template", params={"limit": "net1"}).json()
+    assert set(overview) == {"system_templates", "network_templates", "storage_templates"}
+    assert [row["name"] for row in overview["network_templates"]] == ["net1"] and overview["system_templates"] == []
+
+
+def test_storage_templates_and_disks(provd):
+    ok(provd.post("/provisioner/template/storage", params={"name": "st1"}), 'Added new storage template "st1"')
+    ok(provd.post("/provisioner/template/storage/st1/disk/sda", params={
+        "pool": POOL, "disk_size": "4", "filesystem": "ext4", "filesystem_arg": ["-L=root", "-m=1"],
+        "mountpoint": "/"}), 'Added new disk "sda" to storage template "st1"')
+    ok(provd.post("/provisioner/template/storage/st1/disk", params={"disk_id": "sdb", "pool": POOL, "disk_size": "2"}))
+    disk = provd.get("/provisioner/template/storage/st1/disk/sda").json()
+    assert disk == {"id": disk["id"], "storage_template": disk["storage_template"], "pool": POOL, "disk_id": "sda",
+                    "source_volume": None, "disk_size_gb": 4, "mountpoint": "/", "filesystem": "ext4",
+                    "filesystem_args": "-L=root -m=1"}
+    assert [d["disk_id"] for d in provd.get("/provisioner/template/storage/st1/disk").json()] == ["sda", "sdb"]
+    assert provd.get("/provisioner/template/storage/st1").json()[0]["disks"][1]["filesystem_args"] == ""
+    bad = [
+        ({"pool": POOL}, "sda", 400, 'The disk "sda" in storage template "st1" already exists'),
+        ({"pool": POOL, "disk_size": "big"}, "sdc", 400, "'disk_size'"),
+        ({"pool": POOL, "disk_size": "1.5"}, "sdc", 400, "'disk_size'"),
+        ({"pool": "nopool", "disk_size": "1"}, "sdc", 400, "'pool'"),
+        ({"pool": POOL, "mountpoint": "/"}, "sdc", 400, "A filesystem must be specified along with a mountpoint."),
+        ({"pool": POOL, "source_volume": "img", "disk_size": "1"}, "sdc", 400, "Clone volumes are not compatible"),
+        ({"pool": POOL, "source_volume": "novolume"}, "sdc", 400, "'source_volume'"),
+        ({"disk_size": "1"}, "sdc", 400, "'pool'"),
+    ]
+    for params, disk_id, code, fragment in bad:
+        refused(provd.post(f"/provisioner/template/storage/st1/disk/{disk_id}", params=params), code, fragment)
+    refused(provd.post("/provisioner/template/storage/none/disk/sda", params={"pool": POOL}), 404, "does not exist")
+    refused(provd.get("/provisioner/template/storage/st1/disk/sdz"), 404, "does not exist")
+    refused(provd.get("/provisioner/template/storage/none/disk"), 404, "Template not found")
+    ok(provd.delete("/provisioner/template/storage/st1/disk/sdb"), 'Removed disk "sdb" from storage template "st1"')
+    refused(provd.delete("/provisioner/template/storage/st1/disk/sdb"), 404, "does not exist")
+    refused(provd.post("/provisioner/template/storage", params={"name": "st1"}), 400, "already exists")
+
+
+def test_userdata_and_scripts(provd):
+    document = "#cloud-config\npackages:\n  - a+b & c%20\n"
+    ok(provd.post("/provisioner/userdata", params={"name": "ud1"}, data={"data": document}),
+       'Created userdata document "ud1"')
+    assert provd.get("/provisioner/userdata/ud1").json()[0]["userdata"] == document
+    assert provd.get("/provisioner/template/userdata/ud1").json()[0]["userdata"] == document  # seed alias
+    ok(provd.put("/provisioner/userdata/ud1", params={"name": "ignored"}, data={"data": "new"}),
+       'Updated userdata document "ud1"')
+    assert provd.get("/provisioner/userdata/ud1").json()[0]["userdata"] == "new"
+    ok(provd.post("/provisioner/userdata/ud2", data={"data": ""}))
+    assert provd.get("/provisioner/userdata/ud2").json()[0]["userdata"] == ""
+    refused(provd.post("/provisioner/userdata", params={"name": "ud1"}, data={"data": "x"}), 400, "already exists")
+    refused(provd.post("/provisioner/userdata", params={"name": "ud3"}), 400, "'data'")
+    refused(provd.put("/provisioner/userdata/none", data={"data": "x"}), 404, 'The userdata "none" does not exist')
+    ok(provd.delete("/provisioner/userdata/ud2"), 'Removed userdata document "ud2"')
+    script = "def install(**kwargs):\n    pass\n"
+    ok(provd.post("/provisioner/script", params={"name": "sc1"}, data={"data": script}),
+       'Created provisioning script "sc1"')
+    ok(provd.post("/provisioner/script/sc2", data={"data": script}), 'Created provisioning script "sc2"')
+    assert [row["name"] for row in provd.get("/provisioner/script").json()] == ["empty", "sc1", "sc2"]
+    ok(provd.put("/provisioner/script/sc2", data={"data": "x = 1"}), 'Updated provisioning script "sc2"')
+    assert provd.get("/provisioner/script/sc2").json()[0]["script"] == "x = 1"
+    ok(provd.delete("/provisioner/script/sc2"))
+    refused(provd.delete("/provisioner/script/sc2"), 404, 'The script "sc2" does not exist')
+    refused(provd.get("/provisioner/script", params={"limit": "zzz"}), 404, "No scripts found")
+
+
+def test_profiles(provd):
+    ok(provd.post("/provisioner/template/system/psys", params={"vcpus": "1", "vram": "512", "serial": "1", "vnc": "0"}))
+    ok(provd.post("/provisioner/template/network/pnet"))
+    ok(provd.post("/provisioner/template/storage/pst"))
+    refs = {"system_template": "psys", "network_template": "pnet", "storage_template": "pst", "userdata": "empty",
+            "script": "empty"}
+    ok(provd.post("/provisioner/profile", params={"name": "p1", **refs, "arg": ["deb_release=buster", "a=b=c"]}),
+       'Created VM profile "p1"')
+    ok(provd.post("/provisioner/profile/p2", params={**{k: v for k, v in refs.items() if k != "storage_template"},
+                                                     "disk_template": "pst"}))
+    p1 = provd.get("/provisioner/profile/p1").json()[0]
+    assert p1 == {"id": p1["id"], "name": "p1", "system_template": "psys", "network_template": "pnet",
+                  "storage_template": "pst", "userdata": "empty", "script": "empty",
+                  "arguments": ["deb_release=buster", "a=b=c"]}
+    assert provd.get("/provisioner/profile/p2").json()[0]["arguments"] == [""]
+    for field, label in (("system_template", "system template"), ("network_template", "network template"),
+                         ("storage_template", "storage template"), ("userdata", "userdata template"),
+                         ("script", "script")):
+        refused(provd.post("/provisioner/profile", params={"name": "p3", **{**refs, field: "missing"}}), 400,
+                f'The {label} "missing" for profile "p3" does not exist')
+    refused(provd.post("/provisioner/profile", params={"name": "p1", **refs}), 400, 'The profile "p1" already exists')
+    refused(provd.post("/provisioner/profile", params={"name": "p3", "system_template": "psys"}), 400,
+            "'network_template'")
+    ok(provd.put("/provisioner/profile/p1", params={"userdata": "empty", "arg": "only=one"}),
+       'Modified VM profile "p1"')
+    assert provd.get("/provisioner/profile/p1").json()[0]["arguments"] == ["only=one"]
+    ok(provd.put("/provisioner/profile/p1", params={"script": "empty"}))
+    assert provd.get("/provisioner/profile/p1").json()[0]["arguments"] == ["only=one"]  # unchanged without arg
+    ok(provd.put("/provisioner/profile/p1", params={"arg": ""}))
+    assert provd.get("/provisioner/profile/p1").json()[0]["arguments"] == [""]  # present-but-empty clears
+    refused(provd.put("/provisioner/profile/p1", params={"network_template": "missing"}), 400, "does not exist")
+    refused(provd.put("/provisioner/profile/none", params={}), 404, 'The profile "none" does not exist')
+    # in use: refused with the users named, nothing removed
+    refused(provd.delete("/provisioner/template/system/psys"), 409, 'Failed to delete entry "psys"')
+    refused(provd.delete("/provisioner/template/network/pnet"), 409, "in use by profile(s) p1, p2")
+    refused(provd.delete("/provisioner/userdata/empty"), 409, "in use")
+    assert provd.get("/provisioner/template/system/psys").status_code == 200
+    ok(provd.delete("/provisioner/profile/p1"), 'Removed VM profile "p1"')
+    ok(provd.delete("/provisioner/profile/p2"))
+    ok(provd.delete("/provisioner/template/system/psys"))
+    refused(provd.delete("/provisioner/profile/p1"), 404, "does not exist")
+
+
+def test_create_and_status_validation(provd):
+    refused(provd.post("/provisioner/create", params={"name": "vm1"}), 400, "'profile'")
+    refused(provd.post("/provisioner/create", params={"name": "vm1", "profile": "none"}), 400,
+            'Profile "none" is not valid.')
+    refused(provd.post("/provisioner/create", params={"name": "vm1", "profile": "none", "start_vm": "sure"}), 400,
+            "'start_vm'")
+    refused(provd.get("/provisioner/status/0b0e5d1e-0000-4000-8000-000000000000"), 404, "No provisioner task")
+    queue = provd.get("/provisioner/status").json()
+    assert set(queue) == {"scheduled", "active", "reserved"}
+
+
+def test_json_bodies_and_openapi(provd):
+    ok(provd.post("/provisioner/template/storage", json={"name": "jst"}))
+    ok(provd.post("/provisioner/template/storage/jst/disk", json={"disk_id": "vda", "pool": POOL, "disk_size": 3,
+                                                                 "filesystem": "xfs",
+                                                                 "filesystem_arg": ["-f", "-L=data"]}))
+    assert provd.get("/provisioner/template/storage/jst/disk/vda").json()["filesystem_args"] == "-f -L=data"
+    paths = provd.get("/openapi.json").json()["paths"]
+    assert "/api/v1/provisioner/template/storage/{template}/disk/{disk_id}" in paths
+    assert "/api/v1/provisioner/template/userdata/{userdata}" in paths
