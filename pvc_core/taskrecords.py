@@ -96,8 +96,13 @@ class TaskRecords:
         fields["updated"] = time.time()
         TaskRecord.update(**fields).where(TaskRecord.id == task_id).execute()
 
-    def start(self, task_id: str, status: str = "Running", worker: str | None = None) -> None:
-        self._update(task_id, state=RUNNING, status=status, started=time.time(), worker=worker)
+    def start(self, task_id: str, status: str = "Running", worker: str | None = None, current: int = 0,
+              total: int | None = None) -> None:
+        fields: dict[str, Any] = {"state": RUNNING, "status": status, "started": time.time(), "worker": worker,
+                                  "current": current}
+        if total is not None:
+            fields["total"] = total
+        self._update(task_id, **fields)
 
     def progress(self, task_id: str, current: int, total: int, status: str) -> None:
         self._update(task_id, state=RUNNING, current=current, total=total, status=status)

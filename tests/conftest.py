@@ -325,7 +325,7 @@ def broken_plugin() -> Iterator[None]:
 def ceph_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A real single-host Ceph (memstore, 127.0.0.1), started once for the run."""
     from pvc_ceph.localceph import LocalCeph
-    cluster = LocalCeph(str(tmp_path_factory.mktemp("ceph")), objectstore="memstore", size_gb=4)
+    cluster = LocalCeph(str(tmp_path_factory.mktemp("ceph")), objectstore="memstore", size_gb=10)
     cluster.start()
     yield cluster
     cluster.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from pvc_core import schema as core_schema
@@ -103,13 +104,23 @@ class CephService(CephArea):
                 ioctx.close()
         return broken
 
-    def pool_free_bytes(self) -> dict[str, int]:
-        """Ceph's own ``max_avail`` per pool recorded in the cluster, asked now (statistics may lag)."""
+    def pool_free_bytes(self, pools: list[str]) -> dict[str, int]:
+        """Ceph's own ``max_avail`` of those of ``pools`` recorded in the cluster, asked now.
+
+        A pool made moments ago is missing from the manager's ``df`` until its
+        first report; it is asked again for up to ``ceph.timeout`` before the
+        pool counts as absent.
+        """
         import json
-        recorded = set(self.pools.names())
-        df = json.loads(self.client.mon_command("df", format="json"))
-        return {pool["name"]: int(pool.get("stats", {}).get("max_avail", 0)) for pool in df.get("pools", [])
-                if pool["name"] in recorded}
+        recorded = set(self.pools.names()) & set(pools)
+        deadline = time.monotonic() + self.runtime.config["ceph.timeout"]
+        while True:
+            df = json.loads(self.client.mon_command("df", format="json"))
+            free = {pool["name"]: int(pool.get("stats", {}).get("max_avail", 0)) for pool in df.get("pools", [])
+                    if pool["name"] in recorded}
+            if set(free) == recorded or time.monotonic() > deadline:
+                return free
+            time.sleep(0.5)
 
     def volume_size(self, pool: str, volume: str) -> int | None:
         """Bytes of an RBD image, or None when the pool or the image does not exist."""

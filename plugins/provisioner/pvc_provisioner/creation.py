@@ -197,7 +197,7 @@ class Creation:
             needed[pool] = needed.get(pool, 0) + gib
             if self.ceph.volume_exists(pool, f"{self.vm_name}_{disk['disk_id']}"):
                 raise TaskFailure(f'The volume "{pool}/{self.vm_name}_{disk["disk_id"]}" already exists')
-        free_bytes = self.ceph.pool_free_bytes() if needed else {}
+        free_bytes = self.ceph.pool_free_bytes(sorted(needed)) if needed else {}
         for pool, gib in needed.items():
             if pool not in free_bytes:
                 raise TaskFailure(f'Pool "{pool}" is not present on the cluster')

@@ -11,7 +11,7 @@ import peewee
 from pvc_core.errors import BadRequest, NotFound
 from pvc_core.taskrecords import PENDING, RUNNING, TaskRecord
 
-from .creation import Creation, TaskFailure
+from .creation import STEPS, Creation, TaskFailure
 from .store import Store
 
 log = logging.getLogger("pvc.provisioner")
@@ -54,11 +54,12 @@ class ProvisionerService:
         """The body of the Huey task: runs in the consumer, records every step."""
         tasks = self.runtime.tasks
         with self.runtime.database.connection_context():
-            tasks.start(task_id, "Starting", worker=worker_name())
+            tasks.start(task_id, STEPS[0], worker=worker_name(), current=1, total=len(STEPS))
 
         def progress(step: int, text: str) -> None:
-            with self.runtime.database.connection_context():
-                tasks.progress(task_id, step, 10, text)
+            if step > 1:  # step 1 was published by start()
+                with self.runtime.database.connection_context():
+                    tasks.progress(task_id, step, len(STEPS), text)
 
         creation = Creation(self.runtime, task_id, name, profile, define_vm, start_vm, script_args, progress)
         try:

@@ -1,0 +1,272 @@
+"""VM creation end to end: a real huey_consumer, real Ceph volumes mapped and mounted, real ZooKeeper.
+
+Runs once on PostgreSQL + Redis and once on the embedded default (SQLite +
+SQLite-backed Huey). Failures must leave nothing behind: checked through
+Ceph, the mount table, the loop devices and ZooKeeper.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import time
+from xml.etree import ElementTree as ET
+
+import pytest
+from test_node import eventually, seed_node
+from test_tasks import start_consumer, stop_consumer
+
+from conftest import deep_merge
+
+POOL = "provpool"
+SCRIPT = '''
+import os
+
+def install(**kwargs):
+    root = kwargs["temporary_directory"]
+    os.makedirs(root + "/etc", exist_ok=True)
+    with open(root + "/etc/provisioned", "w") as out:
+        out.write("%s %d %s %s" % (kwargs["vm_name"], kwargs["vm_id"], kwargs["greeting"],
+                                   ",".join(str(net["vni"]) for net in kwargs["networks"])))
+    with open(root + "/var/marker", "w") as out:
+        out.write(",".join(disk["disk_id"] for disk in kwargs["disks"]))
+'''
+FAILING_SCRIPT = '''
+def install(**kwargs):
+    with open(kwargs["temporary_directory"] + "/partial", "w") as out:
+        out.write("half-done")
+    raise RuntimeError("the mirror is unreachable")
+'''
+
+
+@pytest.fixture(params=["postgresql-redis", "embedded-sqlite"], scope="module")
+def provd(request, daemon_factory, ceph_config, zk_server):
+    from kazoo.client import KazooClient
+    backends = {}
+    if request.param == "postgresql-redis":
+        backends = {"provisioner": {"database": request.getfixturevalue("postgres"),
+                                    "queue": request.getfixturevalue("redis_server")}}
+    zk = KazooClient(hosts=zk_server.address)
+    zk.start(timeout=15)
+    for child in zk.get_children("/"):
+        if child != "zookeeper":
+            zk.delete("/" + child, recursive=True)
+    daemon = daemon_factory(deep_merge(deep_merge(ceph_config, {"ceph": {"collector": "False"},
+                                                                "vm": {"delete_grace": "0.05"}}), backends))
+    assert daemon.post("/initialize").status_code == 200
+    seed_node(zk, "pvchv1", memfree="4096")
+    seed_node(zk, "pvchv2", memfree="9000")
+    seed_node(zk, "pvchv3", memfree="20000", domain="flushed")
+    eventually(lambda: daemon.get("/node/pvchv2").status_code == 200)
+    for vni in ("1001", "1002"):
+        assert daemon.post(f"/network/{vni}", params={"description": f"net{vni}", "nettype": "bridged"}
+                           ).status_code == 200
+    response = daemon.post("/storage/ceph/pool", params={"pool": POOL, "pgs": "8", "replcfg": "copies=1,mincopies=1"})
+    assert response.status_code == 200, response.text
+    seed_profiles(daemon)
+    consumer = start_consumer(daemon)
+    daemon.zk = zk
+    yield daemon
+    assert stop_consumer(consumer) == 0, (daemon.workdir / "consumer.log").read_text()
+    daemon.delete(f"/storage/ceph/pool/{POOL}", params={"yes-i-really-mean-it": ""})
+    daemon.stop()
+    zk.stop()
+    zk.close()
+
+
+def seed_profiles(daemon) -> None:
+    calls = [
+        ("/provisioner/template/system/small", {"vcpus": "2", "vram": "1024", "serial": "yes", "vnc": "no",
+                                                "node_limit": "pvchv1,pvchv2", "node_autostart": "yes"}),
+        ("/provisioner/template/network/twonets", {"mac_template": "{prefix}:2f:1f:{vmid}{netid}"}),
+        ("/provisioner/template/network/twonets/net/1001", {}),
+        ("/provisioner/template/network/twonets/net/1002", {}),
+        ("/provisioner/template/storage/rootvar", {}),
+        ("/provisioner/template/storage/rootvar/disk/sda", {"pool": POOL, "disk_size": "1", "filesystem": "ext4",
+                                                            "filesystem_arg": ["-L=root", "-m=1"], "mountpoint": "/"}),
+        ("/provisioner/template/storage/rootvar/disk/sdb", {"pool": POOL, "disk_size": "2", "filesystem": "ext4",
+                                                            "filesystem_arg": "-L=var", "mountpoint": "/var"}),
+        ("/provisioner/userdata/hello", {"data": "#cloud-config\n"}),
+    ]
+    for path, params in calls:
+        response = daemon.post(path, params=params)
+        assert response.status_code == 200, (path, response.text)
+    for name, text in (("writer", SCRIPT), ("failing", FAILING_SCRIPT)):
+        assert daemon.post(f"/provisioner/script/{name}", data={"data": text}).status_code == 200
+    for name, script in (("web", "writer"), ("broken", "failing")):
+        response = daemon.post(f"/provisioner/profile/{name}", params={
+            "system_template": "small", "network_template": "twonets", "storage_template": "rootvar",
+            "userdata": "hello", "script": script, "arg": "greeting=hi=there"})
+        assert response.status_code == 200, response.text
+
+
+def wait_done(daemon, task_id: str, timeout: float = 120) -> tuple[dict, list[tuple[str, int]]]:
+    seen: list[tuple[str, int]] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        response = daemon.get(f"/provisioner/status/{task_id}")
+        assert response.status_code == 200, response.text
+        body = response.json()
+        if (body["state"], body["current"]) not in seen:
+            seen.append((body["state"], body["current"]))
+        if body["state"] in ("SUCCESS", "FAILURE"):
+            return body, seen
+        assert time.monotonic() < deadline, (body, (daemon.workdir / "consumer.log").read_text()[-3000:])
+        time.sleep(0.05)
+
+
+def create(daemon, name: str, profile: str, **params: str) -> str:
+    response = daemon.post("/provisioner/create", params={"name": name, "profile": profile, **params})
+    assert response.status_code == 202, response.text
+    task_id = response.json()["task_id"]
+    assert response.headers["Location"].endswith(f"/api/v1/provisioner/status/{task_id}")
+    return task_id
+
+
+def images(ceph_cluster) -> dict[str, int]:
+    import rados
+    import rbd
+    handle = rados.Rados(conffile=ceph_cluster.conf, conf={"keyring": ceph_cluster.keyring})
+    handle.connect(timeout=10)
+    try:
+        with handle.open_ioctx(POOL) as ioctx:
+            out = {}
+            for name in rbd.RBD().list(ioctx):
+                with rbd.Image(ioctx, name, read_only=True) as image:
+                    out[name] = image.size()
+            return out
+    finally:
+        handle.shutdown()
+
+
+def host_leftovers() -> dict:
+    """Mounts, loop devices and /dev/rbd links that a creation could leave on this host."""
+    with open("/proc/self/mounts") as handle:
+        mounts = [line.split()[1] for line in handle if "pvc-provision-" in line or "pvc-rbd-fuse" in line
+                  or "rbd-fuse" in line.split()[0]]
+    loops = subprocess.run(["losetup", "--list", "--noheadings", "--output", "BACK-FILE"], capture_output=True,
+                           text=True).stdout.split()
+    links = os.listdir(f"/dev/rbd/{POOL}") if os.path.isdir(f"/dev/rbd/{POOL}") else []
+    return {"mounts": mounts, "loops": [loop for loop in loops if "pvc-rbd-fuse" in loop], "links": links}
+
+
+def vm_keys(zk, name: str) -> tuple[str, dict] | None:
+    for uuid in zk.get_children("/domains"):
+        if zk.get(f"/domains/{uuid}")[0].decode() == name:
+            return uuid, {child: zk.get(f"/domains/{uuid}/{child}")[0].decode()
+                          for child in zk.get_children(f"/domains/{uuid}")}
+    return None
+
+
+def read_back(ceph_cluster, volume: str, path: str) -> str:
+    from pvc_provisioner.hostops import Mapper, run
+    mapper = Mapper(ceph_cluster.conf, "client.admin", ceph_cluster.keyring)
+    mapping = mapper.map(POOL, volume)
+    target = tempfile.mkdtemp()
+    try:
+        run(["mount", "-o", "ro", mapping.device, target])
+        try:
+            with open(target + path) as handle:
+                return handle.read()
+        finally:
+            run(["umount", target])
+    finally:
+        mapper.unmap(mapping)
+        os.rmdir(target)
+
+
+def test_create_two_disks_two_nets(provd, ceph_cluster):
+    from pvc_vm.domainxml import SchemaValidator
+    task_id = create(provd, "web3", "web")
+    done, seen = wait_done(provd, task_id)
+    assert done == {"state": "SUCCESS", "current": 10, "total": 10, "result": done["result"],
+                    "status": 'VM "web3" with profile "web" has been provisioned and started successfully'}, done
+    running = [step for state, step in seen if state == "RUNNING"]
+    assert running == sorted(running) and set(running) <= set(range(1, 11))
+    assert set(done["result"]["timings"]) >= {"Creating storage volumes", "Executing provisioning script", "total"}
+    # Ceph: both volumes, their sizes
+    volumes = images(ceph_cluster)
+    assert volumes["web3_sda"] == 1024 ** 3 and volumes["web3_sdb"] == 2 * 1024 ** 3
+    assert provd.get(f"/storage/ceph/volume/{POOL}/web3_sdb").status_code == 200
+    # ZooKeeper: the VM with its metadata, started on the node with the most free memory that is ready
+    uuid, keys = vm_keys(provd.zk, "web3")
+    assert keys["state"] == "start" and keys["profile"] == "web" and keys["node"] == "pvchv2"
+    assert keys["node_limit"] == "pvchv1,pvchv2" and keys["node_autostart"] == "True"
+    assert keys["rbdlist"] == f"{POOL}/web3_sda,{POOL}/web3_sdb"
+    SchemaValidator().validate(keys["xml"])  # libvirt's own RNG schema
+    root = ET.fromstring(keys["xml"])
+    assert root.findtext("name") == "web3" and root.findtext("uuid") == uuid
+    disks = [(disk.find("source").get("name"), disk.find("target").get("dev"))
+             for disk in root.iter("disk") if disk.get("type") == "network"]
+    assert disks == [(f"{POOL}/web3_sda", "sda"), (f"{POOL}/web3_sdb", "sdb")]
+    nics = [(nic.find("mac").get("address"), nic.find("source").get("bridge")) for nic in root.iter("interface")]
+    assert nics == [("52:54:01:2f:1f:30", "vmbr1001"), ("52:54:01:2f:1f:31", "vmbr1002")]  # vm_id 3 → {vmid}=3
+    assert provd.get("/vm/web3").json()["profile"] == "web"
+    # the script's file is on the root volume, its /var file on the var volume
+    assert read_back(ceph_cluster, "web3_sda", "/etc/provisioned") == "web3 3 hi=there 1001,1002"
+    assert read_back(ceph_cluster, "web3_sdb", "/marker") == "sda,sdb"
+    assert host_leftovers() == {"mounts": [], "loops": [], "links": []}
+    # the same name again fails in verification, before any side effect
+    again, _ = wait_done(provd, create(provd, "web3", "web"))
+    assert again["state"] == "FAILURE" and "A VM with the name 'web3' already exists in the cluster" in again["status"]
+    assert "Step 2 (Verifying configuration against cluster)" in again["status"]
+    assert set(images(ceph_cluster)) >= {"web3_sda", "web3_sdb"}
+    # queue overview: nothing active any more, args/kwargs as Python literals for the v0.6 CLI
+    queue = provd.get("/provisioner/status").json()
+    assert queue["scheduled"] == {} and queue["active"] == {} and queue["reserved"] == {}
+    assert provd.delete("/vm/web3", params={"delete_disks": "true"}).status_code == 200
+
+
+def test_install_failure_leaves_nothing(provd, ceph_cluster):
+    before = set(images(ceph_cluster))
+    done, seen = wait_done(provd, create(provd, "bad1", "broken", start_vm="false"))
+    assert done["state"] == "FAILURE"
+    assert done["status"] == ("Step 8 (Executing provisioning script) failed: "
+                              "Failed to run install script: the mirror is unreachable")
+    assert ("RUNNING", 8) in seen
+    assert set(images(ceph_cluster)) == before  # both volumes it made are gone from Ceph
+    assert provd.get(f"/storage/ceph/volume/{POOL}/bad1_sda").status_code == 404  # and from /ceph
+    assert vm_keys(provd.zk, "bad1") is None
+    assert provd.get("/vm/bad1").status_code == 404
+    assert host_leftovers() == {"mounts": [], "loops": [], "links": []}
+    assert not [name for name in os.listdir(tempfile.gettempdir()) if name.startswith(("pvc-provision-",
+                                                                                      "pvc-script-"))]
+
+
+def test_verification_failures(provd, ceph_cluster):
+    calls = [
+        ("/provisioner/template/system/huge", {"vcpus": "1", "vram": "500000", "serial": "no", "vnc": "no"}),
+        ("/provisioner/template/network/ghost", {}), ("/provisioner/template/network/ghost/net/4040", {}),
+        ("/provisioner/template/storage/toobig", {}),
+        ("/provisioner/template/storage/toobig/disk/sda", {"pool": POOL, "disk_size": "100000"}),
+    ]
+    for path, params in calls:
+        assert provd.post(path, params=params).status_code == 200
+    cases = [
+        ({"system_template": "huge"}, "No ready cluster node contains at least 500000+512 MB of free RAM"),
+        ({"network_template": "ghost"}, 'The network VNI "4040" is not present on the cluster'),
+        ({"storage_template": "toobig"}, f'Pool "{POOL}" has only'),
+    ]
+    for index, (change, text) in enumerate(cases):
+        name = f"check{index}"
+        refs = {"system_template": "small", "network_template": "twonets", "storage_template": "rootvar",
+                "userdata": "hello", "script": "empty", **change}
+        assert provd.post(f"/provisioner/profile/{name}", params=refs).status_code == 200
+        done, _ = wait_done(provd, create(provd, "vm" + name, name))
+        assert done["state"] == "FAILURE" and text in done["status"], done
+    assert not [name for name in images(ceph_cluster) if name.startswith("vmcheck")]
+
+
+def test_no_define_no_script(provd, ceph_cluster):
+    refs = {"system_template": "small", "network_template": "twonets", "storage_template": "rootvar",
+            "userdata": "hello", "script": "empty"}
+    assert provd.post("/provisioner/profile/plain", params=refs).status_code == 200
+    done, _ = wait_done(provd, create(provd, "plain1", "plain", define_vm="false", start_vm="false"))
+    assert done["state"] == "SUCCESS", done
+    assert done["status"] == 'VM "plain1" with profile "plain" has been provisioned successfully'
+    assert vm_keys(provd.zk, "plain1") is None  # not defined
+    assert {"plain1_sda", "plain1_sdb"} <= set(images(ceph_cluster))  # volumes made and formatted
+    assert host_leftovers() == {"mounts": [], "loops": [], "links": []}
+    for disk in ("sda", "sdb"):
+        assert provd.delete(f"/storage/ceph/volume/{POOL}/plain1_{disk}").status_code == 200
