@@ -16,6 +16,7 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import secrets
 import threading
 import time
@@ -57,7 +58,7 @@ class Authenticator:
     def new_session(self, now: float | None = None) -> str:
         """A cookie value for a fresh session."""
         now = time.time() if now is None else now
-        payload = json.dumps({"sid": secrets.token_urlsafe(16), "exp": int(now + self.session_lifetime)},
+        payload = json.dumps({"sid": secrets.token_urlsafe(16), "exp": math.ceil(now + self.session_lifetime)},
                              separators=(",", ":")).encode()
         encoded = base64.urlsafe_b64encode(payload).decode().rstrip("=")
         return f"{encoded}.{self._sign(payload)}"

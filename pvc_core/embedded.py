@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             print("Initialized a new PVC cluster tree", flush=True)
         env = dict(os.environ, PVC_CONFIG_FILE=config_path)
         consumer = subprocess.Popen(
-            [sys.executable, "-m", "huey.bin.huey_consumer", "pvc_core.consumer.huey", "-w", "2", "-k", "thread"],
+            [sys.executable, "-m", "huey.bin.huey_consumer", "pvc_core.consumer.huey", "-w", "1", "-k", "thread"],
             env=env, stdin=subprocess.DEVNULL)
         os.environ["PVC_CONFIG_FILE"] = config_path
         from .cli import main as daemon_main

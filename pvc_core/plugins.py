@@ -65,8 +65,15 @@ class PluginHost:
         """Core features are hook implementations too; they cannot be disabled."""
         self.pm.register(module, name=CORE)
 
-    def load(self, names: list[str]) -> None:
-        """Import the named plugins through stevedore and register them with pluggy."""
+    def load(self, names: list[str], explicit: set[str] | None = None) -> None:
+        """Import the named plugins through stevedore and register them with pluggy.
+
+        ``explicit`` are the names the configuration asked for by name; any
+        other plugin (loaded because all installed ones are, by default) whose
+        hard dependency is missing is left out with a warning instead of
+        stopping the daemon, so disabling ``ceph`` does not also require
+        disabling everything that needs it.
+        """
         failures: list[str] = []
 
         def on_failure(manager: Any, entrypoint: Any, exc: Exception) -> None:
@@ -99,7 +106,21 @@ class PluginHost:
                 plugin.requires = list(info.get("requires", []))
                 plugin.optional = list(info.get("optional", []))
                 plugin.description = info.get("description", "")
+        self._drop_unsatisfied(explicit if explicit is not None else set(self.plugins))
         self._check_dependencies()
+
+    def _drop_unsatisfied(self, explicit: set[str]) -> None:
+        while True:
+            dropped = [(plugin, needed) for plugin in self.plugins.values() if plugin.name not in explicit
+                       for needed in plugin.requires if needed not in self.plugins][:1]
+            if not dropped:
+                return
+            plugin, needed = dropped[0]
+            log.warning("plugin %r is not loaded: it requires plugin %r, which is not enabled or not installed",
+                        plugin.name, needed)
+            self.pm.unregister(name=plugin.name)
+            del self.plugins[plugin.name]
+            self.order = list(self.plugins)
 
     def _check_dependencies(self) -> None:
         for plugin in self.plugins.values():

@@ -106,7 +106,7 @@ class Runtime:
         names = select(sorted(installed_plugins()), plugin_section["enabled"], plugin_section["disabled"])
         host = PluginHost()
         host.register_core(coreplugin)
-        host.load(names)
+        host.load(names, explicit=set(plugin_section["enabled"] or []))
         for _name, section in host.call_each("pvc_config_fields"):
             if section is not None:
                 configmod.merge_section(schema, section)

@@ -107,6 +107,10 @@ class TaskRecords:
     def progress(self, task_id: str, current: int, total: int, status: str) -> None:
         self._update(task_id, state=RUNNING, current=current, total=total, status=status)
 
+    def note(self, task_id: str, result: Any) -> None:
+        """Replace the result of a running task (what it has done so far, for a crash recovery)."""
+        self._update(task_id, result=json.dumps(result))
+
     def succeed(self, task_id: str, result: Any = None, status: str = "Done") -> None:
         record = self.get(task_id)
         self._update(task_id, state=SUCCESS, status=status, current=record.total,
@@ -122,12 +126,16 @@ class TaskRecords:
             fields["total"] = total
         self._update(task_id, **fields)
 
-    def abandon_running(self, plugin: str, worker: str, reason: str) -> int:
-        """A worker that starts again finds its RUNNING records orphaned: they end as failures."""
-        return (TaskRecord.update(state=FAILURE, status=reason, current=1, total=1, updated=time.time(),
-                                  result=json.dumps({"error": reason}))
-                .where((TaskRecord.plugin == plugin) & (TaskRecord.worker == worker)
-                       & (TaskRecord.state == RUNNING)).execute())
+    def abandon_running(self, plugin: str, worker: str, reason: str) -> list[TaskRecord]:
+        """A worker that starts again finds its RUNNING records orphaned: they end as failures.
+
+        Returned as they were (their ``result`` may say what the dead run had made).
+        """
+        orphans = list(TaskRecord.select().where((TaskRecord.plugin == plugin) & (TaskRecord.worker == worker)
+                                                 & (TaskRecord.state == RUNNING)))
+        for record in orphans:
+            self.fail(record.id, reason, current=1, total=1)
+        return orphans
 
     def purge(self, plugin: str, older_than: float) -> int:
         """Forget finished records last changed more than ``older_than`` seconds ago."""

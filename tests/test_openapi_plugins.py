@@ -93,6 +93,15 @@ def test_missing_hard_dependency_stops_startup(tmp_path, daemon_factory):
                                      "'example', which is not enabled or not installed")
 
 
+def test_unsatisfied_plugin_is_left_out_when_not_asked_for(daemon_factory):
+    """All installed plugins load by default; one whose hard dependency is disabled is skipped, not fatal."""
+    daemon = daemon_factory({"plugins": {"disabled": ["ceph"]}})
+    names = [plugin["name"] for plugin in daemon.get("/plugins").json()]
+    assert "provisioner" not in names and "ceph" not in names and "vm" in names
+    assert "plugin 'provisioner' is not loaded: it requires plugin 'ceph'" in daemon.log()
+    assert daemon.get("/provisioner/profile").status_code == 404
+
+
 def test_plugin_that_fails_to_import_stops_startup(tmp_path, daemon_factory, broken_plugin):
     daemon = daemon_factory(start=False)
     for args in (["--config", str(daemon.config_path)], ["--check-config", "--config", str(daemon.config_path)]):

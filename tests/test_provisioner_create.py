@@ -7,6 +7,7 @@ Ceph, the mount table, the loop devices and ZooKeeper.
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import tempfile
@@ -39,6 +40,20 @@ def install(**kwargs):
     raise RuntimeError("the mirror is unreachable")
 '''
 
+SLEEPER_SCRIPT = '''
+import os, time
+
+def install(**kwargs):
+    with open(kwargs["temporary_directory"] + "/started", "w") as out:
+        out.write(kwargs["vm_name"])
+    deadline = time.monotonic() + 60
+    while not os.path.exists(kwargs["flag"]):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the flag never came")
+        time.sleep(0.05)
+'''
+FLAG = os.path.join(tempfile.gettempdir(), "pvc-test-release-flag")
+
 
 @pytest.fixture(params=["postgresql-redis", "embedded-sqlite"], scope="module")
 def provd(request, daemon_factory, ceph_config, zk_server):
@@ -65,10 +80,10 @@ def provd(request, daemon_factory, ceph_config, zk_server):
     response = daemon.post("/storage/ceph/pool", params={"pool": POOL, "pgs": "8", "replcfg": "copies=1,mincopies=1"})
     assert response.status_code == 200, response.text
     seed_profiles(daemon)
-    consumer = start_consumer(daemon)
+    daemon.consumer = start_consumer(daemon, workers=1)
     daemon.zk = zk
     yield daemon
-    assert stop_consumer(consumer) == 0, (daemon.workdir / "consumer.log").read_text()
+    assert stop_consumer(daemon.consumer) == 0, (daemon.workdir / "consumer.log").read_text()
     daemon.delete(f"/storage/ceph/pool/{POOL}", params={"yes-i-really-mean-it": ""})
     daemon.stop()
     zk.stop()
@@ -92,12 +107,13 @@ def seed_profiles(daemon) -> None:
     for path, params in calls:
         response = daemon.post(path, params=params)
         assert response.status_code == 200, (path, response.text)
-    for name, text in (("writer", SCRIPT), ("failing", FAILING_SCRIPT)):
+    for name, text in (("writer", SCRIPT), ("failing", FAILING_SCRIPT), ("sleeper", SLEEPER_SCRIPT)):
         assert daemon.post(f"/provisioner/script/{name}", data={"data": text}).status_code == 200
-    for name, script in (("web", "writer"), ("broken", "failing")):
+    for name, script, arg in (("web", "writer", "greeting=hi=there"), ("broken", "failing", "greeting=hi"),
+                              ("slow", "sleeper", f"flag={FLAG}")):
         response = daemon.post(f"/provisioner/profile/{name}", params={
             "system_template": "small", "network_template": "twonets", "storage_template": "rootvar",
-            "userdata": "hello", "script": script, "arg": "greeting=hi=there"})
+            "userdata": "hello", "script": script, "arg": arg})
         assert response.status_code == 200, response.text
 
 
@@ -270,3 +286,57 @@ def test_no_define_no_script(provd, ceph_cluster):
     assert host_leftovers() == {"mounts": [], "loops": [], "links": []}
     for disk in ("sda", "sdb"):
         assert provd.delete(f"/storage/ceph/volume/{POOL}/plain1_{disk}").status_code == 200
+
+
+def wait_step(daemon, task_id: str, step: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        body = daemon.get(f"/provisioner/status/{task_id}").json()
+        if body["state"] == "RUNNING" and body["current"] >= step:
+            return
+        assert body["state"] in ("PENDING", "RUNNING") and time.monotonic() < deadline, body
+        time.sleep(0.05)
+
+
+def test_queue_overview_and_worker_crash(provd, ceph_cluster):
+    """A killed worker's creation ends FAILURE and is rolled back by the next consumer; the queue shows both."""
+    if os.path.exists(FLAG):
+        os.unlink(FLAG)
+    first = create(provd, "slow1", "slow", start_vm="false")
+    wait_step(provd, first, 8)  # inside install(): volumes made, mapped, mounted
+    second = create(provd, "slow2", "slow", define_vm="false", start_vm="false")
+    assert provd.get(f"/provisioner/status/{second}").json() == {
+        "state": "PENDING", "current": 0, "total": 1, "status": "Pending job start"}
+    queue = provd.get("/provisioner/status").json()
+    assert queue["scheduled"] == {}
+    [(worker, active)] = queue["active"].items()
+    [(_, reserved)] = queue["reserved"].items()
+    assert worker.startswith("huey@") and [entry["id"] for entry in active] == [first]
+    assert ast.literal_eval(active[0]["args"]) == ("slow1", "slow")
+    assert ast.literal_eval(active[0]["kwargs"]) == {"define_vm": True, "start_vm": False}
+    assert active[0]["acknowledged"] is True and isinstance(active[0]["time_start"], float)
+    assert [entry["id"] for entry in reserved] == [second]
+    assert ast.literal_eval(reserved[0]["kwargs"]) == {"define_vm": False, "start_vm": False}
+    assert host_leftovers()["mounts"]  # the run is mounted right now
+    provd.consumer.kill()  # SIGKILL: no cleanup of its own
+    provd.consumer.wait()
+    assert provd.get(f"/provisioner/status/{first}").json()["state"] == "RUNNING"
+    provd.consumer = start_consumer(provd, workers=1)
+    done, _ = wait_done(provd, first, timeout=30)
+    assert done["state"] == "FAILURE" and done["status"] == "Worker terminated during provisioning"
+    wait_step(provd, second, 8)  # the queued creation survived the crash and runs now
+    now = host_leftovers()  # only slow2's own mappings (recovery ran before the worker took slow2)
+    assert [loop for loop in now["loops"] if "slow1_" in loop] == [] and now["loops"]
+    assert [link for link in now["links"] if link.startswith("slow1_")] == []
+    assert len(now["mounts"]) == 2 + 2  # slow2: two fuse mappings, two filesystems
+    assert not [name for name in images(ceph_cluster) if name.startswith("slow1_")]
+    assert vm_keys(provd.zk, "slow1") is None
+    open(FLAG, "w").close()
+    try:
+        finished, _ = wait_done(provd, second)
+    finally:
+        os.unlink(FLAG)
+    assert finished["state"] == "SUCCESS", finished
+    assert host_leftovers() == {"mounts": [], "loops": [], "links": []}
+    for disk in ("sda", "sdb"):
+        assert provd.delete(f"/storage/ceph/volume/{POOL}/slow2_{disk}").status_code == 200

@@ -13,10 +13,11 @@ from conftest import BIN
 from pvc_core.zkserver import free_port
 
 
-def start_consumer(daemon) -> subprocess.Popen:
+def start_consumer(daemon, workers: int = 2) -> subprocess.Popen:
     log = open(daemon.workdir / "consumer.log", "ab")
     process = subprocess.Popen(
-        [str(BIN / "huey_consumer"), "pvc_core.consumer.huey", "-w", "2", "-k", "thread", "-d", "0.05", "-m", "0.5"],
+        [str(BIN / "huey_consumer"), "pvc_core.consumer.huey", "-w", str(workers), "-k", "thread", "-d", "0.05",
+         "-m", "0.5"],
         env={**os.environ, "PVC_CONFIG_FILE": str(daemon.config_path)}, stdout=log, stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL)
     log.close()
@@ -53,7 +54,7 @@ def run_jobs(daemon):
         assert done["args"] == [4, False]
         failed = wait_task(daemon, daemon.post("/example/job", params={"fail": "yes"}).json()["task_id"])
         assert failed["state"] == "FAILURE" and failed["status"] == "asked to fail"
-        listing = daemon.get("/tasks", params={"state": "FAILURE"}).json()
+        listing = daemon.get("/tasks", params={"state": "FAILURE", "plugin": "example"}).json()
         assert [record["id"] for record in listing] == [failed["id"]]
         assert daemon.get("/tasks", params={"state": "bogus"}).status_code == 400
     finally:

@@ -18,6 +18,7 @@ import tempfile
 import time
 import uuid as uuidlib
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any
 
 from pvc_core.errors import ApiError
@@ -73,7 +74,8 @@ class Creation:
 
     def __init__(self, runtime: Any, task_id: str, vm_name: str, profile: str, define_vm: bool = True,
                  start_vm: bool = True, script_args: list[str] | None = None,
-                 progress: Callable[[int, str], None] | None = None):
+                 progress: Callable[[int, str], None] | None = None,
+                 on_change: Callable[[dict], None] | None = None):
         self.runtime = runtime
         self.config = runtime.config
         self.task_id = task_id
@@ -83,6 +85,7 @@ class Creation:
         self.start_vm = start_vm
         self.extra_args = list(script_args or [])
         self.progress = progress or (lambda step, text: None)
+        self.on_change = on_change or (lambda ledger: None)
         self.step = 0
         self.timings: dict[str, float] = {}
         # what this run made, for the rollback
@@ -97,6 +100,36 @@ class Creation:
     @property
     def ceph(self) -> Any:
         return self.runtime.service("ceph")
+
+    # -- the ledger: what this run has made so far --------------------------------------------
+
+    def ledger(self) -> dict:
+        """Persisted after every side effect, so a worker that dies mid-run can be cleaned up after."""
+        return {"vm_name": self.vm_name, "defined": self.defined,
+                "volumes": [list(item) for item in self.created_volumes],
+                "mappings": [asdict(mapping) for mapping in self.mappings],
+                "mapper": self.mapper.mode if self.mapper else None,
+                "temp_dir": self.temp_dir, "script_file": self.script_file}
+
+    def _changed(self) -> None:
+        try:
+            self.on_change(self.ledger())
+        except Exception:  # the run goes on; only a crash recovery would miss the entry
+            log.exception("could not record the progress ledger of VM %s", self.vm_name)
+
+    @classmethod
+    def recover(cls, runtime: Any, ledger: dict) -> None:
+        """Undo what a dead worker's run had made, from its last ledger."""
+        run = cls(runtime, "", ledger["vm_name"], "")
+        run.defined = bool(ledger.get("defined"))
+        run.created_volumes = [tuple(item) for item in ledger.get("volumes") or []]
+        run.mappings = [hostops.Mapping(**item) for item in ledger.get("mappings") or []]
+        run.temp_dir = ledger.get("temp_dir")
+        run.script_file = ledger.get("script_file")
+        if run.mappings:
+            run.mapper = run._make_mapper(ledger.get("mapper") or "auto")
+        log.warning("rolling back the interrupted creation of VM %s: %s", run.vm_name, ledger)
+        run.rollback()
 
     # -- the run -----------------------------------------------------------------------------
 
@@ -212,15 +245,16 @@ class Creation:
             if shutil.which(binary) is None:
                 raise TaskFailure(f"Failed to find binary for {binary}: not on the PATH")
         if any(disk["filesystem"] and not disk["source_volume"] for disk in self.disks):
-            settings = self.config["provisioner"]
-            self.mapper = hostops.Mapper(self.config["ceph.conf"], self.config["ceph.client"],
-                                         self.config["ceph.keyring"] or None, settings["volume_mapper"],
-                                         settings["command_timeout"])
+            self.mapper = self._make_mapper(self.config["provisioner.volume_mapper"])
             needed = ["rbd"] if self.mapper.mode == "krbd" else ["rbd-fuse", "losetup"]
             for binary in needed + ["mount", "umount"]:
                 if shutil.which(binary) is None:
                     raise TaskFailure(f"Failed to find binary for {binary}: not on the PATH "
                                       f"(volume mapper {self.mapper.mode!r})")
+
+    def _make_mapper(self, mode: str) -> hostops.Mapper:
+        return hostops.Mapper(self.config["ceph.conf"], self.config["ceph.client"], self.config["ceph.keyring"] or None,
+                              mode, self.config["provisioner.command_timeout"])
 
     # -- step 3: the script (§3.4) --------------------------------------------------------------
 
@@ -228,6 +262,7 @@ class Creation:
         if not self.script_enabled:
             return
         handle, self.script_file = tempfile.mkstemp(prefix="pvc-script-", suffix=".py")
+        self._changed()
         with os.fdopen(handle, "w") as out:
             out.write(self.script_text + "\n")
         spec = importlib.util.spec_from_file_location("installer_script", self.script_file)
@@ -258,6 +293,7 @@ class Creation:
             self.xml, self.node, self.system["node_limit"], self.system["node_selector"],
             self.system["node_autostart"], state="provision", profile=self.profile)
         self.defined = True
+        self._changed()
 
     # -- step 6: volumes ------------------------------------------------------------------------
 
@@ -274,6 +310,7 @@ class Creation:
                         if disk["source_volume"] else f'Failed to create volume "{disk["disk_id"]}"')
                 raise TaskFailure(f"{what}: {exc.message}") from None
             self.created_volumes.append((pool, name))
+            self._changed()
 
     # -- step 7: map, format, mount -------------------------------------------------------------
 
@@ -290,6 +327,7 @@ class Creation:
             except hostops.CommandFailed as exc:
                 raise TaskFailure(f'Failed to map volume "{label}": {exc.stderr}') from None
             self.mappings.append(mapping)
+            self._changed()
             try:
                 if disk["filesystem"] == "swap":
                     hostops.run(["mkswap", "-f", mapping.device], timeout)
@@ -302,6 +340,7 @@ class Creation:
         if not self.script_enabled:
             return
         self.temp_dir = tempfile.mkdtemp(prefix="pvc-provision-")
+        self._changed()
         for disk in self._formatted():
             mountpoint = disk["mountpoint"]
             if not mountpoint or mountpoint == "swap":

@@ -6,8 +6,6 @@ import logging
 import socket
 from typing import Any
 
-import peewee
-
 from pvc_core.errors import BadRequest, NotFound
 from pvc_core.taskrecords import PENDING, RUNNING, TaskRecord
 
@@ -61,7 +59,11 @@ class ProvisionerService:
                 with self.runtime.database.connection_context():
                     tasks.progress(task_id, step, len(STEPS), text)
 
-        creation = Creation(self.runtime, task_id, name, profile, define_vm, start_vm, script_args, progress)
+        def record(ledger: dict) -> None:
+            with self.runtime.database.connection_context():
+                tasks.note(task_id, {"ledger": ledger})
+
+        creation = Creation(self.runtime, task_id, name, profile, define_vm, start_vm, script_args, progress, record)
         try:
             text = creation.run()
         except TaskFailure as exc:
@@ -76,19 +78,26 @@ class ProvisionerService:
         return {"state": "SUCCESS", "status": text}
 
     def abandon_orphans(self) -> None:
-        """At consumer start: this worker's RUNNING records belong to a run that died with it."""
+        """At consumer start: this worker's RUNNING records belong to runs that died with it.
+
+        Each ends FAILURE, and what its ledger says it had made (mounts,
+        mappings, volumes, the VM definition) is undone, as for any failure.
+        """
         try:
             self.store.ready()
             with self.runtime.database.connection_context():
-                count = self.runtime.tasks.abandon_running(PLUGIN, worker_name(), ORPHANED)
-        except (peewee.OperationalError, peewee.InterfaceError, ValueError) as exc:
-            log.warning("could not check for orphaned provisioning tasks: %s", exc)
+                orphans = self.runtime.tasks.abandon_running(PLUGIN, worker_name(), ORPHANED)
+        except Exception as exc:  # database down: the next start of the consumer tries again
+            log.warning("could not check for orphaned provisioning tasks: %s", getattr(exc, "message", exc))
             return
-        except Exception as exc:  # ServiceUnavailable and the like: the next start retries
-            log.warning("could not check for orphaned provisioning tasks: %s", exc)
-            return
-        if count:
-            log.warning("marked %d orphaned provisioning task(s) as failed", count)
+        for record in orphans:
+            ledger = (record.as_dict()["result"] or {}).get("ledger")
+            log.warning("provisioning task %s was interrupted by the end of its worker", record.id)
+            if ledger:
+                try:
+                    Creation.recover(self.runtime, ledger)
+                except Exception:
+                    log.exception("could not roll back the interrupted task %s", record.id)
 
     # -- status -------------------------------------------------------------------------------
 
