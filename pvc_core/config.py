@@ -159,6 +159,8 @@ def core_schema() -> Section:
             "access_log": Field("bool", default=True, help="one line per request on stdout"),
             "max_body_size": Field("int", default=16 * 1024 * 1024, check=_positive,
                                    help="largest accepted request body in bytes"),
+            "listener_retry": Field("float", default=10.0, check=_positive,
+                                    help="seconds between attempts to bind a plugin's listener that cannot bind yet"),
             "socket_timeout": Field("float", default=10.0, check=_positive,
                                     help="seconds a stalled client may hold a connection"),
             "authentication": Section({

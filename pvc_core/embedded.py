@@ -33,6 +33,10 @@ pvc:
             enabled: False
         ssl:
             enabled: False
+    # The metadata API serves VMs at the well-known 169.254.169.254:80, which this
+    # machine does not hold; enable it with a listen_address/listen_port you have.
+    metadata:
+        enabled: False
 {ceph}"""
 
 CEPH_SECTION = """    ceph:

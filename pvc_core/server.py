@@ -16,6 +16,7 @@ import html
 import json
 import logging
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -332,9 +333,72 @@ def configure(runtime: Any) -> dict[int, str]:
         server.thread_pool = config["api.threads"]
         server.socket_timeout = config["api.socket_timeout"]
         server.max_request_body_size = 0
-        server.subscribe()
+        PluginListener(cherrypy.engine, name, server, config["api.listener_retry"]).subscribe()
         ports[port] = name
     return ports
+
+
+class PluginListener(SimplePlugin):
+    """A plugin's own server, started when its address can be bound, retried until then.
+
+    CherryPy ends the whole process when a server cannot bind; a plugin's
+    listener (the metadata API's well-known address, which only the primary
+    coordinator holds) must not take the cluster API down with it.
+    """
+
+    def __init__(self, bus: Any, name: str, server: Any, retry: float = 10.0):
+        super().__init__(bus)
+        self.name = name
+        self.server = server
+        self.retry = retry
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._stopping.clear()
+        if not self._try_start(first=True):
+            self._thread = threading.Thread(target=self._retry, name=f"pvc-listener-{self.name}", daemon=True)
+            self._thread.start()
+
+    start.priority = 75
+
+    def _bindable(self) -> str | None:
+        family = socket.AF_INET6 if ":" in self.server.socket_host else socket.AF_INET
+        probe = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((self.server.socket_host, self.server.socket_port))
+            return None
+        except OSError as exc:
+            return exc.strerror or str(exc)
+        finally:
+            probe.close()
+
+    def _try_start(self, first: bool = False) -> bool:
+        problem = self._bindable()
+        if problem is None:
+            self.server.start()
+            log.info("listener %s serving at %s:%s", self.name, self.server.socket_host, self.server.socket_port)
+            return True
+        if first:
+            log.warning("listener %s cannot bind %s:%s yet (%s); retrying every %g s", self.name,
+                        self.server.socket_host, self.server.socket_port, problem, self.retry)
+        return False
+
+    def _retry(self) -> None:
+        while not self._stopping.wait(self.retry):
+            try:
+                if self._try_start():
+                    return
+            except Exception:
+                log.exception("listener %s failed to start", self.name)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self.server.running:
+            self.server.stop()
+
+    stop.priority = 25
 
 
 def mount(runtime: Any) -> Dispatcher:

@@ -179,6 +179,8 @@ def base_config(coordinator: str, port: int, data_dir: str) -> dict:
         "data_dir": data_dir,
         "coordinators": [coordinator],
         "zookeeper": {"request_timeout": "3"},
+        # the well-known 169.254.169.254:80 is not ours to bind here; tests/test_metadata.py enables it on loopback
+        "metadata": {"enabled": "False"},
         "api": {
             "listen_address": "127.0.0.1",
             "listen_port": str(port),
