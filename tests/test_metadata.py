@@ -10,7 +10,6 @@ import pytest
 from test_node import eventually, seed_node
 from test_vm import uuid_for, vm_xml
 
-from conftest import deep_merge
 from pvc_core.zkserver import free_port
 
 MAC_A, MAC_B, MAC_C = "52:54:00:aa:bb:01", "52:54:00:aa:bb:02", "52:54:00:aa:bb:03"
