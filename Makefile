@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 DATA_DIR ?= $(CURDIR)/.pvc-data
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench provision-debootstrap clean
 
 install:
 	@bash scripts/install.sh
@@ -20,6 +20,10 @@ lint: install
 
 bench: install
 	$(PY) bench/bench_root.py
+
+# The shipped debootstrap example end to end (needs a Debian mirror; minutes): bench/bench_provisioner.py
+provision-debootstrap: install
+	$(PY) bench/bench_provisioner.py --script debootstrap --size 4
 
 clean:
 	rm -rf $(VENV) .pytest_cache

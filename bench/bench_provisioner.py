@@ -21,7 +21,14 @@ Each round, alternating which goes first:
   ×2 (volume removal is not timed on either side).
 
 It prints the median of every step, each step's share of the task's total,
-and the API/bare ratio of the medians. It never asserts on speed. Everything
+and the API/bare ratio of the medians. It never asserts on speed.
+
+``--script debootstrap`` (``make provision-debootstrap``) runs the shipped
+``debootstrap_script.py`` example instead, once, against ``--mirror``: a real
+Debian install into the two volumes (minutes, and a reachable mirror). It
+prints the step breakdown, then maps the root volume again and shows what the
+install left there (``/etc/hostname``, the kernel, grub's config); there is
+no hand-made baseline for that one. Everything
 is stopped and removed in ``finally`` blocks; exit 1 with log tails when a
 setup step fails.
 """
@@ -112,7 +119,7 @@ class Api:
         return response.json()
 
 
-def seed(api: Api, zk: KazooClient, size: int) -> None:
+def seed(api: Api, zk: KazooClient, size: int, script: str, mirror: str) -> None:
     api.call("POST", "/initialize")
     values = {"daemonmode": "coordinator", "daemonstate": "run", "routerstate": "primary", "domainstate": "ready",
               "memtotal": "65536", "memused": "1024", "memfree": "64512", "memalloc": "0", "vcpualloc": "0",
@@ -138,13 +145,20 @@ def seed(api: Api, zk: KazooClient, size: int) -> None:
     ]
     for path, params in calls:
         api.call("POST", path, params=params)
-    api.call("POST", "/provisioner/script/bench", data={"data": SCRIPT})
+    arguments: list[str] = []
+    text = SCRIPT
+    if script == "debootstrap":
+        from importlib.resources import files
+        text = (files("pvc_provisioner") / "examples" / "debootstrap_script.py").read_text()
+        arguments = ["deb_release=bookworm", f"deb_mirror={mirror}",
+                     "deb_packages=linux-image-amd64,grub-pc,cloud-init,python3-cffi-backend,wget"]
+    api.call("POST", "/provisioner/script/bench", data={"data": text})
     api.call("POST", "/provisioner/profile/bench", params={
         "system_template": "bench", "network_template": "bench", "storage_template": "bench",
-        "userdata": "empty", "script": "bench"})
+        "userdata": "empty", "script": "bench", "arg": arguments})
 
 
-def api_round(api: Api, name: str) -> tuple[float, dict]:
+def api_round(api: Api, name: str, keep: bool = False) -> tuple[float, dict]:
     begun = time.perf_counter()
     task = api.call("POST", "/provisioner/create", expect=202,
                     params={"name": name, "profile": "bench", "start_vm": "false"})["task_id"]
@@ -156,7 +170,8 @@ def api_round(api: Api, name: str) -> tuple[float, dict]:
     wall = time.perf_counter() - begun
     if status["state"] != "SUCCESS":
         raise RuntimeError(f"creation of {name} failed: {status['status']}")
-    api.call("DELETE", f"/vm/{name}", params={"delete_disks": "true"})
+    if not keep:
+        api.call("DELETE", f"/vm/{name}", params={"delete_disks": "true"})
     return wall, status["result"]["timings"]
 
 
@@ -214,10 +229,37 @@ def bare_round(conf: str, keyring: str, name: str, size: int) -> dict:
     return steps
 
 
+def debootstrap_round(api: Api, ceph) -> int:
+    from pvc_provisioner.hostops import Mapper
+    wall, timings = api_round(api, "debian1", keep=True)
+    print(f"\nDebian (bookworm) install by the shipped debootstrap example; {wall:.1f} s in all\n")
+    for step, seconds in timings.items():
+        print(f"{step:<62}{seconds:>9.1f}")
+    mapper = Mapper(ceph.conf, "client.admin", ceph.keyring)
+    mapping = mapper.map(POOL, "debian1_sda")
+    target = tempfile.mkdtemp()
+    try:
+        run(["mount", "-o", "ro", mapping.device, target])
+        try:
+            hostname = open(os.path.join(target, "etc/hostname")).read()
+            kernels = sorted(name for name in os.listdir(os.path.join(target, "boot")) if name.startswith("vmlinuz"))
+            grub = os.path.exists(os.path.join(target, "boot/grub/grub.cfg"))
+            print(f"\nroot volume: /etc/hostname={hostname!r}, kernels={kernels}, boot/grub/grub.cfg={grub}")
+        finally:
+            run(["umount", target])
+    finally:
+        mapper.unmap(mapping)
+        os.rmdir(target)
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--size", type=int, default=4, help="GiB per disk")
+    parser.add_argument("--script", choices=("write", "debootstrap"), default="write",
+                        help="write: a one-file script (timed against bare); debootstrap: the shipped example, once")
+    parser.add_argument("--mirror", default="http://deb.debian.org/debian", help="Debian mirror for debootstrap")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench_provisioner needs root (rbd-fuse, losetup, mount)", file=sys.stderr)
@@ -253,7 +295,9 @@ def main() -> int:
                           "-d", "0.01", "-m", "0.05"], consumer_log, env)
         zk = KazooClient(hosts=zookeeper.address)
         zk.start(timeout=15)
-        seed(api, zk, args.size)
+        seed(api, zk, args.size, args.script, args.mirror)
+        if args.script == "debootstrap":
+            return debootstrap_round(api, ceph)
         api_walls: list[float] = []
         api_steps: dict[str, list[float]] = {}
         bare_steps: dict[str, list[float]] = {}

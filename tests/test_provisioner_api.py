@@ -111,6 +111,7 @@ def test_network_templates_and_nets(provd):
     assert [net["vni"] for net in nets] == [200, 300] and nets[0]["network_template"] == listing[0]["id"]
     assert provd.get("/provisioner/template/network/net1/net/300").json()["vni"] == 300
     assert provd.get("/provisioner/template/network/net1/net/999").status_code == 404
+    assert provd.get("/provisioner/template/network/net1/net/abc").status_code == 404
     refused(provd.get("/provisioner/template/network/none/net"), 404, "Template not found")
     ok(provd.delete("/provisioner/template/network/net1/net/200"), 'Removed network "200" from network template')
     refused(provd.delete("/provisioner/template/network/net1/net/200"), 404, "does not exist")
@@ -229,6 +230,7 @@ def test_create_and_status_validation(provd):
     refused(provd.post("/provisioner/create", params={"name": "vm1"}), 400, "'profile'")
     refused(provd.post("/provisioner/create", params={"name": "vm1", "profile": "none"}), 400,
             'Profile "none" is not valid.')
+    refused(provd.post("/provisioner/create", params={"name": "a b&c", "profile": "none"}), 400, "'name'")
     refused(provd.post("/provisioner/create", params={"name": "vm1", "profile": "none", "start_vm": "sure"}), 400,
             "'start_vm'")
     refused(provd.get("/provisioner/status/0b0e5d1e-0000-4000-8000-000000000000"), 404, "No provisioner task")
@@ -245,3 +247,35 @@ def test_json_bodies_and_openapi(provd):
     paths = provd.get("/openapi.json").json()["paths"]
     assert "/api/v1/provisioner/template/storage/{template}/disk/{disk_id}" in paths
     assert "/api/v1/provisioner/template/userdata/{userdata}" in paths
+
+
+def test_database_unreachable(daemon_factory, postgres):
+    """503 naming the database for the rows; the queue overview keeps its three keys (null), as the v0.6 CLI needs."""
+    from pvc_core.zkserver import free_port
+    daemon = daemon_factory({"ceph": {"collector": "False"},
+                             "provisioner": {"database": {**postgres, "port": str(free_port())}}})
+    try:
+        response = daemon.get("/provisioner/profile")
+        assert response.status_code == 503 and "PostgreSQL database" in response.json()["message"]
+        assert daemon.post("/provisioner/create", params={"name": "x", "profile": "y"}).status_code == 503
+        assert daemon.get("/provisioner/status").json() == {"scheduled": None, "active": None, "reserved": None}
+    finally:
+        daemon.stop()
+
+
+def test_examples_ship_with_the_package(tmp_path):
+    """The example scripts and userdata are package data; the dummy one honours the install() contract."""
+    import importlib.util
+    from importlib.resources import files
+    examples = files("pvc_provisioner") / "examples"
+    names = sorted(item.name for item in examples.iterdir())
+    assert names == ["debootstrap_script.py", "dummy_script.py", "multipart-userdata.yaml", "userdata.yaml"]
+    compile((examples / "debootstrap_script.py").read_text(), "debootstrap_script.py", "exec")
+    spec = importlib.util.spec_from_file_location("dummy", str(examples / "dummy_script.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.install(vm_name="x", vm_id=0, temporary_directory=str(tmp_path), disks=[], networks=[]) is None
+    with pytest.raises(KeyError):
+        module.install(vm_name="x")
+    assert "#cloud-config" in (examples / "userdata.yaml").read_text()
+    assert "==BOUNDARY==" in (examples / "multipart-userdata.yaml").read_text()

@@ -340,3 +340,41 @@ def test_queue_overview_and_worker_crash(provd, ceph_cluster):
     assert host_leftovers() == {"mounts": [], "loops": [], "links": []}
     for disk in ("sda", "sdb"):
         assert provd.delete(f"/storage/ceph/volume/{POOL}/slow2_{disk}").status_code == 200
+
+
+def test_clones_and_runtime_arguments(provd, ceph_cluster):
+    """A clone disk copies its source (sized from it); create's own arg overrides the profile's."""
+    assert provd.post("/storage/ceph/volume", params={"pool": POOL, "volume": "golden", "size": "1G"}
+                      ).status_code == 200
+    calls = [("/provisioner/template/storage/cloned", {}),
+             ("/provisioner/template/storage/cloned/disk/sda", {"pool": POOL, "disk_size": "1", "filesystem": "ext4",
+                                                                "mountpoint": "/"}),
+             ("/provisioner/template/storage/cloned/disk/sdb", {"pool": POOL, "source_volume": "golden"})]
+    for path, params in calls:
+        assert provd.post(path, params=params).status_code == 200, path
+    script = ('def install(**kwargs):\n'
+              '    open(kwargs["temporary_directory"] + "/args", "w").write(kwargs["greeting"] + " "\n'
+              '        + ",".join(str(d["source_volume"]) for d in kwargs["disks"]))\n')
+    assert provd.post("/provisioner/script/argwriter", data={"data": script}).status_code == 200
+    assert provd.post("/provisioner/profile/cloning", params={
+        "system_template": "small", "network_template": "twonets", "storage_template": "cloned",
+        "userdata": "hello", "script": "argwriter", "arg": "greeting=from-profile"}).status_code == 200
+    done, _ = wait_done(provd, create(provd, "clone5", "cloning", define_vm="false", start_vm="false",
+                                      arg="greeting=from-create"))
+    assert done["state"] == "SUCCESS", done
+    volumes = images(ceph_cluster)
+    assert volumes["clone5_sdb"] == volumes["golden"] == 1024 ** 3
+    assert read_back(ceph_cluster, "clone5_sda", "/args") == "from-create None,golden"
+    missing = provd.post("/storage/ceph/volume", params={"pool": POOL, "volume": "golden2", "size": "1G"})
+    assert missing.status_code == 200
+    assert provd.post("/provisioner/template/storage/cloned2", params={}).status_code == 200
+    assert provd.post("/provisioner/template/storage/cloned2/disk/sda",
+                      params={"pool": POOL, "source_volume": "golden2"}).status_code == 200
+    assert provd.delete(f"/storage/ceph/volume/{POOL}/golden2").status_code == 200  # gone before creation
+    assert provd.post("/provisioner/profile/cloning2", params={
+        "system_template": "small", "network_template": "twonets", "storage_template": "cloned2",
+        "userdata": "hello", "script": "empty"}).status_code == 200
+    failed, _ = wait_done(provd, create(provd, "clone6", "cloning2"))
+    assert failed["state"] == "FAILURE" and f"The source volume {POOL}/golden2 could not be found" in failed["status"]
+    for volume in ("clone5_sda", "clone5_sdb", "golden"):
+        assert provd.delete(f"/storage/ceph/volume/{POOL}/{volume}").status_code == 200

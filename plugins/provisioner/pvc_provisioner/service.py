@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import socket
 from typing import Any
 
@@ -17,6 +18,7 @@ log = logging.getLogger("pvc.provisioner")
 TASK_NAME = "provisioner.create_vm"
 PLUGIN = "provisioner"
 ORPHANED = "Worker terminated during provisioning"
+VM_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 
 
 def worker_name() -> str:
@@ -34,8 +36,9 @@ class ProvisionerService:
     # -- creation -------------------------------------------------------------------------------
 
     def submit(self, name: str, profile: str, define_vm: bool, start_vm: bool, script_args: list[str]) -> str:
-        if not name:
-            raise BadRequest("Parameter 'name': expected the new VM's name, got ''")
+        if not VM_NAME.match(name):
+            raise BadRequest(f"Parameter 'name': expected a VM name of letters, digits, '_', '.', '+', '-' "
+                             f"(its volumes are named <name>_<disk>), got {name!r}")
         if not self.store.profile_exists(profile):
             raise BadRequest(f'Profile "{profile}" is not valid.')
         kwargs: dict[str, Any] = {"define_vm": define_vm, "start_vm": start_vm}

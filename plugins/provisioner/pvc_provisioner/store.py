@@ -211,9 +211,8 @@ class Store:
                     Network.select().where(Network.network_template == template.id).order_by(Network.id)]
             if vni is None:
                 return nets
-            number = _integer("vni", vni)
             for net in nets:
-                if net["vni"] == number:
+                if str(net["vni"]) == vni.strip():
                     return net
             raise NotFound(f'The VNI "{vni}" in network template "{name}" does not exist')
 
