@@ -279,3 +279,29 @@ def test_examples_ship_with_the_package(tmp_path):
         module.install(vm_name="x")
     assert "#cloud-config" in (examples / "userdata.yaml").read_text()
     assert "==BOUNDARY==" in (examples / "multipart-userdata.yaml").read_text()
+
+
+def test_every_list_route(provd):
+    """The list forms, each with and without a limit, after the tests above have filled them."""
+    ok(provd.post("/provisioner/template/storage", params={"name": "list-st"}))
+    ok(provd.post("/provisioner/template/network", params={"name": "list-net"}))
+    ok(provd.post("/provisioner/userdata", params={"name": "list-ud"}, data={"data": "x"}))
+    ok(provd.post("/provisioner/template/system/list-sys", params={"vcpus": "1", "vram": "1", "serial": "0",
+                                                                   "vnc": "0"}))
+    ok(provd.post("/provisioner/profile/list-p", params={
+        "system_template": "list-sys", "network_template": "list-net", "storage_template": "list-st",
+        "userdata": "list-ud", "script": "empty"}))
+    for path, name in (("/provisioner/template/system", "list-sys"), ("/provisioner/template/network", "list-net"),
+                       ("/provisioner/template/storage", "list-st"), ("/provisioner/userdata", "list-ud"),
+                       ("/provisioner/template/userdata", "list-ud"), ("/provisioner/script", "empty"),
+                       ("/provisioner/profile", "list-p")):
+        everything = provd.get(path).json()
+        ids = [row["id"] for row in everything]
+        assert ids == sorted(ids) and name in [row["name"] for row in everything], path
+        assert [row["name"] for row in provd.get(path, params={"limit": f"^{name}$"}).json()] == [name], path
+        assert provd.get(path, params={"limit": "^no-such-thing"}).status_code == 404, path
+    overview = provd.get("/provisioner/template").json()
+    assert "list-st" in [row["name"] for row in overview["storage_templates"]]
+    assert provd.get("/provisioner/template", params={"limit": "^nothing$"}).json() == {
+        "system_templates": [], "network_templates": [], "storage_templates": []}
+    assert provd.get("/provisioner/profile", params={"limit": "list_p"}).json()[0]["name"] == "list-p"  # _ wildcard
