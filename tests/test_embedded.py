@@ -45,7 +45,7 @@ def test_embedded_run_twice_keeps_state(tmp_path):
     try:
         assert requests.get(base + "/").json() == {"message": "PVC API version 1.0"}
         names = {plugin["name"] for plugin in requests.get(base + "/plugins").json()}
-        assert {"node", "vm", "network", "ceph"} <= names
+        assert {"node", "vm", "network", "ceph", "provisioner", "metadata"} <= names
         assert requests.get(base + "/status").json()["primary_node"] == "none"  # initialized by the run
         created = requests.post(base + "/network/100", params={"description": "uplink", "nettype": "bridged"})
         assert created.status_code == 200
@@ -53,8 +53,23 @@ def test_embedded_run_twice_keeps_state(tmp_path):
         while "HEALTH_OK" not in requests.get(base + "/storage/ceph/status").json().get("ceph_data", ""):
             assert time.monotonic() < deadline, "the embedded Ceph was not reported healthy"
             time.sleep(0.5)
+        # its consumer runs provisioner tasks (this one stops at verification: no node daemon runs here)
+        for path, params in (("/provisioner/template/system/s", {"vcpus": "1", "vram": "512", "serial": "yes",
+                                                                 "vnc": "no"}),
+                             ("/provisioner/template/network/n", {}), ("/provisioner/template/storage/t", {}),
+                             ("/provisioner/profile/p", {"system_template": "s", "network_template": "n",
+                                                         "storage_template": "t", "userdata": "empty",
+                                                         "script": "empty"})):
+            assert requests.post(base + path, params=params).status_code == 200, path
+        task = requests.post(base + "/provisioner/create", params={"name": "vm1", "profile": "p"}).json()["task_id"]
+        while (status := requests.get(base + f"/provisioner/status/{task}").json())["state"] in ("PENDING",
+                                                                                               "RUNNING"):
+            assert time.monotonic() < deadline + 30, status
+            time.sleep(0.1)
+        assert status["status"].endswith("No ready cluster node contains at least 512+512 MB of free RAM"), status
     finally:
         assert stop(process) == 0
+    assert "metadata:\n        enabled: False" in (data_dir / "pvcapid.yaml").read_text()  # no well-known address
     assert four_letter_word(zk_port, "ruok") == ""  # its ZooKeeper stopped with it
     assert not [pid for pid in _ceph_pids(data_dir) if _alive(pid)]  # and its Ceph
     assert (data_dir / "pvcapid.yaml").exists() and (data_dir / "pvc.db").exists()
@@ -62,6 +77,7 @@ def test_embedded_run_twice_keeps_state(tmp_path):
     process = start(data_dir, port, zk_port)  # `make run` again: same data, same cluster
     try:
         assert requests.get(base + "/network/100").json()["description"] == "uplink"
+        assert requests.get(base + "/provisioner/profile/p").json()[0]["system_template"] == "s"
     finally:
         assert stop(process) == 0
 
