@@ -305,3 +305,74 @@ def test_every_list_route(provd):
     assert provd.get("/provisioner/template", params={"limit": "^nothing$"}).json() == {
         "system_templates": [], "network_templates": [], "storage_templates": []}
     assert provd.get("/provisioner/profile", params={"limit": "list_p"}).json()[0]["name"] == "list-p"  # _ wildcard
+
+
+V06_SCHEMA = """
+CREATE TABLE system_template (id SERIAL PRIMARY KEY, name TEXT NOT NULL UNIQUE, vcpu_count INT NOT NULL,
+    vram_mb INT NOT NULL, serial BOOL NOT NULL, vnc BOOL NOT NULL, vnc_bind TEXT, node_limit TEXT,
+    node_selector TEXT, node_autostart BOOL NOT NULL);
+CREATE TABLE network_template (id SERIAL PRIMARY KEY, name TEXT NOT NULL UNIQUE, mac_template TEXT);
+CREATE TABLE network (id SERIAL PRIMARY KEY, network_template INT REFERENCES network_template(id),
+    vni INT NOT NULL);
+CREATE TABLE storage_template (id SERIAL PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+CREATE TABLE storage (id SERIAL PRIMARY KEY, storage_template INT REFERENCES storage_template(id),
+    pool TEXT NOT NULL, disk_id TEXT NOT NULL, source_volume TEXT, disk_size_gb INT, mountpoint TEXT,
+    filesystem TEXT, filesystem_args TEXT);
+CREATE TABLE userdata (id SERIAL PRIMARY KEY, name TEXT NOT NULL UNIQUE, userdata TEXT NOT NULL);
+CREATE TABLE script (id SERIAL PRIMARY KEY, name TEXT NOT NULL UNIQUE, script TEXT NOT NULL);
+CREATE TABLE profile (id SERIAL PRIMARY KEY, name TEXT NOT NULL UNIQUE,
+    system_template INT REFERENCES system_template(id), network_template INT REFERENCES network_template(id),
+    storage_template INT REFERENCES storage_template(id), userdata INT REFERENCES userdata(id),
+    script INT REFERENCES script(id), arguments TEXT);
+INSERT INTO userdata(name, userdata) VALUES ('empty', '');
+INSERT INTO script(name, script) VALUES ('empty', '');
+INSERT INTO system_template(name, vcpu_count, vram_mb, serial, vnc, vnc_bind, node_limit, node_selector,
+    node_autostart) VALUES ('old-sys', 2, 1024, true, false, NULL, 'hv1,hv2', 'mem', false);
+INSERT INTO network_template(name, mac_template) VALUES ('old-net', NULL);
+INSERT INTO network(network_template, vni) VALUES (1, 200), (1, 300);
+INSERT INTO storage_template(name) VALUES ('old-st');
+INSERT INTO storage(storage_template, pool, disk_id, source_volume, disk_size_gb, mountpoint, filesystem,
+    filesystem_args) VALUES (1, 'vms', 'sda', NULL, 4, '/', 'ext4', '-L=root');
+INSERT INTO profile(name, system_template, network_template, storage_template, userdata, script, arguments)
+    VALUES ('old-profile', 1, 1, 1, 1, 1, 'deb_release=buster|a=b');
+"""
+
+
+def test_a_v06_database_is_used_as_it_is(daemon_factory, postgres):
+    """Tables made by v0.6's own DDL (provisioner.md §1.1) with rows in them: read, extended, versioned."""
+    import secrets
+
+    import psycopg2
+    name = "pvc_v06_" + secrets.token_hex(4)
+    admin = psycopg2.connect(host=postgres["host"], port=5432, user=postgres["user"], password=postgres["pass"],
+                             dbname=postgres["name"])
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE {name}")
+    try:
+        with psycopg2.connect(host=postgres["host"], port=5432, user=postgres["user"], password=postgres["pass"],
+                              dbname=name) as connection, connection.cursor() as cursor:
+            cursor.execute(V06_SCHEMA)
+        daemon = daemon_factory({"ceph": {"collector": "False"},
+                                 "provisioner": {"database": {**postgres, "name": name}}})
+        try:
+            assert daemon.get("/provisioner/profile/old-profile").json() == [{
+                "id": 1, "name": "old-profile", "system_template": "old-sys", "network_template": "old-net",
+                "storage_template": "old-st", "userdata": "empty", "script": "empty",
+                "arguments": ["deb_release=buster", "a=b"]}]
+            assert [net["vni"] for net in daemon.get("/provisioner/template/network/old-net/net").json()] == [200, 300]
+            assert daemon.get("/provisioner/template/storage/old-st/disk/sda").json()["filesystem_args"] == "-L=root"
+            assert daemon.get("/provisioner/userdata").json() == [{"id": 1, "name": "empty", "userdata": ""}]  # once
+            ok(daemon.post("/provisioner/template/network/old-net/net/400"))  # the SERIAL sequences go on
+            assert daemon.get("/provisioner/template/network/old-net/net/400").json()["id"] == 3
+            refused(daemon.delete("/provisioner/template/storage/old-st"), 409, "in use by profile(s) old-profile")
+        finally:
+            daemon.stop()
+        with psycopg2.connect(host=postgres["host"], port=5432, user=postgres["user"], password=postgres["pass"],
+                              dbname=name) as connection, connection.cursor() as cursor:
+            cursor.execute("SELECT component, version FROM pvc_schema_version")
+            assert cursor.fetchall() == [("provisioner", 1)]
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
