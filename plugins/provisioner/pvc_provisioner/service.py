@@ -54,30 +54,28 @@ class ProvisionerService:
                 script_args: list[str] | None = None) -> dict:
         """The body of the Huey task: runs in the consumer, records every step."""
         tasks = self.runtime.tasks
-        with self.runtime.database.connection_context():
-            tasks.start(task_id, STEPS[0], worker=worker_name(), current=1, total=len(STEPS))
+
+        def recorded(update: Any, *args: Any, **kwargs: Any) -> None:
+            # a connection per update: a database that blips during a long script is simply reconnected
+            with self.runtime.database.connection_context():
+                update(task_id, *args, **kwargs)
+
+        recorded(tasks.start, STEPS[0], worker=worker_name(), current=1, total=len(STEPS))
 
         def progress(step: int, text: str) -> None:
             if step > 1:  # step 1 was published by start()
-                with self.runtime.database.connection_context():
-                    tasks.progress(task_id, step, len(STEPS), text)
+                recorded(tasks.progress, step, len(STEPS), text)
 
-        def record(ledger: dict) -> None:
-            with self.runtime.database.connection_context():
-                tasks.note(task_id, {"ledger": ledger})
-
-        creation = Creation(self.runtime, task_id, name, profile, define_vm, start_vm, script_args, progress, record)
+        creation = Creation(self.runtime, task_id, name, profile, define_vm, start_vm, script_args, progress,
+                            lambda ledger: recorded(tasks.note, {"ledger": ledger}))
         try:
             text = creation.run()
         except TaskFailure as exc:
-            with self.runtime.database.connection_context():
-                tasks.fail(task_id, str(exc), result={"error": str(exc), "step": creation.step,
-                                                      "timings": creation.timings}, current=1, total=1)
+            recorded(tasks.fail, str(exc), result={"error": str(exc), "step": creation.step,
+                                                   "timings": creation.timings}, current=1, total=1)
             return {"state": "FAILURE", "status": str(exc)}
-        result = {"vm": name, "uuid": getattr(creation, "vm_uuid", None), "node": getattr(creation, "node", None),
-                  "timings": creation.timings}
-        with self.runtime.database.connection_context():
-            tasks.succeed(task_id, result, status=text)
+        recorded(tasks.succeed, {"vm": name, "uuid": getattr(creation, "vm_uuid", None),
+                                 "node": getattr(creation, "node", None), "timings": creation.timings}, status=text)
         return {"state": "SUCCESS", "status": text}
 
     def abandon_orphans(self) -> None:
@@ -133,7 +131,7 @@ class ProvisionerService:
             data = record.as_dict()
             worker = record.worker or worker_name()
             entry = {"id": record.id, "name": TASK_NAME, "args": repr(tuple(data["args"])),
-                     "kwargs": repr({key: data["kwargs"][key] for key in data["kwargs"]}), "type": TASK_NAME,
+                     "kwargs": repr(data["kwargs"]), "type": TASK_NAME,
                      "hostname": worker, "time_start": record.started if record.state == RUNNING else None,
                      "acknowledged": record.state == RUNNING,
                      "delivery_info": {"exchange": "", "routing_key": "huey", "priority": 0, "redelivered": None},

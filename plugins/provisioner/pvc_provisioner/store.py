@@ -92,10 +92,17 @@ class Store:
         keep = like_filter(limit)
         return [row for row in model.select().order_by(model.id) if keep(row.name)]
 
-    def _listing(self, model: type, rows: list, shape: Callable[[Any], dict]) -> list[dict]:
-        if not rows:
-            raise NotFound(NOT_FOUND[model])
-        return [shape(row) for row in rows]
+    def _listing(self, model: type, limit: str | None, exact: str | None, shape: Callable[[Any], dict]) -> list[dict]:
+        """A list GET (fuzzy ``limit``) or an element GET (``exact`` name), 404 when nothing matches."""
+        with self.session():
+            if exact is not None:
+                found = self._find(model, exact)
+                rows = [found] if found is not None else []
+            else:
+                rows = self._rows(model, limit)
+            if not rows:
+                raise NotFound(NOT_FOUND[model])
+            return [shape(row) for row in rows]
 
     def _refuse_existing(self, model: type, name: str, text: str) -> None:
         if self._find(model, name) is not None:
@@ -138,10 +145,7 @@ class Store:
     # -- system templates (§2.3) ---------------------------------------------------------------
 
     def systems(self, limit: str | None, exact: str | None = None) -> list[dict]:
-        with self.session():
-            rows = [row for row in [self._find(SystemTemplate, exact)] if row] if exact is not None \
-                else self._rows(SystemTemplate, limit)
-            return self._listing(SystemTemplate, rows, system_object)
+        return self._listing(SystemTemplate, limit, exact, system_object)
 
     def add_system(self, name: str, fields: dict) -> str:
         with self.session():
@@ -181,10 +185,7 @@ class Store:
                 "networks": [net_object(net) for net in nets]}
 
     def networks(self, limit: str | None, exact: str | None = None) -> list[dict]:
-        with self.session():
-            rows = [row for row in [self._find(NetworkTemplate, exact)] if row] if exact is not None \
-                else self._rows(NetworkTemplate, limit)
-            return self._listing(NetworkTemplate, rows, self._network_object)
+        return self._listing(NetworkTemplate, limit, exact, self._network_object)
 
     def add_network(self, name: str, mac_template: str | None) -> str:
         with self.session():
@@ -247,10 +248,7 @@ class Store:
         return list(Storage.select().where(Storage.storage_template == template.id).order_by(Storage.id))
 
     def storages(self, limit: str | None, exact: str | None = None) -> list[dict]:
-        with self.session():
-            rows = [row for row in [self._find(StorageTemplate, exact)] if row] if exact is not None \
-                else self._rows(StorageTemplate, limit)
-            return self._listing(StorageTemplate, rows, self._storage_object)
+        return self._listing(StorageTemplate, limit, exact, self._storage_object)
 
     def add_storage(self, name: str) -> str:
         with self.session():
@@ -309,10 +307,7 @@ class Store:
 
     def documents(self, model: type, limit: str | None, exact: str | None = None) -> list[dict]:
         column = "userdata" if model is Userdata else "script"
-        with self.session():
-            rows = [row for row in [self._find(model, exact)] if row] if exact is not None \
-                else self._rows(model, limit)
-            return self._listing(model, rows, lambda row: {"id": row.id, "name": row.name,
+        return self._listing(model, limit, exact, lambda row: {"id": row.id, "name": row.name,
                                                            column: getattr(row, column)})
 
     def add_document(self, model: type, name: str, data: str) -> str:
@@ -345,19 +340,21 @@ class Store:
                   ("userdata", Userdata, "userdata template"),
                   ("script", Script, "script"))
 
-    def _profile_object(self, row: Profile) -> dict:
-        names = {}
-        for field, model, _label in self.REFERENCES:
-            ref_id = getattr(row, f"{field}_id")
-            ref = model.get_or_none(model.id == ref_id) if ref_id is not None else None
-            names[field] = ref.name if ref is not None else None
-        return {"id": row.id, "name": row.name, **names, "arguments": (row.arguments or "").split("|")}
+    def _profile_object(self, row: Profile, names: dict[str, dict[int, str]]) -> dict:
+        referenced = {field: names[field].get(getattr(row, f"{field}_id")) for field, _model, _label in self.REFERENCES}
+        return {"id": row.id, "name": row.name, **referenced, "arguments": (row.arguments or "").split("|")}
 
     def profiles(self, limit: str | None, exact: str | None = None) -> list[dict]:
-        with self.session():
-            rows = [row for row in [self._find(Profile, exact)] if row] if exact is not None \
-                else self._rows(Profile, limit)
-            return self._listing(Profile, rows, self._profile_object)
+        """Referenced rows are named from one query per table, not one per profile and reference."""
+        names: dict[str, dict[int, str]] = {}
+
+        def shape(row: Profile) -> dict:
+            if not names:
+                for field, model, _label in self.REFERENCES:
+                    names[field] = dict(model.select(model.id, model.name).tuples())
+            return self._profile_object(row, names)
+
+        return self._listing(Profile, limit, exact, shape)
 
     def _resolve(self, name: str, given: dict) -> dict:
         out = {}
