@@ -35,12 +35,7 @@ def root(ctx: Any, params: dict) -> dict:
 
 def _redirect_root() -> Response:
     return Response({"message": "Authentication is disabled"}, status=302,
-                    headers={"Location": _absolute(API_PREFIX + "/")})
-
-
-def _absolute(path: str) -> str:
-    import cherrypy
-    return cherrypy.url(path)
+                    headers={"Location": API_PREFIX + "/"})  # relative: the Host header is never echoed
 
 
 def login_form(ctx: Any, params: dict) -> Response:

@@ -7,6 +7,7 @@ documentation cannot drift from what is enforced.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,6 +59,11 @@ class Param:
     repeated: bool = False
     aliases: tuple[str, ...] = ()
     help: str = ""
+    minimum: int | float | None = None
+    maximum: int | float | None = None
+    max_length: int | None = None
+    pattern: str | None = None
+    pattern_help: str = ""
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -66,16 +72,69 @@ class Param:
     def describe_expected(self) -> str:
         if self.choices:
             return "one of " + ", ".join(str(choice) for choice in self.choices)
-        return self.type.expected
+        expected = self.type.expected
+        if self.pattern_help:
+            expected = self.pattern_help
+        low, high = self.bounds()
+        if low is not None and high is not None:
+            expected += f" from {low} to {high}"
+        elif low is not None:
+            expected += f" of at least {low}"
+        elif high is not None:
+            expected += f" of at most {high}"
+        if self.max_length is not None:
+            expected += f" of at most {self.max_length} characters"
+        return expected
+
+    def bounds(self) -> tuple[Any, Any]:
+        """The declared range, else the type's own (an integer must fit the database's 64 bits)."""
+        low, high = self.minimum, self.maximum
+        if self.type is INTEGER:
+            low = INT64_MIN if low is None else low
+            high = INT64_MAX if high is None else high
+            if (low, high) == (INT64_MIN, INT64_MAX):
+                return None, None
+        return low, high
 
     def convert(self, raw: str) -> Any:
+        if "\x00" in raw:
+            raise BadRequest(f"Parameter '{self.name}': expected text without NUL bytes")
+        if self.max_length is not None and len(raw) > self.max_length:
+            raise BadRequest(f"Parameter '{self.name}': expected {self.describe_expected()}, "
+                             f"got {len(raw)} characters")
         try:
             value = self.type.parse(raw)
         except (ValueError, TypeError):
-            raise BadRequest(f"Parameter '{self.name}': expected {self.type.expected}, got {raw!r}") from None
+            raise BadRequest(f"Parameter '{self.name}': expected {self.type.expected}, got {_shown(raw)}") from None
         if self.choices is not None and value not in self.choices:
-            raise BadRequest(f"Parameter '{self.name}': expected {self.describe_expected()}, got {raw!r}")
+            raise BadRequest(f"Parameter '{self.name}': expected {self.describe_expected()}, got {_shown(raw)}")
+        if self.pattern is not None and not re.fullmatch(self.pattern, raw):
+            raise BadRequest(f"Parameter '{self.name}': expected {self.describe_expected()}, got {_shown(raw)}")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            low, high = self.type_bounds()
+            if (low is not None and value < low) or (high is not None and value > high):
+                raise BadRequest(f"Parameter '{self.name}': expected {self.describe_expected()}, got {_shown(raw)}")
         return value
+
+    def type_bounds(self) -> tuple[Any, Any]:
+        low, high = self.minimum, self.maximum
+        if self.type is INTEGER:
+            low = INT64_MIN if low is None else low
+            high = INT64_MAX if high is None else high
+        return low, high
+
+
+def _shown(raw: str) -> str:
+    """The offending value as the message quotes it: shortened, so a huge input is not echoed whole."""
+    return repr(raw if len(raw) <= 80 else raw[:77] + "...")
+
+
+INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+INT32_MAX = 2 ** 31 - 1
+# An object name that is safe as one ZooKeeper path segment, one database value and one
+# file name: not empty, no "/" or control characters, not "." or "..".
+NAME_PATTERN = r"(?!\.\.?$)[^\x00-\x1f\x7f/]+"
+NAME_HELP = "a name without '/' or control characters, not '.' or '..'"
 
 
 def parse_params(declared: Iterable[Param], values: MultiDict) -> dict[str, Any]:
@@ -99,6 +158,17 @@ def parse_params(declared: Iterable[Param], values: MultiDict) -> dict[str, Any]
         else:
             out[param.name] = param.convert(raw[-1])
     return out
+
+
+def ignored_names(declared: Iterable[Param], values: MultiDict) -> list[str]:
+    """The given names that no declared parameter takes (sorted, shortened for a header)."""
+    known = {name for param in declared for name in param.names}
+    return sorted(_header_safe(name) for name in values if name not in known)[:20]
+
+
+def _header_safe(name: str) -> str:
+    name = "".join(char if " " <= char < "\x7f" and char != "," else "?" for char in name)
+    return name[:64]
 
 
 def json_to_multidict(document: Any) -> dict[str, list[str]]:

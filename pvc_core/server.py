@@ -15,6 +15,7 @@ from __future__ import annotations
 import html
 import json
 import logging
+import re
 import secrets
 import socket
 import threading
@@ -29,12 +30,14 @@ from cherrypy.process.plugins import SimplePlugin
 
 from .accesslog import AccessLog
 from .errors import ApiError, PayloadTooLarge, ServiceUnavailable
-from .params import json_to_multidict, merge_sources, parse_params
+from .params import ignored_names, json_to_multidict, merge_sources, parse_params
 from .routes import API_PREFIX, MAIN_LISTENER, Response, Route, allow_header
 
 log = logging.getLogger("pvc.api")
 
 REQUEST_ID_HEADER = "X-Request-Id"
+IGNORED_HEADER = "X-Pvc-Ignored-Parameters"
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
 BODY_METHODS = ("POST", "PUT", "PATCH", "DELETE", "GET")
 
 
@@ -104,6 +107,10 @@ class Dispatcher:
             if route.auth:
                 morsel = request.cookie.get("session")
                 self.auth.check(None if morsel is None else morsel.value, request.headers.get("X-Api-Key"))
+            for name, value in variables.items():
+                if _CONTROL.search(value):
+                    raise ApiError(f"Path segment <{name}>: expected a name without control characters "
+                                   "or NUL bytes", 400)
             length = request.headers.get("Content-Length")
             has_body = False
             if length is not None:
@@ -139,6 +146,10 @@ class Dispatcher:
                     sources.append(json_to_multidict(_read_json(request)))
             values = merge_sources(*(_plain(source) for source in sources))
             params = parse_params(route.params, values)
+            ignored = ignored_names(route.params, values)
+            if ignored:
+                # v0.6 ignored unknown arguments silently; they are still accepted, but said.
+                ctx.response_headers[IGNORED_HEADER] = ", ".join(ignored)
             result = route.handler(ctx, params, **variables)
         except ApiError as exc:
             return self._error(exc)
@@ -178,7 +189,8 @@ class Dispatcher:
     def _redirect(self, target: str) -> bytes:
         response = cherrypy.serving.response
         response.status = 301
-        response.headers["Location"] = cherrypy.url(target)
+        # A relative reference (RFC 7231 §7.1.2): the client's Host header is never echoed back.
+        response.headers["Location"] = target
         response.headers["Content-Type"] = "application/json"
         return self.render({"message": f"Moved permanently to {target}"})
 
@@ -208,7 +220,26 @@ def _nothing() -> None:
     return None
 
 
+def _process_urlencoded(entity: Any) -> None:
+    """A form body split on ``&`` only (CherryPy also splits on ``;``, which cuts a
+    cloud-config's ``Content-Type: text/cloud-config; charset=...`` line in two)."""
+    raw = entity.fp.read()
+    try:
+        parsed = parse_qs(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=False,
+                          encoding="utf-8", errors="strict")
+    except UnicodeDecodeError:
+        raise ApiError("Form body: expected UTF-8 text in percent-encoding", 400) from None
+    entity.charset = "utf-8"
+    for key, values in parsed.items():
+        existing = entity.params.get(key)
+        if existing is None:
+            entity.params[key] = values if len(values) > 1 else values[0]
+        else:
+            entity.params[key] = (existing if isinstance(existing, list) else [existing]) + values
+
+
 def _process_body(request: Any) -> None:
+    request.body.processors["application/x-www-form-urlencoded"] = _process_urlencoded
     try:
         request.body.process()
     except cherrypy.HTTPError:
@@ -231,6 +262,9 @@ def _read_json(request: Any) -> Any:
         return json.loads(raw)
     except ValueError as exc:
         raise ApiError(f"JSON body: could not parse it ({exc}); expected a JSON object", 400) from None
+    except RecursionError:
+        raise ApiError("JSON body: nested too deeply; expected an object of parameter names to values",
+                       400) from None
 
 
 def _plain(params: dict) -> dict:

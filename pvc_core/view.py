@@ -230,10 +230,10 @@ class SubtreeView:
                 if not path.startswith(self.root + "/"):
                     continue
                 child, _, rest = path[len(self.root) + 1:].partition("/")
-                if not rest:
-                    # A child created by this write has no keys but those written with it.
-                    if child not in self._children:
-                        created.append(child)
+                if not rest and child not in self._children:
+                    # A child created by this write has no keys but those written with it;
+                    # an existing child whose own value is rewritten keeps its other keys.
+                    created.append(child)
                     self._children.add(child)
                     for sub in self._paths(child)[1:]:
                         if sub not in values:

@@ -140,7 +140,8 @@ def redis_server() -> dict:
         if not _wait_port(6379):
             pytest.fail("Redis did not start on 127.0.0.1:6379")
     import redis
-    db = 15
+    # Each run flushes its own database; PVC_TEST_REDIS_DB keeps concurrent runs apart.
+    db = int(os.environ.get("PVC_TEST_REDIS_DB", "15"))
     redis.Redis(host="127.0.0.1", port=6379, db=db).flushdb()
     return {"host": "127.0.0.1", "port": "6379", "path": f"/{db}"}
 

@@ -28,7 +28,7 @@ def test_root(daemon):
 def test_root_without_slash_redirects(daemon):
     response = daemon.get("", allow_redirects=False)
     assert response.status_code == 301
-    assert response.headers["Location"] == daemon.base + "/api/v1/"
+    assert response.headers["Location"] == "/api/v1/"
 
 
 @pytest.mark.parametrize("path", ["/nope", "/example/hello/", "/Example/hello", "/example/hello/x"])
