@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 DATA_DIR ?= $(CURDIR)/.pvc-data
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint bench provision-debootstrap clean
+.PHONY: install run test fuzz lint bench provision-debootstrap clean
 
 install:
 	@bash scripts/install.sh
@@ -14,6 +14,15 @@ run: install
 
 test: install
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+# Schemathesis over every operation of the OpenAPI document (tests/test_fuzz.py, which `make test` runs with a
+# small budget): FUZZ_EXAMPLES fuzzing examples per operation plus the full coverage phase, a new seed each run
+# (PVC_FUZZ_SEED=<n> replays one); the daemon's log and fuzz-report.txt are kept under FUZZ_DIR/daemon*/.
+FUZZ_EXAMPLES ?= 75
+FUZZ_DIR ?= /tmp/pvc-fuzz
+fuzz: install
+	PVC_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) PVC_FUZZ_COVERAGE=full PVC_FUZZ_SEED=$${PVC_FUZZ_SEED:-random} \
+		$(PY) -m pytest tests/test_fuzz.py --basetemp=$(FUZZ_DIR) $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check pvc_core plugins tests bench

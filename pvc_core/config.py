@@ -124,7 +124,7 @@ def _coordinators_check(value: list) -> str | None:
         if not isinstance(item, str) or not item:
             return "a list of host or host:port entries"
         host, _, port = item.rpartition(":") if item.count(":") == 1 else (item, "", "")
-        if port and not port.isdigit():
+        if port and not (port.isascii() and port.isdigit()):
             return f"host:port entries with a numeric port, got {item!r}"
     return None
 

@@ -12,10 +12,12 @@ from typing import Any
 
 from . import API_VERSION_MESSAGE, openapi, schema
 from .auth import FAILED_MESSAGE
+from .config import parse_bool
 from .errors import BadRequest
 from .hookspecs import hookimpl
-from .params import BOOLEAN, INTEGER, STRING, Param
-from .routes import API_PREFIX, Response, Route
+from .params import BOOLEAN, INTEGER, STRING, Param, ParamType
+from .routes import API_PREFIX, CONFLICT, Response, Route
+from .shapes import ANY, HTML, INT, MESSAGE, NUM, STR, TEXT, array, map_of, named, nullable, obj
 from .taskrecords import STATES
 from .zk import TransactionFailed
 
@@ -153,36 +155,59 @@ def openapi_page(ctx: Any, params: dict) -> Response:
 
 
 TOKEN = Param("token", STRING, help="one of the configured API tokens")
+# api-general.md §3.3: `state` stays a required choice; an empty value is not "true" here
+STATE_VALUE = ParamType("boolean", "true or false (or yes/no, on/off, 1/0)", parse_bool, BOOLEAN.schema)
+TASK_LIMIT_MAX = 10000
+DISABLED = {302: "Authentication is disabled: redirect to /api/v1/"}
+COUNTS = obj({"total": INT}, additionalProperties=INT)
+STATUS = named("ClusterStatus", obj({
+    "health": {"type": "string", "enum": ["Optimal", "Degraded", "Maintenance"]},
+    "primary_node": STR, "upstream_ip": STR, "nodes": COUNTS, "vms": COUNTS, "networks": INT, "osds": COUNTS,
+    "pools": INT, "volumes": INT, "snapshots": INT}))
+PLUGIN = named("Plugin", obj({
+    "name": STR, "version": STR, "distribution": STR, "description": STR, "requires": array(STR),
+    "optional": array(STR), "services": array(STR), "routes": array(STR)}))
+TASK = named("Task", obj({
+    "id": STR, "name": STR, "plugin": STR, "state": {"type": "string", "enum": list(STATES)}, "current": INT,
+    "total": INT, "status": STR, "result": ANY, "args": array(ANY), "kwargs": {"type": "object"},
+    "created": NUM, "updated": NUM, "started": nullable(NUM), "worker": nullable(STR)}))
+OPENAPI = obj({"openapi": STR, "info": obj({"title": STR, "version": STR}), "paths": map_of({"type": "object"}),
+               "components": {"type": "object"}})
 
 
 @hookimpl
 def pvc_routes(runtime: Any) -> list:
     both = ("/auth/login",)
+    core = ("core",)
     return [
-        Route("GET", "/", root, summary="API version", auth=False, tags=("core",)),
+        Route("GET", "/", root, summary="API version", auth=False, tags=core, returns=MESSAGE),
         Route("GET", "/login", login_form, summary="Login form (HTML)", auth=False,
-              aliases=both, tags=("core",)),
+              aliases=both, tags=core, media_type=HTML, returns=TEXT, responses=DISABLED),
         Route("POST", "/login", login, (TOKEN,), summary="Log in with an API token (sets a session cookie)",
-              auth=False, aliases=both, tags=("core",), responses={401: "wrong token", 302: "auth disabled"}),
+              auth=False, aliases=both, tags=core, returns=MESSAGE,
+              responses={401: "wrong token", **DISABLED}),
         Route("POST", "/logout", logout, summary="Log out (ends the session)", auth=False,
-              aliases=("/auth/logout",), tags=("core",)),
+              aliases=("/auth/logout",), tags=core, returns=MESSAGE, responses=DISABLED),
         Route("GET", "/logout", logout, summary="Log out (seed B's GET form)", auth=False,
-              aliases=("/auth/logout",), tags=("core",)),
+              aliases=("/auth/logout",), tags=core, returns=MESSAGE, responses=DISABLED),
         Route("POST", "/initialize", initialize, summary="Create the base ZooKeeper tree of a new cluster",
-              tags=("core",)),
-        Route("GET", "/status", cluster_status, summary="Cluster status", tags=("core",)),
+              tags=core, returns=MESSAGE),
+        Route("GET", "/status", cluster_status, summary="Cluster status", tags=core, returns=STATUS),
         Route("POST", "/status", set_maintenance,
-              (Param("state", BOOLEAN, required=True, help="true to enter maintenance mode, false to leave it"),),
-              summary="Set or clear maintenance mode", tags=("core",)),
+              (Param("state", STATE_VALUE, required=True, help="true to enter maintenance mode, false to leave it"),),
+              summary="Set or clear maintenance mode", tags=core, returns=MESSAGE, responses=CONFLICT),
         Route("GET", "/plugins", list_plugins, summary="Loaded plugins, their versions and routes",
-              tags=("core",)),
+              tags=core, returns=array(PLUGIN)),
         Route("GET", "/tasks", list_tasks, (
             Param("state", STRING, choices=STATES, help="only tasks in this state"),
             Param("plugin", STRING, help="only tasks of this plugin"),
-            Param("limit", INTEGER, default=100, help="at most this many, newest first"),
-        ), summary="Task records of long operations", tags=("core",)),
-        Route("GET", "/tasks/<task_id>", get_task, summary="One task record with progress", tags=("core",)),
+            Param("limit", INTEGER, default=100, minimum=1, maximum=TASK_LIMIT_MAX,
+                  help="at most this many, newest first"),
+        ), summary="Task records of long operations", tags=core, returns=array(TASK)),
+        Route("GET", "/tasks/<task_id>", get_task, summary="One task record with progress", tags=core,
+              returns=TASK),
         Route("GET", "/openapi.json", openapi_json, summary="This API as an OpenAPI 3 document",
-              tags=("core",)),
-        Route("GET", "/doc", openapi_page, summary="This API as an HTML page", tags=("core",)),
+              tags=core, returns=OPENAPI),
+        Route("GET", "/doc", openapi_page, summary="This API as an HTML page", tags=core, media_type=HTML,
+              returns=TEXT),
     ]

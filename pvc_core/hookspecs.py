@@ -4,8 +4,10 @@ A plugin is a module (or object) registered under its entry-point name in
 group ``pvc.plugins``; it implements any subset of these hooks with
 ``@pvc_core.hookimpl``. The core calls most hooks once per plugin so that
 what a hook returns can be attributed to the plugin that returned it.
-Every hook here must be documented and exercised by the test suite
-(tests/test_hookspecs.py checks both).
+Every hook here must have a docstring, a row in README.md's hook table
+(with its exact arguments), an implementation in a shipped plugin or the
+example plugin, and a ``test_hook_<name>`` observing it through a running
+daemon: tests/test_hookspecs.py fails otherwise.
 """
 
 from __future__ import annotations

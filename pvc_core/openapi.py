@@ -1,4 +1,10 @@
-"""OpenAPI 3 document and HTML docs page, generated from the route table alone."""
+"""OpenAPI 3 document and HTML docs page, generated from the route table alone.
+
+Every operation states its success status, media type and body schema (from
+the Route), and every error status it can answer: the generic ones follow
+from the route's parameters, path variables, method and authentication, the
+others are declared on the route.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,9 @@ import re
 from typing import Any
 
 from . import __version__
-from .routes import MAIN_LISTENER, Route, RouteTable
+from .params import BOOLEAN, INTEGER, Param
+from .routes import API_PREFIX, MAIN_LISTENER, Route, RouteTable
+from .shapes import JSON, MESSAGE
 
 _VARIABLE = re.compile(r"<([^>]+)>")
 
@@ -16,21 +24,55 @@ def _openapi_path(path: str) -> str:
     return _VARIABLE.sub(r"{\1}", path)
 
 
-def _parameter(param: Any) -> dict:
+# A path variable is one segment: not empty, no "/" and (the dispatcher's 400) no control characters.
+PATH_SEGMENT = {"type": "string", "pattern": "^[^/\\u0000-\\u001f\\u007f]+$"}
+BODY_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+GENERIC = {
+    400: "Bad input (a parameter, the path or the body) or a failed precondition",
+    401: "Authentication required or failed",
+    404: "No such object (or, for a list, nothing matched)",
+    413: "Request body larger than pvc.api.max_body_size",
+    503: "A backing service (ZooKeeper, database, queue, Ceph) is unreachable",
+}
+
+
+def _param_schema(param: Param) -> dict:
+    """The parameter's type with every limit the parser enforces."""
     schema = dict(param.type.schema)
     if param.choices is not None:
         schema["enum"] = list(param.choices)
+    low, high = param.bounds()
+    if param.type is INTEGER and (low, high) == (None, None):
+        schema["format"] = "int64"
+    if low is not None:
+        schema["minimum"] = low
+    if high is not None:
+        schema["maximum"] = high
+    if param.max_length is not None:
+        schema["maxLength"] = param.max_length
+    if param.pattern is not None:
+        schema["pattern"] = f"^(?:{param.pattern})$"
     if param.default is not None and not param.repeated:
         schema["default"] = param.default
     if param.repeated:
         schema = {"type": "array", "items": schema}
+    return schema
+
+
+def _parameter(param: Param) -> dict:
     description = param.help or ""
+    if param.pattern_help:
+        description += (" " if description else "") + f"Expected: {param.pattern_help}."
     if param.aliases:
         description += (" " if description else "") + "Also accepted as: " + ", ".join(param.aliases) + "."
-    out: dict[str, Any] = {"name": param.name, "in": "query", "required": param.required, "schema": schema}
+    out: dict[str, Any] = {"name": param.name, "in": "query", "required": param.required,
+                           "schema": _param_schema(param)}
     if param.repeated:
         out["style"] = "form"
         out["explode"] = True
+    if param.type is BOOLEAN:
+        # DECISIONS: a flag given with no value (``?force``) is true.
+        out["allowEmptyValue"] = True
     if description:
         out["description"] = description
     if param.aliases:
@@ -38,30 +80,72 @@ def _parameter(param: Any) -> dict:
     return out
 
 
-def _operation(route: Route, path: str, operation_ids: set[str]) -> dict:
+class _Components:
+    """Named schemas (those with a ``title``) hoisted out of the routes' declarations."""
+
+    def __init__(self) -> None:
+        self.schemas: dict[str, dict] = {}
+        self.owners: dict[str, str] = {}
+        self.hoist(MESSAGE, "core")
+
+    def hoist(self, schema: Any, owner: str) -> Any:
+        if isinstance(schema, list):
+            return [self.hoist(item, owner) for item in schema]
+        if not isinstance(schema, dict):
+            return schema
+        inner = {key: self.hoist(value, owner) for key, value in schema.items()}
+        title = schema.get("title")
+        if not isinstance(title, str) or not ({"type", "oneOf", "anyOf"} & set(schema)):
+            return inner  # not a named schema (or a "title" property of one)
+        known = self.schemas.get(title)
+        if known is None:
+            self.schemas[title], self.owners[title] = inner, owner
+        elif known != inner:
+            raise ValueError(f"response schema {title!r} declared differently by {self.owners[title]!r} "
+                             f"and {owner!r}")
+        return {"$ref": f"#/components/schemas/{title}"}
+
+
+def _message(description: str) -> dict:
+    return {"description": description, "content": {JSON: {"schema": {"$ref": "#/components/schemas/Message"}}}}
+
+
+def _responses(route: Route, path: str, components: _Components) -> dict:
+    owner = route.plugin or "core"
+    success = {"description": "Success",
+               "content": {route.media_type: {"schema": components.hoist(route.returns or {}, owner)}}}
+    responses: dict[int, dict] = {route.status: success}
+    generic = [503]
+    if route.params or "{" in path or route.method in BODY_METHODS:
+        generic.append(400)
+    if route.auth:
+        generic.append(401)
+    if "{" in path:
+        generic.append(404)
+    if route.method in BODY_METHODS:
+        generic.append(413)
+    for code in generic:
+        responses.setdefault(code, _message(GENERIC[code]))
+    for code, declared in route.responses.items():
+        responses[code] = _message(declared) if isinstance(declared, str) else components.hoist(declared, owner)
+    return {str(code): responses[code] for code in sorted(responses)}
+
+
+def _operation(route: Route, path: str, operation_ids: set[str], components: _Components) -> dict:
     base = re.sub(r"[^A-Za-z0-9]+", "_", f"{route.method.lower()}{path}").strip("_")
     operation_id, counter = base, 2
     while operation_id in operation_ids:
         operation_id, counter = f"{base}_{counter}", counter + 1
     operation_ids.add(operation_id)
-    parameters = [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+    parameters = [{"name": name, "in": "path", "required": True, "schema": dict(PATH_SEGMENT)}
                   for name in _VARIABLE.findall(path)]
     parameters += [_parameter(param) for param in route.params]
-    responses: dict[str, Any] = {
-        "200": {"description": "Success", "content": {"application/json": {"schema": {}}}},
-        "400": {"description": "Bad input or failed precondition", "content": _message_content()},
-    }
-    if route.auth:
-        responses["401"] = {"description": "Authentication required or failed", "content": _message_content()}
-    responses["503"] = {"description": "A backing service is unreachable", "content": _message_content()}
-    for code, text in route.responses.items():
-        responses[str(code)] = {"description": text, "content": _message_content()}
     operation: dict[str, Any] = {
         "operationId": operation_id,
         "summary": route.summary or f"{route.method} {path}",
         "tags": list(route.tags) or [route.plugin or "core"],
         "parameters": parameters,
-        "responses": responses,
+        "responses": _responses(route, _openapi_path(path), components),
     }
     if route.plugin:
         operation["x-plugin"] = route.plugin
@@ -72,22 +156,34 @@ def _operation(route: Route, path: str, operation_ids: set[str]) -> dict:
     return operation
 
 
-def _message_content() -> dict:
-    return {"application/json": {"schema": {"$ref": "#/components/schemas/Message"}}}
+def _root_redirect() -> dict:
+    """The dispatcher's own answer at the bare prefix (not a route)."""
+    return {"get": {
+        "operationId": "get_api_v1_redirect",
+        "summary": f"Redirect to {API_PREFIX}/",
+        "tags": ["core"],
+        "security": [],
+        "parameters": [],
+        "responses": {"301": {**_message(f"Moved permanently to {API_PREFIX}/"),
+                              "headers": {"Location": {"schema": {"type": "string"}}}}},
+    }}
 
 
-def document(table: RouteTable, plugins: dict | None = None) -> dict:
-    """The OpenAPI 3.0 document of the main listener's routes."""
+def document(table: RouteTable, plugins: dict | None = None, listener: str = MAIN_LISTENER) -> dict:
+    """The OpenAPI 3.0 document of one listener's routes (the main API by default)."""
     paths: dict[str, dict] = {}
     operation_ids: set[str] = set()
-    for route in table.for_listener(MAIN_LISTENER):
+    components = _Components()
+    for route in table.for_listener(listener):
         for full in route.full_paths():
             entry = paths.setdefault(_openapi_path(full), {})
-            entry[route.method.lower()] = _operation(route, full, operation_ids)
+            entry[route.method.lower()] = _operation(route, full, operation_ids, components)
+    if listener == MAIN_LISTENER:
+        paths[API_PREFIX] = _root_redirect()
     return {
         "openapi": "3.0.3",
         "info": {
-            "title": "PVC API",
+            "title": "PVC API" if listener == MAIN_LISTENER else f"PVC API, listener {listener!r}",
             "version": __version__,
             "description": "Parallel Virtual Cluster API (v0.6 compatible). Loaded plugins: "
                            + (", ".join(sorted(plugins or {})) or "none") + ".",
@@ -99,10 +195,7 @@ def document(table: RouteTable, plugins: dict | None = None) -> dict:
                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-Api-Key"},
                 "session": {"type": "apiKey", "in": "cookie", "name": "session"},
             },
-            "schemas": {
-                "Message": {"type": "object", "properties": {"message": {"type": "string"}},
-                            "required": ["message"]},
-            },
+            "schemas": dict(sorted(components.schemas.items())),
         },
         "security": [{"apiKey": []}, {"session": []}],
     }
@@ -120,15 +213,16 @@ def html_page(doc: dict) -> str:
                 f"{' — ' + html.escape(p['description']) if p.get('description') else ''}</li>"
                 for p in operation["parameters"])
             auth = "no" if operation.get("security") == [] else "yes"
+            answers = ", ".join(operation["responses"])
             rows.append(
                 f"<tr><td><b>{method.upper()}</b></td><td><code>{html.escape(path)}</code></td>"
                 f"<td>{html.escape(operation['summary'])}</td><td>{auth}</td>"
-                f"<td><ul>{params}</ul></td></tr>")
+                f"<td><ul>{params}</ul></td><td>{answers}</td></tr>")
     return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>PVC API</title>"
             "<style>body{font-family:sans-serif}td{vertical-align:top;border-top:1px solid #ccc;"
             "padding:4px}ul{margin:0;padding-left:1.2em}</style></head><body>"
             f"<h1>{html.escape(doc['info']['title'])} {html.escape(doc['info']['version'])}</h1>"
             f"<p>{html.escape(doc['info']['description'])} Machine-readable: "
             "<a href='/api/v1/openapi.json'>openapi.json</a>.</p>"
-            "<table><tr><th>Method</th><th>Path</th><th>Summary</th><th>Auth</th><th>Parameters</th></tr>"
+            "<table><tr><th>Method</th><th>Path</th><th>Summary</th><th>Auth</th><th>Parameters</th><th>Statuses</th></tr>"
             + "".join(rows) + "</table></body></html>")

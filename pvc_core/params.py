@@ -7,6 +7,7 @@ documentation cannot drift from what is enforced.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -35,9 +36,26 @@ def _parse_flag(value: str) -> bool:
     return parse_bool(value)
 
 
+def _parse_integer(value: str) -> int:
+    # int() also takes "1_000", surrounding spaces and non-ASCII digits; the document says integer.
+    if not _INTEGER.fullmatch(value):
+        raise ValueError(value)
+    return int(value)
+
+
+def _parse_number(value: str) -> float:
+    # float() also takes "nan", "inf" and "1_0": none is a JSON number.
+    if not _NUMBER.fullmatch(value) or not math.isfinite(float(value)):
+        raise ValueError(value)
+    return float(value)
+
+
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_NUMBER = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
+
 STRING = ParamType("string", "a string", str, {"type": "string"})
-INTEGER = ParamType("integer", "an integer", int, {"type": "integer"})
-NUMBER = ParamType("number", "a number", float, {"type": "number"})
+INTEGER = ParamType("integer", "an integer", _parse_integer, {"type": "integer"})
+NUMBER = ParamType("number", "a number", _parse_number, {"type": "number"})
 BOOLEAN = ParamType("boolean", "a boolean (true/false, yes/no, on/off, 1/0)", _parse_flag,
                     {"type": "boolean"})
 

@@ -15,7 +15,7 @@ def make_huey(config: Any) -> Huey:
     queue = config.get("provisioner.queue")
     if queue:
         path = queue["path"].strip("/") or "0"
-        if not path.isdigit():
+        if not (path.isascii() and path.isdigit()):
             from .errors import ConfigError
             raise ConfigError(f"pvc.provisioner.queue.path: expected '/<database number>', got {queue['path']!r}")
         return RedisHuey(HUEY_NAME, host=queue["host"], port=queue["port"], db=int(path),

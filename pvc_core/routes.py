@@ -31,6 +31,14 @@ class Route:
     JSON-serialisable value (or a ``Response``); ``ctx`` is the request
     context with the runtime on it. ``aliases`` are extra path templates that
     lead to the same route (the seeds' spellings).
+
+    What it answers is declared here too, for the OpenAPI document and the
+    test suite's contract check: ``status`` and ``media_type`` of success,
+    ``returns`` the JSON schema of that body (see ``pvc_core.shapes``), and
+    ``responses`` the other statuses it can give beyond the generic ones
+    (400, 401, 404, 413, 503 are derived from params, auth, path variables
+    and method): a text is the description of a ``{"message"}`` body, a dict
+    a whole OpenAPI response object.
     """
 
     method: str
@@ -43,7 +51,10 @@ class Route:
     aliases: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     plugin: str = ""
-    responses: dict[int, str] = field(default_factory=dict)
+    responses: dict[int, str | dict] = field(default_factory=dict)
+    status: int = 200
+    media_type: str = "application/json"
+    returns: dict | None = None
 
     def full_paths(self) -> list[str]:
         prefix = API_PREFIX if self.listener == MAIN_LISTENER else ""
@@ -162,9 +173,16 @@ def quoted(text: str) -> str:
     return text.replace('"', "'")
 
 
+# ``Route.responses`` of a route whose write can meet a concurrent change or a busy object.
+CONFLICT = {409: "Conflict with the object's current state or a concurrent change"}
+# ``Route.responses`` of a list that answers 404 when nothing matches (v0.6).
+NO_MATCH = {404: "Nothing matched (v0.6 answers an empty list with 404)"}
+
+
 def collapse(items: list) -> Any:
     """v0.6 single-element collapse: a list of one element is answered as that element."""
     return items[0] if len(items) == 1 else items
 
 
-__all__ = ["API_PREFIX", "ApiError", "MAIN_LISTENER", "Response", "Route", "RouteTable", "collapse", "quoted"]
+__all__ = ["API_PREFIX", "ApiError", "CONFLICT", "MAIN_LISTENER", "NO_MATCH", "Response", "Route", "RouteTable",
+           "collapse", "quoted"]

@@ -25,7 +25,9 @@ from functools import partial
 from typing import Any
 from urllib.parse import parse_qs
 
+import cheroot.server
 import cherrypy
+from cherrypy._cpwsgi_server import CPWSGIHTTPRequest, CPWSGIServer
 from cherrypy.process.plugins import SimplePlugin
 
 from .accesslog import AccessLog
@@ -39,6 +41,55 @@ REQUEST_ID_HEADER = "X-Request-Id"
 IGNORED_HEADER = "X-Pvc-Ignored-Parameters"
 _CONTROL = re.compile("[\x00-\x1f\x7f]")
 BODY_METHODS = ("POST", "PUT", "PATCH", "DELETE", "GET")
+
+
+class BodyUnreadable(ApiError):
+    """The request body could not be read as HTTP frames it (bad chunking, shorter than its
+    Content-Length): the rest of the connection cannot be trusted, so it is closed after the answer."""
+
+    def __init__(self, message: str):
+        super().__init__(message, 400, headers={"Connection": "close"})
+
+
+# -- cheroot's own request, so that an answer can close its connection ----------------------
+# cheroot keeps a connection open after any answer and parses whatever follows as the next
+# request; after a body it could not read, that is the rest of the body (a second, unrequested
+# "400 Malformed Request-Line"), or a read on a timed-out socket. A handler marks the request
+# of its thread with close_connection().
+
+_serving = threading.local()
+
+
+class _HTTPRequest(CPWSGIHTTPRequest):
+    def respond(self) -> None:
+        _serving.request = self
+        try:
+            super().respond()
+        finally:
+            _serving.request = None
+
+
+class _HTTPConnection(cheroot.server.HTTPConnection):
+    RequestHandlerClass = _HTTPRequest
+
+
+class WSGIServer(CPWSGIServer):
+    """CherryPy's WSGI server whose requests can be told to close their connection
+    (``server.instance`` names it, for the main server and every plugin listener)."""
+
+    def __init__(self, server_adapter: Any = cherrypy.server):
+        super().__init__(server_adapter)
+        self.ConnectionClass = _HTTPConnection
+
+
+def close_connection() -> None:
+    """Close this request's connection once its answer is sent."""
+    request = getattr(_serving, "request", None)
+    if request is not None:
+        request.close_connection = True
+
+
+SERVER_INSTANCE = f"{__name__}.WSGIServer"
 
 
 class RequestContext:
@@ -114,7 +165,7 @@ class Dispatcher:
             length = request.headers.get("Content-Length")
             has_body = False
             if length is not None:
-                if not length.isdigit():
+                if not (length.isascii() and length.isdigit()):
                     raise ApiError("Content-Length: expected a non-negative integer", 400)
                 if int(length) > self.max_body:
                     raise PayloadTooLarge(
@@ -130,6 +181,10 @@ class Dispatcher:
             if exc.status == 405 and request.method == "OPTIONS":
                 request.handler = partial(self._options, path_info, listener)
                 return
+            if "Transfer-Encoding" in request.headers:
+                # a chunked body is never read now, and cheroot does not skip it: the
+                # connection goes, or its chunks would be parsed as the next request
+                exc.headers = {**exc.headers, "Connection": "close"}
             request.handler = partial(self._error, exc)
 
     # -- handlers CherryPy calls --------------------------------------------------------
@@ -145,13 +200,16 @@ class Dispatcher:
                 if _is_json(request.headers.get("Content-Type", "")):
                     sources.append(json_to_multidict(_read_json(request)))
             values = merge_sources(*(_plain(source) for source in sources))
-            params = parse_params(route.params, values)
             ignored = ignored_names(route.params, values)
             if ignored:
-                # v0.6 ignored unknown arguments silently; they are still accepted, but said.
-                ctx.response_headers[IGNORED_HEADER] = ", ".join(ignored)
+                # v0.6 ignored unknown arguments silently; they are still accepted, but said
+                # (on errors too: a misspelt option is the likeliest cause of one).
+                cherrypy.serving.response.headers[IGNORED_HEADER] = ", ".join(ignored)
+            params = parse_params(route.params, values)
             result = route.handler(ctx, params, **variables)
         except ApiError as exc:
+            if isinstance(exc, BodyUnreadable):  # the client's fault, often a client gone: one line
+                log.warning("request %s: %s %s: %s", ctx.request_id, route.method, request.path_info, exc.message)
             return self._error(exc)
         except self.unavailable as exc:
             return self._error(ServiceUnavailable(self.runtime.describe_unavailable(exc)))
@@ -183,6 +241,8 @@ class Dispatcher:
         response = cherrypy.serving.response
         response.status = exc.status
         response.headers.update(exc.headers)
+        if exc.headers.get("Connection", "").lower() == "close":
+            close_connection()
         response.headers["Content-Type"] = "application/json"
         return self.render({"message": exc.message})
 
@@ -238,7 +298,46 @@ def _process_urlencoded(entity: Any) -> None:
             entity.params[key] = (existing if isinstance(existing, list) else [existing]) + values
 
 
+class _BodyReader:
+    """cheroot's body stream; what fails while reading it (chunk framing, a body shorter than its
+    Content-Length that ends in the socket timeout, a reset) is a BodyUnreadable."""
+
+    def __init__(self, fp: Any, length: str | None):
+        self._fp = fp
+        self._length = length
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fp, name)
+
+    def _failed(self, exc: Exception) -> BodyUnreadable:
+        if isinstance(exc, TimeoutError):
+            return BodyUnreadable(f"Request body: expected the {self._length} bytes of its Content-Length, "
+                                  "but it stopped arriving (socket timeout)")
+        if isinstance(exc, ValueError):
+            return BodyUnreadable(f"Request body: expected valid chunked transfer coding, got: {exc}")
+        return BodyUnreadable(f"Request body: the connection failed while it was read ({exc or type(exc).__name__})")
+
+    def read(self, *args: Any) -> bytes:
+        try:
+            return self._fp.read(*args)
+        except (ValueError, OSError) as exc:
+            raise self._failed(exc) from None
+
+    def readline(self, *args: Any) -> bytes:
+        try:
+            return self._fp.readline(*args)
+        except (ValueError, OSError) as exc:
+            raise self._failed(exc) from None
+
+    def read_trailer_lines(self) -> Any:
+        try:
+            yield from self._fp.read_trailer_lines()
+        except (ValueError, OSError) as exc:
+            raise self._failed(exc) from None
+
+
 def _process_body(request: Any) -> None:
+    request.body.fp = _BodyReader(request.body.fp, request.headers.get("Content-Length"))
     request.body.processors["application/x-www-form-urlencoded"] = _process_urlencoded
     try:
         request.body.process()
@@ -352,6 +451,7 @@ def configure(runtime: Any) -> dict[int, str]:
         "server.socket_timeout": config["api.socket_timeout"],
         "server.max_request_body_size": 0,
         "server.shutdown_timeout": 5,
+        "server.instance": SERVER_INSTANCE,
     })
     if ssl_on:
         cherrypy.config.update({
@@ -367,6 +467,7 @@ def configure(runtime: Any) -> dict[int, str]:
         server.thread_pool = config["api.threads"]
         server.socket_timeout = config["api.socket_timeout"]
         server.max_request_body_size = 0
+        server.instance = SERVER_INSTANCE
         PluginListener(cherrypy.engine, name, server, config["api.listener_retry"]).subscribe()
         ports[port] = name
     return ports

@@ -7,7 +7,9 @@ console script with a generated config file, exactly as in production.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import importlib
 import os
 import secrets
 import shutil
@@ -19,10 +21,12 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import requests
 import yaml
+from contract import Contract
 
 from pvc_core.zkserver import ZooKeeperServer, free_port
 
@@ -33,6 +37,78 @@ TOKEN = "test-token-" + secrets.token_hex(8)
 PG_PASSWORD = "postgres"
 
 
+# -- waiting --------------------------------------------------------------------------------
+#
+# A test waits for an event (a predicate turning true), never for a fixed time; a deadline
+# only bounds a hang, and is derived from the timeouts the test daemons are configured with,
+# generously: CI shares its machine (load 24 on 2 cores has been seen), where a watch event,
+# a reconnect or a process start takes many times its idle latency. PVC_TEST_SLOWDOWN
+# multiplies every deadline for a machine slower still.
+
+SLOWDOWN = float(os.environ.get("PVC_TEST_SLOWDOWN", "1"))
+ZK_REQUEST_TIMEOUT = 3.0   # what base_config gives every test daemon
+ZK_SESSION_TIMEOUT = 10.0  # the daemon's default (pvc.zookeeper.session_timeout)
+CEPH_TIMEOUT = 5.0         # what ceph_config gives (pvc.ceph.timeout)
+CEPH_INTERVAL = 0.3        # what ceph_config gives (pvc.ceph.interval)
+CEPH_VOLUME_INTERVAL = 1.0  # what ceph_config gives (pvc.ceph.volume_interval)
+# A process (daemon, consumer, server) answering after start; an HTTP request answering.
+START_TIMEOUT = SLOWDOWN * 120
+REQUEST_TIMEOUT = SLOWDOWN * 60
+# What a request whose wait is bounded by a configured timeout may take beyond it (the answer
+# itself, on a loaded machine): tests of "the wait is bounded" assert timeout + ANSWER_SLACK.
+ANSWER_SLACK = SLOWDOWN * 3.0
+
+
+def settle_timeout(config: dict | None = None) -> float:
+    """How long a ZooKeeper change may take to show through a daemon with this ``config``.
+
+    The worst case without a fault is a lost session on a starved machine: the
+    session expires, the client reconnects and the watched views rewarm; we
+    allow that four times over.
+    """
+    zookeeper = (config or {}).get("zookeeper", {})
+    session = float(zookeeper.get("session_timeout", ZK_SESSION_TIMEOUT))
+    request = float(zookeeper.get("request_timeout", ZK_REQUEST_TIMEOUT))
+    return SLOWDOWN * 4 * (session + request)
+
+
+def ceph_timeout(config: dict | None = None) -> float:
+    """How long a Ceph-derived value may take to show through a daemon with this ``config``.
+
+    A collection is several Ceph calls, each bounded by ``ceph.timeout``, and
+    comes every ``interval`` (volumes every ``volume_interval``); we allow a
+    handful of slow collections.
+    """
+    ceph = (config or {}).get("ceph", {})
+    calls = 20 * float(ceph.get("timeout", CEPH_TIMEOUT))
+    intervals = 10 * (float(ceph.get("interval", CEPH_INTERVAL)) + float(ceph.get("volume_interval",
+                                                                                  CEPH_VOLUME_INTERVAL)))
+    return SLOWDOWN * (calls + intervals)
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float | None = None, interval: float = 0.05,
+               ignoring: tuple[type[BaseException], ...] = (), message: str = "") -> Any:
+    """Call ``predicate`` until it returns something true, and return that.
+
+    Fails when ``timeout`` (default: ``settle_timeout()``) has passed, with
+    ``message`` and the last value seen; exceptions of the ``ignoring`` types
+    count as "not yet".
+    """
+    limit = settle_timeout() if timeout is None else timeout
+    deadline = time.monotonic() + limit
+    while True:
+        try:
+            result = predicate()
+        except ignoring as exc:
+            result = exc
+        else:
+            if result:
+                return result
+        assert time.monotonic() < deadline, f"{message or 'condition not reached'} within {limit:.0f} s " \
+                                            f"(last: {result!r:.500})"
+        time.sleep(interval)
+
+
 def _port_open(port: int, host: str = "127.0.0.1") -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.5):
@@ -41,7 +117,7 @@ def _port_open(port: int, host: str = "127.0.0.1") -> bool:
         return False
 
 
-def _wait_port(port: int, timeout: float = 30.0) -> bool:
+def _wait_port(port: int, timeout: float = START_TIMEOUT) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if _port_open(port):
@@ -55,7 +131,7 @@ def _wait_port(port: int, timeout: float = 30.0) -> bool:
 @pytest.fixture(scope="session")
 def zk_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZooKeeperServer]:
     server = ZooKeeperServer(str(tmp_path_factory.mktemp("zk")))
-    server.start()
+    server.start(timeout=START_TIMEOUT)
     yield server
     server.stop()
 
@@ -64,7 +140,7 @@ def zk_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZooKeeperSer
 def zk_client(zk_server: ZooKeeperServer) -> Iterator[Any]:
     from kazoo.client import KazooClient
     client = KazooClient(hosts=zk_server.address)
-    client.start(timeout=15)
+    client.start(timeout=START_TIMEOUT)
     yield client
     client.stop()
     client.close()
@@ -78,15 +154,15 @@ def clean_zk(zk_client: Any) -> Any:
     (NotEmptyError): such subtrees are removed again.
     """
     from kazoo.exceptions import NoNodeError, NotEmptyError
-    for _attempt in range(20):
-        try:
-            for child in zk_client.get_children("/"):
-                if child != "zookeeper":
-                    zk_client.delete("/" + child, recursive=True)
-            return zk_client
-        except (NotEmptyError, NoNodeError):
-            time.sleep(0.05)
-    raise RuntimeError("could not empty the ZooKeeper tree")
+
+    def emptied() -> bool:
+        for child in zk_client.get_children("/"):
+            if child != "zookeeper":
+                zk_client.delete("/" + child, recursive=True)
+        return True
+
+    wait_until(emptied, ignoring=(NotEmptyError, NoNodeError), message="could not empty the ZooKeeper tree")
+    return zk_client
 
 
 # -- PostgreSQL and Redis -------------------------------------------------------------------
@@ -106,7 +182,7 @@ def _pg_connect(dbname: str = "postgres") -> Any:
     import psycopg2
     try:
         return psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", password=PG_PASSWORD,
-                                dbname=dbname, connect_timeout=5)
+                                dbname=dbname, connect_timeout=int(REQUEST_TIMEOUT))
     except psycopg2.OperationalError as exc:
         if "password" not in str(exc) and "authentication" not in str(exc):
             raise
@@ -114,7 +190,7 @@ def _pg_connect(dbname: str = "postgres") -> Any:
     subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-q", "-c",
                     f"ALTER USER postgres PASSWORD '{PG_PASSWORD}'"], check=True)
     return psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", password=PG_PASSWORD,
-                            dbname=dbname, connect_timeout=5)
+                            dbname=dbname, connect_timeout=int(REQUEST_TIMEOUT))
 
 
 @pytest.fixture(scope="session")
@@ -152,12 +228,34 @@ def pip(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "pip", "-q", "--disable-pip-version-check", *args], check=True)
 
 
+@contextlib.contextmanager
+def installed(distribution: Path, target: Path) -> Iterator[None]:
+    """pip-install a test plugin distribution into ``target``, on the path of this session and its daemons.
+
+    Not into the shared virtualenv: another test session running beside this
+    one would see the plugin come and go under its daemons.
+    """
+    pip("install", "--no-deps", "--no-build-isolation", "--target", str(target), str(distribution))
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(target), saved]))
+    sys.path.insert(0, str(target))
+    importlib.invalidate_caches()
+    try:
+        yield
+    finally:
+        sys.path.remove(str(target))
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved
+        importlib.invalidate_caches()
+
+
 @pytest.fixture(scope="session", autouse=True)
-def example_plugin() -> Iterator[None]:
+def example_plugin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """The third-party plugin distribution, installed like any other for the whole run."""
-    pip("install", "--no-deps", "--no-build-isolation", str(PLUGIN_DIR / "pvc-plugin-example"))
-    yield
-    pip("uninstall", "-y", "pvc-plugin-example")
+    with installed(PLUGIN_DIR / "pvc-plugin-example", tmp_path_factory.mktemp("example-plugin")):
+        yield
 
 
 # -- daemons --------------------------------------------------------------------------------
@@ -179,7 +277,7 @@ def base_config(coordinator: str, port: int, data_dir: str) -> dict:
         "debug": "False",
         "data_dir": data_dir,
         "coordinators": [coordinator],
-        "zookeeper": {"request_timeout": "3"},
+        "zookeeper": {"request_timeout": str(ZK_REQUEST_TIMEOUT)},
         # the well-known 169.254.169.254:80 is not ours to bind here; tests/test_metadata.py enables it on loopback
         "metadata": {"enabled": "False"},
         "api": {
@@ -210,6 +308,7 @@ class Daemon:
         self.process: subprocess.Popen | None = None
         self.http = requests.Session()
         self.verify: str | bool = True  # the test CA's file for an SSL daemon
+        self._contract: Contract | None = None
 
     @property
     def base(self) -> str:
@@ -218,7 +317,8 @@ class Daemon:
     def url(self, path: str) -> str:
         return self.base + "/api/v1" + path
 
-    def start(self, timeout: float = 30.0) -> Daemon:
+    def start(self, timeout: float = START_TIMEOUT) -> Daemon:
+        self._contract = None  # the restarted daemon may load other plugins
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen([str(BIN / "pvcapid"), "--config", str(self.config_path)],
                                         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -228,7 +328,7 @@ class Daemon:
             if self.process.poll() is not None:
                 raise RuntimeError(f"pvcapid exited with {self.process.returncode}:\n{self.log()}")
             try:
-                if self.http.get(self.url("/"), timeout=1, verify=self.verify).status_code == 200:
+                if self.http.get(self.url("/"), timeout=REQUEST_TIMEOUT, verify=self.verify).status_code == 200:
                     return self
             except requests.RequestException:
                 pass
@@ -245,17 +345,38 @@ class Daemon:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
             try:
-                process.wait(timeout=20)
+                process.wait(timeout=START_TIMEOUT)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
                 return -9
         return process.returncode
 
-    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        kwargs.setdefault("timeout", 15)
+    def request(self, method: str, path: str, validate: bool = True, **kwargs: Any) -> requests.Response:
+        """Every answer (redirects included) is checked against the daemon's own OpenAPI document;
+        ``validate=False`` only for requests that deliberately break HTTP itself."""
+        kwargs.setdefault("timeout", REQUEST_TIMEOUT)
         kwargs.setdefault("verify", self.verify)
-        return self.http.request(method, self.url(path), **kwargs)
+        response = self.http.request(method, self.url(path), **kwargs)
+        if validate:
+            for answer in (*response.history, response):
+                self.contract().check(answer.request.method, urlsplit(answer.request.url).path,
+                                      answer.status_code, answer.headers.get("Content-Type"), answer.content)
+        return response
+
+    def contract(self) -> Contract:
+        """The daemon's /api/v1/openapi.json, fetched once per start."""
+        if self._contract is None:
+            headers = {}
+            authentication = self.config["api"]["authentication"]
+            if str(authentication.get("enabled")).lower() in ("true", "yes", "on", "1"):
+                tokens = [entry["token"] for entry in authentication.get("tokens", []) if entry.get("token")]
+                headers["X-Api-Key"] = tokens[0] if tokens else ""
+            answer = requests.get(self.url("/openapi.json"), headers=headers, timeout=REQUEST_TIMEOUT,
+                                  verify=self.verify)
+            assert answer.status_code == 200, f"GET /api/v1/openapi.json answered {answer.status_code}"
+            self._contract = Contract(answer.json())
+        return self._contract
 
     def get(self, path: str, **kwargs: Any) -> requests.Response:
         return self.request("GET", path, **kwargs)
@@ -301,7 +422,7 @@ def auth_daemon(daemon_factory: Callable[..., Daemon]) -> Daemon:
     return daemon_factory(AUTH_ON)
 
 
-def run_pvcapid(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+def run_pvcapid(*args: str, env: dict | None = None, timeout: float = START_TIMEOUT) -> subprocess.CompletedProcess:
     return subprocess.run([str(BIN / "pvcapid"), *args], capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
 
@@ -312,13 +433,12 @@ def write_config(path: Path, config: dict) -> Path:
 
 
 @pytest.fixture
-def broken_plugin() -> Iterator[None]:
+def broken_plugin(tmp_path: Path) -> Iterator[None]:
     """A plugin that fails to import, installed only for the test that asks for it."""
-    pip("install", "--no-deps", "--no-build-isolation", str(PLUGIN_DIR / "pvc-plugin-broken"))
     try:
-        yield
+        with installed(PLUGIN_DIR / "pvc-plugin-broken", tmp_path / "broken-plugin"):
+            yield
     finally:
-        pip("uninstall", "-y", "pvc-plugin-broken")
         shutil.rmtree(PLUGIN_DIR / "pvc-plugin-broken" / "build", ignore_errors=True)
 
 
@@ -329,12 +449,12 @@ def ceph_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A real single-host Ceph (memstore, 127.0.0.1), started once for the run."""
     from pvc_ceph.localceph import LocalCeph
     cluster = LocalCeph(str(tmp_path_factory.mktemp("ceph")), objectstore="memstore", size_gb=10)
-    cluster.start()
+    cluster.start(timeout=2 * START_TIMEOUT)
     yield cluster
     cluster.stop()
 
 
 @pytest.fixture(scope="session")
 def ceph_config(ceph_cluster: Any) -> dict:
-    return {"ceph": {"conf": ceph_cluster.conf, "keyring": ceph_cluster.keyring, "interval": "0.3",
-                     "volume_interval": "1", "timeout": "5"}}
+    return {"ceph": {"conf": ceph_cluster.conf, "keyring": ceph_cluster.keyring, "interval": str(CEPH_INTERVAL),
+                     "volume_interval": str(CEPH_VOLUME_INTERVAL), "timeout": str(CEPH_TIMEOUT)}}

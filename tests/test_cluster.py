@@ -78,7 +78,6 @@ def test_status_reads_keys_and_plugin_health(daemon, clean_zk):
 @pytest.mark.parametrize("value, stored, message", [
     ("true", b"true", "Successfully set cluster in maintenance mode"),
     ("on", b"true", "Successfully set cluster in maintenance mode"),
-    ("", b"true", "Successfully set cluster in maintenance mode"),
     ("False", b"false", "Successfully set cluster in normal mode"),
     ("0", b"false", "Successfully set cluster in normal mode"),
 ])
@@ -96,6 +95,12 @@ def test_maintenance_bad_state(daemon, clean_zk):
     assert missing.status_code == 400 and "Parameter 'state': required" in missing.json()["message"]
     bad = daemon.post("/status", params={"state": "maybe"})
     assert bad.status_code == 400 and "Parameter 'state'" in bad.json()["message"]
+    # api-general.md §3.3: `state` stays a required choice; an empty value (or a bare ?state) is no "true"
+    for query in ("state=", "state"):
+        empty = daemon.post(f"/status?{query}")
+        assert empty.status_code == 400, empty.text
+        assert empty.json() == {"message": "Parameter 'state': expected true or false (or yes/no, on/off, 1/0), "
+                                           "got ''"}
     assert clean_zk.get("/maintenance")[0] == b"False"
 
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 
 import requests
 
-from conftest import BIN
+from conftest import BIN, REQUEST_TIMEOUT, START_TIMEOUT, wait_until
 from pvc_core.zkserver import four_letter_word, free_port
 
 
@@ -19,22 +18,23 @@ def start(data_dir, port: int, zk_port: int) -> subprocess.Popen:
                                 "--zk-port", str(zk_port)], stdout=log, stderr=subprocess.STDOUT,
                                stdin=subprocess.DEVNULL)
     log.close()
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
+
+    def answers() -> bool:
         assert process.poll() is None, (data_dir.parent / "embedded.log").read_text()
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/api/v1/", timeout=1).status_code == 200:
-                return process
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise AssertionError("the embedded daemon did not answer")
+        return requests.get(f"http://127.0.0.1:{port}/api/v1/", timeout=REQUEST_TIMEOUT).status_code == 200
+
+    try:  # it starts ZooKeeper and a bluestore Ceph first
+        wait_until(answers, timeout=2 * START_TIMEOUT, interval=0.2, ignoring=(requests.RequestException,),
+                   message="the embedded daemon did not answer")
+    except AssertionError:
+        process.kill()
+        raise
+    return process
 
 
 def stop(process: subprocess.Popen) -> int:
     process.send_signal(signal.SIGINT)
-    return process.wait(timeout=60)
+    return process.wait(timeout=START_TIMEOUT)
 
 
 def test_embedded_run_twice_keeps_state(tmp_path):
@@ -49,10 +49,8 @@ def test_embedded_run_twice_keeps_state(tmp_path):
         assert requests.get(base + "/status").json()["primary_node"] == "none"  # initialized by the run
         created = requests.post(base + "/network/100", params={"description": "uplink", "nettype": "bridged"})
         assert created.status_code == 200
-        deadline = time.monotonic() + 60
-        while "HEALTH_OK" not in requests.get(base + "/storage/ceph/status").json().get("ceph_data", ""):
-            assert time.monotonic() < deadline, "the embedded Ceph was not reported healthy"
-            time.sleep(0.5)
+        wait_until(lambda: "HEALTH_OK" in requests.get(base + "/storage/ceph/status").json().get("ceph_data", ""),
+                   timeout=2 * START_TIMEOUT, interval=0.5, message="the embedded Ceph was not reported healthy")
         # its consumer runs provisioner tasks (this one stops at verification: no node daemon runs here)
         for path, params in (("/provisioner/template/system/s", {"vcpus": "1", "vram": "512", "serial": "yes",
                                                                  "vnc": "no"}),
@@ -62,10 +60,9 @@ def test_embedded_run_twice_keeps_state(tmp_path):
                                                          "script": "empty"})):
             assert requests.post(base + path, params=params).status_code == 200, path
         task = requests.post(base + "/provisioner/create", params={"name": "vm1", "profile": "p"}).json()["task_id"]
-        while (status := requests.get(base + f"/provisioner/status/{task}").json())["state"] in ("PENDING",
-                                                                                               "RUNNING"):
-            assert time.monotonic() < deadline + 30, status
-            time.sleep(0.1)
+        status = wait_until(lambda: (lambda body: body if body["state"] not in ("PENDING", "RUNNING") else None)(
+            requests.get(base + f"/provisioner/status/{task}").json()), timeout=START_TIMEOUT, interval=0.1,
+            message="the creation did not end")
         assert status["status"].endswith("No ready cluster node contains at least 512+512 MB of free RAM"), status
     finally:
         assert stop(process) == 0

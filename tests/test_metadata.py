@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import http.client
 import socket
-import time
 
 import pytest
 from test_node import eventually, seed_node
 from test_vm import uuid_for, vm_xml
 
+from conftest import REQUEST_TIMEOUT, START_TIMEOUT
 from pvc_core.zkserver import free_port
 
 MAC_A, MAC_B, MAC_C = "52:54:00:aa:bb:01", "52:54:00:aa:bb:02", "52:54:00:aa:bb:03"
@@ -27,7 +27,7 @@ def xml_with_mac(name: str, uuid: str, mac: str) -> str:
 def metad(daemon_factory, zk_server):
     from kazoo.client import KazooClient
     zk = KazooClient(hosts=zk_server.address)
-    zk.start(timeout=15)
+    zk.start(timeout=START_TIMEOUT)
     for child in zk.get_children("/"):
         if child != "zookeeper":
             zk.delete("/" + child, recursive=True)
@@ -77,7 +77,8 @@ def metad(daemon_factory, zk_server):
 
 
 def ask(daemon, path: str, source: str = "127.0.0.5") -> tuple[int, str, str]:
-    connection = http.client.HTTPConnection("127.0.0.1", daemon.meta_port, timeout=10, source_address=(source, 0))
+    connection = http.client.HTTPConnection("127.0.0.1", daemon.meta_port, timeout=REQUEST_TIMEOUT,
+                                            source_address=(source, 0))
     try:
         connection.request("GET", path)
         response = connection.getresponse()
@@ -124,7 +125,7 @@ def test_only_the_listed_paths_and_only_on_its_listener(metad):
                  "/latest/meta-data", "/api/v1/", "/api/v1/provisioner/profile"):
         assert ask(metad, path)[0] == 404, path
     assert metad.get("/latest/user-data").status_code == 404  # not on the main API, either prefix
-    assert metad.http.get(f"{metad.base}/latest/user-data", timeout=5).status_code == 404
+    assert metad.http.get(f"{metad.base}/latest/user-data", timeout=REQUEST_TIMEOUT).status_code == 404
     assert ask(metad, "/latest/user-data")[0] == 200  # no API key needed (auth is off here, and not asked)
 
 
@@ -142,15 +143,8 @@ def test_listener_that_cannot_bind_yet_does_not_stop_the_daemon(daemon_factory):
         assert daemon.get("/").status_code == 200
         holder.close()
         daemon.meta_port = port
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                if ask(daemon, "/", "127.0.0.1")[0] == 209:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, daemon.log()[-2000:]
-            time.sleep(0.1)
+        eventually(lambda: ask(daemon, "/", "127.0.0.1")[0] == 209, ignoring=(OSError,), interval=0.1,
+                   message="the metadata listener did not bind once its port was free")
     finally:
         holder.close()
         daemon.stop()

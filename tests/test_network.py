@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
 
 import pytest
 from test_cluster import tree
@@ -436,3 +437,41 @@ def test_concurrent_acl_adds_keep_orders_dense(daemon, cluster):
 def test_acl_on_unknown_network(daemon, cluster):
     assert daemon.get("/network/5/acl").status_code == 404
     assert add_acl(daemon, "x").status_code == 404
+
+
+def test_dot_names_are_400_not_500(daemon, cluster):
+    """'.' and '..' are no ZooKeeper key: a lease MAC or an ACL description of that kind is a 400 naming the
+    parameter and what it takes (the element GET of a lease and ACL creation were 500s)."""
+    import http.client
+    add_managed(daemon)
+    before = tree(cluster)
+    # http.client sends "%2E%2E" as written (requests would resolve the segment itself)
+    connection = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=15)
+    try:
+        for method, path, fragment in (
+                ("GET", "/network/1001/lease/%2E%2E", "Parameter 'mac': expected a MAC address"),
+                ("POST", "/network/1001/lease/%2E%2E?ipaddress=10.10.1.5", "Parameter 'macaddress': expected a MAC"),
+                ("POST", "/network/1001/lease?macaddress=..&ipaddress=10.10.1.5",
+                 "Parameter 'macaddress': expected a MAC"),
+                ("POST", "/network/1001/acl/%2E%2E?rule=drop", "Parameter 'description': expected a name without "
+                                                             "whitespace or '/', not '.' or '..', got '..'"),
+                ("POST", "/network/1001/acl?description=.&rule=drop", "Parameter 'description': expected a name")):
+            connection.request(method, "/api/v1" + path)
+            response = connection.getresponse()
+            body = response.read()
+            assert response.status == 400 and json.loads(body)["message"].startswith(fragment), (path, body)
+    finally:
+        connection.close()
+    assert tree(cluster) == before
+
+
+@pytest.mark.parametrize("vni", ["\u00b3", "\u0661\u0662", "1\u00b2"])
+def test_non_ascii_digits_are_no_vni(daemon, cluster, vni):
+    """str.isdigit() is true for '³' and Arabic-Indic digits, which int() refuses: found by the fuzzer as a 500."""
+    before = tree(cluster)
+    for response in (daemon.post("/network", params={"vni": vni, "description": "x", "nettype": "bridged"}),
+                     daemon.post(f"/network/{vni}", params={"description": "x", "nettype": "bridged"})):
+        assert response.status_code == 400, response.text
+        assert response.json()["message"].startswith("Parameter 'vni': expected a VLAN ID"), response.text
+    assert daemon.get(f"/network/{vni}").status_code == 404
+    assert tree(cluster) == before

@@ -8,6 +8,7 @@ import time
 import pytest
 from kazoo.client import KazooClient
 
+from conftest import ANSWER_SLACK, START_TIMEOUT, settle_timeout, wait_until
 from pvc_core.zkserver import ZooKeeperServer
 
 
@@ -38,14 +39,8 @@ NODE1 = {
 }
 
 
-def eventually(check, timeout: float = 5.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.05)
+# the name the other test modules import: a wait on an event, bounded by the configured timeouts
+eventually = wait_until
 
 
 @pytest.fixture
@@ -132,19 +127,24 @@ def test_coordinator_state(daemon, cluster):
 def play_node_daemon(zk_address: str, node: str, transitions: dict[str, str], delay: float) -> threading.Thread:
     """Answer flush/unflush like a node daemon would, after ``delay`` seconds."""
     client = KazooClient(hosts=zk_address)
-    client.start()
+    client.start(timeout=START_TIMEOUT)
     seen = threading.Event()
+    answered = threading.Event()
+
+    def answer(value: str) -> None:
+        client.set(f"/nodes/{node}/domainstate", transitions[value].encode())
+        answered.set()
 
     def watch(data, stat):
         value = (data or b"").decode()
         if value in transitions and not seen.is_set():
             seen.set()
-            threading.Timer(delay, lambda: client.set(f"/nodes/{node}/domainstate",
-                                                      transitions[value].encode())).start()
+            threading.Timer(delay, answer, args=(value,)).start()
         return not client._stopped.is_set()
 
     client.DataWatch(f"/nodes/{node}/domainstate", watch)
-    thread = threading.Thread(target=lambda: (seen.wait(10), time.sleep(delay + 1), client.stop()))
+    # stops once it has answered (or, if the daemon never asked, when the wait is hopeless)
+    thread = threading.Thread(target=lambda: (answered.wait(settle_timeout() + delay), client.stop()))
     thread.start()
     return thread
 
@@ -183,7 +183,7 @@ def test_domain_state_wait_is_bounded(daemon_factory, clean_zk):
     eventually(lambda: quick.get("/node/pvchv1").status_code == 200)
     started = time.monotonic()
     response = quick.post("/node/pvchv1/domain-state", params={"state": "flush", "wait": "yes"})
-    assert 1 <= time.monotonic() - started < 4
+    assert 1 <= time.monotonic() - started < 1 + ANSWER_SLACK
     assert response.status_code == 409
     assert response.json()["message"].startswith("Node 'pvchv1' is still in state 'flush' after 1 s")
 
@@ -208,22 +208,24 @@ def test_unwatched_mode_reads_directly(daemon_factory, clean_zk):
 
 def test_view_rewarms_after_zookeeper_restart(daemon_factory, tmp_path):
     server = ZooKeeperServer(str(tmp_path / "zk"))
-    server.start()
+    server.start(timeout=START_TIMEOUT)
     client = KazooClient(hosts=server.address)
     try:
         daemon = daemon_factory({"zookeeper": {"session_timeout": "4"}}, coordinator=server.address)
         daemon.post("/initialize")
-        client.start()
+        client.start(timeout=START_TIMEOUT)
         seed_node(client, "pvchv1")
-        eventually(lambda: daemon.get("/node/pvchv1").status_code == 200)
+        eventually(lambda: daemon.get("/node/pvchv1").status_code == 200, timeout=settle_timeout(daemon.config))
         client.stop()
         server.stop()
-        time.sleep(6)  # longer than the session timeout: the session and its watches are gone
-        server.start()
-        eventually(lambda: daemon.get("/node/pvchv1").status_code == 200, timeout=30)
-        client.start()
+        # not a wait for an event: ZooKeeper must stay away longer than the session lasts
+        time.sleep(1.5 * float(daemon.config["zookeeper"]["session_timeout"]))
+        server.start(timeout=START_TIMEOUT)
+        eventually(lambda: daemon.get("/node/pvchv1").status_code == 200, timeout=settle_timeout(daemon.config))
+        client.start(timeout=START_TIMEOUT)
         client.set("/nodes/pvchv1/memfree", b"7")
-        assert eventually(lambda: daemon.get("/node/pvchv1").json()["memory"]["free"] == 7, timeout=10)
+        assert eventually(lambda: daemon.get("/node/pvchv1").json()["memory"]["free"] == 7,
+                          timeout=settle_timeout(daemon.config))
     finally:
         client.stop()
         server.stop()

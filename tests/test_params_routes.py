@@ -5,7 +5,18 @@ from __future__ import annotations
 import pytest
 
 from pvc_core.errors import ApiError
-from pvc_core.params import BOOLEAN, INTEGER, STRING, Param, json_to_multidict, merge_sources, parse_params
+from pvc_core.params import (
+    BOOLEAN,
+    INTEGER,
+    NAME_HELP,
+    NAME_PATTERN,
+    NUMBER,
+    STRING,
+    Param,
+    json_to_multidict,
+    merge_sources,
+    parse_params,
+)
 from pvc_core.routes import Route, RouteTable
 
 FLAG = Param("force", BOOLEAN, default=False)
@@ -33,6 +44,37 @@ def test_integer_message():
     with pytest.raises(ApiError) as info:
         parse_params([Param("vcpus", INTEGER)], {"vcpus": ["lots"]})
     assert info.value.message == "Parameter 'vcpus': expected an integer, got 'lots'"
+
+
+@pytest.mark.parametrize("kind, raw", [
+    (INTEGER, "1_000"), (INTEGER, " 1"), (INTEGER, "\u00b2"), (INTEGER, "1.0"), (INTEGER, "9" * 20),
+    (NUMBER, "nan"), (NUMBER, "inf"), (NUMBER, "1e999"), (NUMBER, "1_0"), (NUMBER, "\u0661"),
+])
+def test_numbers_are_ascii_decimal_and_finite(kind, raw):
+    """int()/float() accept all of these; the document says integer/number, so the daemon must not."""
+    with pytest.raises(ApiError) as info:
+        parse_params([Param("n", kind)], {"n": [raw]})
+    assert info.value.status == 400 and info.value.message.startswith("Parameter 'n': expected")
+
+
+def test_ranges_lengths_patterns_and_nul():
+    declared = [Param("vcpus", INTEGER, minimum=1, maximum=64), Param("name", STRING, max_length=8,
+                                                                    pattern=NAME_PATTERN, pattern_help=NAME_HELP)]
+    assert parse_params(declared, {"vcpus": ["+64"], "name": ["web-1"]}) == {"vcpus": 64, "name": "web-1"}
+    for values, message in [
+        ({"vcpus": ["0"]}, "Parameter 'vcpus': expected an integer from 1 to 64, got '0'"),
+        ({"vcpus": ["65"]}, "Parameter 'vcpus': expected an integer from 1 to 64, got '65'"),
+        ({"name": ["a" * 9]}, "Parameter 'name': expected " + NAME_HELP + " of at most 8 characters, got 9 characters"),
+        ({"name": [".."]}, "Parameter 'name': expected " + NAME_HELP + " of at most 8 characters, got '..'"),
+        ({"name": ["a/b"]}, "Parameter 'name': expected " + NAME_HELP + " of at most 8 characters, got 'a/b'"),
+        ({"name": ["a\nb"]}, "Parameter 'name': expected " + NAME_HELP + " of at most 8 characters, got 'a\\nb'"),
+        ({"name": ["a\x00b"]}, "Parameter 'name': expected text without NUL bytes"),
+    ]:
+        with pytest.raises(ApiError) as info:
+            parse_params(declared, values)
+        assert info.value.message == message
+    with pytest.raises(ApiError):  # an integer beyond 64 bits never reaches a database
+        parse_params([Param("n", INTEGER)], {"n": [str(2 ** 63)]})
 
 
 def test_required_and_choices_in_declaration_order():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from test_node import eventually, seed_node
 
-from conftest import deep_merge
+from conftest import START_TIMEOUT, deep_merge
 
 POOL = "provapi"
 
@@ -27,7 +27,7 @@ def provd(daemon_factory, ceph_config, clean_zk_module):
 def clean_zk_module(zk_server):
     from kazoo.client import KazooClient
     client = KazooClient(hosts=zk_server.address)
-    client.start(timeout=15)
+    client.start(timeout=START_TIMEOUT)
     for child in client.get_children("/"):
         if child != "zookeeper":
             client.delete("/" + child, recursive=True)
@@ -140,10 +140,8 @@ def test_storage_templates_and_disks(provd):
         ({"pool": POOL}, "sda", 400, 'The disk "sda" in storage template "st1" already exists'),
         ({"pool": POOL, "disk_size": "big"}, "sdc", 400, "'disk_size'"),
         ({"pool": POOL, "disk_size": "1.5"}, "sdc", 400, "'disk_size'"),
-        ({"pool": "nopool", "disk_size": "1"}, "sdc", 400, "'pool'"),
         ({"pool": POOL, "mountpoint": "/"}, "sdc", 400, "A filesystem must be specified along with a mountpoint."),
         ({"pool": POOL, "source_volume": "img", "disk_size": "1"}, "sdc", 400, "Clone volumes are not compatible"),
-        ({"pool": POOL, "source_volume": "novolume"}, "sdc", 400, "'source_volume'"),
         ({"disk_size": "1"}, "sdc", 400, "'pool'"),
     ]
     for params, disk_id, code, fragment in bad:
@@ -376,3 +374,149 @@ def test_a_v06_database_is_used_as_it_is(daemon_factory, postgres):
         with admin.cursor() as cursor:
             cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         admin.close()
+
+
+def test_disks_may_name_pools_and_volumes_that_do_not_exist_yet(provd):
+    """provisioner.md §2.6: the pool and the clone's source are checked when a VM is created (§3.3), not
+    when the template is written (as v0.6); their names must still be names."""
+    ok(provd.post("/provisioner/template/storage", params={"name": "later"}))
+    ok(provd.post("/provisioner/template/storage/later/disk/sda", params={"pool": "nopool-yet", "disk_size": "4"}),
+       'Added new disk "sda" to storage template "later"')
+    ok(provd.post("/provisioner/template/storage/later/disk/sdb", params={"pool": POOL, "source_volume": "img-yet"}))
+    disks = provd.get("/provisioner/template/storage/later/disk").json()
+    assert [(disk["pool"], disk["source_volume"]) for disk in disks] == [("nopool-yet", None), (POOL, "img-yet")]
+    for params, fragment in (({"pool": ".."}, "Parameter 'pool': expected a name without '/'"),
+                             ({"pool": "a/b"}, "Parameter 'pool': expected a name without '/'"),
+                             ({"pool": POOL, "source_volume": "x\ny"}, "Parameter 'source_volume': expected a name"),
+                             ({"pool": POOL, "disk_size": "99999999999"},
+                              "Parameter 'disk_size': expected an integer from 1 to 1000000"),
+                             ({"pool": POOL, "disk_size": "0"}, "Parameter 'disk_size'")):
+        refused(provd.post("/provisioner/template/storage/later/disk/sdc", params=params), 400, fragment)
+    refused(provd.post("/provisioner/template/storage/later/disk", params={"disk_id": "s/d", "pool": POOL}), 400,
+            "Parameter 'disk_id': expected a name without '/'")
+
+
+@pytest.mark.parametrize("path, params, fragment", [
+    ("/provisioner/template/system", {"name": "", "vcpus": "1", "vram": "512", "serial": "1", "vnc": "0"},
+     "Parameter 'name': expected a name without '/' or control characters, not '.' or '..', got ''"),
+    ("/provisioner/template/system", {"name": "a\r\nb", "vcpus": "1", "vram": "512", "serial": "1", "vnc": "0"},
+     "Parameter 'name': expected a name without '/' or control characters"),
+    ("/provisioner/template/system/%2E%2E", {"vcpus": "1", "vram": "512", "serial": "1", "vnc": "0"},
+     "Name in the path: expected a name without '/' or control characters, not '.' or '..', got '..'"),
+    ("/provisioner/template/network", {"name": "tab\there"}, "Parameter 'name'"),
+    ("/provisioner/template/storage", {"name": ".."}, "Parameter 'name'"),
+    ("/provisioner/userdata", {"name": "a\x7fb", "data": "x"}, "Parameter 'name'"),
+    ("/provisioner/script", {"name": "", "data": "x"}, "Parameter 'name'"),
+    ("/provisioner/profile", {"name": "p\n", "system_template": "s", "network_template": "n",
+                              "storage_template": "t", "userdata": "empty", "script": "empty"}, "Parameter 'name'"),
+    # vcpus and vram: positive, and within what a guest (and the database's 32-bit column) can take
+    ("/provisioner/template/system", {"name": "big", "vcpus": "99999999999", "vram": "512", "serial": "1",
+                                      "vnc": "0"}, "Parameter 'vcpus': expected an integer from 1 to 4096"),
+    ("/provisioner/template/system", {"name": "neg", "vcpus": "-2", "vram": "512", "serial": "1", "vnc": "0"},
+     "Parameter 'vcpus': expected an integer from 1 to 4096, got '-2'"),
+    ("/provisioner/template/system", {"name": "neg", "vcpus": "1", "vram": "-512", "serial": "1", "vnc": "0"},
+     "Parameter 'vram': expected an integer from 1 to 16777216, got '-512'"),
+    ("/provisioner/template/system", {"name": "zero", "vcpus": "1", "vram": "0", "serial": "1", "vnc": "0"},
+     "Parameter 'vram'"),
+    # a MAC template is rendered when stored: one that cannot give a unicast MAC is refused now, not at creation
+    ("/provisioner/template/network", {"name": "m", "mac_template": "xyz"},
+     "Parameter 'mac_template': expected a template rendering a unicast MAC address"),
+    ("/provisioner/template/network", {"name": "m", "mac_template": "{prefix}:2f:1f:{vmid}"},
+     "Parameter 'mac_template'"),
+    ("/provisioner/template/network", {"name": "m", "mac_template": "{prefix}:2f:1f:{vm}{netid}"},
+     "uses the unknown field {vm}"),
+    ("/provisioner/template/network", {"name": "m", "mac_template": "{netid}{vmid}:00:00:00:00:00"},
+     "a multicast address"),
+    ("/provisioner/template/network", {"name": "m", "mac_template": "{prefix}:2f:1f:{vmid}{netid"},
+     "Parameter 'mac_template'"),
+])
+def test_names_bounds_and_mac_templates_refused(provd, path, params, fragment):
+    refused(provd.post(path, params=params), 400, fragment)
+    assert provd.get("/provisioner/template", params={"limit": "^(big|neg|zero|m)$"}).json() == {
+        "system_templates": [], "network_templates": [], "storage_templates": []}
+
+
+def test_bounds_on_changes_and_nets(provd):
+    ok(provd.post("/provisioner/template/system/bounded", params={"vcpus": "2", "vram": "512", "serial": "1",
+                                                                  "vnc": "0"}))
+    refused(provd.put("/provisioner/template/system/bounded", params={"vcpus": "0"}), 400,
+            "Parameter 'vcpus': expected an integer from 1 to 4096, got '0'")
+    refused(provd.put("/provisioner/template/system/bounded", params={"vram": "99999999999"}), 400, "'vram'")
+    assert provd.get("/provisioner/template/system/bounded").json()[0]["vcpu_count"] == 2
+    ok(provd.post("/provisioner/template/network/bounded", params={"mac_template": "{prefix}:2f:1f:{vmid}{netid}"}))
+    for vni in ("0", "-1", "16777216", "99999999999"):
+        refused(provd.post(f"/provisioner/template/network/bounded/net/{vni}"), 400,
+                f"Parameter 'vni': expected a VNI from 1 to 16777215, got '{vni}'")
+    ok(provd.post("/provisioner/template/network/bounded/net/16777215"))
+    ok(provd.delete("/provisioner/template/system/bounded"))
+    ok(provd.delete("/provisioner/template/network/bounded"))
+
+
+def test_name_filters_a_list(provd):
+    """The seeds' ``?name=`` on a list route is an exact-name filter (it returned every row before)."""
+    ok(provd.post("/provisioner/userdata", params={"name": "filter-a"}, data={"data": "a"}))
+    ok(provd.post("/provisioner/userdata", params={"name": "filter-ab"}, data={"data": "ab"}))
+    ok(provd.post("/provisioner/template/storage", params={"name": "filter-a"}))
+    ok(provd.post("/provisioner/script", params={"name": "filter-a"}, data={"data": "x = 1"}))
+    for path in ("/provisioner/userdata", "/provisioner/template/userdata", "/provisioner/template/storage",
+                 "/provisioner/script"):
+        assert [row["name"] for row in provd.get(path, params={"name": "filter-a"}).json()] == ["filter-a"], path
+        refused(provd.get(path, params={"name": "filter"}), 404, "found")  # exact, not "contains"
+        assert provd.get(path, params={"name": "filter-a", "limit": "zzz"}).status_code == 404  # both apply
+    assert provd.get("/provisioner/userdata", params={"name": "filter-ab"}).json()[0]["userdata"] == "ab"
+    for path in ("/provisioner/template/system", "/provisioner/template/network", "/provisioner/profile"):
+        refused(provd.get(path, params={"name": "filter-none"}), 404, "found")
+    ok(provd.delete("/provisioner/userdata/filter-a"))
+    ok(provd.delete("/provisioner/userdata/filter-ab"))
+    ok(provd.delete("/provisioner/template/storage/filter-a"))
+    ok(provd.delete("/provisioner/script/filter-a"))
+
+
+def test_create_refuses_an_existing_vm_name_at_once(provd):
+    """A VM name already in the cluster is refused when the creation is submitted (409), not by the task."""
+    from test_vm import define
+    ok(provd.post("/provisioner/template/system/dup-sys", params={"vcpus": "1", "vram": "512", "serial": "1",
+                                                                  "vnc": "0"}))
+    ok(provd.post("/provisioner/template/network/dup-net"))
+    ok(provd.post("/provisioner/template/storage/dup-st"))
+    ok(provd.post("/provisioner/profile/dup-p", params={
+        "system_template": "dup-sys", "network_template": "dup-net", "storage_template": "dup-st",
+        "userdata": "empty", "script": "empty"}))
+    defined = define(provd, node="pvchv1")
+    assert defined.status_code == 200, defined.text
+    try:
+        tasks = provd.get("/tasks").json()
+        response = provd.post("/provisioner/create", params={"name": "test1", "profile": "dup-p"})
+        assert response.status_code == 409, response.text
+        assert response.json() == {"message": "A VM with the name 'test1' already exists in the cluster"}
+        assert provd.get("/tasks").json() == tasks  # nothing queued
+        refused(provd.post("/provisioner/create", params={"name": "..", "profile": "dup-p"}), 400, "'name'")
+    finally:
+        assert provd.delete("/vm/test1").status_code == 200
+        ok(provd.delete("/provisioner/profile/dup-p"))
+
+
+def test_nul_bytes_and_32_bit_overflows_never_reach_postgresql(daemon_factory, postgres):
+    """PostgreSQL refuses NUL in text and integers beyond 32 bits (were 500s): each is a 400 naming the
+    parameter, before the database."""
+    daemon = daemon_factory({"ceph": {"collector": "False"}, "provisioner": {"database": postgres}})
+    try:
+        system = {"vcpus": "1", "vram": "512", "serial": "1", "vnc": "0"}
+        for method, path, params, data, fragment in (
+                ("POST", "/provisioner/userdata", {"name": "a\x00b"}, {"data": "x"}, "Parameter 'name'"),
+                ("POST", "/provisioner/userdata", {"name": "nul-data"}, {"data": "x\x00y"},
+                 "Parameter 'data': expected text without NUL bytes"),
+                ("POST", "/provisioner/script/nul%00name", {}, {"data": "x"}, "Path segment <script>"),
+                ("GET", "/provisioner/template/system", {"limit": "\x00"}, None, "Parameter 'limit'"),
+                ("GET", "/provisioner/profile/x%00", {}, None, "Path segment <profile>"),
+                ("POST", "/provisioner/template/system", {"name": "huge", **system, "vcpus": "99999999999"}, None,
+                 "Parameter 'vcpus'"),
+                ("POST", "/provisioner/template/system", {"name": "huge", **system, "vram": str(2 ** 31)}, None,
+                 "Parameter 'vram'")):
+            response = daemon.request(method, path, params=params, data=data)
+            assert response.status_code == 400, (path, response.text)
+            assert response.json()["message"].startswith(fragment), (path, response.json())
+        assert daemon.get("/provisioner/userdata/nul-data").status_code == 404
+        assert "Traceback" not in daemon.log()
+    finally:
+        daemon.stop()

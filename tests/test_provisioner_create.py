@@ -18,7 +18,7 @@ import pytest
 from test_node import eventually, seed_node
 from test_tasks import start_consumer, stop_consumer
 
-from conftest import deep_merge
+from conftest import REQUEST_TIMEOUT, START_TIMEOUT, deep_merge
 
 POOL = "provpool"
 SCRIPT = '''
@@ -40,13 +40,14 @@ def install(**kwargs):
     raise RuntimeError("the mirror is unreachable")
 '''
 
-SLEEPER_SCRIPT = '''
+# the test may be slow to set the flag on a loaded machine: a worker is killed and another started meanwhile
+SLEEPER_SCRIPT = f'''
 import os, time
 
 def install(**kwargs):
     with open(kwargs["temporary_directory"] + "/started", "w") as out:
         out.write(kwargs["vm_name"])
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + {round(4 * START_TIMEOUT)}
     while not os.path.exists(kwargs["flag"]):
         if time.monotonic() > deadline:
             raise RuntimeError("the flag never came")
@@ -63,7 +64,7 @@ def provd(request, daemon_factory, ceph_config, zk_server):
         backends = {"provisioner": {"database": request.getfixturevalue("postgres"),
                                     "queue": request.getfixturevalue("redis_server")}}
     zk = KazooClient(hosts=zk_server.address)
-    zk.start(timeout=15)
+    zk.start(timeout=START_TIMEOUT)
     for child in zk.get_children("/"):
         if child != "zookeeper":
             zk.delete("/" + child, recursive=True)
@@ -117,7 +118,7 @@ def seed_profiles(daemon) -> None:
         assert response.status_code == 200, response.text
 
 
-def wait_done(daemon, task_id: str, timeout: float = 120) -> tuple[dict, list[tuple[str, int]]]:
+def wait_done(daemon, task_id: str, timeout: float = 2 * START_TIMEOUT) -> tuple[dict, list[tuple[str, int]]]:
     seen: list[tuple[str, int]] = []
     deadline = time.monotonic() + timeout
     while True:
@@ -144,7 +145,7 @@ def images(ceph_cluster) -> dict[str, int]:
     import rados
     import rbd
     handle = rados.Rados(conffile=ceph_cluster.conf, conf={"keyring": ceph_cluster.keyring})
-    handle.connect(timeout=10)
+    handle.connect(timeout=REQUEST_TIMEOUT)
     try:
         with handle.open_ioctx(POOL) as ioctx:
             out = {}
@@ -223,10 +224,12 @@ def test_create_two_disks_two_nets(provd, ceph_cluster):
     assert read_back(ceph_cluster, "web3_sda", "/etc/provisioned") == "web3 3 hi=there 1001,1002"
     assert read_back(ceph_cluster, "web3_sdb", "/marker") == "sda,sdb"
     assert host_leftovers() == {"mounts": [], "loops": [], "links": []}
-    # the same name again fails in verification, before any side effect
-    again, _ = wait_done(provd, create(provd, "web3", "web"))
-    assert again["state"] == "FAILURE" and "A VM with the name 'web3' already exists in the cluster" in again["status"]
-    assert "Step 2 (Verifying configuration against cluster)" in again["status"]
+    # the same name again is refused when submitted (409), no task queued, nothing touched
+    tasks_before = provd.get("/tasks", params={"plugin": "provisioner"}).json()
+    again = provd.post("/provisioner/create", params={"name": "web3", "profile": "web"})
+    assert again.status_code == 409, again.text
+    assert again.json() == {"message": "A VM with the name 'web3' already exists in the cluster"}
+    assert provd.get("/tasks", params={"plugin": "provisioner"}).json() == tasks_before
     assert set(images(ceph_cluster)) >= {"web3_sda", "web3_sdb"}
     # queue overview: nothing active any more, args/kwargs as Python literals for the v0.6 CLI
     queue = provd.get("/provisioner/status").json()
@@ -256,6 +259,9 @@ def test_verification_failures(provd, ceph_cluster):
         ("/provisioner/template/network/ghost", {}), ("/provisioner/template/network/ghost/net/4040", {}),
         ("/provisioner/template/storage/toobig", {}),
         ("/provisioner/template/storage/toobig/disk/sda", {"pool": POOL, "disk_size": "100000"}),
+        # a template may name a pool that does not exist (yet): creation checks it (provisioner.md §2.6, §3.3)
+        ("/provisioner/template/storage/nowhere", {}),
+        ("/provisioner/template/storage/nowhere/disk/sda", {"pool": "nowhere", "disk_size": "1"}),
     ]
     for path, params in calls:
         assert provd.post(path, params=params).status_code == 200
@@ -263,6 +269,7 @@ def test_verification_failures(provd, ceph_cluster):
         ({"system_template": "huge"}, "No ready cluster node contains at least 500000+512 MB of free RAM"),
         ({"network_template": "ghost"}, 'The network VNI "4040" is not present on the cluster'),
         ({"storage_template": "toobig"}, f'Pool "{POOL}" has only'),
+        ({"storage_template": "nowhere"}, 'Pool "nowhere" is not present on the cluster'),
     ]
     for index, (change, text) in enumerate(cases):
         name = f"check{index}"
@@ -288,7 +295,7 @@ def test_no_define_no_script(provd, ceph_cluster):
         assert provd.delete(f"/storage/ceph/volume/{POOL}/plain1_{disk}").status_code == 200
 
 
-def wait_step(daemon, task_id: str, step: int, timeout: float = 60) -> None:
+def wait_step(daemon, task_id: str, step: int, timeout: float = START_TIMEOUT) -> None:
     deadline = time.monotonic() + timeout
     while True:
         body = daemon.get(f"/provisioner/status/{task_id}").json()
@@ -322,7 +329,7 @@ def test_queue_overview_and_worker_crash(provd, ceph_cluster):
     provd.consumer.wait()
     assert provd.get(f"/provisioner/status/{first}").json()["state"] == "RUNNING"
     provd.consumer = start_consumer(provd, workers=1)
-    done, _ = wait_done(provd, first, timeout=30)
+    done, _ = wait_done(provd, first, timeout=START_TIMEOUT)  # a new consumer starts and recovers
     assert done["state"] == "FAILURE" and done["status"] == "Worker terminated during provisioning"
     wait_step(provd, second, 8)  # the queued creation survived the crash and runs now
     now = host_leftovers()  # only slow2's own mappings (recovery ran before the worker took slow2)

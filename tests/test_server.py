@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import subprocess
-import time
 
 import requests
 
-from conftest import AUTH_ON, TOKEN, deep_merge
+from conftest import AUTH_ON, REQUEST_TIMEOUT, TOKEN, deep_merge, wait_until
 from pvc_core.zkserver import free_port
 
 
@@ -40,17 +39,12 @@ def test_ssl_and_secure_cookie(daemon_factory, tmp_path):
 def test_plugin_listener_is_separate(daemon_factory):
     port = free_port()
     daemon = daemon_factory({"example": {"listen_port": str(port)}})
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:  # the extra server may start just after the main one
-        try:
-            requests.get(f"http://127.0.0.1:{port}/whoami", timeout=1)
-            break
-        except requests.RequestException:
-            time.sleep(0.05)
-    own = requests.get(f"http://127.0.0.1:{port}/whoami", timeout=5)
+    # the extra server may start just after the main one
+    [own] = wait_until(lambda: [requests.get(f"http://127.0.0.1:{port}/whoami", timeout=REQUEST_TIMEOUT)],
+                       ignoring=(requests.RequestException,), message="the plugin's listener did not answer")
     assert own.status_code == 200 and own.json() == {"listener": "example", "remote": "127.0.0.1"}
     assert daemon.get("/whoami").status_code == 404
-    assert requests.get(f"http://127.0.0.1:{port}/api/v1/", timeout=5).status_code == 404
+    assert requests.get(f"http://127.0.0.1:{port}/api/v1/", timeout=REQUEST_TIMEOUT).status_code == 404
     assert "/whoami" not in str(daemon.get("/openapi.json").json()["paths"])
 
 

@@ -6,13 +6,14 @@ import time
 
 import pytest
 
+from conftest import ANSWER_SLACK, START_TIMEOUT, ZK_REQUEST_TIMEOUT, settle_timeout, wait_until
 from pvc_core.zk import TransactionFailed, ZooKeeper, encode
 from pvc_core.zkserver import ZooKeeperServer, free_port
 
 
 @pytest.fixture
 def zk(zk_server, clean_zk):
-    client = ZooKeeper([zk_server.address], request_timeout=3)
+    client = ZooKeeper([zk_server.address], request_timeout=ZK_REQUEST_TIMEOUT)
     client.start()
     yield client
     client.stop()
@@ -61,27 +62,27 @@ def test_recursive_delete_is_atomic(zk, clean_zk):
 
 def test_daemon_answers_503_while_zookeeper_is_down(daemon_factory, tmp_path):
     server = ZooKeeperServer(str(tmp_path / "zk"))
-    server.start()
+    server.start(timeout=START_TIMEOUT)
     try:
         daemon = daemon_factory(coordinator=server.address)
         assert daemon.get("/status").status_code == 200
         server.stop()
-        deadline = time.monotonic() + 15
-        while True:
+        request_timeout = float(daemon.config["zookeeper"]["request_timeout"])
+
+        def bounded_status():
             started = time.monotonic()
-            response = daemon.get("/status", timeout=30)
-            assert time.monotonic() - started < 5, "a request waited too long on a dead ZooKeeper"
-            if response.status_code == 503:
-                break
-            assert time.monotonic() < deadline, "never answered 503"
-            time.sleep(0.2)
+            response = daemon.get("/status")
+            assert time.monotonic() - started < request_timeout + ANSWER_SLACK, \
+                "a request waited too long on a dead ZooKeeper"
+            return [response] if response.status_code == 503 else None  # (a 503 Response is false)
+
+        [response] = wait_until(bounded_status, timeout=settle_timeout(daemon.config), interval=0.2,
+                                message="never answered 503")
         assert "ZooKeeper is unreachable" in response.json()["message"]
         assert daemon.get("/").status_code == 200  # routes that need no ZooKeeper still work
-        server.start()
-        deadline = time.monotonic() + 30
-        while daemon.get("/status").status_code != 200:
-            assert time.monotonic() < deadline, "did not recover after ZooKeeper came back"
-            time.sleep(0.2)
+        server.start(timeout=START_TIMEOUT)
+        wait_until(lambda: daemon.get("/status").status_code == 200, timeout=settle_timeout(daemon.config),
+                   interval=0.2, message="did not recover after ZooKeeper came back")
         assert daemon.post("/example/counter", params={"value": "5"}).status_code == 200
     finally:
         server.stop()
@@ -94,11 +95,9 @@ def test_daemon_starts_before_zookeeper(daemon_factory, tmp_path):
     assert response.status_code == 503
     assert response.json()["message"].startswith(f"ZooKeeper is unreachable at 127.0.0.1:{port}")
     server = ZooKeeperServer(str(tmp_path / "zk"), port=port)
-    server.start()
+    server.start(timeout=START_TIMEOUT)
     try:
-        deadline = time.monotonic() + 30
-        while daemon.get("/status").status_code != 200:
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+        wait_until(lambda: daemon.get("/status").status_code == 200, timeout=settle_timeout(daemon.config),
+                   interval=0.2, message="did not connect once ZooKeeper was there")
     finally:
         server.stop()

@@ -12,7 +12,7 @@ from pvc_core.routes import quoted
 from . import schema
 from .area import CephArea
 
-NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+NAME = re.compile(r"^(?!\.\.?$)[A-Za-z0-9_.-]+$")  # not "." or "..": those are no ZooKeeper key
 REPLCFG = re.compile(r"^copies=(\d+),mincopies=(\d+)$")
 
 
@@ -46,7 +46,8 @@ class Pools(CephArea):
 
     def add(self, name: str, pgs: int, replcfg: str) -> str:
         if not NAME.match(name):
-            raise BadRequest(f"Parameter 'pool': expected a pool name of letters, digits, '_', '.', '-', got {name!r}")
+            raise BadRequest(f"Parameter 'pool': expected a pool name of letters, digits, '_', '.', '-' "
+                             f"(not '.' or '..'), got {name!r}")
         if pgs < 1:
             raise BadRequest(f"Parameter 'pgs': expected a positive integer, got {pgs!r}")
         match = REPLCFG.match(replcfg)
@@ -56,6 +57,11 @@ class Pools(CephArea):
                              f"got {replcfg!r}")
         if self.zk.exists(schema.pool(name)):
             raise BadRequest(f'ERROR: A pool with name "{name}" already exists.')
+        available = self.osds_up_and_in()
+        if copies > available:
+            raise BadRequest(f"Parameter 'replcfg': asks for {copies} copies, but {available} OSD(s) are up and in; "
+                             f"expected copies=<N> with N at most {available} (a pool with more copies than that "
+                             "never becomes active)")
         steps = [("osd pool create", {"pool": name, "pg_num": pgs, "pool_type": "replicated"}),
                  # a single copy is what replcfg asked for; Ceph wants that confirmed
                  ("osd pool set", {"pool": name, "var": "size", "val": str(copies),
@@ -76,6 +82,11 @@ class Pools(CephArea):
             raise
         # not quote-rewritten, as in v0.6
         return f'Created new RBD pool "{name}" with "{pgs}" PGs and replication configuration {replcfg}.'
+
+    def osds_up_and_in(self) -> int:
+        """How many OSDs are up and in now (Ceph's OSD map, not the collected statistics)."""
+        dump = json.loads(self.client.mon_command("osd dump", format="json"))
+        return sum(1 for osd in dump.get("osds", []) if osd.get("up") == 1 and osd.get("in") == 1)
 
     def _remove_in_ceph(self, name: str) -> tuple[int, str]:
         ret, _, reason = self.client.run("osd pool rm", pool=name, pool2=name, yes_i_really_really_mean_it=True)

@@ -6,7 +6,34 @@ from typing import Any
 
 from pvc_core.errors import BadRequest
 from pvc_core.params import INTEGER, NUMBER, STRING, Param
-from pvc_core.routes import Route, collapse
+from pvc_core.routes import CONFLICT, NO_MATCH, Route, collapse
+from pvc_core.shapes import INT, MESSAGE, NUM, STR, array, named, nullable, obj, one_or_many
+
+
+def _stats(properties: dict) -> dict:
+    """A stats object as its writer (the collector, or a v0.6 node daemon) left it: ``{}`` until written."""
+    return obj(properties, optional=tuple(properties))
+
+
+# ceph.md §2.2-2.4 and §6-9
+CEPH_TEXT = named("CephText", obj({"type": STR, "primary_node": STR, "ceph_data": STR}))
+OSD = named("OSD", obj({"id": STR, "stats": _stats({
+    "uuid": nullable(STR), "up": nullable(INT), "in": nullable(INT), "primary_affinity": nullable(NUM),
+    "utilization": nullable(NUM), "var": nullable(NUM), "pgs": nullable(INT), "kb": nullable(INT),
+    "weight": nullable(NUM), "reweight": nullable(NUM), "node": STR, "used": STR, "avail": STR, "wr_ops": STR,
+    "wr_data": STR, "rd_ops": STR, "rd_data": STR, "state": STR})}))
+POOL = named("Pool", obj({"name": STR, "stats": _stats({
+    "id": nullable(INT), "free_bytes": INT, "used_bytes": INT, "used_percent": NUM, "num_objects": INT,
+    "num_object_clones": INT, "num_object_copies": INT, "num_objects_missing_on_primary": INT,
+    "num_objects_unfound": INT, "num_objects_degraded": INT, "read_ops": INT, "read_bytes": INT, "write_ops": INT,
+    "write_bytes": INT})}))
+VOLUME = named("Volume", obj({"name": STR, "pool": STR, "stats": _stats({
+    "name": STR, "id": STR, "size": STR, "objects": INT, "order": INT, "object_size": INT, "snapshot_count": INT,
+    "block_name_prefix": STR, "format": INT, "features": array(STR), "op_features": array(STR),
+    "flags": array(STR), "create_timestamp": STR, "access_timestamp": STR, "modify_timestamp": STR})}))
+SNAPSHOT = named("Snapshot", obj({"pool": STR, "volume": STR, "snapshot": STR}))
+BUSY = {409: "Ceph refused: the object exists or is busy (e.g. a volume with snapshots)"}
+NAMED_BUSY = {404: "The pool or volume named by a parameter does not exist", **BUSY}
 
 
 def storage(ctx: Any, params: dict) -> dict:
@@ -131,7 +158,8 @@ SNAPSHOT_ELEMENT_SEED = ("/storage/ceph/volume/snapshot/<pool>/<volume>/<snapsho
 SIZE = Param("size", STRING, help="bytes, or with a B/K/M/G/T/P suffix, e.g. 20G")
 SOURCE = Param("source_volume", STRING, help="copy this volume of the same pool instead of creating an empty one")
 PGS = Param("pgs", INTEGER, required=True, help="placement groups, e.g. 256")
-REPLCFG = Param("replcfg", STRING, required=True, help="copies=<N>,mincopies=<M>, e.g. copies=3,mincopies=2")
+REPLCFG = Param("replcfg", STRING, default="copies=3,mincopies=2",
+                help="copies=<N>,mincopies=<M>; default copies=3,mincopies=2 (the v0.6 CLI's)")
 CONFIRM = Param("yes-i-really-mean-it", STRING, required=True, aliases=("yes_i_really_mean_it",),
                 help="confirms a destructive operation (its value is ignored)")
 
@@ -139,73 +167,86 @@ CONFIRM = Param("yes-i-really-mean-it", STRING, required=True, aliases=("yes_i_r
 def routes() -> list[Route]:
     tags = ("storage",)
     return [
-        Route("GET", "/storage", storage, summary="Storage root", tags=tags),
+        Route("GET", "/storage", storage, summary="Storage root", tags=tags, returns=MESSAGE),
         Route("GET", "/storage/ceph/status", status, summary="Ceph cluster status (text of `ceph status`)",
-              aliases=("/storage/ceph",), tags=tags),
+              aliases=("/storage/ceph",), tags=tags, returns=CEPH_TEXT),
         Route("GET", "/storage/ceph/utilization", utilization, summary="Ceph utilisation (text of `rados df`)",
-              aliases=("/storage/ceph/df",), tags=tags),
+              aliases=("/storage/ceph/df",), tags=tags, returns=CEPH_TEXT),
         Route("POST", "/storage/ceph/option", set_option, (
             Param("option", STRING, required=True, help="an OSD flag, e.g. noout"),
             Param("action", STRING, required=True, choices=("set", "unset"), help="set or unset it")),
-            summary="Set or unset a cluster OSD flag", aliases=("/storage/ceph/cluster-option",), tags=tags),
+            summary="Set or unset a cluster OSD flag", aliases=("/storage/ceph/cluster-option",), tags=tags,
+            returns=MESSAGE),
         Route("GET", "/storage/ceph/osd", list_osds, (Param("limit", STRING, help="regular expression on the ID"),),
-              summary="List OSDs", tags=tags),
+              summary="List OSDs", tags=tags, returns=array(OSD), responses=NO_MATCH),
         Route("POST", "/storage/ceph/osd", add_osd, (
             Param("node", STRING, required=True, help="the node whose disk becomes the OSD"),
             Param("device", STRING, required=True, help="block device, e.g. /dev/sdb (its data is destroyed)"),
             Param("weight", NUMBER, required=True, help="CRUSH weight, e.g. 1.0")),
-            summary="Create an OSD on a node's disk (by that node's daemon)", tags=tags),
+            summary="Create an OSD on a node's disk (by that node's daemon)", tags=tags, returns=MESSAGE,
+            responses=CONFLICT),
         Route("DELETE", "/storage/ceph/osd/<osdid>", remove_osd, (CONFIRM,),
-              summary="Remove an OSD (by its node's daemon)", tags=tags),
-        Route("GET", "/storage/ceph/osd/<osdid>", get_osd, summary="One OSD (as a one-element list)", tags=tags),
-        Route("GET", "/storage/ceph/osd/<osdid>/state", get_osd_state, summary="An OSD's in/up state", tags=tags),
+              summary="Remove an OSD (by its node's daemon)", tags=tags, returns=MESSAGE, responses=CONFLICT),
+        Route("GET", "/storage/ceph/osd/<osdid>", get_osd, summary="One OSD (as a one-element list)", tags=tags,
+              returns=array(OSD)),
+        Route("GET", "/storage/ceph/osd/<osdid>/state", get_osd_state, summary="An OSD's in/up state", tags=tags,
+              returns=obj({"id": STR, "in": INT, "up": INT})),
         Route("POST", "/storage/ceph/osd/<osdid>/state", set_osd_state, (
             Param("state", STRING, required=True, choices=("in", "out"), help="in or out"),),
-            summary="Set an OSD in or out", tags=tags),
+            summary="Set an OSD in or out", tags=tags, returns=MESSAGE),
         Route("GET", "/storage/ceph/pool", list_pools, (Param("limit", STRING, help="regular expression"),),
-              summary="List RBD pools", tags=tags),
+              summary="List RBD pools", tags=tags, returns=one_or_many(POOL),
+              responses=NO_MATCH),
         Route("POST", "/storage/ceph/pool", add_pool, (Param("pool", STRING, required=True, help="pool name"),
-                                                       PGS, REPLCFG), summary="Create an RBD pool", tags=tags),
-        Route("GET", "/storage/ceph/pool/<pool>", get_pool, summary="One RBD pool", tags=tags),
+                                                       PGS, REPLCFG), summary="Create an RBD pool", tags=tags,
+              returns=MESSAGE, responses=BUSY),
+        Route("GET", "/storage/ceph/pool/<pool>", get_pool, summary="One RBD pool", tags=tags, returns=POOL),
         Route("POST", "/storage/ceph/pool/<pool>", add_pool, (PGS, REPLCFG),
-              summary="Create an RBD pool (name in the path)", tags=tags),
+              summary="Create an RBD pool (name in the path)", tags=tags, returns=MESSAGE, responses=BUSY),
         Route("DELETE", "/storage/ceph/pool/<pool>", remove_pool, (CONFIRM,),
-              summary="Remove an RBD pool and all its volumes", tags=tags),
+              summary="Remove an RBD pool and all its volumes", tags=tags, returns=MESSAGE, responses=BUSY),
         Route("GET", "/storage/ceph/volume", list_volumes, (
             Param("limit", STRING, help="regular expression on the volume name"),
-            Param("pool", STRING, help="only this pool")), summary="List RBD volumes", tags=tags),
+            Param("pool", STRING, help="only this pool")), summary="List RBD volumes", tags=tags,
+            returns=one_or_many(VOLUME), responses=NO_MATCH),
         Route("POST", "/storage/ceph/volume", add_volume, (
             Param("volume", STRING, required=True, help="volume name"),
             Param("pool", STRING, required=True, help="pool name"), SIZE, SOURCE),
-            summary="Create an RBD volume (or copy one with source_volume)", tags=tags),
-        Route("GET", "/storage/ceph/volume/<pool>/<volume>", get_volume, summary="One RBD volume", tags=tags),
+            summary="Create an RBD volume (or copy one with source_volume)", tags=tags,
+            returns=MESSAGE, responses=NAMED_BUSY),
+        Route("GET", "/storage/ceph/volume/<pool>/<volume>", get_volume, summary="One RBD volume", tags=tags,
+              returns=VOLUME),
         Route("POST", "/storage/ceph/volume/<pool>/<volume>", add_volume, (SIZE, SOURCE),
-              summary="Create an RBD volume (names in the path)", tags=tags),
+              summary="Create an RBD volume (names in the path)", tags=tags, returns=MESSAGE, responses=BUSY),
         Route("PUT", "/storage/ceph/volume/<pool>/<volume>", modify_volume, (
             Param("size", STRING, aliases=("new_size",), help="grow the volume to this size"),
             Param("new_name", STRING, aliases=("name",), help="rename the volume"),
-        ), summary="Resize or rename an RBD volume (one change per call)", tags=tags),
+        ), summary="Resize or rename an RBD volume (one change per call)", tags=tags, returns=MESSAGE, responses=BUSY),
         Route("DELETE", "/storage/ceph/volume/<pool>/<volume>", remove_volume,
-              summary="Remove an RBD volume (refused while it has snapshots)", tags=tags),
+              summary="Remove an RBD volume (refused while it has snapshots)", tags=tags,
+              returns=MESSAGE, responses=BUSY),
         Route("POST", "/storage/ceph/volume/<pool>/<volume>/clone", clone_volume, (
             Param("new_volume", STRING, required=True, help="name of the copy, in the same pool"),),
-            summary="Copy an RBD volume", tags=tags),
+            summary="Copy an RBD volume", tags=tags, returns=MESSAGE, responses=BUSY),
         Route("GET", "/storage/ceph/snapshot", list_snapshots, (
             Param("pool", STRING, help="only this pool"), Param("volume", STRING, help="only volumes of this name"),
             Param("limit", STRING, help="regular expression on the snapshot name")),
-            summary="List RBD snapshots", aliases=("/storage/ceph/volume/snapshot",), tags=tags),
+            summary="List RBD snapshots", aliases=("/storage/ceph/volume/snapshot",), tags=tags,
+            returns=one_or_many(SNAPSHOT), responses=NO_MATCH),
         Route("POST", "/storage/ceph/snapshot", add_snapshot, (
             Param("snapshot", STRING, required=True, help="snapshot name"),
             Param("volume", STRING, required=True, help="volume name"),
             Param("pool", STRING, required=True, help="pool name")),
-            summary="Snapshot an RBD volume", aliases=("/storage/ceph/volume/snapshot",), tags=tags),
+            summary="Snapshot an RBD volume", aliases=("/storage/ceph/volume/snapshot",), tags=tags,
+            returns=MESSAGE, responses=NAMED_BUSY),
         Route("GET", SNAPSHOT_ELEMENT, get_snapshot, summary="One RBD snapshot", aliases=SNAPSHOT_ELEMENT_SEED,
-              tags=tags),
+              tags=tags, returns=SNAPSHOT),
         Route("POST", SNAPSHOT_ELEMENT, add_snapshot, summary="Snapshot an RBD volume (names in the path)",
-              aliases=SNAPSHOT_ELEMENT_SEED, tags=tags),
+              aliases=SNAPSHOT_ELEMENT_SEED, tags=tags, returns=MESSAGE, responses=BUSY),
         Route("PUT", SNAPSHOT_ELEMENT, rename_snapshot,
               (Param("new_name", STRING, required=True, help="new snapshot name"),),
-              summary="Rename an RBD snapshot", aliases=SNAPSHOT_ELEMENT_SEED, tags=tags),
+              summary="Rename an RBD snapshot", aliases=SNAPSHOT_ELEMENT_SEED, tags=tags,
+              returns=MESSAGE, responses=BUSY),
         Route("DELETE", SNAPSHOT_ELEMENT, remove_snapshot, summary="Remove an RBD snapshot",
-              aliases=SNAPSHOT_ELEMENT_SEED, tags=tags),
+              aliases=SNAPSHOT_ELEMENT_SEED, tags=tags, returns=MESSAGE, responses=BUSY),
     ]

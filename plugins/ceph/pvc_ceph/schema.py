@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
+from pvc_core.errors import BadRequest
+from pvc_core.params import NAME_HELP, NAME_PATTERN
+
 STATUS = "/ceph"               # text of `ceph status`
 UTILIZATION = "/ceph/radosdf"  # text of `rados df`
 OSDS = "/ceph/osds"
@@ -12,12 +17,25 @@ COLLECTOR_LOCK = "/locks/ceph_collector"
 CMD_CEPH = "/cmd/ceph"  # the v0.6 command mailbox (OSD add/remove)
 
 
+def segment(kind: str, name: str) -> str:
+    """A client's name as one key segment: '.', '..', '/' or control characters are a 400 here,
+    whatever the route (ZooKeeper refuses such paths, which would otherwise be a 500)."""
+    if not re.fullmatch(NAME_PATTERN, name):
+        raise BadRequest(f"{kind} name {name!r}: expected {NAME_HELP}")
+    return name
+
+
 def volume(pool: str, name: str) -> str:
-    return f"{VOLUMES}/{pool}/{name}"
+    return f"{VOLUMES}/{segment('Pool', pool)}/{segment('Volume', name)}"
 
 
 def pool(name: str, key: str = "") -> str:
-    return f"{POOLS}/{name}" + (f"/{key}" if key else "")
+    return f"{POOLS}/{segment('Pool', name)}" + (f"/{key}" if key else "")
+
+
+def snapshot(pool: str, volume: str, name: str = "") -> str:
+    base = f"{SNAPSHOTS}/{segment('Pool', pool)}/{segment('Volume', volume)}"
+    return base + (f"/{segment('Snapshot', name)}" if name else "")
 
 
 def osd(osd_id: str, key: str = "") -> str:

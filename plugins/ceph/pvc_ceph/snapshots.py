@@ -13,7 +13,7 @@ from .volumes import NAME, Volumes
 
 
 def snapshot_path(pool: str, volume: str, name: str = "") -> str:
-    return f"{schema.SNAPSHOTS}/{pool}/{volume}" + (f"/{name}" if name else "")
+    return schema.snapshot(pool, volume, name)
 
 
 class Snapshots:
@@ -63,14 +63,14 @@ class Snapshots:
             return ioctx, rbd.Image(ioctx, volume)
         except rbd.Error as exc:
             ioctx.close()
-            raise self.volumes._failure(f'open RBD volume "{volume}"', exc) from None
+            raise self.volumes._failure(f'open RBD volume "{volume}"', exc, pool) from None
 
     def add(self, pool: str, volume: str, name: str) -> str:
         import rbd
         self.volumes._require(pool, volume)
         if not NAME.match(name or ""):
-            raise BadRequest(f"Parameter 'snapshot': expected a name of letters, digits, '_', '.', '+', '-', "
-                             f"got {name!r}")
+            raise BadRequest(f"Parameter 'snapshot': expected a name of letters, digits, '_', '.', '+', '-' "
+                             f"(not '.' or '..'), got {name!r}")
         if self.zk.exists(snapshot_path(pool, volume, name)):
             raise BadRequest(quoted(f'ERROR: Snapshot "{name}" already exists for volume "{volume}" in pool '
                                     f'"{pool}".'))
@@ -78,7 +78,7 @@ class Snapshots:
         try:
             image.create_snap(name)
         except rbd.Error as exc:
-            raise self.volumes._failure(f'create RBD snapshot "{name}"', exc) from None
+            raise self.volumes._failure(f'create RBD snapshot "{name}"', exc, pool) from None
         finally:
             image.close()
             ioctx.close()
@@ -94,8 +94,8 @@ class Snapshots:
         if not self.zk.exists(snapshot_path(pool, volume, name)):
             raise self._missing(pool, volume, name)
         if not NAME.match(new_name or ""):
-            raise BadRequest(f"Parameter 'new_name': expected a name of letters, digits, '_', '.', '+', '-', "
-                             f"got {new_name!r}")
+            raise BadRequest(f"Parameter 'new_name': expected a name of letters, digits, '_', '.', '+', '-' "
+                             f"(not '.' or '..'), got {new_name!r}")
         if self.zk.exists(snapshot_path(pool, volume, new_name)):
             raise BadRequest(quoted(f'ERROR: Snapshot "{new_name}" already exists for volume "{volume}" in pool '
                                     f'"{pool}".'))
@@ -103,7 +103,7 @@ class Snapshots:
         try:
             image.rename_snap(name, new_name)
         except rbd.Error as exc:
-            raise self.volumes._failure(f'rename RBD snapshot "{name}" to "{new_name}"', exc) from None
+            raise self.volumes._failure(f'rename RBD snapshot "{name}" to "{new_name}"', exc, pool) from None
         finally:
             image.close()
             ioctx.close()
@@ -129,7 +129,7 @@ class Snapshots:
         except rbd.ImageNotFound:
             pass  # gone in Ceph already: the keys still go
         except rbd.Error as exc:
-            raise self.volumes._failure(f'remove RBD snapshot "{name}"', exc) from None
+            raise self.volumes._failure(f'remove RBD snapshot "{name}"', exc, pool) from None
         finally:
             image.close()
             ioctx.close()

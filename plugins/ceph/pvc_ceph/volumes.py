@@ -16,7 +16,11 @@ from .area import CephArea
 
 UNITS = {"B": 1, "K": 1024, "M": 1024 ** 2, "G": 1024 ** 3, "T": 1024 ** 4, "P": 1024 ** 5}
 SIZE = re.compile(r"^([0-9]+)([BKMGTP]?)$", re.IGNORECASE)
-NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
+NAME = re.compile(r"^(?!\.\.?$)[A-Za-z0-9_.+-]+$")  # not "." or "..": those are no ZooKeeper key
+# The largest RBD image Ceph makes with its default features: the object map holds at most
+# 256,000,000 objects (librbd's MAX_OBJECT_MAP_OBJECT_COUNT), of 4 MiB each; `rbd create` of
+# anything larger fails with EINVAL, and an image that large without an object map takes days to remove.
+MAX_SIZE = 256_000_000 * 4 * UNITS["M"]
 
 
 def parse_size(text: str, parameter: str = "size") -> int:
@@ -25,7 +29,11 @@ def parse_size(text: str, parameter: str = "size") -> int:
     if not match or int(match.group(1)) == 0:
         raise BadRequest(f"Parameter '{parameter}': expected a size in bytes or with a B/K/M/G/T/P suffix "
                          f"(e.g. 20G), got {text!r}")
-    return int(match.group(1)) * UNITS[(match.group(2) or "B").upper()]
+    size = int(match.group(1)) * UNITS[(match.group(2) or "B").upper()]
+    if size > MAX_SIZE:
+        raise BadRequest(f"Parameter '{parameter}': expected at most {MAX_SIZE} bytes ({MAX_SIZE // UNITS['T']}T, "
+                         f"Ceph's largest RBD image: 256000000 objects of 4 MiB), got {text!r}")
+    return size
 
 
 def format_size(size: int) -> str:
@@ -40,8 +48,8 @@ def format_size(size: int) -> str:
 
 def _check_name(parameter: str, name: str) -> str:
     if not NAME.match(name or ""):
-        raise BadRequest(f"Parameter '{parameter}': expected a volume name of letters, digits, '_', '.', '+', '-', "
-                         f"got {name!r}")
+        raise BadRequest(f"Parameter '{parameter}': expected a volume name of letters, digits, '_', '.', '+', '-' "
+                         f"(not '.' or '..'), got {name!r}")
     return name
 
 
@@ -66,15 +74,37 @@ class Volumes(CephArea):
             self.client.reset()
             raise self.client.unavailable(f"open pool {pool}: {exc}") from None
 
-    def _failure(self, what: str, exc: Exception) -> ApiError:
+    def _failure(self, what: str, exc: Exception, pool: str | None = None) -> ApiError:
         import rbd
         reason = str(exc) or type(exc).__name__
         if isinstance(exc, (rbd.ImageExists, rbd.ImageBusy, rbd.ImageHasSnapshots)):
             return Conflict(f"ERROR: Failed to {what}: {reason}")
         if isinstance(exc, (rbd.ConnectionShutdown, rbd.Timeout)):
+            # The monitors answered (the pool was opened): an operation that times out on a
+            # pool whose placement groups are not active waits for them, not for Ceph.
+            inactive = self.inactive_pgs(pool) if pool is not None and isinstance(exc, rbd.Timeout) else None
+            if inactive:
+                return Conflict(f"ERROR: Failed to {what}: the placement groups of pool \"{pool}\" are not active "
+                                f"({inactive}); Ceph stores nothing in the pool until they are (are enough OSDs "
+                                "up and in for its copies?)")
             self.client.reset()
             return self.client.unavailable(f"{what}: {reason}")
         return BadRequest(f"ERROR: Failed to {what}: {reason}")
+
+    def inactive_pgs(self, pool: str) -> str | None:
+        """How many of the pool's placement groups are not active, and their states; None when all are
+        (or when Ceph cannot say)."""
+        try:
+            ret, out, _ = self.client.run("pg ls-by-pool", poolstr=pool, format="json")
+            data = json.loads(out or "{}") if ret == 0 else {}
+        except (ApiError, ValueError):
+            return None
+        stats = data.get("pg_stats", []) if isinstance(data, dict) else data
+        states = [str(pg.get("state", "")) for pg in stats if isinstance(pg, dict)]
+        inactive = [state for state in states if "active" not in state.split("+")]
+        if not inactive:
+            return None
+        return f"{len(inactive)} of {len(states)} are {', '.join(sorted(set(inactive)))}"
 
     def _info(self, ioctx: Any, name: str) -> str:
         """What `rbd info --format json` shows, as the stats value (ceph.md §2.4)."""
@@ -199,7 +229,7 @@ class Volumes(CephArea):
                 stats = self._info(ioctx, name)
             except rbd.Error as exc:
                 what = f'clone RBD volume "{source}" to "{name}"' if source else f'create RBD volume "{name}"'
-                raise self._failure(what, exc) from None
+                raise self._failure(what, exc, pool) from None
             try:
                 self._record(pool, name, stats, create=True)
             except ApiError:
@@ -226,7 +256,7 @@ class Volumes(CephArea):
                     image.resize(size)
                 stats = self._info(ioctx, name)
             except rbd.Error as exc:
-                raise self._failure(f'resize RBD volume "{name}"', exc) from None
+                raise self._failure(f'resize RBD volume "{name}"', exc, pool) from None
         finally:
             ioctx.close()
         self._record(pool, name, stats, create=False)
@@ -244,7 +274,7 @@ class Volumes(CephArea):
                 rbd.RBD().rename(ioctx, name, new_name)
                 stats = self._info(ioctx, new_name)
             except rbd.Error as exc:
-                raise self._failure(f'rename RBD volume "{name}" to "{new_name}"', exc) from None
+                raise self._failure(f'rename RBD volume "{name}" to "{new_name}"', exc, pool) from None
         finally:
             ioctx.close()
         self._move(pool, name, new_name, stats)
@@ -278,7 +308,7 @@ class Volumes(CephArea):
             except rbd.ImageNotFound:
                 pass  # gone in Ceph already: the keys still go
             except rbd.Error as exc:
-                raise self._failure(f'remove RBD volume "{name}"', exc) from None
+                raise self._failure(f'remove RBD volume "{name}"', exc, pool) from None
         finally:
             ioctx.close()
         self.zk.delete([schema.volume(pool, name), f"{schema.SNAPSHOTS}/{pool}/{name}"])

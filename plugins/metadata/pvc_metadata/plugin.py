@@ -7,11 +7,14 @@ from typing import Any
 from pvc_core import hookimpl
 from pvc_core.config import Field, Section
 from pvc_core.routes import Response, Route
+from pvc_core.shapes import MESSAGE, PLAIN, STR
 
 from .caller import Caller, identify
 
 LISTENER = "metadata"
 TEXT = "text/plain; charset=utf-8"
+UNKNOWN_CALLER = {404: {"description": "The caller's address is no VM's dynamic lease (empty body)",
+                        "content": {PLAIN: {"schema": {"type": "string", "maxLength": 0}}}}}
 
 
 @hookimpl
@@ -86,5 +89,9 @@ def pvc_routes(runtime: Any) -> list:
          "The calling VM's provisioner profile"),
         ("/<version>/user-data", user_data, "The userdata of the calling VM's profile"),
     ]
-    return [Route("GET", path, handler, summary=summary, auth=False, listener=LISTENER, tags=("metadata",))
+    described = {"/": {"status": 209, "returns": MESSAGE},
+                 "/<version>/meta-data/": {"media_type": PLAIN, "returns": STR}}
+    answers = {"media_type": PLAIN, "returns": STR, "responses": UNKNOWN_CALLER}
+    return [Route("GET", path, handler, summary=summary, auth=False, listener=LISTENER, tags=("metadata",),
+                  **described.get(path, answers))
             for path, handler, summary in paths]

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from pvc_core.params import BOOLEAN, INTEGER, STRING, Param
-from pvc_core.routes import Route, collapse
+from pvc_core.routes import CONFLICT, NO_MATCH, Route, collapse
+from pvc_core.shapes import INT, MESSAGE, STR, array, named, obj, one_or_many
 
 from .service import NetworkService
 
@@ -30,6 +31,15 @@ MODIFY_OPTIONS = (
 )
 LIMIT = Param("limit", STRING, help="regular expression")
 DIRECTION = Param("direction", STRING, choices=("in", "out"), help="rule direction")
+
+# network.md §3: unset values are the string "None", the DHCP flags the strings "True"/"False".
+NETWORK = named("Network", obj({
+    "vni": INT, "description": STR, "type": STR, "domain": STR, "name_servers": array(STR),
+    "ip6": obj({"network": STR, "gateway": STR, "dhcp_flag": STR}),
+    "ip4": obj({"network": STR, "gateway": STR, "dhcp_flag": STR, "dhcp_start": STR, "dhcp_end": STR})}))
+LEASE = named("Lease", obj({"hostname": STR, "ip4_address": STR, "mac_address": STR, "timestamp": STR}))
+ACL = named("ACL", obj({"direction": {"type": "string", "enum": ["in", "out"]}, "order": INT, "description": STR,
+                        "rule": STR}))
 
 
 def service(ctx: Any) -> NetworkService:
@@ -112,38 +122,47 @@ RULE = (Param("rule", STRING, required=True, help="nftables rule fragment"),
 def routes() -> list[Route]:
     tags = ("network",)
     return [
-        Route("GET", "/network", list_networks, (LIMIT,), summary="List networks", tags=tags),
+        Route("GET", "/network", list_networks, (LIMIT,), summary="List networks", tags=tags,
+              returns=one_or_many(NETWORK), responses=NO_MATCH),
         Route("POST", "/network", add_network,
               (Param("vni", STRING, required=True, help="VXLAN ID (managed) or VLAN ID (bridged)"),
-               DESCRIPTION, NETTYPE, *OPTIONS), summary="Create a network", tags=tags),
-        Route("GET", "/network/<vni>", get_network, summary="One network by VNI or description", tags=tags),
+               DESCRIPTION, NETTYPE, *OPTIONS), summary="Create a network", tags=tags, returns=MESSAGE,
+              responses=CONFLICT),
+        Route("GET", "/network/<vni>", get_network, summary="One network by VNI or description", tags=tags,
+              returns=one_or_many(NETWORK)),
         Route("POST", "/network/<vni>", add_network, (DESCRIPTION, NETTYPE, *OPTIONS),
-              summary="Create a network with the VNI in the path", tags=tags),
-        Route("PUT", "/network/<vni>", modify_network, MODIFY_OPTIONS, summary="Modify a network", tags=tags),
-        Route("DELETE", "/network/<vni>", remove_network, summary="Remove a network", tags=tags),
+              summary="Create a network with the VNI in the path", tags=tags, returns=MESSAGE, responses=CONFLICT),
+        Route("PUT", "/network/<vni>", modify_network, MODIFY_OPTIONS, summary="Modify a network", tags=tags,
+              returns=MESSAGE, responses=CONFLICT),
+        Route("DELETE", "/network/<vni>", remove_network, summary="Remove a network", tags=tags, returns=MESSAGE,
+              responses={409: "The network is still used by VMs, or a concurrent change"}),
         Route("GET", "/network/<vni>/lease", list_leases,
               (LIMIT, Param("static", BOOLEAN, default=False, help="list static reservations instead")),
-              summary="List DHCP leases or reservations", aliases=("/network/<vni>/dhcp",), tags=tags),
+              summary="List DHCP leases or reservations", aliases=("/network/<vni>/dhcp",), tags=tags,
+              returns=array(LEASE)),
         Route("POST", "/network/<vni>/lease", add_reservation,
               (Param("macaddress", STRING, required=True, help="MAC address"), *RESERVATION),
-              summary="Add a static DHCP reservation", aliases=("/network/<vni>/dhcp",), tags=tags),
+              summary="Add a static DHCP reservation", aliases=("/network/<vni>/dhcp",), tags=tags,
+              returns=MESSAGE, responses=CONFLICT),
         Route("GET", "/network/<vni>/lease/<mac>", get_lease, summary="One lease or reservation by MAC",
-              aliases=("/network/<vni>/dhcp/<mac>",), tags=tags),
+              aliases=("/network/<vni>/dhcp/<mac>",), tags=tags, returns=array(LEASE)),
         Route("POST", "/network/<vni>/lease/<mac>", add_reservation, RESERVATION,
               summary="Add a static DHCP reservation (MAC in the path)",
-              aliases=("/network/<vni>/dhcp/<mac>",), tags=tags),
+              aliases=("/network/<vni>/dhcp/<mac>",), tags=tags, returns=MESSAGE, responses=CONFLICT),
         Route("DELETE", "/network/<vni>/lease/<mac>", remove_lease,
               summary="Remove a reservation or lease by MAC, hostname or address",
-              aliases=("/network/<vni>/dhcp/<mac>",), tags=tags),
+              aliases=("/network/<vni>/dhcp/<mac>",), tags=tags, returns=MESSAGE, responses=CONFLICT),
         Route("GET", "/network/<vni>/acl", list_acls, (LIMIT, DIRECTION), summary="List firewall rules",
-              tags=tags),
+              tags=tags, returns=one_or_many(ACL)),
         Route("POST", "/network/<vni>/acl", add_acl,
               (Param("description", STRING, required=True, help="rule name, unique in the network"), *RULE),
-              summary="Add a firewall rule", tags=tags),
-        Route("GET", "/network/<vni>/acl/<description>", get_acl, summary="One firewall rule", tags=tags),
+              summary="Add a firewall rule", tags=tags, returns=MESSAGE, responses=CONFLICT),
+        Route("GET", "/network/<vni>/acl/<description>", get_acl, summary="One firewall rule", tags=tags,
+              returns=ACL),
         Route("POST", "/network/<vni>/acl/<description>", add_acl, RULE,
-              summary="Add a firewall rule (description in the path)", tags=tags),
+              summary="Add a firewall rule (description in the path)", tags=tags, returns=MESSAGE,
+              responses=CONFLICT),
         Route("DELETE", "/network/<vni>/acl/<description>", remove_acl,
               (Param("direction", STRING, choices=("in", "out"), help="when given, must match the rule's"),),
-              summary="Remove a firewall rule", tags=tags),
+              summary="Remove a firewall rule", tags=tags, returns=MESSAGE, responses=CONFLICT),
     ]

@@ -35,6 +35,11 @@ def lease(vni: str | int, mac: str) -> str:
     return f"{ROOT}/{vni}/{LEASES}/{mac}"
 
 
+def lease_field(vni: str | int, mac: str, name: str) -> str:
+    """One of ``LEASE_FIELDS`` of a lease."""
+    return f"{lease(vni, mac)}/{name}"
+
+
 def reservation(vni: str | int, mac: str, container: str = RESERVATIONS) -> str:
     return f"{ROOT}/{vni}/{container}/{mac}"
 

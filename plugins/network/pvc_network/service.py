@@ -10,6 +10,7 @@ interleave: the loser retries on fresh data (``zk.optimistic``).
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from pvc_core import matching
@@ -40,10 +41,10 @@ class NetworkService:
 
     def vnis(self) -> list[str]:
         children = self.zk.children(schema.ROOT) or []
-        valid = [child for child in children if child.isdigit()]
+        valid = [child for child in children if child.isascii() and child.isdigit()]
         if len(valid) != len(children):
             log.warning("ignoring non-numeric keys under %s: %s", schema.ROOT,
-                        ", ".join(child for child in children if not child.isdigit()))
+                        ", ".join(child for child in children if not (child.isascii() and child.isdigit())))
         return sorted(valid, key=int)
 
     def count(self) -> int:
@@ -84,7 +85,7 @@ class NetworkService:
 
     def resolve(self, ident: str, mutation: bool = True) -> str:
         """v0.6 resolution: digits are a VNI, anything else a description."""
-        if ident.isdigit():
+        if ident.isascii() and ident.isdigit():
             if self.zk.exists(schema.network(ident)):
                 return ident
             raise not_found(ident, mutation)
@@ -302,10 +303,30 @@ class NetworkService:
             raise NotFound("Lease not found.")
         return found
 
+    def lease_mac(self, address: str) -> str | None:
+        """The MAC whose dynamic DHCPv4 lease on a managed network holds ``address``, or None.
+
+        Static reservations do not count (v0.6's metadata API); when several
+        leases hold the address the last one found wins (networks by VNI,
+        leases by MAC). Three pipelined round trips, whatever the counts.
+        """
+        vnis = self.vnis()
+        types = self.zk.get_many(schema.key(vni, "nettype") for vni in vnis)
+        managed = [vni for vni in vnis if types[schema.key(vni, "nettype")] == "managed"]
+        leases = self.zk.children_many(schema.key(vni, schema.LEASES) for vni in managed)
+        owners = {schema.lease_field(vni, mac, "ipaddr"): mac for vni in managed
+                  for mac in sorted(leases[schema.key(vni, schema.LEASES)] or [])}
+        found = None
+        for path, value in self.zk.get_many(owners).items():
+            if value == address:
+                found = owners[path]
+        return found
+
     def lease(self, ident: str, mac: str) -> list[dict]:
         """One MAC's live lease or reservation, exactly matched; always a list (v0.6 shape)."""
         vni = self.resolve(ident, mutation=False)
-        found = self._lease_objects(vni, [mac.lower()])
+        mac = validate.mac("mac", mac)  # a key of its own ('.', '..' are none: 400, not ZooKeeper's 500)
+        found = self._lease_objects(vni, [mac])
         if not found:
             raise NotFound("Lease not found.")
         return found
@@ -382,7 +403,7 @@ class NetworkService:
             for description in names[schema.rules(vni, direction)] or []:
                 base = schema.rule(vni, direction, description)
                 order_text = values[f"{base}/order"] or ""
-                order = int(order_text) if order_text.lstrip("-").isdigit() else 1 << 30
+                order = int(order_text) if re.fullmatch(r"-?[0-9]+", order_text) else 1 << 30
                 entries.append({"direction": direction, "order": order, "description": description,
                                 "rule": values[f"{base}/rule"] or ""})
             entries.sort(key=lambda entry: (entry["order"], entry["description"]))

@@ -23,21 +23,21 @@ def bad(name: str, expected: str, got: object) -> BadRequest:
 def vni(value: str, nettype: str | None = None) -> int:
     limit = MAX_VNI.get(nettype or "managed", MAX_VNI["managed"])
     kind = "a VLAN ID" if nettype == "bridged" else "a VXLAN ID"
-    if not value.isdigit() or not 1 <= int(value) <= limit:
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= limit:
         raise bad("vni", f"{kind}: an integer from 1 to {limit}", value)
     return int(value)
 
 
 def name(parameter: str, value: str) -> str:
     """Descriptions are names: used in paths and ZooKeeper keys."""
-    if not value or any(char.isspace() for char in value) or "/" in value:
-        raise bad(parameter, "a name without whitespace or '/'", value)
+    if not value or any(char.isspace() for char in value) or "/" in value or value in (".", ".."):
+        raise bad(parameter, "a name without whitespace or '/', not '.' or '..'", value)
     return value
 
 
 def network_description(value: str) -> str:
     name("description", value)
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         raise bad("description", "a name that is not all digits (digits address a network by VNI)", value)
     return value
 

@@ -16,6 +16,7 @@ from xml.etree import ElementTree as ET
 
 MAC_PREFIX = "52:54:01"
 _SUFFIX = re.compile(r"([0-9]+)$")
+_MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 
 
 def vm_id(name: str) -> int:
@@ -35,6 +36,18 @@ def render_mac(template: str, vmid: int, netid: int) -> str:
         return template.format(**fields)
     except (ValueError, IndexError) as exc:
         raise ValueError(f"MAC template {template!r} is malformed: {exc}") from None
+
+
+def check_mac_template(template: str) -> None:
+    """ValueError unless the template renders a unicast MAC address for every VM id and interface
+    (one hex digit each), so that a bad template is refused when stored, not when a VM is created."""
+    for vmid in range(16):
+        for netid in range(16):
+            mac = render_mac(template, vmid, netid)
+            if not _MAC.match(mac):
+                raise ValueError(f"it renders {mac!r}, not six ':'-separated hex pairs")
+            if int(mac[:2], 16) & 1:
+                raise ValueError(f"it renders {mac!r}, a multicast address (the first octet must be even)")
 
 
 def random_mac(rng: random.Random | None = None) -> str:

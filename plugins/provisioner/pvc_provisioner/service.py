@@ -7,7 +7,7 @@ import re
 import socket
 from typing import Any
 
-from pvc_core.errors import BadRequest, NotFound
+from pvc_core.errors import BadRequest, Conflict, NotFound
 from pvc_core.taskrecords import PENDING, RUNNING, TaskRecord
 
 from .creation import STEPS, Creation, TaskFailure
@@ -18,7 +18,7 @@ log = logging.getLogger("pvc.provisioner")
 TASK_NAME = "provisioner.create_vm"
 PLUGIN = "provisioner"
 ORPHANED = "Worker terminated during provisioning"
-VM_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
+VM_NAME = re.compile(r"^(?!\.\.?$)[A-Za-z0-9_.+-]+$")
 
 
 def worker_name() -> str:
@@ -38,9 +38,12 @@ class ProvisionerService:
     def submit(self, name: str, profile: str, define_vm: bool, start_vm: bool, script_args: list[str]) -> str:
         if not VM_NAME.match(name):
             raise BadRequest(f"Parameter 'name': expected a VM name of letters, digits, '_', '.', '+', '-' "
-                             f"(its volumes are named <name>_<disk>), got {name!r}")
+                             f"(not '.' or '..'; its volumes are named <name>_<disk>), got {name!r}")
         if not self.store.profile_exists(profile):
             raise BadRequest(f'Profile "{profile}" is not valid.')
+        if self.runtime.service("vm").find(name) is not None:
+            # refused now rather than by the task's own check (§3.3 step 2), which still runs
+            raise Conflict(f"A VM with the name '{name}' already exists in the cluster")
         kwargs: dict[str, Any] = {"define_vm": define_vm, "start_vm": start_vm}
         if script_args:
             kwargs["script_args"] = list(script_args)

@@ -16,11 +16,13 @@ import peewee
 
 from pvc_core.errors import BadRequest, Conflict, NotFound
 
+from . import domain
 from .models import Network, NetworkTemplate, Profile, Script, Storage, StorageTemplate, SystemTemplate, Userdata
 
 NOT_FOUND = {SystemTemplate: "No system templates found", NetworkTemplate: "No network templates found",
              StorageTemplate: "No storage templates found", Userdata: "No userdata documents found",
              Script: "No scripts found", Profile: "No profiles found"}
+MAX_VNI = 16777215  # a VXLAN ID (the largest a cluster network can have)
 KIND = {SystemTemplate: "system template", NetworkTemplate: "network template",
         StorageTemplate: "storage template", Userdata: "userdata", Script: "script"}
 
@@ -97,7 +99,7 @@ class Store:
         with self.session():
             if exact is not None:
                 found = self._find(model, exact)
-                rows = [found] if found is not None else []
+                rows = [found] if found is not None and like_filter(limit)(found.name) else []
             else:
                 rows = self._rows(model, limit)
             if not rows:
@@ -188,6 +190,13 @@ class Store:
         return self._listing(NetworkTemplate, limit, exact, self._network_object)
 
     def add_network(self, name: str, mac_template: str | None) -> str:
+        if mac_template:
+            try:
+                domain.check_mac_template(mac_template)
+            except ValueError as exc:
+                raise BadRequest(f"Parameter 'mac_template': expected a template rendering a unicast MAC address "
+                                 f"from {{prefix}}, {{vmid}} and {{netid}}, e.g. {{prefix}}:2f:1f:{{vmid}}{{netid}}, "
+                                 f"got {mac_template!r}: {exc}") from None
         with self.session():
             self._refuse_existing(NetworkTemplate, name, f'The network template "{name}" already exists')
             self._insert(NetworkTemplate, name, f'Failed to create network template "{name}"',
@@ -221,6 +230,8 @@ class Store:
         with self.session():
             template = self._require(NetworkTemplate, name)
             number = _integer("vni", vni)
+            if not 1 <= number <= MAX_VNI:
+                raise BadRequest(f"Parameter 'vni': expected a VNI from 1 to {MAX_VNI}, got {vni!r}")
             if Network.select().where((Network.network_template == template.id) & (Network.vni == number)).exists():
                 raise BadRequest(f'The VNI "{vni}" in network template "{name}" already exists')
             with self.database.atomic():
@@ -272,7 +283,7 @@ class Store:
                     return disk
             raise NotFound(f'The disk "{disk_id}" in storage template "{name}" does not exist')
 
-    def add_disk(self, name: str, disk_id: str, fields: dict, check_pool: Callable[[str, str | None], None]) -> str:
+    def add_disk(self, name: str, disk_id: str, fields: dict) -> str:
         with self.session():
             template = self._require(StorageTemplate, name)
             if any(disk.disk_id == disk_id for disk in self._disk_rows(template)):
@@ -286,7 +297,6 @@ class Store:
             if not fields["source_volume"] and fields["disk_size"] is not None and fields["disk_size"] < 1:
                 raise BadRequest(f"Parameter 'disk_size': expected a whole number of GiB of at least 1, "
                                  f"got {fields['disk_size']!r}")
-            check_pool(fields["pool"], fields["source_volume"] or None)
             with self.database.atomic():
                 Storage.create(storage_template=template.id, pool=fields["pool"], disk_id=disk_id,
                                source_volume=fields["source_volume"] or None, disk_size_gb=fields["disk_size"],

@@ -111,7 +111,7 @@ def _disks(root: Any) -> list[dict]:
 
 
 def _memory(element: Any) -> int | None:
-    if element is None or not (element.text or "").strip().isdigit():
+    if element is None or not ((element.text or "").strip().isascii() and (element.text or "").strip().isdigit()):
         return None
     value, unit = int(element.text.strip()), element.get("unit", "KiB")
     if unit in ("KiB", "k", "K"):
@@ -150,7 +150,7 @@ def info(xml: str) -> dict:
         "uuid": _text(root.find("uuid")),
         "description": description.text if description is not None and description.text else "N/A",
         "memory": _memory(root.find("memory")),
-        "vcpu": int(vcpu_text) if vcpu_text.isdigit() else None,
+        "vcpu": int(vcpu_text) if vcpu_text.isascii() and vcpu_text.isdigit() else None,
         "vcpu_topology": "/".join(topology.get(k, "") for k in ("sockets", "cores", "threads"))
         if topology is not None else "N/A",
         "networks": networks,

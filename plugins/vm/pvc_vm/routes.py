@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from pvc_core.errors import BadRequest
 from pvc_core.params import BOOLEAN, INTEGER, STRING, Param
-from pvc_core.routes import Route, collapse
+from pvc_core.routes import CONFLICT, NO_MATCH, Route, collapse
+from pvc_core.shapes import BOOL, INT, MESSAGE, STR, array, named, nullable, obj, one_or_many
 
 from . import schema
 from .service import VMService
@@ -20,6 +22,21 @@ DEFINE = (
     XML,
 )
 WAIT = Param("wait", BOOLEAN, default=False, help="wait for the node daemon (bounded by pvc.vm.wait_timeout)")
+
+# The v0.6 VM object (nodes-vms.md §3.1); what the stored XML lacks is null.
+NSTR = nullable(STR)
+VM = named("VM", obj({
+    "name": STR, "uuid": STR, "state": STR, "node": STR, "last_node": STR, "migrated": STR, "failed_reason": STR,
+    "node_limit": nullable(array(STR)), "node_selector": NSTR, "node_autostart": BOOL, "description": STR,
+    "profile": NSTR, "memory": nullable(INT), "vcpu": nullable(INT), "vcpu_topology": STR,
+    "networks": array(obj({"type": NSTR, "mac": NSTR, "source": NSTR, "model": NSTR})),
+    "type": NSTR, "arch": NSTR, "machine": NSTR, "console": NSTR, "emulator": NSTR, "features": array(STR),
+    "disks": array(obj({"type": NSTR, "name": NSTR, "dev": NSTR, "bus": NSTR},
+                       optional=("type", "name", "dev", "bus"))),  # {} for a disk that is neither network nor file
+    "controllers": array(obj({"type": NSTR, "model": NSTR})),
+    "xml": STR}))
+META = obj({"name": STR, "node_limit": nullable(array(STR)), "node_selector": NSTR, "node_autostart": BOOL})
+WAITED = {409: "The node daemon did not finish within pvc.vm.wait_timeout, or a concurrent change"}
 
 
 def service(ctx: Any) -> VMService:
@@ -52,7 +69,12 @@ def get_meta(ctx: Any, params: dict, vm: str) -> dict:
 
 
 def set_meta(ctx: Any, params: dict, vm: str) -> dict:
-    return {"message": service(ctx).set_meta(vm, params["limit"], params["selector"], params["autostart"],
+    autostart = params["autostart"]
+    if params["no-autostart"]:
+        if autostart:
+            raise BadRequest("Parameters 'autostart' and 'no-autostart' contradict each other; expected one")
+        autostart = False
+    return {"message": service(ctx).set_meta(vm, params["limit"], params["selector"], autostart,
                                              params["profile"])}
 
 
@@ -69,8 +91,14 @@ def get_node(ctx: Any, params: dict, vm: str) -> dict:
 
 
 def set_node(ctx: Any, params: dict, vm: str) -> dict:
-    return {"message": service(ctx).change_node(vm, params["action"], params["node"], params["force"],
-                                                params["wait"])}
+    action = params["action"]
+    if params["permanent"]:
+        # Seed B: a permanent migration is v0.6's move.
+        if action != "migrate" and action != "move":
+            raise BadRequest(f"Parameter 'permanent': expected only with action 'migrate', got action '{action}'")
+        action = "move"
+    return {"message": service(ctx).change_node(vm, action, params["node"], params["force"],
+                                                params["wait"], params["selector"])}
 
 
 def flush_locks(ctx: Any, params: dict, vm: str) -> dict:
@@ -88,40 +116,53 @@ def routes() -> list[Route]:
             Param("limit", STRING, help="regular expression on name or UUID"),
             Param("node", STRING, help="only VMs on this node"),
             Param("state", STRING, choices=schema.STATES, help="only VMs in this state"),
-        ), summary="List VMs", tags=tags),
-        Route("POST", "/vm", define_vm, DEFINE, summary="Define a VM from libvirt XML", tags=tags),
-        Route("GET", "/vm/<vm>", get_vm, summary="One VM by name or UUID", tags=tags),
+        ), summary="List VMs", tags=tags, returns=one_or_many(VM), responses=NO_MATCH),
+        Route("POST", "/vm", define_vm, DEFINE, summary="Define a VM from libvirt XML", tags=tags, returns=MESSAGE,
+              responses=CONFLICT),
+        Route("GET", "/vm/<vm>", get_vm, summary="One VM by name or UUID", tags=tags, returns=VM),
         Route("POST", "/vm/<vm>", define_vm, DEFINE, summary="Define a VM (the path is ignored, as in v0.6)",
-              tags=tags),
+              tags=tags, returns=MESSAGE, responses=CONFLICT),
         Route("PUT", "/vm/<vm>", modify_vm, (
             Param("restart", BOOLEAN, default=False, help="restart the VM to apply the new XML"), XML),
-            summary="Replace a VM's libvirt XML", tags=tags),
+            summary="Replace a VM's libvirt XML", tags=tags, returns=MESSAGE, responses=CONFLICT),
         Route("DELETE", "/vm/<vm>", remove_vm, (
             Param("delete_disks", BOOLEAN, default=False, help="also remove its RBD volumes (needs ceph)"),),
-            summary="Undefine a VM, optionally removing its disks", tags=tags),
-        Route("GET", "/vm/<vm>/meta", get_meta, summary="A VM's placement metadata", tags=tags),
+            summary="Undefine a VM, optionally removing its disks", tags=tags, returns=MESSAGE,
+            responses=CONFLICT),
+        Route("GET", "/vm/<vm>/meta", get_meta, summary="A VM's placement metadata", tags=tags, returns=META),
         Route("POST", "/vm/<vm>/meta", set_meta, (
             Param("limit", STRING, help="comma-separated node names; empty clears"),
             SELECTOR,
             Param("autostart", BOOLEAN, help="start on the next unflush of its node"),
+            Param("no-autostart", BOOLEAN, default=False,
+                  help="a bare flag (seed B): the same as autostart=false"),
             Param("profile", STRING, help="provisioner profile name"),
-        ), summary="Change a VM's placement metadata", tags=tags),
-        Route("GET", "/vm/<vm>/state", get_state, summary="A VM's state", tags=tags),
+        ), summary="Change a VM's placement metadata (at least one argument)", tags=tags, returns=MESSAGE,
+            responses=CONFLICT),
+        Route("GET", "/vm/<vm>/state", get_state, summary="A VM's state", tags=tags,
+              returns=obj({"name": STR, "state": STR})),
         Route("POST", "/vm/<vm>/state", set_state, (
             Param("state", STRING, required=True, choices=("start", "shutdown", "stop", "restart", "disable"),
                   help="A valid state must be specified"), WAIT),
-            summary="Start, stop, shut down, restart or disable a VM", tags=tags),
-        Route("GET", "/vm/<vm>/node", get_node, summary="A VM's node and previous node", tags=tags),
+            summary="Start, stop, shut down, restart or disable a VM", tags=tags, returns=MESSAGE,
+            responses=WAITED),
+        Route("GET", "/vm/<vm>/node", get_node, summary="A VM's node and previous node", tags=tags,
+              returns=obj({"name": STR, "node": STR, "last_node": STR})),
         Route("POST", "/vm/<vm>/node", set_node, (
             Param("action", STRING, required=True, choices=("migrate", "unmigrate", "move"),
                   help="A valid action must be specified"),
             Param("node", STRING, help="target node (default: selected automatically)"),
             Param("force", BOOLEAN, default=False, help="migrate again although already migrated"),
+            Param("permanent", BOOLEAN, default=False,
+                  help="with action=migrate (seed B): a permanent migration, i.e. action=move"),
+            Param("selector", STRING, choices=schema.SELECTORS,
+                  help="selector for the automatic choice of target, this time only (default: the VM's own)"),
             WAIT,
-        ), summary="Migrate, unmigrate or move a VM", tags=tags),
+        ), summary="Migrate, unmigrate or move a VM", tags=tags, returns=MESSAGE, responses=WAITED),
         Route("POST", "/vm/<vm>/locks", flush_locks, summary="Remove the RBD locks of a stopped VM (needs ceph)",
-              tags=tags),
+              tags=tags, returns=MESSAGE),
         Route("GET", "/vm/<vm>/console", console, (
             Param("lines", INTEGER, default=10, help="how many lines of the console log"),),
-            summary="The tail of a VM's serial console log", tags=tags),
+            summary="The tail of a VM's serial console log", tags=tags,
+            returns=obj({"name": STR, "data": STR})),
     ]

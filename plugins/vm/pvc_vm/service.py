@@ -172,6 +172,20 @@ class VMService:
         return sorted(entry.get("") or uuid for uuid, entry in self.entries().items()
                       if any(net.get("source") == bridge for net in domainxml.info(entry.get("xml") or "")["networks"]))
 
+    def with_mac(self, mac: str) -> dict | None:
+        """``{"uuid", "name", "profile"}`` of the first VM with an interface of this MAC (any case), or None.
+
+        ``profile`` is None when the VM has none (stored as ``None`` or empty).
+        """
+        wanted = mac.lower()
+        for uuid, entry in self.entries().items():
+            networks = domainxml.info(entry.get("xml") or "")["networks"]
+            if any((network.get("mac") or "").lower() == wanted for network in networks):
+                profile = entry.get("profile")
+                return {"uuid": uuid, "name": entry.get("") or "",
+                        "profile": profile if profile not in (None, "", "None") else None}
+        return None
+
     def status(self) -> dict:
         counts: dict[str, int] = {}
         degraded = False
@@ -302,6 +316,10 @@ class VMService:
 
     def set_meta(self, ident: str, limit: str | None, selector: str | None, autostart: bool | None,
                  profile: str | None) -> str:
+        if limit is None and selector is None and autostart is None and profile is None:
+            # v0.6 answered 200 and wrote nothing; a client that sent a misspelt option deserves to know.
+            raise BadRequest("Expected at least one of 'limit', 'selector', 'autostart' (or 'no-autostart') "
+                             "and 'profile'; nothing was changed")
         uuid, _ = self.require(ident)
         values: dict[str, str] = {}
         if limit is not None:
@@ -376,7 +394,9 @@ class VMService:
 
     # -- placement -------------------------------------------------------------------------
 
-    def change_node(self, ident: str, action: str, node: str | None, force: bool, wait: bool) -> str:
+    def change_node(self, ident: str, action: str, node: str | None, force: bool, wait: bool,
+                    selector: str | None = None) -> str:
+        """``selector`` (seed B) picks the target for this change only; the stored one stays."""
         uuid, _ = self.require(ident)
         paths = {name: schema.key(uuid, name) for name in ("state", "node", "lastnode", "node_limit",
                                                              "node_selector")}
@@ -397,7 +417,7 @@ class VMService:
             else:
                 if action == "migrate" and lastnode and not force:
                     raise BadRequest(f"ERROR: VM '{ident}' has been previously migrated.")
-                target = self._target(ident, node, current)
+                target = self._target(ident, node, current, selector)
                 if action == "move":
                     writes = {"node": target, "lastnode": ""}
                     if state in RUNNING:
@@ -424,7 +444,8 @@ class VMService:
             self._wait_state(ident, uuid, "migrate")
         return result["message"]
 
-    def _target(self, ident: str, node: str | None, current: dict[str, str | None]) -> str:
+    def _target(self, ident: str, node: str | None, current: dict[str, str | None],
+                selector: str | None = None) -> str:
         limit = [item for item in (current["node_limit"] or "").split(",") if item]
         home = current["node"] or ""
         if node:
@@ -436,7 +457,7 @@ class VMService:
             if node == home:
                 raise BadRequest(f"ERROR: VM '{ident}' is already running on node '{node}'.")
             return node
-        selector = current["node_selector"]
+        selector = selector or current["node_selector"]
         target = placement.select(self.nodes.objects(), limit, "mem" if selector is None else selector, home)
         if target is None:
             raise BadRequest(f"ERROR: Could not find a valid migration target for VM '{ident}'.")

@@ -4,6 +4,7 @@ from typing import Any
 
 from pvc_core import hookimpl
 from pvc_core.routes import Route
+from pvc_core.shapes import MESSAGE
 
 
 def shout(ctx: Any, params: dict) -> dict:
@@ -17,4 +18,4 @@ def pvc_plugin_info() -> dict:
 
 @hookimpl
 def pvc_routes(runtime: Any) -> list:
-    return [Route("GET", "/example-dependent/shout", shout, summary="Greeting, shouted")]
+    return [Route("GET", "/example-dependent/shout", shout, summary="Greeting, shouted", returns=MESSAGE)]

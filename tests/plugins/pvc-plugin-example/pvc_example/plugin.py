@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import peewee
@@ -9,12 +10,14 @@ import peewee
 from pvc_core import hookimpl
 from pvc_core.config import Field, Section
 from pvc_core.db import BaseModel
-from pvc_core.errors import NotFound
+from pvc_core.errors import Conflict, NotFound
 from pvc_core.params import BOOLEAN, INTEGER, STRING, Param
-from pvc_core.routes import Route
+from pvc_core.routes import CONFLICT, Route
+from pvc_core.shapes import INT, MESSAGE, STR, array, nullable, obj
 
 COUNTER_KEY = "/example_counter"
 TASK_NAME = "example.count"
+LIFECYCLE_FILE = "example-lifecycle"
 STARTED: list[str] = []
 
 
@@ -67,7 +70,10 @@ def start_job(ctx: Any, params: dict) -> dict:
 
 def add_greeting(ctx: Any, params: dict) -> dict:
     ctx.runtime.ensure_schema()
-    Greeting.create(name=params["name"])
+    try:
+        Greeting.create(name=params["name"])
+    except peewee.IntegrityError:
+        raise Conflict(f"A greeting named '{params['name']}' exists already") from None
     return {"message": f"Added {params['name']}", "count": Greeting.select().count()}
 
 
@@ -97,7 +103,8 @@ def pvc_services(runtime: Any) -> dict:
 def pvc_routes(runtime: Any) -> list:
     own = []
     if runtime.config["example.listen_port"]:
-        own = [Route("GET", "/whoami", whoami, auth=False, listener="example", summary="Own listener")]
+        own = [Route("GET", "/whoami", whoami, auth=False, listener="example", summary="Own listener",
+                     returns=obj({"listener": STR, "remote": STR}))]
     return own + [
         Route("GET", "/example/hello", hello, (
             Param("name", STRING, default="world", aliases=("who",), help="whom to greet"),
@@ -105,16 +112,20 @@ def pvc_routes(runtime: Any) -> list:
             Param("loud", BOOLEAN, default=False),
             Param("tag", STRING, repeated=True),
             Param("color", STRING, choices=("red", "green")),
-        ), summary="Say hello", aliases=("/example/greet",)),
-        Route("GET", "/example/counter", get_counter, summary="Read the counter"),
+        ), summary="Say hello", aliases=("/example/greet",),
+            returns=obj({"message": STR, "times": INT, "tags": array(STR), "color": nullable(STR),
+                         "started": array(STR)})),
+        Route("GET", "/example/counter", get_counter, summary="Read the counter", returns=obj({"counter": INT}),
+              responses={404: "The counter does not exist"}),
         Route("POST", "/example/counter", set_counter, (Param("value", INTEGER, required=True),),
-              summary="Set the counter"),
+              summary="Set the counter", returns=MESSAGE, responses=CONFLICT),
         Route("POST", "/example/job", start_job, (
-            Param("steps", INTEGER, default=3), Param("fail", BOOLEAN, default=False)),
-            summary="Run a background job"),
-        Route("GET", "/example/crash", crash, summary="Always fails with an unhandled error"),
+            Param("steps", INTEGER, default=3, minimum=0, maximum=1000), Param("fail", BOOLEAN, default=False)),
+            summary="Run a background job", returns=obj({"task_id": STR})),
+        Route("GET", "/example/crash", crash, summary="Always fails with an unhandled error", status=500,
+              returns=obj({"message": STR, "request_id": STR})),
         Route("POST", "/example/greeting", add_greeting, (Param("name", STRING, required=True),),
-              summary="Store a greeting row"),
+              summary="Store a greeting row", returns=obj({"message": STR, "count": INT}), responses=CONFLICT),
     ]
 
 
@@ -149,14 +160,27 @@ def pvc_tasks(huey: Any, runtime: Any) -> None:
     runtime.service("example").count_task = count
 
 
+def lifecycle_file(runtime: Any) -> str:
+    """Where start and stop are recorded, so a test sees them after the process has gone."""
+    return os.path.join(runtime.config["data_dir"], LIFECYCLE_FILE)
+
+
+def record(runtime: Any, line: str) -> None:
+    os.makedirs(runtime.config["data_dir"], exist_ok=True)
+    with open(lifecycle_file(runtime), "a", encoding="utf-8") as handle:
+        handle.write(f"{line} pid={os.getpid()}\n")
+
+
 @hookimpl
 def pvc_start(runtime: Any) -> None:
     STARTED.append("example")
+    record(runtime, "start")
 
 
 @hookimpl
 def pvc_stop(runtime: Any) -> None:
     STARTED.append("stopped")
+    record(runtime, "stop")
 
 
 @hookimpl

@@ -1,0 +1,278 @@
+"""The hook contract (pvc_core/hookspecs.py): every hook documented, implemented and exercised.
+
+``hook_problems`` is the rule (after datasette's tests of its hooks): a hook
+specification must have a docstring, a row in README.md's hook table
+(section "Writing a plugin") with its exact argument list, an
+implementation in a shipped plugin or the example plugin
+(tests/plugins/pvc-plugin-example), and a ``test_hook_<name>`` below that
+observes its effect through a running daemon. The README must not document
+a hook that does not exist. Adding a hook without all of that fails
+``test_every_hook_is_documented_implemented_and_tested``;
+``test_the_rule_catches_what_it_must`` proves the rule on a made-up hookspec
+module.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import sys
+import types
+from pathlib import Path
+
+import pluggy
+import pytest
+import requests
+from test_tasks import start_consumer, stop_consumer, wait_task
+
+from conftest import REQUEST_TIMEOUT, run_pvcapid, wait_until, write_config
+from pvc_core import hookspecs
+from pvc_core.plugins import PluginHost, installed_plugins
+from pvc_core.zkserver import free_port
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+SECTION = "Writing a plugin"
+# tests/plugins/pvc-plugin-broken fails to import on purpose (and is installed only for its own test)
+NOT_LOADABLE = {"broken"}
+
+
+# -- the rule -------------------------------------------------------------------------------
+
+def hookspecs_of(module: types.ModuleType, project: str = "pvc") -> dict[str, tuple[tuple[str, ...], str]]:
+    """``{name: (argument names, docstring)}`` of every function marked as a hook specification."""
+    marker = f"{project}_spec"
+    return {name: (tuple(inspect.signature(function).parameters), inspect.getdoc(function) or "")
+            for name, function in inspect.getmembers(module, inspect.isfunction)
+            if getattr(function, marker, None) is not None}
+
+
+def documented_hooks(readme: str, section: str = SECTION) -> dict[str, tuple[tuple[str, ...], str]]:
+    """``{name: (argument names, purpose)}`` from the hook table of the README's ``section``.
+
+    A row's first cell holds one or more ``name(arguments)`` in backticks;
+    its second cell is the purpose.
+    """
+    match = re.search(rf"^## {re.escape(section)}\n(.*?)(?=^## |\Z)", readme, re.MULTILINE | re.DOTALL)
+    assert match, f"README.md has no section '## {section}'"
+    out = {}
+    for row in match.group(1).splitlines():
+        cells = [cell.strip() for cell in row.strip().strip("|").split("|")] if row.startswith("|") else []
+        if len(cells) < 2:
+            continue
+        for name, arguments in re.findall(r"`(\w+)\(([^)]*)\)`", cells[0]):
+            out[name] = (tuple(arg.strip() for arg in arguments.split(",") if arg.strip()), cells[1])
+    return out
+
+
+def hook_problems(specs: dict[str, tuple[tuple[str, ...], str]], documented: dict[str, tuple[tuple[str, ...], str]],
+                  implemented: dict[str, list[str]], tested: set[str]) -> list[str]:
+    """Everything wrong with the hook contract; empty when every hook is documented, implemented and tested."""
+    problems = []
+    for name, (arguments, docstring) in sorted(specs.items()):
+        signature = f"{name}({', '.join(arguments)})"
+        if not docstring.strip():
+            problems.append(f"{name}: no docstring in its hook specification")
+        if name not in documented:
+            problems.append(f"{name}: not in README.md's hook table (section '{SECTION}') as `{signature}`")
+        else:
+            listed, purpose = documented[name]
+            if listed != arguments:
+                problems.append(f"{name}: README.md documents `{name}({', '.join(listed)})`, the spec is "
+                                f"`{signature}`")
+            if not purpose:
+                problems.append(f"{name}: README.md's hook table gives no purpose")
+        if not implemented.get(name):
+            problems.append(f"{name}: no shipped plugin and not the example plugin implements it")
+        if name not in tested:
+            problems.append(f"{name}: no test_hook_{name} in tests/test_hookspecs.py")
+    problems.extend(f"{name}: README.md documents it, but it is no hook specification"
+                    for name in sorted(set(documented) - set(specs)))
+    return problems
+
+
+def implementations() -> dict[str, list[str]]:
+    """``{hook: [plugins implementing it]}`` over every installed plugin, loaded as the daemon loads them.
+
+    Registering them with pluggy also checks each implementation's arguments
+    against its spec; ``check_pending`` fails on an implementation of a hook
+    that does not exist (a misspelt hook name would otherwise never be called).
+    """
+    host = PluginHost()
+    host.load(sorted(set(installed_plugins()) - NOT_LOADABLE))
+    host.pm.check_pending()
+    return {name: [plugin for plugin, _function, _args in host.implementations(name)]
+            for name in hookspecs_of(hookspecs)}
+
+
+def hooks_with_tests() -> set[str]:
+    return {name.removeprefix("test_hook_") for name, value in inspect.getmembers(sys.modules[__name__])
+            if name.startswith("test_hook_") and callable(value)}
+
+
+def test_every_hook_is_documented_implemented_and_tested():
+    specs = hookspecs_of(hookspecs)
+    assert len(specs) >= 11  # the hooks of pvc_core/hookspecs.py were found at all
+    implemented = implementations()
+    assert set(implemented["pvc_routes"]) >= {"node", "vm", "network", "ceph", "provisioner", "metadata", "example"}
+    problems = hook_problems(specs, documented_hooks(README.read_text()), implemented, hooks_with_tests())
+    assert problems == []
+
+
+def test_the_rule_catches_what_it_must():
+    """A made-up hookspec module: its new hook lacks everything, and each lack is reported."""
+    mark = pluggy.HookspecMarker("pvc")
+    module = types.ModuleType("madeup_hookspecs")
+
+    def pvc_old(runtime):
+        """Does the old thing."""
+
+    def pvc_new(runtime, extra):
+        pass
+
+    def helper(runtime):
+        """Not marked: not a hook."""
+
+    module.pvc_old, module.pvc_new, module.helper = mark(pvc_old), mark(pvc_new), helper
+    specs = hookspecs_of(module)
+    assert specs == {"pvc_old": (("runtime",), "Does the old thing."), "pvc_new": (("runtime", "extra"), "")}
+    readme = ("# x\n\n## Writing a plugin\n\n| hook | purpose |\n|---|---|\n"
+              "| `pvc_old(runtime)` | the old thing |\n| `pvc_gone()` | removed long ago |\n\n"
+              "## Layout\n\n| `pvc_new(runtime, extra)` | outside the section: does not count |\n")
+    documented = documented_hooks(readme)
+    assert documented == {"pvc_old": (("runtime",), "the old thing"), "pvc_gone": ((), "removed long ago")}
+    assert hook_problems(specs, documented, {"pvc_old": ["example"]}, {"pvc_old"}) == [
+        "pvc_new: no docstring in its hook specification",
+        "pvc_new: not in README.md's hook table (section 'Writing a plugin') as `pvc_new(runtime, extra)`",
+        "pvc_new: no shipped plugin and not the example plugin implements it",
+        "pvc_new: no test_hook_pvc_new in tests/test_hookspecs.py",
+        "pvc_gone: README.md documents it, but it is no hook specification",
+    ]
+    # a documented signature that drifted from the spec, and a row without a purpose
+    drifted = {"pvc_old": (("runtime", "huey"), ""), "pvc_new": (("runtime", "extra"), "new")}
+    assert hook_problems({"pvc_old": specs["pvc_old"]}, drifted, {"pvc_old": ["vm"]}, {"pvc_old"})[:2] == [
+        "pvc_old: README.md documents `pvc_old(runtime, huey)`, the spec is `pvc_old(runtime)`",
+        "pvc_old: README.md's hook table gives no purpose",
+    ]
+    assert hook_problems({"pvc_old": specs["pvc_old"]}, documented, {"pvc_old": ["vm"]}, {"pvc_old"}) == [
+        "pvc_gone: README.md documents it, but it is no hook specification"]
+    assert "pvc_plugin_info" in hooks_with_tests() and "pvc_new" not in hooks_with_tests()
+
+
+def test_a_new_hook_in_pvc_core_fails_the_check(monkeypatch):
+    """The real module, README and plugins, with one hook added as a careless change would add it."""
+    def pvc_backup(runtime, target):
+        pass
+
+    monkeypatch.setattr(hookspecs, "pvc_backup", hookspecs.hookspec(pvc_backup), raising=False)
+    problems = hook_problems(hookspecs_of(hookspecs), documented_hooks(README.read_text()), implementations(),
+                             hooks_with_tests())
+    assert problems == [
+        "pvc_backup: no docstring in its hook specification",
+        "pvc_backup: not in README.md's hook table (section 'Writing a plugin') as `pvc_backup(runtime, target)`",
+        "pvc_backup: no shipped plugin and not the example plugin implements it",
+        "pvc_backup: no test_hook_pvc_backup in tests/test_hookspecs.py",
+    ]
+
+
+# -- each hook, observed through a running daemon with the example plugin ----------------------
+
+@pytest.fixture(scope="module")
+def own(daemon_factory):
+    """A daemon of its own: its own listener port, greeting and database for the example plugin."""
+    port = free_port()
+    daemon = daemon_factory({"example": {"greeting": "Howdy", "listen_port": str(port)}})
+    daemon.example_port = port
+    yield daemon
+    daemon.stop()
+
+
+def lifecycle(daemon) -> list[tuple[str, int]]:
+    """``(event, pid)`` as the example's pvc_start/pvc_stop recorded them in the daemon's data directory."""
+    path = daemon.workdir / "data" / "example-lifecycle"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [(event, int(pid.removeprefix("pid="))) for event, pid in (line.split() for line in lines)]
+
+
+def test_hook_pvc_plugin_info(daemon):
+    plugins = {plugin["name"]: plugin for plugin in daemon.get("/plugins").json()}
+    assert plugins["example"]["description"] == "Example plugin for the test suite"
+    assert plugins["example"]["requires"] == [] and plugins["example"]["optional"] == ["ceph"]
+    assert plugins["example_dependent"]["requires"] == ["example"]  # and it loads after example
+
+
+def test_hook_pvc_config_fields(daemon, own, tmp_path):
+    assert daemon.get("/example/hello").json()["message"] == "Hello, world"  # the declared default
+    assert own.get("/example/hello").json()["message"] == "Howdy, world"  # the configured value
+    config = {**own.config, "example": {"listen_port": "lots"}}  # checked against the declared type
+    result = run_pvcapid("--check-config", "--config", str(write_config(tmp_path / "c.yaml", config)))
+    assert result.returncode == 1 and "pvc.example.listen_port: expected an integer" in result.stderr
+
+
+def test_hook_pvc_routes(daemon):
+    assert daemon.get("/example/hello", params={"who": "you", "loud": "yes"}).json()["message"] == "HELLO, YOU"
+    assert daemon.get("/example/greet").json()["message"] == "Hello, world"  # a declared alias
+    routes = {plugin["name"]: plugin["routes"] for plugin in daemon.get("/plugins").json()}["example"]
+    assert "POST /api/v1/example/counter" in routes
+    assert "/api/v1/example/hello" in daemon.get("/openapi.json").json()["paths"]
+
+
+def test_hook_pvc_listeners(own):
+    # the extra server may start just after the main one
+    [answer] = wait_until(lambda: [requests.get(f"http://127.0.0.1:{own.example_port}/whoami",
+                                                timeout=REQUEST_TIMEOUT)],
+                          ignoring=(requests.RequestException,), message="the example's listener did not answer")
+    assert answer.json() == {"listener": "example", "remote": "127.0.0.1"}
+    assert own.get("/whoami").status_code == 404  # its route is on its listener only
+
+
+def test_hook_pvc_services(daemon, own):
+    """example_dependent's route calls the service example publishes, on each daemon's own config."""
+    assert daemon.get("/example-dependent/shout").json() == {"message": "HELLO"}
+    assert own.get("/example-dependent/shout").json() == {"message": "HOWDY"}
+    assert {plugin["name"]: plugin["services"] for plugin in daemon.get("/plugins").json()}["example"] == ["example"]
+
+
+def test_hook_pvc_start(own):
+    assert own.get("/example/hello").json()["started"] == ["example"]  # ran in the serving process, once
+    assert [event for event, pid in lifecycle(own) if pid == own.process.pid] == ["start"]
+
+
+def test_hook_pvc_stop(daemon_factory):
+    daemon = daemon_factory()
+    pid = daemon.process.pid
+    assert lifecycle(daemon) == [("start", pid)]
+    assert daemon.stop() == 0
+    assert lifecycle(daemon) == [("start", pid), ("stop", pid)]
+
+
+def test_hook_pvc_tasks(own):
+    consumer = start_consumer(own, workers=1)
+    try:
+        task_id = own.post("/example/job", params={"steps": "2"}).json()["task_id"]
+        done = wait_task(own, task_id)
+        assert (done["name"], done["state"], done["result"]) == ("example.count", "SUCCESS", {"counted": 2})
+    finally:
+        assert stop_consumer(consumer) == 0, (own.workdir / "consumer.log").read_text()
+
+
+def test_hook_pvc_db_models(own):
+    """The example's model got its table in this daemon's own (new) database."""
+    assert own.post("/example/greeting", params={"name": "first"}).json() == {"message": "Added first", "count": 1}
+    assert own.post("/example/greeting", params={"name": "second"}).json()["count"] == 2
+
+
+def test_hook_pvc_status(daemon, clean_zk):
+    assert daemon.post("/initialize").status_code == 200
+    assert daemon.post("/example/counter", params={"value": "5"}).status_code == 200
+    status = daemon.get("/status").json()
+    assert status["example_counter"] == 5 and status["health"] == "Optimal"
+    assert daemon.post("/example/counter", params={"value": "13"}).status_code == 200
+    status = daemon.get("/status").json()
+    assert status["example_counter"] == 13 and status["health"] == "Degraded"  # the example's "degraded"
+
+
+def test_hook_pvc_initialize_keys(daemon, clean_zk):
+    assert daemon.get("/example/counter").status_code == 404
+    assert daemon.post("/initialize").status_code == 200
+    assert clean_zk.get("/example_counter")[0] == b"0"
+    assert daemon.get("/example/counter").json() == {"counter": 0}
