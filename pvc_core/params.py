@@ -105,13 +105,10 @@ class Param:
         return expected
 
     def bounds(self) -> tuple[Any, Any]:
-        """The declared range, else the type's own (an integer must fit the database's 64 bits)."""
-        low, high = self.minimum, self.maximum
-        if self.type is INTEGER:
-            low = INT64_MIN if low is None else low
-            high = INT64_MAX if high is None else high
-            if (low, high) == (INT64_MIN, INT64_MAX):
-                return None, None
+        """The range worth stating: the declared one (an integer's implicit 64 bits go unsaid)."""
+        low, high = self.type_bounds()
+        if self.type is INTEGER and (low, high) == (INT64_MIN, INT64_MAX):
+            return None, None
         return low, high
 
     def convert(self, raw: str) -> Any:
@@ -135,6 +132,7 @@ class Param:
         return value
 
     def type_bounds(self) -> tuple[Any, Any]:
+        """The range enforced: the declared one, else the type's own (an integer fits the database's 64 bits)."""
         low, high = self.minimum, self.maximum
         if self.type is INTEGER:
             low = INT64_MIN if low is None else low
