@@ -280,3 +280,14 @@ def test_body_shorter_than_its_content_length(small_daemon):
         small_daemon.log()[logged:]), message="the request was not logged")
     assert f"WARNING pvc.api: request {request_id}: POST /api/v1/example/counter: Request body: expected" in new
     assert "Traceback" not in new and "timed out object" not in new
+
+
+def test_json_body_nested_too_deep_is_400(daemon):
+    """json.loads raises RecursionError (not ValueError) past Python's recursion limit: it was a 500."""
+    body = "[" * 100_000 + "]" * 100_000
+    response = daemon.post("/vm/ghost/meta", data=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert response.json()["message"].startswith("JSON body: nested too deeply")
+    shallow = daemon.post("/status", json={"state": {"a": [1]}})  # parsed; then the value is wrong
+    assert shallow.status_code == 400
+    assert shallow.json()["message"].startswith("Parameter 'state': expected")
