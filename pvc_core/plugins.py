@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pluggy
+from pluggy import PluginValidationError
 from stevedore import NamedExtensionManager
 
 from . import hookspecs
@@ -99,6 +100,7 @@ class PluginHost:
             )
             self.pm.register(extension.plugin, name=extension.name)
             self.plugins[extension.name] = plugin
+        self.check_hook_names()
         self.order = list(self.plugins)
         for name, info in self.call_each("pvc_plugin_info"):
             if name in self.plugins and info:
@@ -108,6 +110,15 @@ class PluginHost:
                 plugin.description = info.get("description", "")
         self._drop_unsatisfied(explicit if explicit is not None else set(self.plugins))
         self._check_dependencies()
+
+    def check_hook_names(self) -> None:
+        """A ``@hookimpl`` whose name matches no hook (a misspelt ``pvc_route``) would never be
+        called: the daemon refuses to start instead of running without it."""
+        try:
+            self.pm.check_pending()
+        except PluginValidationError as exc:
+            name = self.pm.get_name(exc.plugin) or "?"
+            raise PluginError(f"plugin {name!r}: {exc} (no such hook in pvc_core.hookspecs)") from None
 
     def _drop_unsatisfied(self, explicit: set[str]) -> None:
         while True:

@@ -186,8 +186,13 @@ class Runtime:
             if self._users > 0:
                 return
             self._users = 0
-            for name, _ in self.host.call_each("pvc_stop", reverse=True, runtime=self):
-                log.debug("stopped plugin %s", name)
+            for name, function, argnames in self.host.implementations("pvc_stop", reverse=True):
+                # one plugin failing to stop must not keep the others, ZooKeeper and the database open
+                try:
+                    function(**({"runtime": self} if "runtime" in argnames else {}))
+                    log.debug("stopped plugin %s", name)
+                except Exception:
+                    log.exception("plugin %s failed to stop; stopping the rest", name)
             self.zk.stop()
             if not self.database.is_closed():
                 self.database.close()

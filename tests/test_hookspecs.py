@@ -276,3 +276,21 @@ def test_hook_pvc_initialize_keys(daemon, clean_zk):
     assert daemon.post("/initialize").status_code == 200
     assert clean_zk.get("/example_counter")[0] == b"0"
     assert daemon.get("/example/counter").json() == {"counter": 0}
+
+
+def test_a_misspelt_hook_implementation_stops_the_daemon():
+    """pluggy registers an implementation of an unknown hook without complaint; it would never run."""
+    import types
+
+    from pvc_core import hookimpl
+    from pvc_core.errors import PluginError
+
+    good, misspelt = types.ModuleType("good"), types.ModuleType("misspelt")
+    good.pvc_routes = hookimpl(lambda runtime: [])
+    misspelt.pvc_route = hookimpl(lambda runtime: [])
+    host = PluginHost()
+    host.pm.register(good, name="good")
+    host.check_hook_names()  # nothing pending: no complaint
+    host.pm.register(misspelt, name="misspelt")
+    with pytest.raises(PluginError, match="plugin 'misspelt'.*pvc_route"):
+        host.check_hook_names()
