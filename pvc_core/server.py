@@ -23,7 +23,6 @@ import time
 from collections.abc import Callable
 from functools import partial
 from typing import Any
-from urllib.parse import parse_qs
 
 import cheroot.server
 import cherrypy
@@ -31,6 +30,7 @@ from cherrypy._cpwsgi_server import CPWSGIHTTPRequest, CPWSGIServer
 from cherrypy.process.plugins import SimplePlugin
 
 from .accesslog import AccessLog
+from .body import BodyUnreadable, is_json, parse_query_string, plain, process_body, read_json
 from .errors import ApiError, PayloadTooLarge, ServiceUnavailable
 from .params import ignored_names, json_to_multidict, merge_sources, parse_params
 from .routes import API_PREFIX, MAIN_LISTENER, Response, Route, allow_header
@@ -41,14 +41,6 @@ REQUEST_ID_HEADER = "X-Request-Id"
 IGNORED_HEADER = "X-Pvc-Ignored-Parameters"
 _CONTROL = re.compile("[\x00-\x1f\x7f]")
 BODY_METHODS = ("POST", "PUT", "PATCH", "DELETE", "GET")
-
-
-class BodyUnreadable(ApiError):
-    """The request body could not be read as HTTP frames it (bad chunking, shorter than its
-    Content-Length): the rest of the connection cannot be trusted, so it is closed after the answer."""
-
-    def __init__(self, message: str):
-        super().__init__(message, 400, headers={"Connection": "close"})
 
 
 # -- cheroot's own request, so that an answer can close its connection ----------------------
@@ -174,7 +166,7 @@ class Dispatcher:
                 has_body = int(length) > 0
             elif "Transfer-Encoding" in request.headers:
                 has_body = True
-            _parse_query_string(request)
+            parse_query_string(request)
             request.handler = partial(self._invoke, route, variables, has_body,
                                       RequestContext(self.runtime, request, request_id, listener))
         except ApiError as exc:
@@ -196,10 +188,10 @@ class Dispatcher:
             if has_body:
                 # Read here rather than in CherryPy's stage so that a malformed
                 # body becomes a 400 like any other bad input.
-                _process_body(request)
-                if _is_json(request.headers.get("Content-Type", "")):
-                    sources.append(json_to_multidict(_read_json(request)))
-            values = merge_sources(*(_plain(source) for source in sources))
+                process_body(request)
+                if is_json(request.headers.get("Content-Type", "")):
+                    sources.append(json_to_multidict(read_json(request)))
+            values = merge_sources(*(plain(source) for source in sources))
             ignored = ignored_names(route.params, values)
             if ignored:
                 # v0.6 ignored unknown arguments silently; they are still accepted, but said
@@ -261,118 +253,6 @@ class Dispatcher:
         response.headers["Content-Type"] = "application/json"
         response.status = 200
         return b""
-
-
-def _parse_query_string(request: Any) -> None:
-    """Query string into ``request.params`` (400 when it is not UTF-8, CherryPy says 404)."""
-    request.process_query_string = _nothing
-    if not request.query_string:
-        return
-    try:
-        parsed = parse_qs(request.query_string, keep_blank_values=True, encoding="utf-8", errors="strict")
-    except UnicodeDecodeError:
-        raise ApiError("Query string: expected UTF-8 text in percent-encoding", 400) from None
-    for key, values in parsed.items():
-        request.params[key] = values if len(values) > 1 else values[0]
-
-
-def _nothing() -> None:
-    return None
-
-
-def _process_urlencoded(entity: Any) -> None:
-    """A form body split on ``&`` only (CherryPy also splits on ``;``, which cuts a
-    cloud-config's ``Content-Type: text/cloud-config; charset=...`` line in two)."""
-    raw = entity.fp.read()
-    try:
-        parsed = parse_qs(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=False,
-                          encoding="utf-8", errors="strict")
-    except UnicodeDecodeError:
-        raise ApiError("Form body: expected UTF-8 text in percent-encoding", 400) from None
-    entity.charset = "utf-8"
-    for key, values in parsed.items():
-        existing = entity.params.get(key)
-        if existing is None:
-            entity.params[key] = values if len(values) > 1 else values[0]
-        else:
-            entity.params[key] = (existing if isinstance(existing, list) else [existing]) + values
-
-
-class _BodyReader:
-    """cheroot's body stream; what fails while reading it (chunk framing, a body shorter than its
-    Content-Length that ends in the socket timeout, a reset) is a BodyUnreadable."""
-
-    def __init__(self, fp: Any, length: str | None):
-        self._fp = fp
-        self._length = length
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._fp, name)
-
-    def _failed(self, exc: Exception) -> BodyUnreadable:
-        if isinstance(exc, TimeoutError):
-            return BodyUnreadable(f"Request body: expected the {self._length} bytes of its Content-Length, "
-                                  "but it stopped arriving (socket timeout)")
-        if isinstance(exc, ValueError):
-            return BodyUnreadable(f"Request body: expected valid chunked transfer coding, got: {exc}")
-        return BodyUnreadable(f"Request body: the connection failed while it was read ({exc or type(exc).__name__})")
-
-    def read(self, *args: Any) -> bytes:
-        try:
-            return self._fp.read(*args)
-        except (ValueError, OSError) as exc:
-            raise self._failed(exc) from None
-
-    def readline(self, *args: Any) -> bytes:
-        try:
-            return self._fp.readline(*args)
-        except (ValueError, OSError) as exc:
-            raise self._failed(exc) from None
-
-    def read_trailer_lines(self) -> Any:
-        try:
-            yield from self._fp.read_trailer_lines()
-        except (ValueError, OSError) as exc:
-            raise self._failed(exc) from None
-
-
-def _process_body(request: Any) -> None:
-    request.body.fp = _BodyReader(request.body.fp, request.headers.get("Content-Length"))
-    request.body.processors["application/x-www-form-urlencoded"] = _process_urlencoded
-    try:
-        request.body.process()
-    except cherrypy.HTTPError:
-        raise
-    except (ValueError, UnicodeDecodeError, LookupError, IndexError) as exc:
-        media = request.headers.get("Content-Type", "unknown")
-        raise ApiError(f"Request body: could not parse it as {media} ({type(exc).__name__})", 400) from None
-
-
-def _is_json(content_type: str) -> bool:
-    media = content_type.split(";", 1)[0].strip().lower()
-    return media == "application/json" or media.endswith("+json")
-
-
-def _read_json(request: Any) -> Any:
-    raw = request.body.read()
-    if not raw.strip():
-        return {}
-    try:
-        return json.loads(raw)
-    except ValueError as exc:
-        raise ApiError(f"JSON body: could not parse it ({exc}); expected a JSON object", 400) from None
-    except RecursionError:
-        raise ApiError("JSON body: nested too deeply; expected an object of parameter names to values",
-                       400) from None
-
-
-def _plain(params: dict) -> dict:
-    """CherryPy gives multipart fields as Part objects; parameters are text."""
-    out = {}
-    for key, value in params.items():
-        items = value if isinstance(value, list) else [value]
-        out[key] = [item.fullvalue() if hasattr(item, "fullvalue") else item for item in items]
-    return out
 
 
 def internal_error_body(request_id: str) -> bytes:
