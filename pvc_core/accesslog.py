@@ -10,6 +10,7 @@ logged without their query strings, which can carry a login token.
 from __future__ import annotations
 
 import queue
+import re
 import sys
 import threading
 import time
@@ -67,4 +68,13 @@ class AccessLog:
         seconds = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
         code = str(status).split(" ", 1)[0]
         return (f"{seconds},{int(stamp * 1000) % 1000:03d} INFO pvc.access: {remote} {request_id} "
-                f'"{method} {path}" {code} {elapsed:.1f}ms\n')
+                f'"{_printable(method)} {_printable(path)}" {code} {elapsed:.1f}ms\n')
+
+
+def _printable(text: str) -> str:
+    """A decoded path may hold %0a or NUL: escaped, a client cannot forge a line or binary-taint the log."""
+    return _UNPRINTABLE.sub(lambda match: '\\"' if match.group() == '"'
+                            else match.group().encode("unicode_escape").decode("ascii"), text)
+
+
+_UNPRINTABLE = re.compile(r'[\x00-\x1f\x7f"\\]')

@@ -122,12 +122,19 @@ def read_json(request: Any) -> Any:
     if not raw.strip():
         return {}
     try:
-        return json.loads(raw)
+        document = json.loads(raw)
+        # JSON's "\ud800" escapes decode to lone surrogates, text no UTF-8 store (ZooKeeper,
+        # PostgreSQL) can hold: refused here like invalid UTF-8 in a query string.
+        json.dumps(document, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError("JSON body: expected text without lone UTF-16 surrogates (\\ud800-\\udfff escapes)",
+                       400) from None
     except ValueError as exc:
         raise ApiError(f"JSON body: could not parse it ({exc}); expected a JSON object", 400) from None
     except RecursionError:
         raise ApiError("JSON body: nested too deeply; expected an object of parameter names to values",
                        400) from None
+    return document
 
 
 def plain(params: dict) -> dict:

@@ -61,6 +61,8 @@ def _param_schema(param: Param) -> dict:
 
 def _parameter(param: Param) -> dict:
     description = param.help or ""
+    if description and not description.endswith("."):
+        description += "."
     if param.pattern_help:
         description += (" " if description else "") + f"Expected: {param.pattern_help}."
     if param.aliases:
@@ -112,7 +114,7 @@ def _message(description: str) -> dict:
 
 def _responses(route: Route, path: str, components: _Components) -> dict:
     owner = route.plugin or "core"
-    success = {"description": "Success",
+    success = {"description": "Success" if route.status < 400 else (route.summary or "The answer"),
                "content": {route.media_type: {"schema": components.hoist(route.returns or {}, owner)}}}
     responses: dict[int, dict] = {route.status: success}
     generic = [503]

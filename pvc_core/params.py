@@ -128,7 +128,10 @@ class Param:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             low, high = self.type_bounds()
             if (low is not None and value < low) or (high is not None and value > high):
-                raise BadRequest(f"Parameter '{self.name}': expected {self.describe_expected()}, got {_shown(raw)}")
+                expected = self.describe_expected()
+                if self.bounds() == (None, None):  # only the implicit 64 bits were exceeded
+                    expected += f" from {low} to {high} (64 bits)"
+                raise BadRequest(f"Parameter '{self.name}': expected {expected}, got {_shown(raw)}")
         return value
 
     def type_bounds(self) -> tuple[Any, Any]:

@@ -291,3 +291,28 @@ def test_json_body_nested_too_deep_is_400(daemon):
     shallow = daemon.post("/status", json={"state": {"a": [1]}})  # parsed; then the value is wrong
     assert shallow.status_code == 400
     assert shallow.json()["message"].startswith("Parameter 'state': expected")
+
+
+def test_access_log_lines_cannot_be_forged(daemon):
+    """The logged path is the decoded one: %0a would start a forged line, NUL would make the log binary."""
+    response = daemon.get("/network/x%0a2026-12-02 00:00:00,000 INFO pvc.access: FORGED%00%01%22")
+    assert response.status_code == 400  # control characters in a path segment
+    request_id = response.headers["X-Request-Id"]
+    line = wait_until(lambda: next((line for line in daemon.log().splitlines() if request_id in line), None),
+                      message="the request was not logged")
+    assert line.endswith('"GET /api/v1/network/x\\n2026-12-02 00:00:00,000 INFO pvc.access: FORGED\\x00\\x01\\"" '
+                         + line.rsplit('" ', 1)[1])
+    assert not any(text.startswith("2026-12-02 00:00:00,000 INFO pvc.access: FORGED")
+                   for text in daemon.log().splitlines())
+    assert "\x00" not in daemon.log()
+
+
+@pytest.mark.parametrize("body", ['{"profile": "\\ud800"}', '{"\\udfff": "x", "profile": "a"}',
+                                  '{"profile": ["ok", "\\ud83d"]}'])
+def test_json_lone_surrogates_are_400(daemon, body):
+    """json.loads turns "\\ud800" into text that no UTF-8 store can hold: it reached ZooKeeper and was a 500."""
+    response = daemon.post("/vm/ghost/meta", data=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert response.json()["message"].startswith("JSON body: expected text without lone UTF-16 surrogates")
+    pair = daemon.post("/status", json={"state": "\ud83d\ude00"})  # a proper pair (an emoji) is text
+    assert pair.status_code == 400 and pair.json()["message"].startswith("Parameter 'state': expected")

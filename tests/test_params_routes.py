@@ -73,8 +73,10 @@ def test_ranges_lengths_patterns_and_nul():
         with pytest.raises(ApiError) as info:
             parse_params(declared, values)
         assert info.value.message == message
-    with pytest.raises(ApiError):  # an integer beyond 64 bits never reaches a database
+    with pytest.raises(ApiError) as info:  # an integer beyond 64 bits never reaches a database
         parse_params([Param("n", INTEGER)], {"n": [str(2 ** 63)]})
+    assert info.value.message == ("Parameter 'n': expected an integer from -9223372036854775808 to "
+                                  "9223372036854775807 (64 bits), got '9223372036854775808'")
 
 
 def test_required_and_choices_in_declaration_order():
