@@ -36,8 +36,16 @@ def parse_query_string(request: Any) -> None:
         parsed = parse_qs(request.query_string, keep_blank_values=True, encoding="utf-8", errors="strict")
     except UnicodeDecodeError:
         raise ApiError("Query string: expected UTF-8 text in percent-encoding", 400) from None
+    _merge(request.params, parsed)
+
+
+def _merge(params: dict, parsed: dict[str, list[str]]) -> None:
+    """Add parsed values to CherryPy's params (a single value bare, several as a list)."""
     for key, values in parsed.items():
-        request.params[key] = values if len(values) > 1 else values[0]
+        existing = params.get(key)
+        if existing is not None:
+            values = (existing if isinstance(existing, list) else [existing]) + values
+        params[key] = values if len(values) > 1 else values[0]
 
 
 def _nothing() -> None:
@@ -54,12 +62,7 @@ def _process_urlencoded(entity: Any) -> None:
     except UnicodeDecodeError:
         raise ApiError("Form body: expected UTF-8 text in percent-encoding", 400) from None
     entity.charset = "utf-8"
-    for key, values in parsed.items():
-        existing = entity.params.get(key)
-        if existing is None:
-            entity.params[key] = values if len(values) > 1 else values[0]
-        else:
-            entity.params[key] = (existing if isinstance(existing, list) else [existing]) + values
+    _merge(entity.params, parsed)
 
 
 class _BodyReader:

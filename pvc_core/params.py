@@ -149,11 +149,17 @@ def _shown(raw: str) -> str:
 
 
 INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
-INT32_MAX = 2 ** 31 - 1
 # An object name that is safe as one ZooKeeper path segment, one database value and one
 # file name: not empty, no "/" or control characters, not "." or "..".
 NAME_PATTERN = r"(?!\.\.?$)[^\x00-\x1f\x7f/]+"
 NAME_HELP = "a name without '/' or control characters, not '.' or '..'"
+_NAME = re.compile(NAME_PATTERN)
+
+
+def is_name(value: str) -> bool:
+    """Whether ``value`` is a safe object name (``NAME_PATTERN``), for names that arrive outside
+    a declared Param (a path segment, a service call); the caller words the 400."""
+    return _NAME.fullmatch(value) is not None
 
 
 def parse_params(declared: Iterable[Param], values: MultiDict) -> dict[str, Any]:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import re
-
 from pvc_core.errors import BadRequest
-from pvc_core.params import NAME_HELP, NAME_PATTERN
+from pvc_core.params import NAME_HELP, is_name
 
 STATUS = "/ceph"               # text of `ceph status`
 UTILIZATION = "/ceph/radosdf"  # text of `rados df`
@@ -20,7 +18,7 @@ CMD_CEPH = "/cmd/ceph"  # the v0.6 command mailbox (OSD add/remove)
 def segment(kind: str, name: str) -> str:
     """A client's name as one key segment: '.', '..', '/' or control characters are a 400 here,
     whatever the route (ZooKeeper refuses such paths, which would otherwise be a 500)."""
-    if not re.fullmatch(NAME_PATTERN, name):
+    if not is_name(name):
         raise BadRequest(f"{kind} name {name!r}: expected {NAME_HELP}")
     return name
 

@@ -12,10 +12,6 @@ from . import schema
 from .volumes import NAME, Volumes
 
 
-def snapshot_path(pool: str, volume: str, name: str = "") -> str:
-    return schema.snapshot(pool, volume, name)
-
-
 class Snapshots:
     def __init__(self, runtime: Any, volumes: Volumes):
         self.runtime = runtime
@@ -41,9 +37,9 @@ class Snapshots:
             pairs = [(name, vol) for name, vol in pairs if vol == volume]
             if not pairs:
                 raise BadRequest(f'ERROR: No volume with name "{volume}" is present in the cluster.')
-        snaps = self.zk.children_many(snapshot_path(name, vol) for name, vol in pairs)
+        snaps = self.zk.children_many(schema.snapshot(name, vol) for name, vol in pairs)
         out = [{"pool": name, "volume": vol, "snapshot": snap} for name, vol in pairs
-               for snap in sorted(snaps[snapshot_path(name, vol)] or [])]
+               for snap in sorted(snaps[schema.snapshot(name, vol)] or [])]
         if limit:
             pattern = matching.fuzzy(limit)
             out = [entry for entry in out if pattern.match(entry["snapshot"])]
@@ -52,7 +48,7 @@ class Snapshots:
         return out
 
     def get(self, pool: str, volume: str, name: str) -> dict:
-        if not self.zk.exists(snapshot_path(pool, volume, name)):
+        if not self.zk.exists(schema.snapshot(pool, volume, name)):
             raise NotFound("Volume snapshot not found.")
         return {"pool": pool, "volume": volume, "snapshot": name}
 
@@ -71,7 +67,7 @@ class Snapshots:
         if not NAME.match(name or ""):
             raise BadRequest(f"Parameter 'snapshot': expected a name of letters, digits, '_', '.', '+', '-' "
                              f"(not '.' or '..'), got {name!r}")
-        if self.zk.exists(snapshot_path(pool, volume, name)):
+        if self.zk.exists(schema.snapshot(pool, volume, name)):
             raise BadRequest(quoted(f'ERROR: Snapshot "{name}" already exists for volume "{volume}" in pool '
                                     f'"{pool}".'))
         ioctx, image = self._image(pool, volume)
@@ -82,8 +78,8 @@ class Snapshots:
         finally:
             image.close()
             ioctx.close()
-        base = snapshot_path(pool, volume)
-        values = {snapshot_path(pool, volume, name): "", f"{snapshot_path(pool, volume, name)}/stats": "{}"}
+        base = schema.snapshot(pool, volume)
+        values = {schema.snapshot(pool, volume, name): "", f"{schema.snapshot(pool, volume, name)}/stats": "{}"}
         if not self.zk.exists(base):  # volumes made by other tools may lack the container
             values[base] = ""
         self.zk.create(values)
@@ -91,12 +87,12 @@ class Snapshots:
 
     def rename(self, pool: str, volume: str, name: str, new_name: str) -> str:
         import rbd
-        if not self.zk.exists(snapshot_path(pool, volume, name)):
+        if not self.zk.exists(schema.snapshot(pool, volume, name)):
             raise self._missing(pool, volume, name)
         if not NAME.match(new_name or ""):
             raise BadRequest(f"Parameter 'new_name': expected a name of letters, digits, '_', '.', '+', '-' "
                              f"(not '.' or '..'), got {new_name!r}")
-        if self.zk.exists(snapshot_path(pool, volume, new_name)):
+        if self.zk.exists(schema.snapshot(pool, volume, new_name)):
             raise BadRequest(quoted(f'ERROR: Snapshot "{new_name}" already exists for volume "{volume}" in pool '
                                     f'"{pool}".'))
         ioctx, image = self._image(pool, volume)
@@ -108,7 +104,7 @@ class Snapshots:
             image.close()
             ioctx.close()
         transaction = self.zk.transaction()
-        old, new = snapshot_path(pool, volume, name), snapshot_path(pool, volume, new_name)
+        old, new = schema.snapshot(pool, volume, name), schema.snapshot(pool, volume, new_name)
         transaction.create(new, b"")
         transaction.create(f"{new}/stats", b"{}")
         for child in self.zk.children(old) or []:
@@ -119,7 +115,7 @@ class Snapshots:
 
     def remove(self, pool: str, volume: str, name: str) -> str:
         import rbd
-        if not self.zk.exists(snapshot_path(pool, volume, name)):
+        if not self.zk.exists(schema.snapshot(pool, volume, name)):
             raise self._missing(pool, volume, name)
         ioctx, image = self._image(pool, volume)
         try:
@@ -133,5 +129,5 @@ class Snapshots:
         finally:
             image.close()
             ioctx.close()
-        self.zk.delete([snapshot_path(pool, volume, name)])
+        self.zk.delete([schema.snapshot(pool, volume, name)])
         return quoted(f'Removed RBD snapshot "{name}" of volume "{volume}" in pool "{pool}".')

@@ -203,7 +203,7 @@ class Volumes(CephArea):
     def _record(self, pool: str, name: str, stats: str, create: bool) -> None:
         values = {schema.volume(pool, name): "", f"{schema.volume(pool, name)}/stats": stats}
         if create:
-            values[f"{schema.SNAPSHOTS}/{pool}/{name}"] = ""
+            values[schema.snapshot(pool, name)] = ""
             self.zk.create(values)
         else:
             self.zk.write(values)
@@ -282,11 +282,11 @@ class Volumes(CephArea):
 
     def _move(self, pool: str, name: str, new_name: str, stats: str) -> None:
         """Both subtrees renamed in one transaction (v0.6 nodes did it non-atomically: S13)."""
-        old_roots = [schema.volume(pool, name), f"{schema.SNAPSHOTS}/{pool}/{name}"]
+        old_roots = [schema.volume(pool, name), schema.snapshot(pool, name)]
         paths = [path for root in old_roots for path in self.zk.subtree(root)]
         values = self.zk.get_many(paths)
         transaction = self.zk.transaction()
-        new_roots = [schema.volume(pool, new_name), f"{schema.SNAPSHOTS}/{pool}/{new_name}"]
+        new_roots = [schema.volume(pool, new_name), schema.snapshot(pool, new_name)]
         for path in paths:  # parents first
             index = 0 if path.startswith(old_roots[0]) else 1
             target = new_roots[index] + path[len(old_roots[index]):]
@@ -311,5 +311,5 @@ class Volumes(CephArea):
                 raise self._failure(f'remove RBD volume "{name}"', exc, pool) from None
         finally:
             ioctx.close()
-        self.zk.delete([schema.volume(pool, name), f"{schema.SNAPSHOTS}/{pool}/{name}"])
+        self.zk.delete([schema.volume(pool, name), schema.snapshot(pool, name)])
         return quoted(f'Removed RBD volume "{name}" in pool "{pool}".')

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import replace
 from typing import Any
 
 from pvc_core.errors import BadRequest, NotFound
-from pvc_core.params import BOOLEAN, INTEGER, NAME_HELP, NAME_PATTERN, STRING, Param
+from pvc_core.params import BOOLEAN, INTEGER, NAME_HELP, NAME_PATTERN, STRING, Param, is_name
 from pvc_core.routes import API_PREFIX, NO_MATCH, NOT_FOUND_MESSAGE, Response, Route
 from pvc_core.shapes import ANY, BOOL, INT, MESSAGE, NUM, STR, array, map_of, named, nullable, obj
 from pvc_core.taskrecords import STATES
@@ -54,8 +53,7 @@ PROFILE_REFS = (
     Param("script", STRING, required=True, help="script name (empty: none)"),
 )
 ARG = Param("arg", STRING, repeated=True, help="script argument key=value; repeat for more")
-PROFILE_CHANGES = tuple(Param(param.name, param.type, aliases=param.aliases, help=param.help)
-                        for param in PROFILE_REFS)
+PROFILE_CHANGES = tuple(replace(param, required=False, default=None) for param in PROFILE_REFS)
 
 # provisioner.md §2.1, §2.10-2.12
 NSTR = nullable(STR)
@@ -97,7 +95,7 @@ def _new_name(in_path: str | None, params: dict) -> str:
     """The name of an object to create: ``name`` (checked by its Param) or the path's, checked here."""
     if in_path is None:
         return params["name"]
-    if not re.fullmatch(NAME_PATTERN, in_path):
+    if not is_name(in_path):
         raise BadRequest(f"Name in the path: expected {NAME_HELP}, got {in_path!r}")
     return in_path
 

@@ -94,7 +94,7 @@ def set_node(ctx: Any, params: dict, vm: str) -> dict:
     action = params["action"]
     if params["permanent"]:
         # Seed B: a permanent migration is v0.6's move.
-        if action != "migrate" and action != "move":
+        if action not in ("migrate", "move"):
             raise BadRequest(f"Parameter 'permanent': expected only with action 'migrate', got action '{action}'")
         action = "move"
     return {"message": service(ctx).change_node(vm, action, params["node"], params["force"],
