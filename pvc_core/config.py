@@ -146,6 +146,7 @@ def core_schema() -> Section:
         "plugins": Section({
             "enabled": Field("list", default=None, help="plugins to load (default: all installed)"),
             "disabled": Field("list", default=[], help="installed plugins not to load"),
+            "include": Field("list", default=[], help="plugins that are off by default (simnode) to load too"),
         }, optional=True),
         "zookeeper": Section({
             "session_timeout": Field("float", default=10.0, check=_positive),

@@ -42,9 +42,15 @@ def installed_plugins() -> dict[str, importlib.metadata.EntryPoint]:
     return {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
 
 
-def select(installed: list[str], enabled: list[str] | None, disabled: list[str]) -> list[str]:
-    """The plugin names to load: ``enabled`` (default all installed) minus ``disabled``."""
-    unknown = [name for name in (enabled or []) + list(disabled) if name not in installed]
+def select(installed: list[str], enabled: list[str] | None, disabled: list[str],
+           include: list[str] | None = None) -> list[str]:
+    """The plugin names to import: ``enabled`` (default all installed) minus ``disabled``.
+
+    ``include`` only has to name installed plugins here: whether an
+    off-by-default plugin stays loaded is decided once its info is known
+    (``PluginHost.load``).
+    """
+    unknown = [name for name in (enabled or []) + list(disabled) + list(include or []) if name not in installed]
     if unknown:
         raise PluginError(
             f"pvc.plugins: plugin {unknown[0]!r} is not installed "
@@ -66,7 +72,7 @@ class PluginHost:
         """Core features are hook implementations too; they cannot be disabled."""
         self.pm.register(module, name=CORE)
 
-    def load(self, names: list[str], explicit: set[str] | None = None) -> None:
+    def load(self, names: list[str], explicit: set[str] | None = None, included: set[str] | None = None) -> None:
         """Import the named plugins through stevedore and register them with pluggy.
 
         ``explicit`` are the names the configuration asked for by name; any
@@ -108,6 +114,11 @@ class PluginHost:
                 plugin.requires = list(info.get("requires", []))
                 plugin.optional = list(info.get("optional", []))
                 plugin.description = info.get("description", "")
+                if info.get("enabled_by_default", True) is False and name not in (explicit or set()) \
+                        and name not in (included or set()):
+                    self.pm.unregister(name=name)
+                    del self.plugins[name]
+        self.order = list(self.plugins)
         self._drop_unsatisfied(explicit if explicit is not None else set(self.plugins))
         self._check_dependencies()
 

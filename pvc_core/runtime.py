@@ -103,10 +103,11 @@ class Runtime:
         raw = configmod.read_raw(path)
         schema = configmod.core_schema()
         plugin_section = configmod.validate(schema.fields["plugins"], raw.get("plugins") or {}, "pvc.plugins")
-        names = select(sorted(installed_plugins()), plugin_section["enabled"], plugin_section["disabled"])
+        names = select(sorted(installed_plugins()), plugin_section["enabled"], plugin_section["disabled"],
+                       plugin_section["include"])
         host = PluginHost()
         host.register_core(coreplugin)
-        host.load(names, explicit=set(plugin_section["enabled"] or []))
+        host.load(names, explicit=set(plugin_section["enabled"] or []), included=set(plugin_section["include"]))
         for _name, section in host.call_each("pvc_config_fields"):
             if section is not None:
                 configmod.merge_section(schema, section)

@@ -31,7 +31,7 @@ from cherrypy.process.plugins import SimplePlugin
 
 from .accesslog import AccessLog
 from .body import BodyUnreadable, is_json, parse_query_string, plain, process_body, read_json
-from .errors import ApiError, PayloadTooLarge, ServiceUnavailable
+from .errors import ApiError, PayloadTooLarge, PluginError, ServiceUnavailable
 from .params import ignored_names, json_to_multidict, merge_sources, parse_params
 from .routes import API_PREFIX, MAIN_LISTENER, Response, Route, allow_header
 
@@ -296,7 +296,14 @@ class RuntimePlugin(SimplePlugin):
         self.runtime = runtime
 
     def start(self) -> None:
-        self.runtime.start()
+        try:
+            self.runtime.start()
+        except PluginError as exc:
+            # A plugin that must not run here (simnode on a real cluster) says why in one line; the
+            # engine then stops without serving and the process exits non-zero.
+            log.error("ERROR: Failed to start plugins: %s", exc)
+            self.runtime.stop()
+            raise SystemExit(1) from None
 
     start.priority = 40
 

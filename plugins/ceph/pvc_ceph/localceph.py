@@ -163,22 +163,58 @@ class LocalCeph:
                   "-o", os.path.join(self.directory, "mgr.x", "keyring"))
         self.ceph("config", "set", "mgr", "mgr/devicehealth/enable_monitoring", "false", "--force")
         self._start_mgr()
+        self.add_osd()
+        # clones without protected snapshots, as the provisioner needs
+        self.ceph("osd", "set-require-min-compat-client", "mimic")
+
+    def add_osd(self, weight: float | None = None) -> str:
+        """A new OSD (its data under ``osd<id>``, on this cluster's objectstore), started; its id."""
         osd_uuid = str(uuid.uuid4())
         key = self._run("ceph-authtool", "--gen-print-key").strip()
-        secret = os.path.join(self.directory, "osd-new.json")
+        secret = os.path.join(self.directory, f"osd-new-{osd_uuid}.json")
         with open(secret, "w", encoding="utf-8") as handle:
             json.dump({"cephx_secret": key}, handle)
-        osd_id = self.ceph("osd", "new", osd_uuid, "-i", secret).strip()
-        os.remove(secret)
-        osd_dir = os.path.join(self.directory, f"osd{osd_id}")
+        try:
+            osd_id = self.ceph("osd", "new", osd_uuid, "-i", secret).strip()
+        finally:
+            os.remove(secret)
+        osd_dir = self.osd_dir(osd_id)
         os.makedirs(osd_dir, exist_ok=True)
         self._run("ceph-authtool", "--create-keyring", os.path.join(osd_dir, "keyring"), "--name", f"osd.{osd_id}",
                   "--add-key", key)
         self._run("ceph-osd", "-c", self.conf, "-i", osd_id, "--mkfs", "--osd-uuid", osd_uuid, "--key", key,
                   timeout=120)
         self._daemon("ceph-osd", "-c", self.conf, "-i", osd_id)
-        # clones without protected snapshots, as the provisioner needs
-        self.ceph("osd", "set-require-min-compat-client", "mimic")
+        if weight is not None:
+            self.ceph("osd", "crush", "reweight", f"osd.{osd_id}", str(weight))
+        return osd_id
+
+    def osd_dir(self, osd_id: str) -> str:
+        return os.path.join(self.directory, f"osd{osd_id}")
+
+    def osds(self) -> list[str]:
+        """The ids of this cluster's OSDs, as Ceph knows them."""
+        return [str(osd_id) for osd_id in json.loads(self.ceph("osd", "ls", "-f", "json"))]
+
+    def remove_osd(self, osd_id: str, timeout: float = 300) -> None:
+        """Drain (out, then wait until Ceph says it is safe to destroy), stop, purge, delete its data."""
+        self.ceph("osd", "out", osd_id)
+        deadline = time.monotonic() + timeout
+        while not self._safe_to_destroy(osd_id):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"OSD {osd_id} still holds data after {timeout:.0f}s")
+            time.sleep(0.5)
+        pid = self.pids().get(f"osd.{osd_id}")
+        if pid is not None:
+            _terminate(pid)
+        self.ceph("osd", "purge", osd_id, "--yes-i-really-mean-it")
+        shutil.rmtree(self.osd_dir(osd_id), ignore_errors=True)
+
+    def _safe_to_destroy(self, osd_id: str) -> bool:
+        result = subprocess.run(["ceph", "-c", self.conf, "--connect-timeout", "10", "osd", "safe-to-destroy",
+                                 f"osd.{osd_id}"], capture_output=True, text=True, timeout=30, env=_clean_env(),
+                                stdin=subprocess.DEVNULL)
+        return result.returncode == 0
 
     def _start_mon(self) -> None:
         self._daemon("ceph-mon", "-c", self.conf, "-i", "a")

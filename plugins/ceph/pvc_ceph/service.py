@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -27,6 +28,30 @@ class CephService(CephArea):
         self.volumes = Volumes(runtime, client)
         self.snapshots = Snapshots(runtime, self.volumes)
         self.osds = Osds(runtime, client)
+
+    # -- a local single-host Ceph (the embedded run's, the tests'): OSDs for simulated nodes ---
+
+    def _local(self) -> Any:
+        from .localceph import LocalCeph
+        directory = os.path.dirname(os.path.abspath(self.runtime.config["ceph.conf"]))
+        local = LocalCeph(directory)
+        if not local.created:
+            raise RuntimeError(f"{self.runtime.config['ceph.conf']} is not a local Ceph started by pvcapid "
+                               "(no mon.a under its directory); OSDs are made by real node daemons there")
+        return local
+
+    def local_osds(self) -> list[tuple[str, str]]:
+        """``(id, data directory)`` of every OSD of the local Ceph."""
+        local = self._local()
+        return [(osd_id, local.osd_dir(osd_id)) for osd_id in local.osds()]
+
+    def add_local_osd(self, weight: float) -> str:
+        """A new, started OSD of CRUSH weight ``weight`` on the local Ceph; its id."""
+        return self._local().add_osd(weight)
+
+    def remove_local_osd(self, osd_id: str) -> None:
+        """Drain, stop and purge one OSD of the local Ceph."""
+        self._local().remove_osd(osd_id, timeout=self.runtime.config["ceph.osd_remove_timeout"])
 
     def require_reachable(self) -> None:
         """503 now, before a multi-step operation starts, rather than half-way through it."""
