@@ -86,6 +86,10 @@ def foreign_keys(own: str, source: str, roots: dict[str, list[str]]) -> list[str
 
 
 PACKAGES = plugin_packages()
+# The simulator plays the v0.6 node daemon: the other party of the ZooKeeper contract, which writes the very
+# keys the API plugins only read. It names them in its own schema module and owns none of them, so it is
+# exempt from the key rule both ways (never from the import rule).
+NODE_DAEMON_SIDE = {"pvc_simnode"}
 
 
 def test_every_plugin_distribution_is_scanned():
@@ -101,9 +105,9 @@ def test_no_plugin_imports_another_plugin(package):
     assert problems == [], "use the other plugin's service (runtime.service(name)) instead"
 
 
-@pytest.mark.parametrize("package", sorted(PACKAGES))
+@pytest.mark.parametrize("package", sorted(set(PACKAGES) - NODE_DAEMON_SIDE))
 def test_no_plugin_names_another_plugins_zookeeper_keys(package):
-    roots = {name: schema_roots(path) for name, path in PACKAGES.items()}
+    roots = {name: schema_roots(path) for name, path in PACKAGES.items() if name not in NODE_DAEMON_SIDE}
     assert roots["pvc_vm"] and roots["pvc_network"] and roots["pvc_node"]
     problems = [f"{path.relative_to(ROOT)} {problem}" for path in sources(PACKAGES[package])
                 for problem in foreign_keys(package, path.read_text(), roots)]
