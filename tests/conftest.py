@@ -458,3 +458,58 @@ def ceph_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 def ceph_config(ceph_cluster: Any) -> dict:
     return {"ceph": {"conf": ceph_cluster.conf, "keyring": ceph_cluster.keyring, "interval": str(CEPH_INTERVAL),
                      "volume_interval": str(CEPH_VOLUME_INTERVAL), "timeout": str(CEPH_TIMEOUT)}}
+
+
+# -- simulated node daemons (plugins/simnode) -----------------------------------------------
+
+SIM_NODES = ("pvchv1", "pvchv2", "pvchv3")
+
+
+def sim_config(extra: dict | None = None, **simnode: str) -> dict:
+    """A daemon that runs three simulated node daemons (quick keepalives; waits bounded like the rest)."""
+    wait = str(settle_timeout())
+    return deep_merge({"plugins": {"include": ["simnode"]},
+                       "simnode": {"keepalive_interval": "0.5", "fence_intervals": "6", "migrate_timeout": wait,
+                                   **simnode},
+                       "vm": {"delete_grace": "0.05", "wait_timeout": wait}, "node": {"wait_timeout": wait}},
+                      extra or {})
+
+
+def node_map(daemon: Daemon) -> dict[str, dict]:
+    """GET /node by name ({} on 404; one node collapses to an object in v0.6)."""
+    answer = daemon.get("/node")
+    if answer.status_code != 200:
+        return {}
+    found = answer.json()
+    return {node["name"]: node for node in (found if isinstance(found, list) else [found])}
+
+
+def sim_ready(daemon: Daemon, names: tuple[str, ...] = SIM_NODES) -> bool:
+    nodes = node_map(daemon)
+    return sorted(nodes) == sorted(names) and all(
+        (node["daemon_state"], node["domain_state"]) == ("run", "ready") for node in nodes.values()) and \
+        [node["coordinator_state"] for node in nodes.values()].count("primary") == 1
+
+
+@pytest.fixture
+def sim_factory(daemon_factory: Callable[..., Daemon], clean_zk: Any) -> Iterator[Callable[..., Daemon]]:
+    """Start a daemon with simulated nodes on an empty, then initialized, cluster; it is stopped after the test
+    (its nodes would otherwise keep writing keepalives into the next test's tree)."""
+    started: list[Daemon] = []
+
+    def make(extra: dict | None = None, **simnode: str) -> Daemon:
+        daemon = daemon_factory(sim_config(extra, **simnode))
+        started.append(daemon)
+        assert daemon.post("/initialize").status_code == 200
+        wait_until(lambda: sim_ready(daemon), message="the simulated nodes did not come up run/ready, one primary")
+        return daemon
+
+    yield make
+    for daemon in started:
+        daemon.stop()
+
+
+@pytest.fixture
+def sim(sim_factory: Callable[..., Daemon]) -> Daemon:
+    """Three simulated nodes, no Ceph."""
+    return sim_factory({"plugins": {"disabled": ["ceph"]}})
