@@ -23,7 +23,8 @@ def setup_logging(debug: bool) -> None:
     logging.getLogger("kazoo").setLevel(logging.WARNING)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, overrides: dict | None = None) -> int:
+    """``overrides``: configuration values that win over the file (the embedded run's options)."""
     parser = argparse.ArgumentParser(prog="pvcapid", description="PVC cluster API daemon")
     parser.add_argument("--config", metavar="PATH", help="configuration file (default: $PVC_CONFIG_FILE, "
                         "then /etc/pvc/pvcapid.yaml, then /etc/pvc/pvc-api.yaml)")
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     from .runtime import Runtime
 
     try:
-        runtime = Runtime.from_config(args.config)
+        runtime = Runtime.from_config(args.config, overrides)
     except ConfigError as exc:
         print(f"ERROR: Failed to load configuration: {exc}", file=sys.stderr)
         return 1

@@ -264,6 +264,17 @@ def read_raw(path: str) -> dict:
     return document["pvc"]
 
 
+def merge_raw(raw: dict, overrides: dict) -> dict:
+    """``raw`` with ``overrides`` laid over it, section by section (values as text, like the file's)."""
+    out = dict(raw)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_raw(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 def _flag(raw: dict, dotted: str) -> bool:
     node: Any = raw
     for part in dotted.split("."):

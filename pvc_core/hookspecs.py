@@ -73,3 +73,18 @@ def pvc_status(runtime: Any) -> dict:
 @hookspec
 def pvc_initialize_keys(runtime: Any) -> dict:
     """Return extra ``{path: value}`` keys that ``POST /initialize`` must create."""
+
+
+@hookspec
+def pvc_embedded_options(parser: Any) -> None:
+    """Add this plugin's command-line options to ``pvcapid-embedded`` (an ``argparse`` parser)."""
+
+
+@hookspec
+def pvc_embedded(run: Any) -> Any:
+    """Return the ``pvc_core.embedded.Part`` the embedded run needs for this plugin (what it starts
+    before the daemon, what it writes into the first configuration, what this run overrides), or None.
+
+    Called on every installed plugin, off-by-default ones included: the embedded run is where a
+    simulator belongs. ``run`` has ``data_dir``, ``args`` (the parsed options) and ``coordinator``.
+    """

@@ -97,10 +97,10 @@ class Runtime:
         self.openapi_document = openapi.document(self.routes, self.plugins)
 
     @classmethod
-    def from_config(cls, path: str | None = None) -> Runtime:
+    def from_config(cls, path: str | None = None, overrides: dict | None = None) -> Runtime:
         """Read, discover plugins, validate with their fields, build. Raises ConfigError/PluginError."""
         path = configmod.find_config_path(path)
-        raw = configmod.read_raw(path)
+        raw = configmod.merge_raw(configmod.read_raw(path), overrides or {})
         schema = configmod.core_schema()
         plugin_section = configmod.validate(schema.fields["plugins"], raw.get("plugins") or {}, "pvc.plugins")
         names = select(sorted(installed_plugins()), plugin_section["enabled"], plugin_section["disabled"],

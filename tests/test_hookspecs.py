@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import inspect
 import re
+import signal
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -25,7 +27,7 @@ import pytest
 import requests
 from test_tasks import start_consumer, stop_consumer, wait_task
 
-from conftest import REQUEST_TIMEOUT, run_pvcapid, wait_until, write_config
+from conftest import BIN, REQUEST_TIMEOUT, START_TIMEOUT, run_pvcapid, wait_until, write_config
 from pvc_core import hookspecs
 from pvc_core.plugins import PluginHost, installed_plugins
 from pvc_core.zkserver import free_port
@@ -98,7 +100,8 @@ def implementations() -> dict[str, list[str]]:
     that does not exist (a misspelt hook name would otherwise never be called).
     """
     host = PluginHost()
-    host.load(sorted(set(installed_plugins()) - NOT_LOADABLE))
+    names = sorted(set(installed_plugins()) - NOT_LOADABLE)
+    host.load(names, explicit=set(names))  # off-by-default ones (simnode) implement hooks too
     host.pm.check_pending()
     return {name: [plugin for plugin, _function, _args in host.implementations(name)]
             for name in hookspecs_of(hookspecs)}
@@ -276,6 +279,44 @@ def test_hook_pvc_initialize_keys(daemon, clean_zk):
     assert daemon.post("/initialize").status_code == 200
     assert clean_zk.get("/example_counter")[0] == b"0"
     assert daemon.get("/example/counter").json() == {"counter": 0}
+
+
+def test_hook_pvc_embedded_options():
+    """The ceph and simnode plugins add their options to pvcapid-embedded; the core names neither."""
+    result = subprocess.run([str(BIN / "pvcapid-embedded"), "--help"], capture_output=True, text=True,
+                            timeout=REQUEST_TIMEOUT, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0 and "--no-ceph" in result.stdout and "--nodes N" in result.stdout
+    core = (Path(__file__).resolve().parent.parent / "pvc_core" / "embedded.py").read_text()
+    assert not [word for word in ("pvc_ceph", "LocalCeph", "--no-ceph", "pvc_simnode", "--nodes") if word in core]
+
+
+def test_hook_pvc_embedded(tmp_path):
+    """An embedded run without Ceph: the simnode part's first configuration includes the simulator, its
+    --nodes overrides the count for this run, and the daemon it runs has those simulated nodes."""
+    data_dir, port, zk_port = tmp_path / "data", free_port(), free_port()
+    log = open(tmp_path / "embedded.log", "wb")
+    process = subprocess.Popen([str(BIN / "pvcapid-embedded"), "--data-dir", str(data_dir), "--port", str(port),
+                                "--zk-port", str(zk_port), "--no-ceph", "--nodes", "2"], stdout=log,
+                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    log.close()
+    base = f"http://127.0.0.1:{port}/api/v1"
+    try:
+        def nodes() -> list[str]:
+            assert process.poll() is None, (tmp_path / "embedded.log").read_text()
+            found = requests.get(base + "/node", timeout=REQUEST_TIMEOUT).json()
+            found = found if isinstance(found, list) else [found]
+            return sorted(node["name"] for node in found if node.get("daemon_state") == "run")
+        wait_until(lambda: nodes() == ["pvchv1", "pvchv2"], timeout=START_TIMEOUT,
+                   ignoring=(requests.RequestException, KeyError, TypeError),
+                   message="the embedded run's simulated nodes did not come up")
+        assert [node["name"] for node in requests.get(base + "/simnode", timeout=REQUEST_TIMEOUT).json()] == [
+            "pvchv1", "pvchv2"]
+        config = (data_dir / "pvcapid.yaml").read_text()
+        assert "    plugins:\n        include: [simnode]\n    simnode:\n        nodes: 2\n" in config
+        assert "ceph:" not in config  # --no-ceph: the ceph part added nothing
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=START_TIMEOUT) == 0
 
 
 def test_a_misspelt_hook_implementation_stops_the_daemon():

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from pvc_core import hookimpl
 from pvc_core.config import Field, Section
+from pvc_core.embedded import Part
 
 from . import routes
 from .client import CephClient
@@ -82,3 +84,32 @@ def pvc_stop(runtime: Any) -> None:
 @hookimpl
 def pvc_status(runtime: Any) -> dict:
     return runtime.service("ceph").status()
+
+
+CEPH_SECTION = """    ceph:
+        conf: "{data_dir}/ceph/ceph.conf"
+        keyring: "{data_dir}/ceph/keyring"
+"""
+
+
+@hookimpl
+def pvc_embedded_options(parser: Any) -> None:
+    parser.add_argument("--no-ceph", action="store_true", help="do not start a local Ceph")
+
+
+@hookimpl
+def pvc_embedded(run: Any) -> Part | None:
+    """A local single-host Ceph, bluestore on a sparse file so that volumes survive a restart."""
+    if run.args.no_ceph:
+        return None
+    from .localceph import LocalCeph
+    ceph = LocalCeph(os.path.join(run.data_dir, "ceph"), objectstore="bluestore", size_gb=20)
+
+    def start() -> None:
+        print(f"Starting a local Ceph (bluestore, data in {ceph.directory})", flush=True)
+        try:
+            ceph.start()
+        except RuntimeError as exc:
+            print(f"WARNING: the local Ceph did not start ({exc}); storage calls will answer 503", flush=True)
+
+    return Part("ceph", config=CEPH_SECTION.format(data_dir=run.data_dir), start=start, stop=ceph.stop)
