@@ -342,7 +342,8 @@ class SimNode:
                 self._power(uuid, on=False)  # a stray copy
         elif state == "migrate":
             if mine:
-                if here:
+                if here:  # arrived (live migration) before this event was handled
+                    self.publish()
                     self._transition(uuid, "migrate", {"state": "start"})
                 else:
                     self._await_incoming(uuid)

@@ -13,6 +13,7 @@ from typing import Any
 
 from pvc_core import hookimpl
 from pvc_core.config import Field, Section, coordinator_hosts
+from pvc_core.embedded import Part
 from pvc_core.errors import BadRequest, NotFound, PluginError
 from pvc_core.params import STRING, Param
 from pvc_core.routes import Route
@@ -144,3 +145,27 @@ def pvc_routes(runtime: Any) -> list:
               summary="Start, stop or kill a simulated node", tags=tags, returns=MESSAGE,
               responses={404: "The simulator is not running in this process"}),
     ]
+
+
+EMBEDDED_SECTION = """    # Simulated node daemons (plugin simnode, which no daemon loads unless it is included here).
+    plugins:
+        include: [simnode]
+    simnode:
+        nodes: {nodes}
+"""
+
+
+@hookimpl
+def pvc_embedded_options(parser: Any) -> None:
+    parser.add_argument("--nodes", type=int, default=None, metavar="N",
+                        help="simulated node daemons to run (default: pvc.simnode.nodes of the configuration, "
+                             "3 in a new one; 0 for none)")
+
+
+@hookimpl
+def pvc_embedded(run: Any) -> Part:
+    """Simulated nodes run inside the daemon (this plugin, included by the first configuration); ``--nodes``
+    overrides their number for this run."""
+    nodes = run.args.nodes
+    return Part("simnode", config=EMBEDDED_SECTION.format(nodes=3 if nodes is None else nodes),
+                overrides={} if nodes is None else {"simnode": {"nodes": str(nodes)}})
