@@ -121,9 +121,11 @@ class LocalCeph:
     def ceph(self, *args: str, check: bool = True, timeout: float = 30) -> str:
         return self._run("ceph", "-c", self.conf, "--connect-timeout", "10", *args, check=check, timeout=timeout)
 
-    def _daemon(self, *args: str) -> None:
+    def _daemon(self, *args: str, host: str | None = None) -> None:
+        """``host``: the name Ceph records for the daemon's host (NODE_NAME), a simulated node's."""
+        env = _clean_env() | ({"NODE_NAME": host} if host else {})
         for _attempt in range(3):  # a daemon exits before forking when the mon is not ready for it yet
-            if subprocess.run(list(args), env=_clean_env(), stdin=subprocess.DEVNULL,
+            if subprocess.run(list(args), env=env, stdin=subprocess.DEVNULL,
                               capture_output=True).returncode == 0:
                 return
             time.sleep(1)
@@ -167,8 +169,13 @@ class LocalCeph:
         # clones without protected snapshots, as the provisioner needs
         self.ceph("osd", "set-require-min-compat-client", "mimic")
 
-    def add_osd(self, weight: float | None = None) -> str:
-        """A new OSD (its data under ``osd<id>``, on this cluster's objectstore), started; its id."""
+    def add_osd(self, weight: float | None = None, host: str | None = None) -> str:
+        """A new OSD (its data under ``osd<id>``, on this cluster's objectstore), started; its id.
+
+        ``host`` makes Ceph place and report it under that host name (``ceph osd tree``, ``osd status``)
+        rather than this machine's, as on the node that would hold its disk; it is kept in
+        ``osd<id>/host`` so that a restart keeps it there.
+        """
         osd_uuid = str(uuid.uuid4())
         key = self._run("ceph-authtool", "--gen-print-key").strip()
         secret = os.path.join(self.directory, f"osd-new-{osd_uuid}.json")
@@ -184,10 +191,21 @@ class LocalCeph:
                   "--add-key", key)
         self._run("ceph-osd", "-c", self.conf, "-i", osd_id, "--mkfs", "--osd-uuid", osd_uuid, "--key", key,
                   timeout=120)
-        self._daemon("ceph-osd", "-c", self.conf, "-i", osd_id)
+        if host:
+            with open(os.path.join(osd_dir, "host"), "w", encoding="utf-8") as handle:
+                handle.write(host)
+            self.ceph("config", "set", f"osd.{osd_id}", "crush_location", f"root=default host={host}")
+        self._daemon("ceph-osd", "-c", self.conf, "-i", osd_id, host=host)
         if weight is not None:
             self.ceph("osd", "crush", "reweight", f"osd.{osd_id}", str(weight))
         return osd_id
+
+    def _host_of(self, osd_id: str) -> str | None:
+        try:
+            with open(os.path.join(self.osd_dir(osd_id), "host"), encoding="utf-8") as handle:
+                return handle.read().strip() or None
+        except OSError:
+            return None
 
     def osd_dir(self, osd_id: str) -> str:
         return os.path.join(self.directory, f"osd{osd_id}")
@@ -208,6 +226,7 @@ class LocalCeph:
         if pid is not None:
             _terminate(pid)
         self.ceph("osd", "purge", osd_id, "--yes-i-really-mean-it")
+        self.ceph("config", "rm", f"osd.{osd_id}", "crush_location", check=False)
         shutil.rmtree(self.osd_dir(osd_id), ignore_errors=True)
 
     def _safe_to_destroy(self, osd_id: str) -> bool:
@@ -243,7 +262,7 @@ class LocalCeph:
             self._start_mgr()
             for entry in sorted(os.listdir(self.directory)):
                 if entry.startswith("osd") and entry[3:].isdigit():
-                    self._daemon("ceph-osd", "-c", self.conf, "-i", entry[3:])
+                    self._daemon("ceph-osd", "-c", self.conf, "-i", entry[3:], host=self._host_of(entry[3:]))
         self.wait_healthy(timeout)
         return self
 

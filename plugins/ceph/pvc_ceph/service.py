@@ -45,9 +45,9 @@ class CephService(CephArea):
         local = self._local()
         return [(osd_id, local.osd_dir(osd_id)) for osd_id in local.osds()]
 
-    def add_local_osd(self, weight: float) -> str:
-        """A new, started OSD of CRUSH weight ``weight`` on the local Ceph; its id."""
-        return self._local().add_osd(weight)
+    def add_local_osd(self, weight: float, host: str | None = None) -> str:
+        """A new, started OSD of CRUSH weight ``weight`` on the local Ceph, placed under ``host``; its id."""
+        return self._local().add_osd(weight, host)
 
     def remove_local_osd(self, osd_id: str) -> None:
         """Drain, stop and purge one OSD of the local Ceph."""

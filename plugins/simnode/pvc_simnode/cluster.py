@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kazoo.client import KazooClient
-from kazoo.exceptions import KazooException, NoNodeError
+from kazoo.exceptions import KazooException, LockTimeout, NoNodeError
 
 from . import schema
 from .node import Options, SimNode
@@ -68,7 +68,14 @@ class SimCluster:
             raise Refused(f"simnode: refusing to start: this cluster has node(s) {', '.join(foreign)} that the "
                           "simulator did not create (real node daemons); remove simnode from pvc.plugins.include")
         lock = admin.Lock(schema.LOCK, "simnode")
-        if not lock.acquire(timeout=self._timeout):
+        try:
+            # kazoo raises (rather than answers False) when the wait runs out; the wait itself is for a
+            # crashed predecessor, whose lock goes only when its session expires
+            acquired = lock.acquire(timeout=self._timeout)
+        except LockTimeout:
+            lock.cancel()
+            acquired = False
+        if not acquired:
             raise Refused("simnode: refusing to start: another simulator already runs this cluster's nodes "
                           f"(it holds {schema.LOCK})")
         self._lock = lock

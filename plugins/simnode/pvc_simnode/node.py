@@ -75,6 +75,7 @@ class SimNode:
         self._threads: list[threading.Thread] = []
         self._watched: set[str] = set()
         self._waiting: set[str] = set()
+        self._inbound: set[str] = set()  # VMs a peer is migrating here right now (it has not published yet)
         self._mutex = threading.Lock()
         self._generation = 0  # of flush/unflush: a new request aborts the running one
 
@@ -94,12 +95,18 @@ class SimNode:
                 self._write({schema.node(self.name, "domainstate"): "unflush"})
         else:
             self._write(schema.restart(self.name, self.mode, self.staticdata))
-        self._halt.clear()
+        # A fresh queue, halt flag and watch set per session: the previous worker may have left its stop
+        # marker in the old queue, a thread that outlived its join must not serve this session, and the
+        # previous session's watches went with its client.
+        self._events = queue.Queue()
+        self._halt = threading.Event()
+        self._watched = set()
         self.alive = True
         self.running_daemon = False
-        self._threads = [threading.Thread(target=self._work, name=f"simnode-{self.name}", daemon=True),
-                         threading.Thread(target=self._keepalive, name=f"simnode-{self.name}-keepalive",
-                                          daemon=True)]
+        self._threads = [threading.Thread(target=self._work, args=(self._events,), name=f"simnode-{self.name}",
+                                          daemon=True),
+                         threading.Thread(target=self._keepalive, args=(self._halt,),
+                                          name=f"simnode-{self.name}-keepalive", daemon=True)]
         for thread in self._threads:
             thread.start()
         zk = self.zk
@@ -221,11 +228,11 @@ class SimNode:
             return None
         return callback
 
-    def _work(self) -> None:
+    def _work(self, events: queue.Queue) -> None:
         handlers = {"primary": self._primary_changed, "domainstate": self._domainstate_changed,
                     "command": lambda: self._spawn("command", self._command), "vm": self._reconcile}
         while True:
-            event = self._events.get()
+            event = events.get()
             if event is None or not self.alive:
                 return
             try:
@@ -247,19 +254,24 @@ class SimNode:
 
     # -- keepalive, fencing, coordinator role ----------------------------------------------
 
-    def _keepalive(self) -> None:
-        while not self._halt.is_set():
+    def _keepalive(self, halt: threading.Event) -> None:
+        own = schema.node(self.name, "daemonstate")
+        while not halt.is_set():
             try:
                 self.publish(keepalive=True)
-                if not self.running_daemon:
-                    self._write({schema.node(self.name, "daemonstate"): "run"})
+                if not self.running_daemon or self._get(own) == "dead":
+                    # "dead" while alive: a coordinator saw a keepalive late (a starved machine); v0.6's
+                    # fencing gives such a node saving throws, which it passes by running on
+                    if self.running_daemon:
+                        log.warning("simulated node %s was declared dead while running; back to run", self.name)
+                    self._write({own: "run"})
                     self.running_daemon = True
                     self._events.put(("primary",))  # a coordinator contends once it runs
                 if self.mode == "coordinator":
                     self._find_dead_nodes()
             except KazooException as exc:
                 log.warning("simulated node %s: keepalive failed (%s)", self.name, type(exc).__name__)
-            self._halt.wait(self.options.keepalive_interval)
+            halt.wait(self.options.keepalive_interval)
 
     def publish(self, keepalive: bool = False) -> None:
         """The node's counters as its keepalive writes them; also right after a VM starts, stops or moves."""
@@ -281,7 +293,8 @@ class SimNode:
         """A coordinator marks a node dead whose keepalive is older than interval x fence_intervals.
 
         There is no IPMI to fence it with, so (as v0.6 after a failed fence) its
-        VMs stay where they are; a dead primary gives up the primary role.
+        VMs stay where they are; a dead coordinator is forced secondary and a dead
+        primary gives up the primary role (v0.6 does both whatever the fence's outcome).
         """
         if (self._get(schema.MAINTENANCE) or "").lower() == "true":
             return
@@ -299,6 +312,8 @@ class SimNode:
                                check=(schema.node(name, "daemonstate"), version)):
                     log.warning("simulated node %s: node %s is dead (no keepalive for %.0f s)", self.name, name,
                                 time.time() - seen)
+                    if self._get(schema.node(name, "daemonmode")) == "coordinator":
+                        self._write({schema.node(name, "routerstate"): "secondary"})
                     primary, primary_version = self._get_versioned(schema.PRIMARY_NODE)
                     if primary == name:
                         self._write({schema.PRIMARY_NODE: "none"}, check=(schema.PRIMARY_NODE, primary_version))
@@ -342,7 +357,7 @@ class SimNode:
                 self._power(uuid, on=False)  # a stray copy
         elif state == "migrate":
             if mine:
-                if here:  # arrived (live migration) before this event was handled
+                if here and uuid not in self._inbound:  # arrived (live migration) before this event was handled
                     self.publish()
                     self._transition(uuid, "migrate", {"state": "start"})
                 else:
@@ -377,7 +392,8 @@ class SimNode:
             log.info("simulated node %s: VM %s failed to start: %s", self.name, vm["name"], failure)
             self._transition(uuid, expected, {"state": "fail", "failedreason": failure})
             return
-        self.publish()
+        # console and failedreason before the node lists the VM as running: a client that waited for
+        # that (wait=true) then reads them as they are after this start
         lines = (self._get(schema.vm(uuid, "consolelog")) or "").splitlines()
         lines += [line.format(name=vm["name"]) for line in BOOT_LINES]
         console = "".join(line + "\n" for line in lines[-self.options.console_log_lines:])
@@ -385,14 +401,22 @@ class SimNode:
         if self._get(schema.vm(uuid, "failedreason")):
             values[schema.vm(uuid, "failedreason")] = ""
         self._write(values)
+        self.publish()
 
     def _migrate_out(self, uuid: str, target: str) -> None:
         peer = self.peers.get(target)
         failure = "the target is not a running simulated node"
         if peer is not None and peer.alive:
-            failure = self.hypervisor.migrate_to(uuid, peer.hypervisor)
+            # the target writes start only once this node no longer lists the VM: a client that waited for
+            # start then sees both nodes' counters as they are after the move
+            peer._inbound.add(uuid)
+            try:
+                failure = self.hypervisor.migrate_to(uuid, peer.hypervisor)
+                if failure is None:
+                    self.publish()
+            finally:
+                peer._inbound.discard(uuid)
         if failure is None:
-            self.publish()
             peer._events.put(("vm", uuid))
             return
         # live migration failed: cold migration (shut down here, the target starts it)
@@ -410,7 +434,7 @@ class SimNode:
             try:
                 deadline = time.monotonic() + self.options.migrate_timeout
                 while self.alive and time.monotonic() < deadline:
-                    if self.hypervisor.is_running(uuid):
+                    if self.hypervisor.is_running(uuid) and uuid not in self._inbound:
                         self.publish()
                         self._transition(uuid, "migrate", {"state": "start"})
                         return
@@ -545,7 +569,7 @@ class SimNode:
         return storage
 
     def _osd_add(self, device: str, weight: str) -> bool:
-        osd_id = self._local_ceph().add_local_osd(float(weight))
+        osd_id = self._local_ceph().add_local_osd(float(weight), self.name)
         self._create({schema.osd(osd_id): "", schema.osd(osd_id, "node"): self.name,
                       schema.osd(osd_id, "device"): device, schema.osd(osd_id, "stats"): "{}"})
         log.info("simulated node %s: created OSD %s (%s, weight %s)", self.name, osd_id, device, weight)
