@@ -8,6 +8,7 @@ segments, so matching cost does not grow with the number of plugins.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -184,5 +185,19 @@ def collapse(items: list) -> Any:
     return items[0] if len(items) == 1 else items
 
 
-__all__ = ["API_PREFIX", "ApiError", "CONFLICT", "MAIN_LISTENER", "NO_MATCH", "Response", "Route", "RouteTable",
-           "collapse", "quoted"]
+class Encoded(bytes):
+    """A JSON answer already serialized (with ``encode_json``): the server sends it as it is."""
+
+
+def encode_json(value: Any) -> bytes:
+    """The bytes the server would send for ``value`` (without debug indentation or the final newline)."""
+    return json.dumps(value).encode("utf-8")
+
+
+def collapse_encoded(parts: list[bytes]) -> Encoded:
+    """``collapse`` for serialized elements: one is answered as itself, several as a JSON array."""
+    return Encoded(parts[0] if len(parts) == 1 else b"[" + b", ".join(parts) + b"]")
+
+
+__all__ = ["API_PREFIX", "ApiError", "CONFLICT", "MAIN_LISTENER", "NO_MATCH", "Encoded", "Response", "Route",
+           "RouteTable", "collapse", "collapse_encoded", "encode_json", "quoted"]

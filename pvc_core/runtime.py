@@ -123,18 +123,19 @@ class Runtime:
             raise BadRequest(f"This operation needs the {name!r} service, whose plugin is not enabled")
         return service
 
-    def view(self, root: str, keys: tuple[str, ...], watch: bool = True) -> Any:
+    def view(self, root: str, keys: tuple[str, ...], watch: bool = True, index: tuple[str, ...] = ()) -> Any:
         """The shared watched view of ``root`` (one per subtree per process), started on first use.
 
         ``watch=False`` gives an unstarted view: the same reads, always straight from ZooKeeper.
+        ``index``: keys whose values the view indexes (filters and counts without visiting every child).
         """
         from .view import SubtreeView
         if not watch:
-            return SubtreeView(self.zk, root, keys)
+            return SubtreeView(self.zk, root, keys, index)
         with self._lock:
             view = self.views.get(root)
             if view is None:
-                view = SubtreeView(self.zk, root, keys)
+                view = SubtreeView(self.zk, root, keys, index)
                 self.views[root] = view
                 self.zk.observers.append(view)
             elif view.keys != tuple(keys):

@@ -33,7 +33,7 @@ from .accesslog import AccessLog
 from .body import BodyUnreadable, is_json, parse_query_string, plain, process_body, read_json
 from .errors import ApiError, PayloadTooLarge, PluginError, ServiceUnavailable
 from .params import ignored_names, json_to_multidict, merge_sources, parse_params
-from .routes import API_PREFIX, MAIN_LISTENER, Response, Route, allow_header
+from .routes import API_PREFIX, MAIN_LISTENER, Encoded, Response, Route, allow_header
 
 log = logging.getLogger("pvc.api")
 
@@ -227,6 +227,10 @@ class Dispatcher:
         return self.render(result)
 
     def render(self, body: Any) -> bytes:
+        if isinstance(body, Encoded):
+            if self.indent is None:
+                return body + b"\n"
+            body = json.loads(body)
         return (json.dumps(body, indent=self.indent) + "\n").encode("utf-8")
 
     def _error(self, exc: ApiError) -> bytes:

@@ -6,7 +6,7 @@ from typing import Any
 
 from pvc_core.errors import BadRequest
 from pvc_core.params import BOOLEAN, INTEGER, STRING, Param
-from pvc_core.routes import CONFLICT, NO_MATCH, Route, collapse
+from pvc_core.routes import CONFLICT, NO_MATCH, Encoded, Route
 from pvc_core.shapes import BOOL, INT, MESSAGE, STR, array, named, nullable, obj, one_or_many
 
 from . import schema
@@ -44,7 +44,7 @@ def service(ctx: Any) -> VMService:
 
 
 def list_vms(ctx: Any, params: dict) -> Any:
-    return collapse(service(ctx).list(params["limit"], params["node"], params["state"]))
+    return service(ctx).list_encoded(params["limit"], params["node"], params["state"])
 
 
 def define_vm(ctx: Any, params: dict, vm: str | None = None) -> dict:
@@ -52,8 +52,8 @@ def define_vm(ctx: Any, params: dict, vm: str | None = None) -> dict:
                                            params["autostart"])}
 
 
-def get_vm(ctx: Any, params: dict, vm: str) -> dict:
-    return service(ctx).get(vm)
+def get_vm(ctx: Any, params: dict, vm: str) -> Encoded:
+    return service(ctx).get_encoded(vm)
 
 
 def modify_vm(ctx: Any, params: dict, vm: str) -> dict:

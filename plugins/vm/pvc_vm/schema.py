@@ -7,6 +7,9 @@ ROOT = "/domains"
 VIEW_KEYS = ("state", "node", "lastnode", "failedreason", "node_limit", "node_selector", "node_autostart",
              "profile", "xml")
 
+# Indexed by the view: the state and node filters of GET /vm and the counts of GET /status.
+INDEXED_KEYS = ("state", "node")
+
 STATES = ("start", "restart", "shutdown", "stop", "disable", "fail", "migrate", "unmigrate", "provision")
 HEALTHY = ("start", "disable", "migrate", "unmigrate", "provision")
 SELECTORS = ("mem", "vcpus", "load", "vms")

@@ -15,7 +15,8 @@ from typing import Any
 
 from pvc_core import matching
 from pvc_core.config import parse_bool
-from pvc_core.errors import ApiError, BadRequest, NotFound
+from pvc_core.errors import ApiError, BadRequest, NotFound, ServiceUnavailable
+from pvc_core.routes import Encoded, collapse_encoded, encode_json
 
 from . import domainxml, placement, schema
 
@@ -88,7 +89,8 @@ class VMService:
     @property
     def view(self) -> Any:
         if self._view is None:
-            self._view = self.runtime.view(schema.ROOT, schema.VIEW_KEYS, watch=self.runtime.config["vm.watch"])
+            self._view = self.runtime.view(schema.ROOT, schema.VIEW_KEYS, watch=self.runtime.config["vm.watch"],
+                                           index=schema.INDEXED_KEYS)
         return self._view
 
     @property
@@ -100,12 +102,10 @@ class VMService:
         if self.config["vm.watch"]:
             threading.Thread(target=self._prepare, args=(view,), name="pvc-vm-prepare", daemon=True).start()
 
-    @staticmethod
-    def _prepare(view: Any) -> None:
-        """Once the view is warm, parse every VM's XML so the first full list is fast too."""
+    def _prepare(self, view: Any) -> None:
+        """Once the view is warm, build every VM's answer so that the first full list is fast too."""
         if view.wait_ready(3600):
-            for entry in view.snapshot().values():
-                domainxml.info(entry.get("xml") or "")
+            view.encoded([uuid for _, uuid in view.ordered()], self._encode)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -153,6 +153,47 @@ class VMService:
             raise NotFound(VM_NOT_FOUND)
         return vm_object(*found)
 
+    # -- serialized answers (what the routes send) -----------------------------------------
+
+    @staticmethod
+    def _encode(uuid: str, entry: dict[str, str | None]) -> bytes:
+        return encode_json(vm_object(uuid, entry))
+
+    def _warm(self) -> None:
+        """A list waits for the view to warm rather than start a second full read of the tree."""
+        view = self.view
+        if self.config["vm.watch"] and not view.ready and self.zk.connected:
+            wait = self.config["vm.warmup_wait"]
+            if not view.wait_ready(wait):
+                raise ServiceUnavailable(f"The view of {schema.ROOT} is still loading after {wait:g} s "
+                                         "(pvc.vm.warmup_wait); try again shortly")
+
+    def list_encoded(self, limit: str | None, node: str | None, state: str | None) -> Encoded:
+        """``list`` as the bytes sent: kept per VM (by its keys' revisions), filtered by the view's indexes."""
+        if node and not self.nodes.exists(node):
+            raise BadRequest(f'Specified node "{node}" is invalid.')
+        self._warm()
+        view = self.view
+        order = view.ordered()
+        if limit:
+            pattern = matching.fuzzy(limit)
+            order = [(name, u) for name, u in order if pattern.match(u) or pattern.match(name)]
+        for key, value in (("node", node), ("state", state)):
+            if value:
+                members = view.select(key, value)
+                order = [(name, u) for name, u in order if u in members]
+        parts = view.encoded([u for _, u in order], self._encode) if order else []
+        if not parts:
+            raise NotFound(VM_NOT_FOUND)
+        return collapse_encoded(parts)
+
+    def get_encoded(self, ident: str) -> Encoded:
+        found = self.find(ident)
+        parts = self.view.encoded([found[0]], self._encode) if found is not None else []
+        if not parts:
+            raise NotFound(VM_NOT_FOUND)
+        return Encoded(parts[0])
+
     def state_of(self, ident: str) -> dict:
         _, entry = self.require(ident, NotFound(VM_NOT_FOUND))
         return {"name": ident, "state": entry.get("state") or ""}
@@ -187,15 +228,10 @@ class VMService:
         return None
 
     def status(self) -> dict:
-        counts: dict[str, int] = {}
-        degraded = False
-        entries = self.entries()
-        for entry in entries.values():
-            state = entry.get("state") or ""
-            counts[state] = counts.get(state, 0) + 1
-            if state not in schema.HEALTHY:
-                degraded = True
-        vms = {"total": len(entries)}
+        """From the view's state index: no VM is visited (an absent state counts as "", not healthy)."""
+        counts = self.view.counts("state")
+        degraded = any(state not in schema.HEALTHY for state in counts)
+        vms = {"total": sum(counts.values())}
         vms.update((state, counts[state]) for state in schema.STATES if counts.get(state))
         return {"fields": {"vms": vms}, "degraded": degraded}
 

@@ -1,0 +1,131 @@
+"""The view's kept answers: a write, from this process or from outside, rebuilds exactly the objects it touched.
+
+The view (pvc_core/view.py) keeps each VM's serialized answer with the
+revision of the values it was built from; lists are joined from those bytes.
+These tests watch which VMs get re-encoded after each kind of write, against a
+real ZooKeeper, and check that the bytes a watched daemon sends are the bytes a
+daemon reading ZooKeeper directly sends.
+"""
+
+from __future__ import annotations
+
+import pytest
+from pvc_vm import schema as vm_schema
+from pvc_vm.service import vm_object
+from test_vm import uuid_for, vm_xml
+
+from conftest import wait_until
+from pvc_core.routes import encode_json
+from pvc_core.view import SubtreeView
+from pvc_core.zk import ZooKeeper
+
+COUNT = 30
+
+
+def seed(client, count: int = COUNT) -> list[str]:
+    client.create("/domains", b"")
+    uuids = [uuid_for(index) for index in range(count)]
+    for index, uuid in enumerate(uuids):
+        keys = vm_schema.new_vm_keys(uuid, f"vm{index:03d}", f"pvchv{index % 3 + 1}", "", "mem", False, "",
+                                     vm_xml(f"vm{index:03d}", uuid))
+        transaction = client.transaction()
+        for path in sorted(keys):
+            transaction.create(path, keys[path].encode())
+        transaction.commit()
+    return uuids
+
+
+@pytest.fixture
+def view(clean_zk, zk_server):
+    uuids = seed(clean_zk)
+    zk = ZooKeeper([zk_server.address])
+    zk.start(wait=10)
+    view = SubtreeView(zk, vm_schema.ROOT, vm_schema.VIEW_KEYS, index=vm_schema.INDEXED_KEYS)
+    zk.observers.append(view)  # as Runtime.view does: this process's writes reach the view at once
+    view.start()
+    assert view.wait_ready(30)
+    view.uuids = uuids
+    yield view
+    zk.stop()
+
+
+class Encoder:
+    """The vm plugin's encoding, recording which VMs it was asked to build."""
+
+    def __init__(self) -> None:
+        self.built: list[str] = []
+
+    def __call__(self, uuid: str, entry: dict) -> bytes:
+        self.built.append(uuid)
+        return encode_json(vm_object(uuid, entry))
+
+
+def answers(view, encoder) -> dict[str, bytes]:
+    order = [uuid for _, uuid in view.ordered()]
+    return dict(zip(order, view.encoded(order, encoder), strict=True))
+
+
+def direct(view) -> dict[str, bytes]:
+    entries = view.read_direct()
+    return {uuid: encode_json(vm_object(uuid, entries[uuid])) for uuid in entries}
+
+
+def test_writes_rebuild_exactly_what_they_touched(view, clean_zk):
+    encoder = Encoder()
+    first = answers(view, encoder)
+    assert sorted(encoder.built) == sorted(view.uuids) and first == direct(view)
+    encoder.built.clear()
+    assert answers(view, encoder) == first and encoder.built == []  # nothing changed: nothing built
+
+    # an outside write (a node daemon's) of one VM's state
+    outside = view.uuids[3]
+    clean_zk.set(vm_schema.key(outside, "state"), b"start")
+    wait_until(lambda: outside in view.select("state", "start"), message="the view did not follow the write")
+    second = answers(view, encoder)
+    assert encoder.built == [outside]
+    assert {uuid for uuid in first if first[uuid] != second[uuid]} == {outside}
+    assert second == direct(view)
+
+    # this process's own write: visible (and rebuilt) on the very next read, before any watch
+    encoder.built.clear()
+    own = view.uuids[5]
+    view.zk.write({vm_schema.key(own, "node"): "pvchv3", vm_schema.key(own, "lastnode"): "pvchv2"})
+    third = answers(view, encoder)
+    assert encoder.built == [own]
+    assert {uuid for uuid in second if second[uuid] != third[uuid]} == {own}
+    assert b'"last_node": "pvchv2"' in third[own]
+
+    # a key the view does not follow (consolelog) changes nothing
+    encoder.built.clear()
+    clean_zk.set(vm_schema.key(view.uuids[7], "consolelog"), b"boot\n")
+    clean_zk.set(vm_schema.key(view.uuids[8], "state"), b"fail")  # a followed write after it, to wait on
+    wait_until(lambda: view.uuids[8] in view.select("state", "fail"), message="the view did not follow")
+    assert answers(view, encoder) and encoder.built == [view.uuids[8]]
+
+    # a VM removed from outside leaves the list, the indexes and the counts
+    gone = view.uuids[0]
+    clean_zk.delete(vm_schema.vm(gone), recursive=True)
+    wait_until(lambda: gone not in dict((u, n) for n, u in view.ordered()), message="the removal was not seen")
+    assert gone not in answers(view, encoder) and answers(view, encoder) == direct(view)
+    assert view.counts("state") == {"stop": COUNT - 3, "start": 1, "fail": 1}
+    assert view.select("node", "pvchv1") == {uuid for uuid in view.uuids[3::3]} - {gone}
+
+
+def test_a_watched_daemon_sends_the_bytes_of_a_direct_reader(daemon_factory, clean_zk):
+    """Byte for byte, lists and single VMs, after writes through the API and from outside."""
+    watched = daemon_factory({"plugins": {"disabled": ["ceph"]}})
+    direct_reader = daemon_factory({"plugins": {"disabled": ["ceph"]}, "vm": {"watch": "False"},
+                                    "node": {"watch": "False"}})
+    assert watched.post("/initialize").status_code == 200
+    clean_zk.delete("/domains", recursive=True)
+    uuids = seed(clean_zk, 12)
+    assert watched.post("/vm/vm004/meta", params={"selector": "vcpus", "autostart": "true"}).status_code == 200
+    clean_zk.set(vm_schema.key(uuids[9], "state"), b"start")
+
+    def same() -> bool:
+        return all(watched.get(path, params=params).content == direct_reader.get(path, params=params).content
+                   for path, params in (("/vm", {}), ("/vm", {"state": "start"}), ("/vm", {"node": "pvchv2"}),
+                                        ("/vm", {"limit": "vm00"}), ("/vm/vm004", {}), ("/vm/vm009", {})))
+    wait_until(same, message="the watched daemon's bytes differ from the direct reader's")
+    assert watched.get("/status").json()["vms"] == direct_reader.get("/status").json()["vms"] == {
+        "total": 12, "stop": 11, "start": 1}
