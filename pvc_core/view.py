@@ -29,6 +29,7 @@ from kazoo.protocol.states import EventType, KazooState
 from .zk import ZooKeeper, decode
 
 log = logging.getLogger("pvc.view")
+WARM_WINDOW = 2000  # reads in flight at once while warming
 _ABSENT = object()  # not in the view at all (None is "known to be absent in ZooKeeper")
 
 
@@ -110,21 +111,25 @@ class SubtreeView:
         # Pipelined reads that set watches; results are stored here, without a
         # per-read callback (handing 100,000 completions to kazoo's callback
         # thread doubled the warm-up time).
+        # In windows of WARM_WINDOW reads: deep enough to keep the server busy, and the pending
+        # results (each with its own lock) never all exist at once, which kept RSS high for good.
         client = self.zk.client
-        pending = [(path, client.get_async(path, watch=self._data_fired))
-                   for child in children for path in self._paths(child)]
+        paths = [path for child in children for path in self._paths(child)]
         absent = []
-        for path, result in pending:
-            if generation != self._generation:
-                return
-            try:
-                data, stat = self.zk.wait(result)
-            except NoNodeError:
-                absent.append(path)
-                continue
-            except Exception:  # noqa: BLE001 - connection trouble: the next CONNECTED re-warms
-                return
-            self._store(path, decode(data), stat.mzxid)
+        for start in range(0, len(paths), WARM_WINDOW):
+            pending = [(path, client.get_async(path, watch=self._data_fired))
+                       for path in paths[start:start + WARM_WINDOW]]
+            for path, result in pending:
+                if generation != self._generation:
+                    return
+                try:
+                    data, stat = self.zk.wait(result)
+                except NoNodeError:
+                    absent.append(path)
+                    continue
+                except Exception:  # noqa: BLE001 - connection trouble: the next CONNECTED re-warms
+                    return
+                self._store(path, decode(data), stat.mzxid)
         for path in absent:
             self._store(path, None, None, authoritative=False)
             self._watch_creation(path, generation)
