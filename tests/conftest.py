@@ -513,3 +513,15 @@ def sim_factory(daemon_factory: Callable[..., Daemon], clean_zk: Any) -> Iterato
 def sim(sim_factory: Callable[..., Daemon]) -> Daemon:
     """Three simulated nodes, no Ceph."""
     return sim_factory({"plugins": {"disabled": ["ceph"]}})
+
+
+@contextlib.contextmanager
+def simulated(daemon_factory: Callable[..., Daemon], api: Daemon, extra: dict | None = None) -> Iterator[Daemon]:
+    """Simulated nodes on a cluster already initialized (without nodes of its own) for the block, once ``api``
+    sees them run/ready; for tests whose daemon under test is another one."""
+    nodes = daemon_factory(sim_config(extra))
+    try:
+        wait_until(lambda: sim_ready(api), message="the simulated nodes did not come up run/ready, one primary")
+        yield nodes
+    finally:
+        nodes.stop()

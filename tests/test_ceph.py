@@ -12,7 +12,7 @@ from kazoo.client import KazooClient
 from test_node import eventually, seed_node
 from test_vm import XML, define
 
-from conftest import CEPH_TIMEOUT, REQUEST_TIMEOUT, SLOWDOWN, START_TIMEOUT, ceph_timeout, deep_merge, wait_until
+from conftest import CEPH_TIMEOUT, REQUEST_TIMEOUT, SLOWDOWN, START_TIMEOUT, ceph_timeout, deep_merge, simulated
 from pvc_core.zkserver import ZooKeeperServer
 
 
@@ -37,7 +37,7 @@ def cluster(cephd, clean_zk):
                 clean_zk.delete("/" + child, recursive=True)
         return False
 
-    wait_until(initialized, ignoring=(NoNodeError, NotEmptyError), message="could not initialize a clean cluster")
+    eventually(initialized, ignoring=(NoNodeError, NotEmptyError), message="could not initialize a clean cluster")
     seed_node(clean_zk, "pvchv1")
     eventually(lambda: cephd.get("/node/pvchv1").status_code == 200)
     return clean_zk
@@ -455,69 +455,32 @@ def test_osd_state_stats_and_flags(cephd, cluster, ceph_cluster):
     assert cephd.post("/storage/ceph/option", params={"option": "noout", "action": "toggle"}).status_code == 400
 
 
-# -- OSD add/remove over /cmd/ceph (the test plays the v0.6 node daemon) ----------------------
+# -- OSD add/remove over /cmd/ceph, answered by node daemons --------------------------------
 
-def play_ceph_node(address: str, node: str, hold: float = 0.2, answer: str = "success",
-                   release: threading.Event | None = None, workers: list[threading.Thread] | None = None):
-    """What a v0.6 node daemon does: on a command for it, take the write lock, act, answer, release.
-
-    It keeps the lock ``hold`` seconds, or until ``release`` is set when one is given; the
-    threads doing the work are appended to ``workers``.
-    """
-    client = KazooClient(hosts=address)
-    client.start(timeout=START_TIMEOUT)
-    seen: list[str] = []
-    release = release or threading.Event()
-    workers = workers if workers is not None else []
-
-    def react(data, stat):
-        command = (data or b"").decode()
-        if not command or command.startswith(("success-", "failure-")):
-            return True
-        seen.append(command)
-
-        def work():
-            lock = client.WriteLock("/cmd/ceph", "node-" + node)
-            with lock:
-                verb, args = command.split()
-                if answer == "success" and verb == "osd_add":
-                    osd_node, device, _weight = args.split(",")
-                    transaction = client.transaction()
-                    for key, value in (("", ""), ("/node", osd_node), ("/device", device), ("/stats", "{}")):
-                        transaction.create(f"/ceph/osds/5{key}", value.encode())
-                    transaction.commit()
-                elif answer == "success" and verb == "osd_remove":
-                    client.delete(f"/ceph/osds/{args}", recursive=True)
-                client.set("/cmd/ceph", f"{answer}-{command}".encode())
-                release.wait(hold)
-
-        workers.append(threading.Thread(target=work))
-        workers[-1].start()
-        return True
-
-    client.DataWatch("/cmd/ceph", react)
-    return client, seen
-
-
-def test_osd_add_and_remove_through_the_node(cephd, cluster, zk_server):
-    node, seen = play_ceph_node(zk_server.address, "pvchv1")
-    try:
-        added = cephd.post("/storage/ceph/osd", params={"node": "pvchv1", "device": "/dev/sdb", "weight": "1.0"})
+def test_osd_add_and_remove_through_the_node(cephd, cluster, daemon_factory, ceph_config, ceph_cluster, request):
+    """Simulated node daemons (plugins/simnode) create a real OSD on the suite's Ceph, and remove it."""
+    before, seen = set(ceph_cluster.osds()), []
+    request.addfinalizer(lambda: [ceph_cluster.remove_osd(osd) for osd in set(ceph_cluster.osds()) - before])
+    cluster.DataWatch("/cmd/ceph", lambda data, stat: seen.append(data))
+    cluster.delete("/nodes/pvchv1", recursive=True)  # the simulator runs a cluster of its own nodes only
+    with simulated(daemon_factory, cephd, ceph_config):  # CRUSH weight 0: no data moves to the OSD, nor from it
+        added = cephd.post("/storage/ceph/osd", params={"node": "pvchv1", "device": "/dev/sdb", "weight": "0.0"})
         assert added.json() == {"message": "Created new OSD with block device '/dev/sdb' on node 'pvchv1'."}
-        assert seen == ["osd_add pvchv1,/dev/sdb,1.0"]
-        assert cluster.get("/ceph/osds/5/device")[0] == b"/dev/sdb"
+        assert b"osd_add pvchv1,/dev/sdb,0.0" in seen
+        (osd,) = set(ceph_cluster.osds()) - before
+        keys = {key: cluster.get(f"/ceph/osds/{osd}/{key}")[0] for key in cluster.get_children(f"/ceph/osds/{osd}")}
+        assert keys == {"node": b"pvchv1", "device": b"/dev/sdb", "stats": keys["stats"]}  # as v0.6 records it
         assert cluster.get("/cmd/ceph")[0] == b""  # the mailbox is reset afterwards
         used = cephd.post("/storage/ceph/osd", params={"node": "pvchv1", "device": "/dev/sdb", "weight": "1"})
         assert used.status_code == 400
-        assert used.json() == {"message": "ERROR: Block device '/dev/sdb' on node 'pvchv1' is used by OSD '5'"}
-        unconfirmed = cephd.delete("/storage/ceph/osd/5")
+        assert used.json() == {"message": f"ERROR: Block device '/dev/sdb' on node 'pvchv1' is used by OSD '{osd}'"}
+        mailbox = cluster.exists("/cmd/ceph").mzxid
+        unconfirmed = cephd.delete(f"/storage/ceph/osd/{osd}")
         assert unconfirmed.status_code == 400 and "'yes-i-really-mean-it'" in unconfirmed.json()["message"]
-        assert cluster.exists("/ceph/osds/5") is not None and len(seen) == 1  # nothing sent, nothing changed
-        removed = cephd.delete("/storage/ceph/osd/5", params={"yes-i-really-mean-it": "yes"})
-        assert removed.json() == {"message": "Removed OSD '5' from the cluster."}
-        assert cluster.exists("/ceph/osds/5") is None
-    finally:
-        node.stop()
+        assert cluster.exists(f"/ceph/osds/{osd}") is not None and cluster.exists("/cmd/ceph").mzxid == mailbox
+        removed = cephd.delete(f"/storage/ceph/osd/{osd}", params={"yes-i-really-mean-it": "yes"})
+        assert removed.json() == {"message": f"Removed OSD '{osd}' from the cluster."}
+        assert cluster.exists(f"/ceph/osds/{osd}") is None and set(ceph_cluster.osds()) == before
     for params, fragment in [
         ({"node": "ghost", "device": "/dev/sdc", "weight": "1"}, "ERROR: No node named 'ghost'"),
         ({"node": "pvchv1", "device": "sdc,x", "weight": "1"}, "Parameter 'device'"),
@@ -528,9 +491,38 @@ def test_osd_add_and_remove_through_the_node(cephd, cluster, zk_server):
     assert cephd.delete("/storage/ceph/osd/9", params={"yes-i-really-mean-it": ""}).status_code == 404
 
 
+def play_ceph_node(address: str, node: str, hold: float = 0.2, answer: str = "success",
+                   release: threading.Event | None = None, workers: list[threading.Thread] | None = None):
+    """A v0.6 node daemon that fails, or holds its lock too long (a simulated one does neither): on a
+    command, take the write lock, write ``answer``, keep the lock ``hold`` seconds (or until ``release``
+    is set when one is given); the threads doing the work are appended to ``workers``.
+    """
+    client = KazooClient(hosts=address)
+    client.start(timeout=START_TIMEOUT)
+    release = release or threading.Event()
+    workers = workers if workers is not None else []
+
+    def react(data, stat):
+        command = (data or b"").decode()
+        if not command or command.startswith(("success-", "failure-")):
+            return True
+
+        def work():
+            with client.WriteLock("/cmd/ceph", "node-" + node):
+                client.set("/cmd/ceph", f"{answer}-{command}".encode())
+                release.wait(hold)
+
+        workers.append(threading.Thread(target=work))
+        workers[-1].start()
+        return True
+
+    client.DataWatch("/cmd/ceph", react)
+    return client
+
+
 def test_osd_add_failure_and_no_node_answering(daemon_factory, ceph_config, cluster, zk_server):
     quick = daemon_factory(deep_merge(ceph_config, {"ceph": {"osd_add_timeout": "1.5", "collector": "False"}}))
-    node, _ = play_ceph_node(zk_server.address, "pvchv1", answer="failure")
+    node = play_ceph_node(zk_server.address, "pvchv1", answer="failure")
     try:
         failed = quick.post("/storage/ceph/osd", params={"node": "pvchv1", "device": "/dev/sdd", "weight": "1"})
         assert failed.json() == {"message": "ERROR: Failed to create new OSD; check node logs for details."}
@@ -541,7 +533,7 @@ def test_osd_add_failure_and_no_node_answering(daemon_factory, ceph_config, clus
     assert alone.json() == {"message": "ERROR: Failed to create new OSD; check node logs for details."}
     # a node that holds its lock too long: a bounded wait with a clear message
     release, workers = threading.Event(), []
-    slow, _ = play_ceph_node(zk_server.address, "pvchv1", hold=START_TIMEOUT, release=release, workers=workers)
+    slow = play_ceph_node(zk_server.address, "pvchv1", hold=START_TIMEOUT, release=release, workers=workers)
     try:
         stuck = quick.post("/storage/ceph/osd", params={"node": "pvchv1", "device": "/dev/sde", "weight": "1"})
         assert stuck.status_code == 503 and "did not finish 'osd_add' within 1.5 s" in stuck.json()["message"]
@@ -569,7 +561,7 @@ def test_ceph_stopped_then_started_again(daemon_factory, cluster, tmp_path):
         assert time.monotonic() - started < SLOWDOWN * 5 * CEPH_TIMEOUT  # bounded by the configured timeout
         assert cluster.exists("/ceph/pools/during") is None
         own.start(timeout=2 * START_TIMEOUT)  # memstore: a new, empty cluster under the same ceph.conf path
-        wait_until(lambda: daemon.post("/storage/ceph/pool/after", params=params).status_code == 200,
+        eventually(lambda: daemon.post("/storage/ceph/pool/after", params=params).status_code == 200,
                    timeout=ceph_timeout(daemon.config), interval=0.5, message="storage calls did not recover")
         assert cluster.exists("/ceph/pools/after") is not None
     finally:
@@ -634,7 +626,7 @@ def test_inactive_placement_groups_are_named_not_unreachable(cephd, cluster, cep
             states = [pg["state"] for pg in json.loads(ceph_cluster.ceph("pg", "ls-by-pool", "frail", "-f", "json"))
                       ["pg_stats"]]
             return bool(states) and all("active" not in state.split("+") for state in states)
-        wait_until(inactive, timeout=ceph_timeout(cephd.config), message="the pool's PGs stayed active")
+        eventually(inactive, timeout=ceph_timeout(cephd.config), message="the pool's PGs stayed active")
         response = cephd.post("/storage/ceph/volume", params={"pool": "frail", "volume": "v", "size": "1M"},
                               timeout=REQUEST_TIMEOUT + CEPH_TIMEOUT)
         assert response.status_code == 409, response.text

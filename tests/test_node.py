@@ -1,8 +1,8 @@
-"""The node plugin against a real ZooKeeper, node daemons played by the test."""
+"""The node plugin against a real ZooKeeper; node daemons written by the test, or simulated (plugins/simnode)."""
 
 from __future__ import annotations
 
-import threading
+import concurrent.futures
 import time
 
 import pytest
@@ -124,56 +124,29 @@ def test_coordinator_state(daemon, cluster):
     assert bad.status_code == 400 and bad.json()["message"].startswith("Parameter 'state'")
 
 
-def play_node_daemon(zk_address: str, node: str, transitions: dict[str, str], delay: float) -> threading.Thread:
-    """Answer flush/unflush like a node daemon would, after ``delay`` seconds."""
-    client = KazooClient(hosts=zk_address)
-    client.start(timeout=START_TIMEOUT)
-    seen = threading.Event()
-    answered = threading.Event()
-
-    def answer(value: str) -> None:
-        client.set(f"/nodes/{node}/domainstate", transitions[value].encode())
-        answered.set()
-
-    def watch(data, stat):
-        value = (data or b"").decode()
-        if value in transitions and not seen.is_set():
-            seen.set()
-            threading.Timer(delay, answer, args=(value,)).start()
-        return not client._stopped.is_set()
-
-    client.DataWatch(f"/nodes/{node}/domainstate", watch)
-    # stops once it has answered (or, if the daemon never asked, when the wait is hopeless)
-    thread = threading.Thread(target=lambda: (answered.wait(settle_timeout() + delay), client.stop()))
-    thread.start()
-    return thread
-
-
-def test_domain_state_flush_and_ready(daemon, cluster, zk_server):
-    seed_node(cluster, "pvchv1")
-    eventually(lambda: daemon.get("/node/pvchv1").status_code == 200)
-    flush = daemon.post("/node/pvchv1/domain-state", params={"state": "flush"})
+def test_domain_state_flush_and_ready(sim, zk_client):
+    assert sim.post("/simnode/pvchv1", params={"action": "stop"}).status_code == 200  # nobody answers for now
+    flush = sim.post("/node/pvchv1/domain-state", params={"state": "flush"})
     assert flush.json() == {"message": "Flushing hypervisor pvchv1 of running VMs."}
-    assert cluster.get("/nodes/pvchv1/domainstate")[0] == b"flush"
-    ready = daemon.post("/node/pvchv1/domain-state", params={"domain-state": "ready", "wait": "false"})
+    assert zk_client.get("/nodes/pvchv1/domainstate")[0] == b"flush"
+    ready = sim.post("/node/pvchv1/domain-state", params={"domain-state": "ready", "wait": "false"})
     assert ready.json() == {"message": "Restoring hypervisor pvchv1 to active service."}
-    assert cluster.get("/nodes/pvchv1/domainstate")[0] == b"unflush"
+    assert zk_client.get("/nodes/pvchv1/domainstate")[0] == b"unflush"
 
-    cluster.set("/nodes/pvchv1/domainstate", b"ready")
-    player = play_node_daemon(zk_server.address, "pvchv1", {"flush": "flushed"}, delay=0.5)
-    started = time.monotonic()
-    waited = daemon.post("/node/pvchv1/domain-state", params={"state": "flush", "wait": "true"})
-    assert waited.json() == {"message": "Flushed hypervisor pvchv1 of running VMs."}
-    assert time.monotonic() - started >= 0.5
-    player.join()
-    player = play_node_daemon(zk_server.address, "pvchv1", {"unflush": "ready"}, delay=0.3)
-    waited = daemon.post("/node/pvchv1/domain-state", params={"state": "ready", "wait": ""})
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        waited = pool.submit(sim.post, "/node/pvchv1/domain-state", params={"state": "flush", "wait": "true"})
+        eventually(lambda: zk_client.get("/nodes/pvchv1/domainstate")[0] == b"flush")
+        assert not waited.done()  # the API waits for the node daemon, which is not running
+        assert sim.post("/simnode/pvchv1", params={"action": "start"}).status_code == 200
+        assert waited.result().json() == {"message": "Flushed hypervisor pvchv1 of running VMs."}
+    assert zk_client.get("/nodes/pvchv1/domainstate")[0] == b"flushed"  # answered before the API did
+    waited = sim.post("/node/pvchv1/domain-state", params={"state": "ready", "wait": ""})
     assert waited.json() == {"message": "Restored hypervisor pvchv1 to active service."}
-    player.join()
-    missing = daemon.post("/node/nope/domain-state", params={"state": "flush"})
+    assert zk_client.get("/nodes/pvchv1/domainstate")[0] == b"ready"
+    missing = sim.post("/node/nope/domain-state", params={"state": "flush"})
     assert missing.status_code == 404
     assert missing.json() == {"message": "ERROR: No node named 'nope' is present in the cluster."}
-    assert daemon.post("/node/pvchv1/domain-state", params={"state": "flushed"}).status_code == 400
+    assert sim.post("/node/pvchv1/domain-state", params={"state": "flushed"}).status_code == 400
 
 
 def test_domain_state_wait_is_bounded(daemon_factory, clean_zk):

@@ -452,7 +452,10 @@ def test_osds_are_added_and_removed_by_the_simulated_nodes(sim_factory, ceph_con
         shows(lambda: zk_value(clean_zk, f"/ceph/osds/{original[0]}/node") == "pvchv1", "the adopted OSD")
         shows(lambda: listed_osds(sim) == original, "the adopted OSD listed")
 
-        answer = sim.post("/storage/ceph/osd", params={"node": "pvchv2", "device": "/dev/sdb", "weight": "0"})
+        # a pool whose placement groups the new OSD (v0.6's usual weight 1.0) takes, so removing it drains them
+        assert sim.post("/storage/ceph/pool", params={"pool": "drain", "pgs": "16",
+                                                      "replcfg": "copies=1,mincopies=1"}).status_code == 200
+        answer = sim.post("/storage/ceph/osd", params={"node": "pvchv2", "device": "/dev/sdb", "weight": "1.0"})
         assert answer.json() == {"message": "Created new OSD with block device '/dev/sdb' on node 'pvchv2'."}
         added = [osd for osd in ceph_osds(ceph_cluster) if osd not in original]
         assert len(added) == 1
@@ -475,3 +478,4 @@ def test_osds_are_added_and_removed_by_the_simulated_nodes(sim_factory, ceph_con
     finally:
         for leftover in set(ceph_osds(ceph_cluster)) - set(original):
             ceph_cluster.remove_osd(leftover)
+        ceph_cluster.ceph("osd", "pool", "rm", "drain", "drain", "--yes-i-really-really-mean-it", check=False)

@@ -1,4 +1,4 @@
-"""The vm plugin against a real ZooKeeper and libvirt's real schema; node daemons played by the test."""
+"""The vm plugin against a real ZooKeeper and libvirt's real schema; nodes written by the test, or simulated."""
 
 from __future__ import annotations
 
@@ -312,44 +312,20 @@ def test_state_changes(vmd, cluster):
     assert vmd.post("/vm/test1/state", params={"state": "pause"}).status_code == 400
 
 
-def play_vm_node(address: str, uuid: str, node: str) -> KazooClient:
-    """A node daemon that starts/stops the VM when asked (updates runningdomains and state)."""
-    client = KazooClient(hosts=address)
-    client.start(timeout=START_TIMEOUT)
-
-    def react(data, stat):
-        state = (data or b"").decode()
-        if state in ("start", "restart", "migrate"):
-            target = client.get(f"/domains/{uuid}/node")[0].decode()
-            client.set(f"/nodes/{target}/runningdomains", uuid.encode())
-            if state != "start":
-                client.set(f"/domains/{uuid}/state", b"start")
-        elif state in ("stop", "shutdown"):
-            client.set(f"/nodes/{node}/runningdomains", b"")
-            if state == "shutdown":
-                client.set(f"/domains/{uuid}/state", b"stop")
-        return data is not None
-
-    client.DataWatch(f"/domains/{uuid}/state", react)
-    return client
-
-
-def test_state_wait(vmd, cluster, zk_server, daemon_factory):
-    define(vmd, node="pvchv1")
-    cluster.set("/nodes/pvchv1/runningdomains", b"")
-    player = play_vm_node(zk_server.address, UUID, "pvchv1")
-    try:
-        assert vmd.post("/vm/test1/state", params={"state": "start", "wait": "true"}).status_code == 200
-        assert cluster.get("/nodes/pvchv1/runningdomains")[0] == UUID.encode()
-        assert vmd.post("/vm/test1/state", params={"state": "shutdown", "wait": "true"}).status_code == 200
-        assert cluster.get(f"/domains/{UUID}/state")[0] == b"stop"
-    finally:
-        player.stop()
+def test_state_wait(sim, daemon_factory):
+    define(sim, node="pvchv1", limit="pvchv1,pvchv2", selector="mem", autostart="false")
+    assert sim.post("/vm/test1/state", params={"state": "start", "wait": "true"}).status_code == 200
+    assert sim.get("/vm/test1").json() == {**OBJECT, "state": "start"}
+    assert sim.get("/node/pvchv1").json()["running_domains"] == [UUID]
+    assert sim.post("/vm/test1/state", params={"state": "shutdown", "wait": "true"}).status_code == 200
+    assert sim.get("/vm/test1").json() == OBJECT
+    assert sim.get("/node/pvchv1").json()["running_domains"] == []
+    assert sim.post("/simnode/pvchv1", params={"action": "stop"}).status_code == 200  # nobody answers now
     quick = daemon_factory({"vm": {"wait_timeout": "1"}, "plugins": {"disabled": ["ceph"]}})
     try:
         eventually(lambda: quick.get("/vm/test1/state").json().get("state") == "stop")
         started = time.monotonic()
-        timeout = quick.post("/vm/test1/state", params={"state": "start", "wait": "true"})  # nobody answers now
+        timeout = quick.post("/vm/test1/state", params={"state": "start", "wait": "true"})
         assert timeout.status_code == 409 and "has not finished 'start' after 1 s" in timeout.json()["message"]
         assert time.monotonic() - started < 1 + ANSWER_SLACK
     finally:

@@ -215,7 +215,10 @@ class LocalCeph:
         return [str(osd_id) for osd_id in json.loads(self.ceph("osd", "ls", "-f", "json"))]
 
     def remove_osd(self, osd_id: str, timeout: float = 300) -> None:
-        """Drain (out, then wait until Ceph says it is safe to destroy), stop, purge, delete its data."""
+        """Drain (CRUSH weight 0 and out, then wait until Ceph says it is safe to destroy), stop, purge,
+        delete its data. Out alone left placement groups on an OSD that kept its CRUSH weight (CRUSH gave
+        up its retries on this one-host map), so it never became safe to destroy."""
+        self.ceph("osd", "crush", "reweight", f"osd.{osd_id}", "0")
         self.ceph("osd", "out", osd_id)
         deadline = time.monotonic() + timeout
         while not self._safe_to_destroy(osd_id):
