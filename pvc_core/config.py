@@ -135,6 +135,9 @@ TOKEN_FIELDS = {
 }
 
 
+BULK_READS = ("auto", "true", "false")
+
+
 def core_schema() -> Section:
     """The daemon's own keys (api-general.md §11 plus the keys we add)."""
     return Section({
@@ -152,6 +155,10 @@ def core_schema() -> Section:
             "session_timeout": Field("float", default=10.0, check=_positive),
             "request_timeout": Field("float", default=5.0, check=_positive,
                                      help="longest wait for one ZooKeeper operation before 503"),
+            "bulk_reads": Field("str", default="auto",
+                                check=lambda value: None if value in BULK_READS else "auto, true or false",
+                                help="warm watched views with multiRead and SetWatches (ZooKeeper 3.6+); auto "
+                                     "asks the ensemble once"),
         }, optional=True),
         "api": Section({
             "listen_address": Field("str"),

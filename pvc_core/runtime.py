@@ -39,7 +39,7 @@ class Runtime:
         self.host = host
         self.plugins = host.plugins
         self.zk = ZooKeeper(config["coordinators"], config.get("zookeeper.session_timeout", 10.0),
-                            config.get("zookeeper.request_timeout", 5.0))
+                            config.get("zookeeper.request_timeout", 5.0), config.get("zookeeper.bulk_reads", "auto"))
         self.database = make_database(config)
         database_proxy.initialize(self.database)
         self.huey = make_huey(config)

@@ -30,6 +30,7 @@ from .zk import ZooKeeper, decode
 
 log = logging.getLogger("pvc.view")
 WARM_WINDOW = 2000  # reads in flight at once while warming
+_RECHECK = type("Recheck", (), {"type": "RECHECK"})()  # an event of our own: read the children again
 _ABSENT = object()  # not in the view at all (None is "known to be absent in ZooKeeper")
 
 
@@ -102,7 +103,7 @@ class SubtreeView:
             children = self.zk.wait(self.zk.client.get_children_async(self.root, watch=self._children_fired))
         except NoNodeError:
             children = []
-            self.zk.client.exists_async(self.root, watch=self._children_fired)
+            self._watch_root_creation()
         except Exception:  # noqa: BLE001 - retried on the next CONNECTED
             log.warning("could not warm the view of %s", self.root, exc_info=True)
             return
@@ -111,10 +112,13 @@ class SubtreeView:
         # Pipelined reads that set watches; results are stored here, without a
         # per-read callback (handing 100,000 completions to kazoo's callback
         # thread doubled the warm-up time).
-        # In windows of WARM_WINDOW reads: deep enough to keep the server busy, and the pending
-        # results (each with its own lock) never all exist at once, which kept RSS high for good.
         client = self.zk.client
         paths = [path for child in children for path in self._paths(child)]
+        if self.zk.bulk:
+            self._warm_bulk(paths, generation)
+            return
+        # In windows of WARM_WINDOW reads: deep enough to keep the server busy, and the pending
+        # results (each with its own lock) never all exist at once, which kept RSS high for good.
         absent = []
         for start in range(0, len(paths), WARM_WINDOW):
             pending = [(path, client.get_async(path, watch=self._data_fired))
@@ -136,6 +140,26 @@ class SubtreeView:
         if generation == self._generation:
             self._ready.set()
             log.info("view of %s ready: %d children", self.root, len(children))
+
+    def _warm_bulk(self, paths: list[str], generation: int) -> None:
+        """Read every path and set every watch in bulk (pvc_core/zkbulk.py), then store as reads do."""
+        from . import zkbulk
+        try:
+            found = zkbulk.read_and_watch(self.zk.client, paths, self._data_fired, self.zk.request_timeout * 4,
+                                          lambda: generation == self._generation)
+        except Exception:  # noqa: BLE001 - connection trouble: the next CONNECTED re-warms
+            log.warning("could not warm the view of %s in bulk", self.root, exc_info=True)
+            return
+        if found is None or generation != self._generation:
+            return
+        for path, answer in found.items():
+            if answer is None:
+                self._store(path, None, None, authoritative=False)
+            else:
+                self._store(path, answer[0], answer[1])
+        if generation == self._generation:
+            self._ready.set()
+            log.info("view of %s ready: %d children", self.root, len(self._children))
 
     def _paths(self, child: str) -> list[str]:
         base = f"{self.root}/{child}"
@@ -237,6 +261,21 @@ class SubtreeView:
             return
         self._watch_read(event.path, self._generation)
 
+    def _watch_root_creation(self) -> None:
+        """Watch an absent root for its creation; if it is back already (deleted and re-created in
+        quick succession), read its children now: an exists watch on a present znode would only
+        report its deletion or a change of its own value, never its children."""
+        found = self.zk.client.exists_async(self.root, watch=self._children_fired)
+
+        def done(result: Any) -> None:
+            try:
+                stat = result.get_nowait()
+            except Exception:  # noqa: BLE001 - connection trouble: the re-warm repairs it
+                return
+            if stat is not None:
+                self._children_fired(_RECHECK)
+        found.rawlink(done)
+
     def _children_fired(self, event: Any) -> None:
         if event.type == EventType.NONE:
             return
@@ -250,7 +289,7 @@ class SubtreeView:
                 children = set(async_result.get_nowait())
             except NoNodeError:
                 children = set()
-                self.zk.client.exists_async(self.root, watch=self._children_fired)
+                self._watch_root_creation()
             except Exception:  # noqa: BLE001
                 return
             with self._lock:

@@ -68,9 +68,11 @@ class ZooKeeper:
     """One kazoo client with bounded waits and the v0.6 helpers."""
 
     def __init__(self, coordinators: list[str], session_timeout: float = 10.0,
-                 request_timeout: float = 5.0):
+                 request_timeout: float = 5.0, bulk_reads: str = "auto"):
         self.hosts = coordinator_hosts(coordinators)
         self.request_timeout = request_timeout
+        self.bulk_reads = bulk_reads
+        self._bulk: bool | None = {"true": True, "false": False}.get(bulk_reads)
         self.client = KazooClient(
             hosts=self.hosts,
             timeout=session_timeout,
@@ -117,6 +119,15 @@ class ZooKeeper:
             log.warning("ZooKeeper connection suspended; reconnecting to %s", self.hosts)
         else:
             log.info("ZooKeeper connected to %s", self.hosts)
+
+    @property
+    def bulk(self) -> bool:
+        """Whether views warm with multiRead and SetWatches (pvc_core/zkbulk.py); probed once on "auto"."""
+        with self._lock:  # two views warming at once ask once
+            if self._bulk is None:
+                from . import zkbulk
+                self._bulk = zkbulk.supported(self.hosts, self.request_timeout)
+            return self._bulk
 
     @property
     def connected(self) -> bool:

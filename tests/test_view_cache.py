@@ -111,6 +111,27 @@ def test_writes_rebuild_exactly_what_they_touched(view, clean_zk):
     assert view.select("node", "pvchv1") == {uuid for uuid in view.uuids[3::3]} - {gone}
 
 
+@pytest.mark.parametrize("bulk", ["true", "false"])
+def test_a_root_deleted_and_created_again_is_followed(clean_zk, zk_server, bulk):
+    """The tree wiped and seeded again at once (a test's clean_zk, an operator's restore): the view follows
+    under either warm-up (bulk multiRead/SetWatches, or one read per key)."""
+    zk = ZooKeeper([zk_server.address], bulk_reads=bulk)
+    zk.start(wait=10)
+    try:
+        view = SubtreeView(zk, vm_schema.ROOT, vm_schema.VIEW_KEYS)
+        view.start()
+        assert view.wait_ready(30) and view.names() == {}
+        first = seed(clean_zk, 3)
+        wait_until(lambda: sorted(view.names()) == sorted(first), message="the view missed the first VMs")
+        clean_zk.delete(vm_schema.ROOT, recursive=True)
+        again = seed(clean_zk, 2)
+        wait_until(lambda: sorted(view.names()) == sorted(again) and view.snapshot() == view.read_direct(),
+                   message="the view missed the root's re-creation")
+        assert zk.bulk is (bulk == "true")
+    finally:
+        zk.stop()
+
+
 def test_a_watched_daemon_sends_the_bytes_of_a_direct_reader(daemon_factory, clean_zk):
     """Byte for byte, lists and single VMs, after writes through the API and from outside."""
     watched = daemon_factory({"plugins": {"disabled": ["ceph"]}})
@@ -119,6 +140,7 @@ def test_a_watched_daemon_sends_the_bytes_of_a_direct_reader(daemon_factory, cle
     assert watched.post("/initialize").status_code == 200
     clean_zk.delete("/domains", recursive=True)
     uuids = seed(clean_zk, 12)
+    wait_until(lambda: watched.get("/vm/vm011").status_code == 200, message="the watched daemon missed the VMs")
     assert watched.post("/vm/vm004/meta", params={"selector": "vcpus", "autostart": "true"}).status_code == 200
     clean_zk.set(vm_schema.key(uuids[9], "state"), b"start")
 

@@ -188,8 +188,9 @@ class VMService:
         return collapse_encoded(parts)
 
     def get_encoded(self, ident: str) -> Encoded:
-        found = self.find(ident)
-        parts = self.view.encoded([found[0]], self._encode) if found is not None else []
+        """One VM's kept answer; by UUID or name (as ``find``) without copying its entry first."""
+        uuid = ident if _is_uuid(ident) else self.view.child_with_value(ident)
+        parts = self.view.encoded([uuid], self._encode) if uuid is not None else []
         if not parts:
             raise NotFound(VM_NOT_FOUND)
         return Encoded(parts[0])
