@@ -47,6 +47,8 @@ def main(argv: list[str] | None = None, overrides: dict | None = None) -> int:
         print(f"Configuration {runtime.config.path} is valid; plugins: {names}")
         return 0
     setup_logging(runtime.config["debug"])
+    from .memory import tune_allocator
+    tune_allocator()
     print("Starting PVC API daemon", flush=True)
     from .server import serve
 
