@@ -123,11 +123,14 @@ class Runtime:
             raise BadRequest(f"This operation needs the {name!r} service, whose plugin is not enabled")
         return service
 
-    def view(self, root: str, keys: tuple[str, ...], watch: bool = True, index: tuple[str, ...] = ()) -> Any:
+    def view(self, root: str, keys: tuple[str, ...], watch: bool = True, index: tuple[str, ...] = (),
+             encoder: Any = None, warmup_wait: float = 0.0) -> Any:
         """The shared watched view of ``root`` (one per subtree per process), started on first use.
 
         ``watch=False`` gives an unstarted view: the same reads, always straight from ZooKeeper.
-        ``index``: keys whose values the view indexes (filters and counts without visiting every child).
+        ``index``: keys whose values the view indexes (filters and counts without visiting every child);
+        ``encoder`` builds a child's serialized answer (all are built before the view is ready);
+        ``warmup_wait``: how long a read waits for a warming view before reading ZooKeeper directly.
         """
         from .view import SubtreeView
         if not watch:
@@ -136,6 +139,7 @@ class Runtime:
             view = self.views.get(root)
             if view is None:
                 view = SubtreeView(self.zk, root, keys, index)
+                view.encoder, view.warmup_wait = encoder, warmup_wait
                 self.views[root] = view
                 self.zk.observers.append(view)
             elif view.keys != tuple(keys):

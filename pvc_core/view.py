@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from kazoo.exceptions import NoNodeError
-from kazoo.protocol.states import EventType, KazooState
+from kazoo.protocol.states import Callback, EventType, KazooState
 
 from .zk import ZooKeeper, decode
 
@@ -52,6 +52,11 @@ class SubtreeView:
         # not visit every child.
         self._index: dict[str, dict[str, set[str]]] = {key: {} for key in self.index_keys}
         self._order: tuple[int, list[tuple[str, str]]] = (-1, [])
+        # Set by the owning service: how each child's answer is built (built for all children before
+        # the view says it is ready, so that the first list after start costs a join), and how long a
+        # read made while the view warms waits for it instead of reading ZooKeeper directly.
+        self.encoder: Callable[[str, dict], bytes] | None = None
+        self.warmup_wait = 0.0
         self._mzxid: dict[str, int] = {}            # path -> mzxid of the stored value
         self._children: set[str] = set()
         self._lock = threading.RLock()
@@ -137,9 +142,7 @@ class SubtreeView:
         for path in absent:
             self._store(path, None, None, authoritative=False)
             self._watch_creation(path, generation)
-        if generation == self._generation:
-            self._ready.set()
-            log.info("view of %s ready: %d children", self.root, len(children))
+        self._become_ready(generation)
 
     def _warm_bulk(self, paths: list[str], generation: int) -> None:
         """Read every path and set every watch in bulk (pvc_core/zkbulk.py), then store as reads do."""
@@ -157,9 +160,29 @@ class SubtreeView:
                 self._store(path, None, None, authoritative=False)
             else:
                 self._store(path, answer[0], answer[1])
+        self._become_ready(generation)
+
+    def _become_ready(self, generation: int) -> None:
+        if generation != self._generation:
+            return
+        if self.encoder is not None:
+            with self._lock:
+                todo = [(child, self._revisions.get(child), self._entry(child)) for child in self._children]
+            built = {child: (revision, self.encoder(child, entry)) for child, revision, entry in todo
+                     if entry is not None and revision is not None}
+            with self._lock:
+                for child, (revision, data) in built.items():
+                    if self._revisions.get(child) == revision:
+                        self._encoded[child] = (revision, data)
         if generation == self._generation:
             self._ready.set()
             log.info("view of %s ready: %d children", self.root, len(self._children))
+
+    def _await(self) -> None:
+        """While the view warms, a read waits for it (bounded by ``warmup_wait``) rather than reading the
+        tree directly: a thousand requests during a warm-up must not become a thousand full reads."""
+        if not self._ready.is_set() and self._started and self.warmup_wait > 0 and self.zk.connected:
+            self._ready.wait(self.warmup_wait)
 
     def _paths(self, child: str) -> list[str]:
         base = f"{self.root}/{child}"
@@ -349,6 +372,7 @@ class SubtreeView:
 
     def snapshot(self) -> dict[str, dict[str, str | None]]:
         """``{child: {"": value, key: value...}}`` from memory, or from ZooKeeper while warming."""
+        self._await()
         if not self.ready:
             return self.read_direct()
         self.zk.require()
@@ -390,6 +414,7 @@ class SubtreeView:
 
     def one(self, child: str) -> dict[str, str | None] | None:
         """One child's entry: from memory when ready, else directly."""
+        self._await()
         if self.ready:
             self.zk.require()
             with self._lock:
@@ -402,6 +427,7 @@ class SubtreeView:
 
     def names(self) -> dict[str, str]:
         """``{child: its own value}`` (a VM's name), cached until a child or name changes."""
+        self._await()
         if not self.ready:
             children = self.zk.children(self.root) or []
             values = self.zk.get_many(f"{self.root}/{child}" for child in children)
@@ -418,6 +444,7 @@ class SubtreeView:
 
     def entries(self, children: Iterable[str]) -> dict[str, dict[str, str | None]]:
         """The entries of some children only (a filtered list need not copy the rest)."""
+        self._await()
         children = list(children)
         if not self.ready:
             return self.read_direct(children)
@@ -430,6 +457,53 @@ class SubtreeView:
             out.update(self.read_direct(missing))
         return out
 
+    # The server's last zxid as of the latest completed ``sync``: everything committed up to it is
+    # in the view. A later ``sync`` that finds the server still there needs one round trip only.
+    _synced_zxid = 0
+
+    def sync(self) -> None:
+        """Return once the view holds every change ZooKeeper committed before the call.
+
+        Watches make the view follow other writers within a watch's latency
+        (tens of milliseconds under load); a read that must see a write known
+        to be committed elsewhere calls this first: a lease a node daemon has
+        just recorded, asked for by the VM that got it. It costs up to three
+        small reads instead of re-reading the subtree. ZooKeeper sends a
+        session's notifications before the reply to any later request, so
+        after one round trip kazoo has received every notification of an
+        earlier change; kazoo runs watch callbacks in order on one thread and
+        completions in order on another, so a marker queued behind them runs
+        once the re-reads they started are sent, and a later read's completion
+        runs once those re-reads are stored. Rounds: the notification, the
+        re-read of a changed key or of the children, the reads of a new child's
+        keys; only the first when nothing at all was committed since the last
+        ``sync`` (every reply carries the server's last zxid). The queues are
+        the client's, so every other ready view of this client has caught up
+        as well. A view that is not ready is read directly anyway. Never call
+        it from a kazoo callback (it would wait for itself).
+        """
+        if not self._started or not self.ready:
+            return
+        client = self.zk.client
+        self.zk.require()
+
+        def reached(marker: threading.Event) -> None:
+            if not marker.wait(self.zk.request_timeout):
+                raise self.zk.unavailable("no answer while the view caught up with its watches")
+
+        self.zk.wait(client.exists_async(self.root))  # 1: every earlier notification is in
+        horizon = client.last_zxid  # of this reply or a later one: their notifications are in too
+        if horizon == self._synced_zxid:
+            return
+        marker = threading.Event()
+        client.handler.dispatch_callback(Callback("watch", marker.set, ()))
+        reached(marker)  # their callbacks ran: the re-reads are sent
+        for _ in range(2):  # 2: those re-reads are stored; 3: so are the keys of children they found
+            marker = threading.Event()
+            client.exists_async(self.root).rawlink(lambda _result, marker=marker: marker.set())
+            reached(marker)
+        self._synced_zxid = max(self._synced_zxid, horizon)
+
     # -- serialized answers, indexes and order (lists that cost little per child) -----------
 
     def encoded(self, children: Iterable[str], encode: Callable[[str, dict], bytes]) -> list[bytes]:
@@ -439,6 +513,7 @@ class SubtreeView:
         last built (or that was never built): a 10,000-VM list then costs a join of kept bytes. An
         answer built from values that changed meanwhile is served once but not kept.
         """
+        self._await()
         children = list(children)
         if not self.ready:
             entries = self.read_direct(children)
@@ -473,6 +548,7 @@ class SubtreeView:
 
     def select(self, key: str, value: str) -> set[str]:
         """Children whose indexed ``key`` equals ``value`` ("" for absent), from the index."""
+        self._await()
         if not self.ready:
             entries = self.read_direct()
             return {child for child, entry in entries.items() if (entry.get(key) or "") == value}
@@ -482,6 +558,7 @@ class SubtreeView:
 
     def counts(self, key: str) -> dict[str, int]:
         """``{value: number of children}`` of an indexed key ("" for absent)."""
+        self._await()
         if not self.ready:
             counts: dict[str, int] = {}
             for entry in self.read_direct().values():
@@ -493,6 +570,7 @@ class SubtreeView:
 
     def ordered(self) -> list[tuple[str, str]]:
         """``(own value, child)`` of every child with a value, sorted: the v0.6 list order by name."""
+        self._await()
         if not self.ready:
             return sorted((name, child) for child, name in self.names().items())
         self.zk.require()
@@ -505,6 +583,7 @@ class SubtreeView:
 
     def child_with_value(self, value: str) -> str | None:
         """The first child (sorted) whose own value equals ``value``: a VM by its name."""
+        self._await()
         if self.ready:
             self.zk.require()
             with self._lock:

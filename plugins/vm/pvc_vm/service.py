@@ -8,7 +8,6 @@ serialise (the loser re-decides on fresh data, or gets 409).
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid as uuidlib
 from typing import Any
@@ -89,8 +88,10 @@ class VMService:
     @property
     def view(self) -> Any:
         if self._view is None:
+            # every answer is built before the view says it is ready; reads during warm-up wait for it
             self._view = self.runtime.view(schema.ROOT, schema.VIEW_KEYS, watch=self.runtime.config["vm.watch"],
-                                           index=schema.INDEXED_KEYS)
+                                           index=schema.INDEXED_KEYS, encoder=self._encode,
+                                           warmup_wait=self.config["vm.warmup_wait"])
         return self._view
 
     @property
@@ -98,14 +99,7 @@ class VMService:
         return self.runtime.service("node")
 
     def start(self) -> None:
-        view = self.view
-        if self.config["vm.watch"]:
-            threading.Thread(target=self._prepare, args=(view,), name="pvc-vm-prepare", daemon=True).start()
-
-    def _prepare(self, view: Any) -> None:
-        """Once the view is warm, build every VM's answer so that the first full list is fast too."""
-        if view.wait_ready(3600):
-            view.encoded([uuid for _, uuid in view.ordered()], self._encode)
+        _ = self.view
 
     # -- reading ---------------------------------------------------------------------------
 
