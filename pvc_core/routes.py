@@ -194,10 +194,41 @@ def encode_json(value: Any) -> bytes:
     return json.dumps(value).encode("utf-8")
 
 
-def collapse_encoded(parts: list[bytes]) -> Encoded:
+class EncodedArray:
+    """A JSON array of serialized elements, sent as pieces of about a hundred elements each.
+
+    A 10,000-VM list is ~20 MB: joined whole (and copied again to add the brackets and
+    the newline) it cost more than everything else of the request; in pieces, each byte
+    is copied once and no block is large.
+    """
+
+    PIECE = 128
+
+    def __init__(self, parts: list[bytes]):
+        pieces = [b", ".join(parts[start:start + self.PIECE]) for start in range(0, len(parts), self.PIECE)]
+        self.pieces = [b"[", *_interleave(pieces, b", "), b"]"]
+
+    def __len__(self) -> int:
+        return sum(len(piece) for piece in self.pieces)
+
+    def joined(self) -> bytes:
+        return b"".join(self.pieces)
+
+
+def _interleave(pieces: list[bytes], separator: bytes) -> list[bytes]:
+    out: list[bytes] = []
+    for piece in pieces:
+        if out:
+            out.append(separator)
+        out.append(piece)
+    return out
+
+
+def collapse_encoded(parts: list[bytes]) -> Encoded | EncodedArray:
     """``collapse`` for serialized elements: one is answered as itself, several as a JSON array."""
-    return Encoded(parts[0] if len(parts) == 1 else b"[" + b", ".join(parts) + b"]")
+    return Encoded(parts[0]) if len(parts) == 1 else EncodedArray(parts)
 
 
-__all__ = ["API_PREFIX", "ApiError", "CONFLICT", "MAIN_LISTENER", "NO_MATCH", "Encoded", "Response", "Route",
+__all__ = ["API_PREFIX", "ApiError", "CONFLICT", "MAIN_LISTENER", "NO_MATCH", "Encoded", "EncodedArray", "Response",
+           "Route",
            "RouteTable", "collapse", "collapse_encoded", "encode_json", "quoted"]

@@ -33,7 +33,7 @@ from .accesslog import AccessLog
 from .body import BodyUnreadable, is_json, parse_query_string, plain, process_body, read_json
 from .errors import ApiError, PayloadTooLarge, PluginError, ServiceUnavailable
 from .params import ignored_names, json_to_multidict, merge_sources, parse_params
-from .routes import API_PREFIX, MAIN_LISTENER, Encoded, Response, Route, allow_header
+from .routes import API_PREFIX, MAIN_LISTENER, Encoded, EncodedArray, Response, Route, allow_header
 
 log = logging.getLogger("pvc.api")
 
@@ -226,8 +226,14 @@ class Dispatcher:
         headers["Content-Type"] = "application/json"
         return self.render(result)
 
-    def render(self, body: Any) -> bytes:
-        if isinstance(body, Encoded):
+    def render(self, body: Any) -> bytes | list[bytes]:
+        if isinstance(body, EncodedArray):
+            if self.indent is None:
+                # Pieces as they are; with Content-Length set, CherryPy sends them without joining.
+                cherrypy.serving.response.headers["Content-Length"] = str(len(body) + 1)
+                return [*body.pieces, b"\n"]
+            body = json.loads(body.joined())
+        elif isinstance(body, Encoded):
             if self.indent is None:
                 return body + b"\n"
             body = json.loads(body)

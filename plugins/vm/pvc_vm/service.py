@@ -15,7 +15,7 @@ from typing import Any
 from pvc_core import matching
 from pvc_core.config import parse_bool
 from pvc_core.errors import ApiError, BadRequest, NotFound, ServiceUnavailable
-from pvc_core.routes import Encoded, collapse_encoded, encode_json
+from pvc_core.routes import Encoded, EncodedArray, collapse_encoded, encode_json
 
 from . import domainxml, placement, schema
 
@@ -162,7 +162,7 @@ class VMService:
                 raise ServiceUnavailable(f"The view of {schema.ROOT} is still loading after {wait:g} s "
                                          "(pvc.vm.warmup_wait); try again shortly")
 
-    def list_encoded(self, limit: str | None, node: str | None, state: str | None) -> Encoded:
+    def list_encoded(self, limit: str | None, node: str | None, state: str | None) -> Encoded | EncodedArray:
         """``list`` as the bytes sent: kept per VM (by its keys' revisions), filtered by the view's indexes."""
         if node and not self.nodes.exists(node):
             raise BadRequest(f'Specified node "{node}" is invalid.')
