@@ -9,6 +9,8 @@ daemon reading ZooKeeper directly sends.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from pvc_vm import schema as vm_schema
 from pvc_vm.service import vm_object
@@ -151,3 +153,16 @@ def test_a_watched_daemon_sends_the_bytes_of_a_direct_reader(daemon_factory, cle
     wait_until(same, message="the watched daemon's bytes differ from the direct reader's")
     assert watched.get("/status").json()["vms"] == direct_reader.get("/status").json()["vms"] == {
         "total": 12, "stop": 11, "start": 1}
+
+
+def test_debug_daemons_indent_kept_answers(daemon_factory, clean_zk):
+    """With pvc.debug, the kept (compact) answers are sent indented like every other answer."""
+    debug = daemon_factory({"plugins": {"disabled": ["ceph"]}, "debug": "True"})
+    assert debug.post("/initialize").status_code == 200
+    clean_zk.delete("/domains", recursive=True)
+    seed(clean_zk, 3)
+    wait_until(lambda: debug.get("/vm/vm002").status_code == 200, message="the daemon missed the VMs")
+    for path in ("/vm", "/vm/vm001"):
+        answer = debug.get(path)
+        assert answer.text == json.dumps(answer.json(), indent=4) + "\n"
+    assert len(debug.get("/vm").json()) == 3
