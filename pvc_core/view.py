@@ -168,8 +168,14 @@ class SubtreeView:
         if self.encoder is not None:
             with self._lock:
                 todo = [(child, self._revisions.get(child), self._entry(child)) for child in self._children]
-            built = {child: (revision, self.encoder(child, entry)) for child, revision, entry in todo
-                     if entry is not None and revision is not None}
+            built = {}
+            for child, revision, entry in todo:
+                if entry is not None and revision is not None:
+                    try:
+                        built[child] = (revision, self.encoder(child, entry))
+                    except Exception:  # noqa: BLE001 - one odd child must not keep the view from ready
+                        log.warning("view of %s: could not build the answer of %s", self.root, child,
+                                    exc_info=True)
             with self._lock:
                 for child, (revision, data) in built.items():
                     if self._revisions.get(child) == revision:
@@ -201,7 +207,9 @@ class SubtreeView:
                 data, stat = async_result.get_nowait()
             except NoNodeError:
                 self._store(path, None, None)
-                self._watch_creation(path, generation)
+                child = path[len(self.root) + 1:].split("/", 1)[0]
+                if child in self._children:  # a child that comes back is re-read by the children watch
+                    self._watch_creation(path, generation)
                 return
             except Exception:  # noqa: BLE001 - connection trouble: the re-warm repairs it
                 return

@@ -1,9 +1,9 @@
 """Caches are where wrong answers hide: random writes, then three readers compared field by field.
 
 Two daemons serve from their watched views (the one that wrote and another
-one); a third reads ZooKeeper directly on every request (``vm.watch`` and
-``node.watch`` off), and the test also reads the raw keys itself. A seeded
-generator drives every mutating route of VMs, nodes, networks, leases and
+one); a third reads ZooKeeper directly on every request (``vm.watch``,
+``node.watch`` and ``network.watch`` off), and the test also reads the raw
+keys itself. A seeded generator drives every mutating route of VMs, nodes, networks, leases and
 ACLs through either watched daemon, mixed with writes a node daemon makes
 straight into ZooKeeper. After every step:
 
@@ -36,7 +36,8 @@ NODES = ("pvchv1", "pvchv2", "pvchv3")
 WATCHED = {"zookeeper": {"session_timeout": "10", "request_timeout": "3"},
            "vm": {"delete_grace": "0.01", "wait_timeout": "3"}, "node": {"wait_timeout": "3"},
            "plugins": {"disabled": ["ceph"]}}
-DIRECT = {**WATCHED, "vm": {**WATCHED["vm"], "watch": "False"}, "node": {"wait_timeout": "3", "watch": "False"}}
+DIRECT = {**WATCHED, "vm": {**WATCHED["vm"], "watch": "False"}, "node": {"wait_timeout": "3", "watch": "False"},
+          "network": {"watch": "False"}}
 # A watch re-read is one ZooKeeper request; a loaded machine may queue many: the deadline
 # comes from the configured timeouts, not from a guess of how fast this machine is.
 CONVERGE = settle_timeout(WATCHED)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pvc_core import hookimpl
+from pvc_core.config import Field, Section
 
 from . import routes
 from .service import NetworkService
@@ -17,6 +18,14 @@ def pvc_plugin_info() -> dict:
 
 
 @hookimpl
+def pvc_config_fields() -> Section:
+    return Section({"network": Section({
+        "watch": Field("bool", default=True,
+                       help="serve network, lease and ACL reads from watched views of /networks"),
+    }, optional=True)})
+
+
+@hookimpl
 def pvc_services(runtime: Any) -> dict:
     return {"network": NetworkService(runtime)}
 
@@ -24,6 +33,11 @@ def pvc_services(runtime: Any) -> dict:
 @hookimpl
 def pvc_routes(runtime: Any) -> list:
     return routes.routes()
+
+
+@hookimpl
+def pvc_start(runtime: Any) -> None:
+    runtime.service("network").start()
 
 
 @hookimpl

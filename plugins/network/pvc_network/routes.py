@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pvc_core.params import BOOLEAN, INTEGER, STRING, Param
-from pvc_core.routes import CONFLICT, NO_MATCH, Route, collapse
+from pvc_core.routes import CONFLICT, NO_MATCH, Encoded, EncodedArray, Route, collapse
 from pvc_core.shapes import INT, MESSAGE, STR, array, named, obj, one_or_many
 
 from .service import NetworkService
@@ -52,8 +52,8 @@ def _fields(params: dict) -> dict:
              "dhcp4_start", "dhcp4_end")}
 
 
-def list_networks(ctx: Any, params: dict) -> Any:
-    return collapse(service(ctx).list(params["limit"]))
+def list_networks(ctx: Any, params: dict) -> Encoded | EncodedArray:
+    return service(ctx).list_encoded(params["limit"])
 
 
 def add_network(ctx: Any, params: dict, vni: str | None = None) -> dict:
@@ -62,8 +62,8 @@ def add_network(ctx: Any, params: dict, vni: str | None = None) -> dict:
     return {"message": text}
 
 
-def get_network(ctx: Any, params: dict, vni: str) -> Any:
-    return collapse(service(ctx).get(vni))
+def get_network(ctx: Any, params: dict, vni: str) -> Encoded | EncodedArray:
+    return service(ctx).get_encoded(vni)
 
 
 def modify_network(ctx: Any, params: dict, vni: str) -> dict:
@@ -76,8 +76,8 @@ def remove_network(ctx: Any, params: dict, vni: str) -> dict:
     return {"message": service(ctx).remove(vni)}
 
 
-def list_leases(ctx: Any, params: dict, vni: str) -> list:
-    return service(ctx).leases(vni, params["limit"], params["static"])
+def list_leases(ctx: Any, params: dict, vni: str) -> Encoded | EncodedArray:
+    return service(ctx).leases_encoded(vni, params["limit"], params["static"])
 
 
 def add_reservation(ctx: Any, params: dict, vni: str, mac: str | None = None) -> dict:

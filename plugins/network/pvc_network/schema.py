@@ -21,6 +21,11 @@ RESERVATION_KEYS = (RESERVATIONS, RESERVATIONS_V06_NODE)
 FIREWALL = "firewall_rules"
 CONTAINERS = (LEASES, RESERVATIONS, RESERVATIONS_V06_NODE, FIREWALL, f"{FIREWALL}/in", f"{FIREWALL}/out")
 LEASE_FIELDS = ("expiry", "ipaddr", "hostname", "clientid")
+# The keys of a lease, a reservation and a rule that answers carry, so the ones the
+# watched views follow (a lease's ``clientid`` is in no answer: not followed).
+LEASE_VIEW_KEYS = ("hostname", "ipaddr", "expiry")
+RESERVATION_VIEW_KEYS = ("hostname", "ipaddr")
+RULE_VIEW_KEYS = ("order", "rule")
 
 
 def network(vni: str | int) -> str:

@@ -1,25 +1,39 @@
 """What a network can do: list, create, modify, remove; reservations; firewall ACLs.
 
-Plain Python over the core's ZooKeeper helpers; no HTTP here. Every change of
-several keys is one transaction. Changes whose correctness depends on what
-was read (unique descriptions, ACL orders) are guarded by bumping the version
-of the parent znode in the same transaction, so two concurrent callers cannot
-interleave: the loser retries on fresh data (``zk.optimistic``).
+Plain Python over the core's ZooKeeper helpers and watched views; no HTTP here.
+Reads are served from watched views (``network.watch``): ``/networks`` with
+each network's scalar keys, and, created on a network's first read of them,
+its leases, its two reservation containers and its two ACL chains. Reading
+the keys one by one cost about 1,200 ZooKeeper gets for 100 networks and 4,000
+for a list of 1,000 leases on every request. The views apply this daemon's own
+writes as they commit and follow other writers (node daemons record leases)
+through their watches; while one warms, reads go to ZooKeeper directly.
+
+Changes read ZooKeeper directly: their checks (unique descriptions, ACL orders,
+the object still being there) must see what other writers committed a moment
+ago, not what a watch has delivered so far. Every change of several keys is one
+transaction. Changes whose correctness depends on what was read are guarded by
+bumping the version of the parent znode in the same transaction, so two
+concurrent callers cannot interleave: the loser retries on fresh data
+(``zk.optimistic``).
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pvc_core import matching
 from pvc_core.errors import BadRequest, Conflict, NotFound
-from pvc_core.routes import quoted
+from pvc_core.routes import Encoded, EncodedArray, collapse_encoded, encode_json, quoted
 
 from . import schema, validate
 
 log = logging.getLogger("pvc.network")
+
+Entry = Mapping[str, str | None]  # a view entry: "" is the child's own value, then its keys
 
 
 def not_found(ident: str, mutation: bool = True) -> NotFound:
@@ -27,88 +41,188 @@ def not_found(ident: str, mutation: bool = True) -> NotFound:
     return NotFound(quoted(text) if mutation else text)
 
 
+def present(entry: Entry | None) -> bool:
+    """An entry of a child that exists (a view may hold a just-deleted child's keys for a moment)."""
+    return entry is not None and entry.get("") is not None
+
+
+def network_object(vni: str, entry: Entry) -> dict:
+    """The v0.6 network object (network.md §3.1), keys in order."""
+    get = {name: entry.get(name) or schema.NONE for name in schema.SCALARS}
+    return {
+        "vni": int(vni),
+        "description": entry[""],
+        "type": get["nettype"],
+        "domain": get["domain"],
+        "name_servers": (entry.get("name_servers") or "").split(","),
+        "ip6": {"network": get["ip6_network"], "gateway": get["ip6_gateway"], "dhcp_flag": get["dhcp6_flag"]},
+        "ip4": {"network": get["ip4_network"], "gateway": get["ip4_gateway"], "dhcp_flag": get["dhcp4_flag"],
+                "dhcp_start": get["dhcp4_start"], "dhcp_end": get["dhcp4_end"]},
+    }
+
+
+def lease_object(mac: str, entry: Entry) -> dict:
+    """A live (dynamic) lease."""
+    return {"hostname": entry.get("hostname") or "", "ip4_address": entry.get("ipaddr") or "",
+            "mac_address": mac, "timestamp": entry.get("expiry") or "0"}
+
+
+def reservation_object(mac: str, entries: Iterable[Entry | None]) -> dict | None:
+    """A static reservation from the first container (``schema.RESERVATION_KEYS`` order) that holds an address."""
+    for entry in entries:
+        if present(entry) and entry.get("ipaddr") is not None:
+            return {"hostname": entry.get("hostname") or "", "ip4_address": entry["ipaddr"],
+                    "mac_address": mac, "timestamp": "static"}
+    return None
+
+
+def rule_objects(direction: str, entries: Mapping[str, Entry]) -> list[dict]:
+    """One chain's ACL objects in numeric order (v0.6 sorted the text: D10); ties by description."""
+    out = []
+    for description, entry in entries.items():
+        order_text = entry.get("order") or ""
+        order = int(order_text) if re.fullmatch(r"-?[0-9]+", order_text) else 1 << 30
+        out.append({"direction": direction, "order": order, "description": description,
+                    "rule": entry.get("rule") or ""})
+    out.sort(key=lambda entry: (entry["order"], entry["description"]))
+    return out
+
+
 class NetworkService:
     """Networks, DHCP reservations and ACLs of the cluster."""
 
     def __init__(self, runtime: Any):
         self.runtime = runtime
+        self._views: dict[str, Any] = {}  # root -> its watched view, once read
 
     @property
     def zk(self) -> Any:
         return self.runtime.zk
 
+    def start(self) -> None:
+        """Warm the view of ``/networks`` now, so the first list is served from memory."""
+        _ = self._networks()
+
+    # -- where reads come from -------------------------------------------------------------
+
+    def _source(self, root: str, keys: tuple[str, ...], encoder: Any = None) -> Any:
+        """The shared watched view of ``root`` (started on first use; ``encoder`` builds the kept
+        answers of its children as it warms), or with ``network.watch`` off an unstarted one, which
+        answers the same calls from ZooKeeper directly. A read made while a view warms reads directly."""
+        view = self._views.get(root)
+        if view is None:
+            watch = self.runtime.config["network.watch"]
+            view = self.runtime.view(root, keys, watch=watch, encoder=encoder)
+            if not watch:
+                return view
+            self._views[root] = view
+        return view
+
+    def _sync(self) -> None:
+        """Catch the views up with every change committed before now (``SubtreeView.sync``; one call
+        serves all of them, they share the client's queues). A view not ready is read directly anyway."""
+        for view in list(self._views.values()):
+            if view.ready:
+                view.sync()
+                return
+
+    def _networks(self) -> Any:
+        # No encoder: it would run for every child as the view warms, a non-numeric one too.
+        return self._source(schema.ROOT, schema.SCALARS)
+
+    def _lease_view(self, vni: str) -> Any:
+        return self._source(schema.key(vni, schema.LEASES), schema.LEASE_VIEW_KEYS, self._encode_lease)
+
+    def _reservation_views(self, vni: str) -> list[Any]:
+        return [self._source(schema.key(vni, container), schema.RESERVATION_VIEW_KEYS)
+                for container in schema.RESERVATION_KEYS]
+
+    def _rule_view(self, vni: str, direction: str) -> Any:
+        return self._source(schema.rules(vni, direction), schema.RULE_VIEW_KEYS)
+
     # -- reading ---------------------------------------------------------------------------
 
-    def vnis(self) -> list[str]:
-        children = self.zk.children(schema.ROOT) or []
+    @staticmethod
+    def _numeric(children: Iterable[str]) -> list[str]:
+        """The VNIs among ``/networks``'s children, by number; anything else is logged and skipped."""
+        children = list(children)
         valid = [child for child in children if child.isascii() and child.isdigit()]
         if len(valid) != len(children):
             log.warning("ignoring non-numeric keys under %s: %s", schema.ROOT,
                         ", ".join(child for child in children if not (child.isascii() and child.isdigit())))
         return sorted(valid, key=int)
 
+    def vnis(self) -> list[str]:
+        return self._numeric(self._networks().names())
+
     def count(self) -> int:
         return len(self.vnis())
 
-    def read(self, vnis: list[str]) -> list[dict]:
-        """Network objects (network.md §3.1), one pipelined round trip for all of them."""
-        paths = []
-        for vni in vnis:
-            paths.append(schema.network(vni))
-            paths.extend(schema.key(vni, name) for name in schema.SCALARS)
-        values = self.zk.get_many(paths)
-        out = []
-        for vni in vnis:
-            description = values[schema.network(vni)]
-            if description is None:
-                continue  # removed meanwhile
-            get = {name: values[schema.key(vni, name)] or schema.NONE for name in schema.SCALARS}
-            name_servers = values[schema.key(vni, "name_servers")]
-            out.append({
-                "vni": int(vni),
-                "description": description,
-                "type": get["nettype"],
-                "domain": get["domain"],
-                "name_servers": (name_servers or "").split(","),
-                "ip6": {"network": get["ip6_network"], "gateway": get["ip6_gateway"],
-                        "dhcp_flag": get["dhcp6_flag"]},
-                "ip4": {"network": get["ip4_network"], "gateway": get["ip4_gateway"],
-                        "dhcp_flag": get["dhcp4_flag"], "dhcp_start": get["dhcp4_start"],
-                        "dhcp_end": get["dhcp4_end"]},
-            })
-        return out
-
     def descriptions(self) -> dict[str, str]:
-        vnis = self.vnis()
+        """``{vni: description}`` by VNI, from the view."""
+        names = self._networks().names()
+        return {vni: names[vni] for vni in self._numeric(names)}
+
+    def _descriptions_direct(self) -> dict[str, str]:
+        """``descriptions`` read from ZooKeeper now, for a change's uniqueness check."""
+        children = self.zk.children(schema.ROOT) or []
+        vnis = self._numeric(children)
         values = self.zk.get_many(schema.network(vni) for vni in vnis)
         return {vni: values[schema.network(vni)] for vni in vnis if values[schema.network(vni)] is not None}
 
+    def _read_direct(self, vni: str) -> dict | None:
+        """One network object read from ZooKeeper now (one pipelined round trip), or None."""
+        values = self.zk.get_many([schema.network(vni), *(schema.key(vni, name) for name in schema.SCALARS)])
+        if values[schema.network(vni)] is None:
+            return None
+        return network_object(vni, {"": values[schema.network(vni)],
+                                    **{name: values[schema.key(vni, name)] for name in schema.SCALARS}})
+
     def resolve(self, ident: str, mutation: bool = True) -> str:
-        """v0.6 resolution: digits are a VNI, anything else a description."""
+        """v0.6 resolution: digits are a VNI, anything else a description.
+
+        A read resolves through the view; a change (``mutation``) reads
+        ZooKeeper, so it finds a network another daemon created a moment ago.
+        """
         if ident.isascii() and ident.isdigit():
-            if self.zk.exists(schema.network(ident)):
+            view = None if mutation else self._networks()
+            if view is not None and view.ready:
+                found = ident in view.names()
+            else:
+                found = self.zk.exists(schema.network(ident))
+            if found:
                 return ident
             raise not_found(ident, mutation)
-        for vni, description in self.descriptions().items():
+        for vni, description in (self._descriptions_direct() if mutation else self.descriptions()).items():
             if description == ident:
                 return vni
         raise not_found(ident, mutation)
 
-    def list(self, limit: str | None) -> list[dict]:
-        networks = self.read(self.vnis())
+    @staticmethod
+    def _encode_network(vni: str, entry: Entry) -> bytes:
+        return encode_json(network_object(vni, entry))
+
+    def _encoded_networks(self, vnis: list[str]) -> Encoded | EncodedArray:
+        """The objects of these networks, serialized once per change of their keys (v0.6 collapse)."""
+        parts = self._networks().encoded(vnis, self._encode_network) if vnis else []
+        if not parts:
+            raise NotFound("Network not found.")
+        return collapse_encoded(parts)
+
+    def list_encoded(self, limit: str | None) -> Encoded | EncodedArray:
+        """Every network by VNI, or those whose VNI or description matches the regex ``limit``."""
+        names = self._networks().names()
+        vnis = self._numeric(names)
         if limit:
             pattern = matching.regex(limit)
-            networks = [net for net in networks
-                        if pattern.match(str(net["vni"])) or pattern.match(net["description"])]
-        if not networks:
-            raise NotFound("Network not found.")
-        return networks
+            vnis = [vni for vni in vnis if pattern.match(str(int(vni))) or pattern.match(names[vni])]
+        return self._encoded_networks(vnis)
 
-    def get(self, ident: str) -> list[dict]:
-        networks = [net for net in self.read(self.vnis()) if str(net["vni"]) == ident or net["description"] == ident]
-        if not networks:
-            raise NotFound("Network not found.")
-        return networks
+    def get_encoded(self, ident: str) -> Encoded | EncodedArray:
+        """The networks whose VNI or description is ``ident`` (one, collapsed, in practice)."""
+        names = self._networks().names()
+        return self._encoded_networks([vni for vni in self._numeric(names)
+                                       if str(int(vni)) == ident or names[vni] == ident])
 
     # -- composing and checking a configuration -------------------------------------------
 
@@ -193,7 +307,7 @@ class NetworkService:
                                  "POST /api/v1/initialize first")
             if self.zk.exists(schema.network(vni)):
                 raise BadRequest(quoted(f'ERROR: A network with VNI "{vni}" already exists!'))
-            if description in self.descriptions().values():
+            if description in self._descriptions_direct().values():
                 raise BadRequest(quoted(f'ERROR: A network with description "{description}" already exists!'))
             transaction = self.zk.transaction()
             for path, value in sorted(schema.new_network_keys(vni, description, values).items()):
@@ -209,14 +323,13 @@ class NetworkService:
 
         def attempt() -> None:
             _, root_version = self.zk.get_versioned([schema.ROOT])[schema.ROOT]
-            current = self.read([vni])
-            if not current:
+            net = self._read_direct(vni)
+            if net is None:
                 raise not_found(ident)
-            net = current[0]
             description = changes.get("description") or net["description"]
             if changes.get("description"):
                 validate.network_description(description)
-                others = {v: d for v, d in self.descriptions().items() if v != vni}
+                others = {v: d for v, d in self._descriptions_direct().items() if v != vni}
                 if description in others.values():
                     raise BadRequest(quoted(f'ERROR: A network with description "{description}" already exists!'))
 
@@ -265,11 +378,12 @@ class NetworkService:
     # -- DHCP leases and reservations ------------------------------------------------------
 
     def _lease_objects(self, vni: str, macs: list[str]) -> list[dict]:
-        """Per MAC: the live lease if there is one, else the reservation (fixed in v0.9.0)."""
+        """Per MAC: the live lease if there is one, else the reservation (fixed in v0.9.0); read now,
+        in one pipelined round trip, for a change's match."""
         paths = []
         for mac in macs:
             paths.append(schema.lease(vni, mac))
-            paths.extend(f"{schema.lease(vni, mac)}/{name}" for name in ("hostname", "ipaddr", "expiry"))
+            paths.extend(schema.lease_field(vni, mac, name) for name in schema.LEASE_VIEW_KEYS)
             for container in schema.RESERVATION_KEYS:
                 paths.extend(f"{schema.reservation(vni, mac, container)}/{name}" for name in ("hostname", "ipaddr"))
         values = self.zk.get_many(paths)
@@ -277,59 +391,91 @@ class NetworkService:
         for mac in macs:
             base = schema.lease(vni, mac)
             if values[base] is not None:
-                out.append({"hostname": values[f"{base}/hostname"] or "", "ip4_address": values[f"{base}/ipaddr"] or "",
-                            "mac_address": mac, "timestamp": values[f"{base}/expiry"] or "0"})
+                out.append(lease_object(mac, {name: values[schema.lease_field(vni, mac, name)]
+                                              for name in schema.LEASE_VIEW_KEYS}))
                 continue
+            reservations = []
             for container in schema.RESERVATION_KEYS:
                 res = schema.reservation(vni, mac, container)
-                if values[f"{res}/ipaddr"] is not None:
-                    out.append({"hostname": values[f"{res}/hostname"] or "", "ip4_address": values[f"{res}/ipaddr"],
-                                "mac_address": mac, "timestamp": "static"})
-                    break
+                reservations.append({"": "", "hostname": values[f"{res}/hostname"], "ipaddr": values[f"{res}/ipaddr"]})
+            found = reservation_object(mac, reservations)
+            if found is not None:
+                out.append(found)
         return out
 
     def _reserved_macs(self, vni: str) -> list[str]:
         kids = self.zk.children_many(schema.key(vni, container) for container in schema.RESERVATION_KEYS)
         return sorted({mac for found in kids.values() for mac in (found or [])})
 
-    def leases(self, ident: str, limit: str | None, static: bool) -> list[dict]:
+    @staticmethod
+    def _encode_lease(mac: str, entry: Entry) -> bytes:
+        return encode_json(lease_object(mac, entry))
+
+    def leases_encoded(self, ident: str, limit: str | None, static: bool) -> Encoded | EncodedArray:
+        """Live leases, or (``static``) the reserved MACs, each as its live lease if it has one
+        (v0.9.0); never collapsed. Node daemons record leases: read after ``sync``, so a lease
+        recorded before the request is in the answer."""
+        self._sync()
         vni = self.resolve(ident, mutation=False)
-        macs = self._reserved_macs(vni) if static else sorted(self.zk.children(schema.key(vni, schema.LEASES)) or [])
-        if limit:
-            pattern = matching.fuzzy(limit)
+        pattern = matching.fuzzy(limit) if limit else None
+        live = self._lease_view(vni)
+        if static:
+            reservations = [view.snapshot() for view in self._reservation_views(vni)]
+            macs = sorted({mac for found in reservations for mac, entry in found.items() if present(entry)})
+            if pattern is not None:
+                macs = [mac for mac in macs if pattern.match(mac)]
+            leases = live.entries(macs) if macs else {}
+            found = []
+            for mac in macs:
+                if present(leases.get(mac)):
+                    found.append(lease_object(mac, leases[mac]))
+                    continue
+                reservation = reservation_object(mac, (entries.get(mac) for entries in reservations))
+                if reservation is not None:
+                    found.append(reservation)
+            if not found:
+                raise NotFound("Lease not found.")
+            return Encoded(encode_json(found))
+        macs = sorted(live.names())
+        if pattern is not None:
             macs = [mac for mac in macs if pattern.match(mac)]
-        found = self._lease_objects(vni, macs)
-        if not found:
+        parts = live.encoded(macs, self._encode_lease) if macs else []
+        if not parts:
             raise NotFound("Lease not found.")
-        return found
+        return EncodedArray(parts)
 
     def lease_mac(self, address: str) -> str | None:
         """The MAC whose dynamic DHCPv4 lease on a managed network holds ``address``, or None.
 
         Static reservations do not count (v0.6's metadata API); when several
         leases hold the address the last one found wins (networks by VNI,
-        leases by MAC). Three pipelined round trips, whatever the counts.
+        leases by MAC). From the views of the managed networks' leases, after
+        ``sync``: the VM asking got its lease a moment ago.
         """
-        vnis = self.vnis()
-        types = self.zk.get_many(schema.key(vni, "nettype") for vni in vnis)
-        managed = [vni for vni in vnis if types[schema.key(vni, "nettype")] == "managed"]
-        leases = self.zk.children_many(schema.key(vni, schema.LEASES) for vni in managed)
-        owners = {schema.lease_field(vni, mac, "ipaddr"): mac for vni in managed
-                  for mac in sorted(leases[schema.key(vni, schema.LEASES)] or [])}
+        self._sync()
+        networks = self._networks().snapshot()
         found = None
-        for path, value in self.zk.get_many(owners).items():
-            if value == address:
-                found = owners[path]
+        for vni in self._numeric(networks):
+            if not present(networks[vni]) or networks[vni].get("nettype") != "managed":
+                continue
+            leases = self._lease_view(vni).snapshot()
+            for mac in sorted(leases):
+                if present(leases[mac]) and leases[mac].get("ipaddr") == address:
+                    found = mac
         return found
 
     def lease(self, ident: str, mac: str) -> list[dict]:
         """One MAC's live lease or reservation, exactly matched; always a list (v0.6 shape)."""
+        self._sync()
         vni = self.resolve(ident, mutation=False)
         mac = validate.mac("mac", mac)  # a key of its own ('.', '..' are none: 400, not ZooKeeper's 500)
-        found = self._lease_objects(vni, [mac])
-        if not found:
+        live = self._lease_view(vni).one(mac)
+        if present(live):
+            return [lease_object(mac, live)]
+        found = reservation_object(mac, (view.one(mac) for view in self._reservation_views(vni)))
+        if found is None:
             raise NotFound("Lease not found.")
-        return found
+        return [found]
 
     def add_reservation(self, ident: str, mac: str, ipaddress: str, hostname: str | None) -> str:
         vni = self.resolve(ident)
@@ -389,7 +535,7 @@ class NetworkService:
     # -- firewall ACLs ---------------------------------------------------------------------
 
     def _rules(self, vni: str, directions: tuple[str, ...] = schema.DIRECTIONS) -> list[dict]:
-        """ACL objects per direction, in numeric order (v0.6 sorted the text: D10)."""
+        """ACL objects per direction, in numeric order, read now (for a change's decisions)."""
         names = self.zk.children_many(schema.rules(vni, direction) for direction in directions)
         paths = []
         for direction in directions:
@@ -399,20 +545,25 @@ class NetworkService:
         values = self.zk.get_many(paths)
         out = []
         for direction in directions:
-            entries = []
+            chain = {}
             for description in names[schema.rules(vni, direction)] or []:
                 base = schema.rule(vni, direction, description)
-                order_text = values[f"{base}/order"] or ""
-                order = int(order_text) if re.fullmatch(r"-?[0-9]+", order_text) else 1 << 30
-                entries.append({"direction": direction, "order": order, "description": description,
-                                "rule": values[f"{base}/rule"] or ""})
-            entries.sort(key=lambda entry: (entry["order"], entry["description"]))
-            out.extend(entries)
+                chain[description] = {"order": values[f"{base}/order"], "rule": values[f"{base}/rule"]}
+            out.extend(rule_objects(direction, chain))
+        return out
+
+    def _rules_viewed(self, vni: str, directions: tuple[str, ...] = schema.DIRECTIONS) -> list[dict]:
+        """``_rules`` from the views of the chains."""
+        out = []
+        for direction in directions:
+            chain = self._rule_view(vni, direction).snapshot()
+            out.extend(rule_objects(direction, {description: entry for description, entry in chain.items()
+                                                if present(entry)}))
         return out
 
     def acls(self, ident: str, limit: str | None, direction: str | None) -> list[dict]:
         vni = self.resolve(ident, mutation=False)
-        found = self._rules(vni, (direction,) if direction else schema.DIRECTIONS)
+        found = self._rules_viewed(vni, (direction,) if direction else schema.DIRECTIONS)
         if limit:
             pattern = matching.fuzzy(limit)
             found = [entry for entry in found if pattern.match(entry["description"])]
@@ -422,7 +573,7 @@ class NetworkService:
 
     def acl(self, ident: str, description: str) -> dict:
         vni = self.resolve(ident, mutation=False)
-        for entry in self._rules(vni):
+        for entry in self._rules_viewed(vni):
             if entry["description"] == description:
                 return entry
         raise NotFound("ACL not found.")
