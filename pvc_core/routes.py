@@ -9,7 +9,7 @@ segments, so matching cost does not grow with the number of plugins.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -195,33 +195,38 @@ def encode_json(value: Any) -> bytes:
 
 
 class EncodedArray:
-    """A JSON array of serialized elements, sent as pieces of about a hundred elements each.
+    """A JSON array of serialized elements, sent in pieces of about 16 KB made as the socket takes them.
 
-    A 10,000-VM list is ~20 MB: joined whole (and copied again to add the brackets and
-    the newline) it cost more than everything else of the request; in pieces, each byte
-    is copied once and no block is large.
+    A 10,000-VM list is ~20 MB. Joined whole, it was copied several times over and then
+    again by cheroot's writer for every partial send; made whole at all, eight concurrent
+    lists left their blocks in per-thread heaps (RSS +40 % and not given back). Pieces of
+    cheroot's own write size, made lazily, copy each byte once and keep one piece per
+    request alive.
     """
 
-    PIECE = 128
+    PIECE_BYTES = 16384
 
     def __init__(self, parts: list[bytes]):
-        pieces = [b", ".join(parts[start:start + self.PIECE]) for start in range(0, len(parts), self.PIECE)]
-        self.pieces = [b"[", *_interleave(pieces, b", "), b"]"]
+        self.parts = parts
 
     def __len__(self) -> int:
-        return sum(len(piece) for piece in self.pieces)
+        return sum(len(part) for part in self.parts) + 2 * (len(self.parts) - 1) + 2
+
+    def pieces(self) -> Iterator[bytes]:
+        batch, size = [b"["], 1
+        for index, part in enumerate(self.parts):
+            if index:
+                batch.append(b", ")
+            batch.append(part)
+            size += len(part) + 2
+            if size >= self.PIECE_BYTES:
+                yield b"".join(batch)
+                batch, size = [], 0
+        batch.append(b"]")
+        yield b"".join(batch)
 
     def joined(self) -> bytes:
-        return b"".join(self.pieces)
-
-
-def _interleave(pieces: list[bytes], separator: bytes) -> list[bytes]:
-    out: list[bytes] = []
-    for piece in pieces:
-        if out:
-            out.append(separator)
-        out.append(piece)
-    return out
+        return b"".join(self.pieces())
 
 
 def collapse_encoded(parts: list[bytes]) -> Encoded | EncodedArray:

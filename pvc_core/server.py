@@ -13,6 +13,7 @@ log line has.
 from __future__ import annotations
 
 import html
+import itertools
 import json
 import logging
 import re
@@ -20,7 +21,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
@@ -226,12 +227,12 @@ class Dispatcher:
         headers["Content-Type"] = "application/json"
         return self.render(result)
 
-    def render(self, body: Any) -> bytes | list[bytes]:
+    def render(self, body: Any) -> bytes | Iterator[bytes]:
         if isinstance(body, EncodedArray):
             if self.indent is None:
-                # Pieces as they are; with Content-Length set, CherryPy sends them without joining.
+                # With Content-Length set, CherryPy sends the pieces as they come, never joined.
                 cherrypy.serving.response.headers["Content-Length"] = str(len(body) + 1)
-                return [*body.pieces, b"\n"]
+                return itertools.chain(body.pieces(), (b"\n",))
             body = json.loads(body.joined())
         elif isinstance(body, Encoded):
             if self.indent is None:

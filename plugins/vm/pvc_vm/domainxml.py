@@ -122,6 +122,17 @@ def _memory(element: Any) -> int | None:
 
 
 @functools.lru_cache(maxsize=65536)
+def interfaces(xml: str) -> tuple[tuple[str, str], ...]:
+    """``(mac in lower case, source bridge)`` of each interface: what lookups across every VM need.
+
+    Kept for every VM (a few hundred bytes each), where the whole ``info`` (~4 KB) is not:
+    the VM answers themselves are kept serialized by the view.
+    """
+    return tuple(((network.get("mac") or "").lower(), network.get("source") or "")
+                 for network in info(xml)["networks"])
+
+
+@functools.lru_cache(maxsize=2048)
 def info(xml: str) -> dict:
     """The XML-derived fields of the v0.6 VM object (nodes-vms.md §3.1), cached per document.
 

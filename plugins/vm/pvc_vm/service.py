@@ -206,7 +206,7 @@ class VMService:
     def vms_using_network(self, vni: int) -> list[str]:
         bridge = f"vmbr{vni}"
         return sorted(entry.get("") or uuid for uuid, entry in self.entries().items()
-                      if any(net.get("source") == bridge for net in domainxml.info(entry.get("xml") or "")["networks"]))
+                      if any(source == bridge for _, source in domainxml.interfaces(entry.get("xml") or "")))
 
     def with_mac(self, mac: str) -> dict | None:
         """``{"uuid", "name", "profile"}`` of the first VM with an interface of this MAC (any case), or None.
@@ -215,8 +215,7 @@ class VMService:
         """
         wanted = mac.lower()
         for uuid, entry in self.entries().items():
-            networks = domainxml.info(entry.get("xml") or "")["networks"]
-            if any((network.get("mac") or "").lower() == wanted for network in networks):
+            if any(address == wanted for address, _ in domainxml.interfaces(entry.get("xml") or "")):
                 profile = entry.get("profile")
                 return {"uuid": uuid, "name": entry.get("") or "",
                         "profile": profile if profile not in (None, "", "None") else None}
