@@ -44,7 +44,7 @@ def service(ctx: Any) -> VMService:
 
 
 def list_vms(ctx: Any, params: dict) -> Any:
-    return service(ctx).list_encoded(params["limit"], params["node"], params["state"])
+    return service(ctx).list(params["limit"], params["node"], params["state"])
 
 
 def define_vm(ctx: Any, params: dict, vm: str | None = None) -> dict:
@@ -53,7 +53,7 @@ def define_vm(ctx: Any, params: dict, vm: str | None = None) -> dict:
 
 
 def get_vm(ctx: Any, params: dict, vm: str) -> Encoded:
-    return service(ctx).get_encoded(vm)
+    return service(ctx).get(vm)
 
 
 def modify_vm(ctx: Any, params: dict, vm: str) -> dict:

@@ -123,30 +123,6 @@ class VMService:
             raise error or not_found(ident)
         return found
 
-    def list(self, limit: str | None, node: str | None, state: str | None) -> list[dict]:
-        if node and not self.nodes.exists(node):
-            raise BadRequest(f'Specified node "{node}" is invalid.')
-        names = self.view.names()
-        uuids = names
-        if limit:
-            pattern = matching.fuzzy(limit)
-            uuids = [u for u, name in names.items() if pattern.match(u) or pattern.match(name)]
-        entries = self.view.entries(uuids)
-        selected = sorted(entries, key=lambda u: (entries[u].get("") or "", u))
-        if node:
-            selected = [u for u in selected if entries[u].get("node") == node]
-        if state:
-            selected = [u for u in selected if entries[u].get("state") == state]
-        if not selected:
-            raise NotFound(VM_NOT_FOUND)
-        return [vm_object(u, entries[u]) for u in selected]
-
-    def get(self, ident: str) -> dict:
-        found = self.find(ident)
-        if found is None:
-            raise NotFound(VM_NOT_FOUND)
-        return vm_object(*found)
-
     # -- serialized answers (what the routes send) -----------------------------------------
 
     @staticmethod
@@ -162,8 +138,8 @@ class VMService:
                 raise ServiceUnavailable(f"The view of {schema.ROOT} is still loading after {wait:g} s "
                                          "(pvc.vm.warmup_wait); try again shortly")
 
-    def list_encoded(self, limit: str | None, node: str | None, state: str | None) -> Encoded | EncodedArray:
-        """``list`` as the bytes sent: kept per VM (by its keys' revisions), filtered by the view's indexes."""
+    def list(self, limit: str | None, node: str | None, state: str | None) -> Encoded | EncodedArray:
+        """The VM list as the bytes sent: kept per VM (by its keys' revisions), filtered by the view's indexes."""
         if node and not self.nodes.exists(node):
             raise BadRequest(f'Specified node "{node}" is invalid.')
         self._warm()
@@ -181,7 +157,7 @@ class VMService:
             raise NotFound(VM_NOT_FOUND)
         return collapse_encoded(parts)
 
-    def get_encoded(self, ident: str) -> Encoded:
+    def get(self, ident: str) -> Encoded:
         """One VM's kept answer; by UUID or name (as ``find``) without copying its entry first."""
         uuid = ident if _is_uuid(ident) else self.view.child_with_value(ident)
         parts = self.view.encoded([uuid], self._encode) if uuid is not None else []
