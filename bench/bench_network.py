@@ -34,7 +34,6 @@ import argparse
 import datetime
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -48,7 +47,7 @@ from pvc_network.service import NetworkService
 from pvc_core.zkserver import ZooKeeperServer, free_port
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_root import HOST, THREADS, WRK, start_process, stop_process, tail  # noqa: E402 - a sibling script
+from bench_root import HOST, THREADS, WRK, keep_or_remove, start_process, stop_process, tail  # noqa: E402
 from bench_vm import (  # noqa: E402 - a sibling script, not a package
     Cluster,
     SetupFailed,
@@ -333,10 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         stop_process(daemon, "pvcapid")
         stop_process(bare, "bare app")
         zookeeper.stop()
-        if args.keep:
-            print(f"logs kept in {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        keep_or_remove(tmp, args.keep)
 
 
 if __name__ == "__main__":

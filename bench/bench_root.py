@@ -326,10 +326,15 @@ def main(argv: list[str] | None = None) -> int:
         stop_process(bare, "bare app")
         stop_process(daemon, "pvcapid")
         zookeeper.stop()
-        if args.keep:
-            print(f"logs kept in {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        keep_or_remove(tmp, args.keep)
+
+
+def keep_or_remove(tmp: str, keep: bool) -> None:
+    """A run's temporary directory: kept (and said where) with --keep, removed otherwise."""
+    if keep:
+        print(f"logs kept in {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

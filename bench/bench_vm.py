@@ -49,7 +49,6 @@ import json
 import os
 import re
 import secrets
-import shutil
 import signal
 import socket
 import statistics
@@ -79,6 +78,7 @@ from bench_root import (  # noqa: E402 - a sibling script, not a package
     THREADS,
     WRK,
     get,
+    keep_or_remove,
     median,
     parse_wrk,
     start_process,
@@ -1211,10 +1211,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         stop_process(bare, "bare app")
-        if args.keep:
-            print(f"logs kept in {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        keep_or_remove(tmp, args.keep)
 
 
 if __name__ == "__main__":
