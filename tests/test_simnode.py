@@ -405,28 +405,27 @@ def test_without_the_plugin_there_is_no_simulator(daemon, clean_zk):
     assert "simulated node" not in daemon.log()
 
 
+def assert_refused(daemon: Daemon, why: str) -> None:
+    """The daemon exits non-zero before serving, with one ERROR line saying it refuses, and why."""
+    with pytest.raises(RuntimeError, match="pvcapid exited with"):
+        daemon.start()
+    assert daemon.process.returncode != 0
+    errors = error_lines(daemon)
+    assert len(errors) == 1, errors
+    assert "refusing to start" in errors[0] and why in errors[0]
+
+
 def test_a_simulator_refuses_a_cluster_with_real_nodes(daemon, daemon_factory, clean_zk):
     assert daemon.post("/initialize").status_code == 200
     seed_node(clean_zk, "hv1")
-    refused = daemon_factory(sim_config(NO_CEPH), start=False)
-    with pytest.raises(RuntimeError, match="pvcapid exited with"):
-        refused.start()
-    assert refused.process.returncode != 0
-    errors = error_lines(refused)
-    assert len(errors) == 1, errors
-    assert "refusing to start" in errors[0] and "hv1" in errors[0]
+    assert_refused(daemon_factory(sim_config(NO_CEPH), start=False), "hv1")
     assert clean_zk.get_children("/nodes") == ["hv1"]
 
 
 def test_a_second_simulator_on_the_same_cluster_refuses(sim, daemon_factory, clean_zk):
     # The lock wait (for a crashed predecessor's session to expire) scales with the session timeout.
-    second = daemon_factory(sim_config({**NO_CEPH, "zookeeper": {"session_timeout": "4"}}), start=False)
-    with pytest.raises(RuntimeError, match="pvcapid exited with"):
-        second.start()
-    assert second.process.returncode != 0
-    errors = error_lines(second)
-    assert len(errors) == 1, errors
-    assert "refusing to start" in errors[0] and "another simulator" in errors[0]
+    assert_refused(daemon_factory(sim_config({**NO_CEPH, "zookeeper": {"session_timeout": "4"}}), start=False),
+                   "another simulator")
     assert sorted(clean_zk.get_children("/nodes")) == list(SIM_NODES)
     assert sim_ready(sim)
 
