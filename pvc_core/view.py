@@ -176,10 +176,7 @@ class SubtreeView:
                     except Exception:  # noqa: BLE001 - one odd child must not keep the view from ready
                         log.warning("view of %s: could not build the answer of %s", self.root, child,
                                     exc_info=True)
-            with self._lock:
-                for child, (revision, data) in built.items():
-                    if self._revisions.get(child) == revision:
-                        self._encoded[child] = (revision, data)
+            self._keep(built)
         if generation == self._generation:
             self._ready.set()
             log.info("view of %s ready: %d children", self.root, len(self._children))
@@ -548,11 +545,15 @@ class SubtreeView:
                 data = encode(child, entry)
                 out[position] = data
                 fresh[child] = (revision, data)
-            with self._lock:
-                for child, (revision, data) in fresh.items():
-                    if revision is not None and self._revisions.get(child) == revision:
-                        self._encoded[child] = (revision, data)
+            self._keep(fresh)
         return [data for data in out if data is not None]
+
+    def _keep(self, built: dict[str, tuple[int | None, bytes]]) -> None:
+        """Keep answers built from the revisions given, unless a change came in while they were built."""
+        with self._lock:
+            for child, (revision, data) in built.items():
+                if revision is not None and self._revisions.get(child) == revision:
+                    self._encoded[child] = (revision, data)
 
     def select(self, key: str, value: str) -> set[str]:
         """Children whose indexed ``key`` equals ``value`` ("" for absent), from the index."""
