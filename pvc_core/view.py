@@ -337,8 +337,15 @@ class SubtreeView:
 
     # -- reading and write-through ---------------------------------------------------------
 
-    def apply(self, values: dict[str, Any] | None = None, deleted: Iterable[str] = ()) -> None:
-        """Record this process's committed writes (paths under the root only)."""
+    def apply(self, values: dict[str, Any] | None = None, deleted: Iterable[str] = (),
+              zxid: int | None = None) -> None:
+        """Record this process's committed writes (paths under the root only).
+
+        ``zxid`` is the commit's, when its reply told it: a value some read
+        stored with a later mzxid is newer and stays. Without it the write is
+        taken as newer than anything stored, which holds because commits are
+        applied in the order ZooKeeper made them (``ZooKeeper._commit``).
+        """
         created: list[str] = []
         with self._lock:
             values = values or {}
@@ -355,9 +362,12 @@ class SubtreeView:
                         if sub not in values:
                             self._put(sub, None)
                 if rest == "" or rest in self.keys:
+                    known = self._mzxid.get(path, -1)
+                    if zxid is not None and zxid < known:
+                        continue
                     self._put(path, value if isinstance(value, str) else str(value))
                     # Our commit is newer than any reply still in flight for this key.
-                    self._mzxid[path] = self._mzxid.get(path, -1) + 1
+                    self._mzxid[path] = zxid if zxid is not None else known + 1
             for path in deleted:
                 if not path.startswith(self.root + "/"):
                     continue

@@ -32,7 +32,8 @@ from kazoo.exceptions import (
     SessionExpiredError,
 )
 from kazoo.handlers.threading import KazooTimeoutError
-from kazoo.protocol.states import KazooState
+from kazoo.protocol.serialization import Transaction
+from kazoo.protocol.states import KazooState, ZnodeStat
 from kazoo.retry import KazooRetry
 
 from .config import coordinator_hosts
@@ -206,17 +207,49 @@ class ZooKeeper:
     # -- writes ---------------------------------------------------------------------------
 
     def _commit(self, transaction: Any, what: str) -> None:
-        results = self.wait(transaction.commit_async())
+        """Commit, and tell the views in the order ZooKeeper committed.
+
+        Two threads' commits can return in one order and reach the views in the
+        other; the older write would then overwrite the newer in memory, and no
+        watch would ever repair it. So the views learn of a commit in kazoo's
+        completion thread, which runs reply callbacks in the order the replies
+        (and the views' own re-reads) arrived: linked before the request is sent,
+        the callback cannot be queued behind a later reply's.
+        """
+        transaction._check_tx_state()
+        transaction.committed = True
+        operations = transaction.operations
+        reply = self.client.handler.async_result()
+        applied = threading.Event()
+        if self.observers:
+            def notify(done: Any) -> None:
+                try:
+                    results = done.get_nowait()
+                    if not any(isinstance(result, Exception) for result in results):
+                        self._notify(operations, results)
+                finally:
+                    applied.set()
+            reply.rawlink(notify)
+        else:
+            applied.set()
+        self.client._call(Transaction(operations), reply)
+        results = self.wait(reply)
         for result in results:
             if isinstance(result, Exception) and not isinstance(result, RolledBackError):
                 raise _transaction_error(result, what)
-        if self.observers:
-            self._notify(transaction.operations)
+        # Read-your-writes: the answer to this request must already show the write.
+        if not applied.wait(self.request_timeout):
+            log.warning("the views had not recorded the %s after %g s", what, self.request_timeout)
 
-    def _notify(self, operations: list) -> None:
-        """Tell the views what this process just committed (write-through)."""
+    def _notify(self, operations: list, results: list) -> None:
+        """Tell the views what this process just committed (write-through).
+
+        A set's reply carries the transaction's zxid (all operations of a multi
+        share it), which orders the write against the views' own reads.
+        """
         values: dict[str, str] = {}
         deleted: list[str] = []
+        zxid = next((result.mzxid for result in results if isinstance(result, ZnodeStat)), None)
         for op in operations:
             kind = type(op).__name__
             if kind in ("Create", "SetData"):
@@ -224,7 +257,7 @@ class ZooKeeper:
             elif kind == "Delete":
                 deleted.append(op.path)
         for observer in self.observers:
-            observer.apply(values, deleted)
+            observer.apply(values, deleted, zxid)
 
     def write(self, values: Mapping[str, Any]) -> None:
         """One transaction: create each missing key, set each existing one (sorted order)."""

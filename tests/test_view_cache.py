@@ -166,3 +166,26 @@ def test_debug_daemons_indent_kept_answers(daemon_factory, clean_zk):
         answer = debug.get(path)
         assert answer.text == json.dumps(answer.json(), indent=4) + "\n"
     assert len(debug.get("/vm").json()) == 3
+
+
+def test_concurrent_writes_reach_the_view_in_commit_order(view, clean_zk):
+    """Threads writing one key at once: when they are done the view holds the last value committed.
+
+    Each thread's commit returns in its own time; were the view told in that
+    order, an older value could land last, and no watch would ever repair it
+    (the watch's re-read came back before it). No waiting here: a daemon's
+    answer right after its own writes must already be right.
+    """
+    import concurrent.futures
+    uuid = view.uuids[0]
+    path = vm_schema.key(uuid, "node")
+    zk = view.zk
+    def write(round_: int, thread: int) -> None:
+        for step in range(25):
+            zk.write({path: f"r{round_}t{thread}s{step}"})
+
+    for round_ in range(20):
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            list(pool.map(write, [round_] * 8, range(8)))
+        stored = clean_zk.get(path)[0].decode()
+        assert view.one(uuid)["node"] == stored, f"round {round_}: the view kept an older write"
