@@ -58,6 +58,8 @@ class SubtreeView:
         self.encoder: Callable[[str, dict], bytes] | None = None
         self.warmup_wait = 0.0
         self._mzxid: dict[str, int] = {}            # path -> mzxid of the stored value
+        # One bound method for every watch: ``self._data_fired`` would make a new object per path.
+        self._data_watch = self._data_fired
         self._children: set[str] = set()
         self._lock = threading.RLock()
         self._generation = 0
@@ -126,7 +128,7 @@ class SubtreeView:
         # results (each with its own lock) never all exist at once, which kept RSS high for good.
         absent = []
         for start in range(0, len(paths), WARM_WINDOW):
-            pending = [(path, client.get_async(path, watch=self._data_fired))
+            pending = [(path, client.get_async(path, watch=self._data_watch))
                        for path in paths[start:start + WARM_WINDOW]]
             for path, result in pending:
                 if generation != self._generation:
@@ -148,7 +150,7 @@ class SubtreeView:
         """Read every path and set every watch in bulk (pvc_core/zkbulk.py), then store as reads do."""
         from . import zkbulk
         try:
-            found = zkbulk.read_and_watch(self.zk.client, paths, self._data_fired, self.zk.request_timeout * 4,
+            found = zkbulk.read_and_watch(self.zk.client, paths, self._data_watch, self.zk.request_timeout * 4,
                                           lambda: generation == self._generation)
         except Exception:  # noqa: BLE001 - connection trouble: the next CONNECTED re-warms
             log.warning("could not warm the view of %s in bulk", self.root, exc_info=True)
@@ -195,7 +197,7 @@ class SubtreeView:
 
     def _watch_read(self, path: str, generation: int) -> Any:
         """Read ``path`` with a watch; on completion store the value (or note its absence)."""
-        result = self.zk.client.get_async(path, watch=self._data_fired)
+        result = self.zk.client.get_async(path, watch=self._data_watch)
 
         def done(async_result: Any) -> None:
             if generation != self._generation:
@@ -217,7 +219,7 @@ class SubtreeView:
 
     def _watch_creation(self, path: str, generation: int) -> None:
         """Watch an absent key for its creation; if it appeared meanwhile, read it."""
-        exists = self.zk.client.exists_async(path, watch=self._data_fired)
+        exists = self.zk.client.exists_async(path, watch=self._data_watch)
         exists.rawlink(lambda found: self._created_meanwhile(found, path, generation))
 
     def _created_meanwhile(self, found: Any, path: str, generation: int) -> None:

@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
-from kazoo.client import KazooClient
 from kazoo.exceptions import (
     BadVersionError,
     ConnectionClosedError,
@@ -36,6 +35,7 @@ from kazoo.protocol.serialization import Transaction
 from kazoo.protocol.states import KazooState, ZnodeStat
 from kazoo.retry import KazooRetry
 
+from . import zkwatchers
 from .config import coordinator_hosts
 from .errors import ApiError, Conflict, ServiceUnavailable
 
@@ -74,7 +74,7 @@ class ZooKeeper:
         self.request_timeout = request_timeout
         self.bulk_reads = bulk_reads
         self._bulk: bool | None = {"true": True, "false": False}.get(bulk_reads)
-        self.client = KazooClient(
+        self.client = zkwatchers.Client(
             hosts=self.hosts,
             timeout=session_timeout,
             connection_retry=KazooRetry(max_tries=-1, delay=0.1, backoff=2, max_delay=1.0,

@@ -189,3 +189,53 @@ def test_concurrent_writes_reach_the_view_in_commit_order(view, clean_zk):
             list(pool.map(write, [round_] * 8, range(8)))
         stored = clean_zk.get(path)[0].decode()
         assert view.one(uuid)["node"] == stored, f"round {round_}: the view kept an older write"
+
+
+def test_watch_registry_stays_compact_and_working_after_a_lost_session(view, clean_zk, zk_server):
+    """The view's watches sit in kazoo's registry as one slot per path (pvc_core/zkwatchers.py);
+    a lost session makes kazoo build plain ``defaultdict(set)`` registries again, which the
+    client replaces, and the re-warmed view still follows outside writes."""
+    from kazoo.client import KazooClient
+
+    from pvc_core.zkwatchers import Registry, Watchers
+
+    client = view.zk.client
+    uuid = view.uuids[1]
+    path = vm_schema.key(uuid, "state")
+    assert isinstance(client._data_watchers, Registry)
+    assert isinstance(client._data_watchers[path], Watchers) and len(client._data_watchers[path]) == 1
+    session = client.client_id
+    # A second connection that takes over the session and closes it makes the server expire it.
+    thief = KazooClient(hosts=zk_server.address, client_id=session)
+    thief.start(timeout=10)
+    thief.stop()
+    thief.close()
+    wait_until(lambda: client.connected and client.client_id != session and view.ready,
+               message="the view to re-warm on a new session")
+    assert isinstance(client._data_watchers, Registry) and isinstance(client._child_watchers, Registry)
+    clean_zk.set(path, b"disable")
+    wait_until(lambda: view.one(uuid)["state"] == "disable", message="an outside write to show")
+    assert all(isinstance(watchers, Watchers) for watchers in client._data_watchers.values())
+
+
+def test_watchers_hold_one_in_a_slot_and_more_in_a_set():
+    from pvc_core.zkwatchers import Watchers
+
+    def first(event):
+        return None
+
+    def second(event):
+        return None
+
+    watchers = Watchers()
+    assert len(watchers) == 0 and list(watchers) == []
+    watchers.add(first)
+    watchers.add(first)
+    assert list(watchers) == [first] and first in watchers and second not in watchers
+    watchers.add(second)
+    assert sorted(watchers, key=id) == sorted([first, second], key=id) and len(watchers) == 2
+    watchers.discard(first)
+    assert list(watchers) == [second] and len(watchers) == 1
+    watchers.discard(second)
+    watchers.discard(second)
+    assert len(watchers) == 0 and list(watchers) == []
