@@ -16,6 +16,7 @@ from urllib.parse import parse_qs
 
 import cherrypy
 
+from .connections import deadline_passed, timeout_message
 from .errors import ApiError
 
 
@@ -23,8 +24,8 @@ class BodyUnreadable(ApiError):
     """The request body could not be read as HTTP frames it (bad chunking, shorter than its
     Content-Length): the rest of the connection cannot be trusted, so it is closed after the answer."""
 
-    def __init__(self, message: str):
-        super().__init__(message, 400, headers={"Connection": "close"})
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message, status, headers={"Connection": "close"})
 
 
 def parse_query_string(request: Any) -> None:
@@ -78,6 +79,9 @@ class _BodyReader:
 
     def _failed(self, exc: Exception) -> BodyUnreadable:
         if isinstance(exc, TimeoutError):
+            phase = deadline_passed()
+            if phase:
+                return BodyUnreadable(timeout_message(phase), 408)
             return BodyUnreadable(f"Request body: expected the {self._length} bytes of its Content-Length, "
                                   "but it stopped arriving (socket timeout)")
         if isinstance(exc, ValueError):

@@ -117,6 +117,10 @@ def _positive(value: float) -> str | None:
     return None if value > 0 else "a positive number"
 
 
+def _non_negative(value: float) -> str | None:
+    return None if value >= 0 else "zero or a positive number"
+
+
 def _coordinators_check(value: list) -> str | None:
     if not value:
         return "a non-empty list of host or host:port entries"
@@ -163,14 +167,28 @@ def core_schema() -> Section:
         "api": Section({
             "listen_address": Field("str"),
             "listen_port": Field("int", check=_port_check),
-            "threads": Field("int", default=16, check=_positive),
+            "threads": Field("int", default=16, check=_positive, help="worker threads kept ready"),
+            "threads_max": Field("int", default=256, check=_positive,
+                                 help="worker threads the pool may grow to while every thread is busy"),
+            "backlog": Field("int", default=1024, check=_positive,
+                             help="connections the kernel queues before they are accepted (listen backlog; "
+                                  "net.core.somaxconn caps it)"),
+            "header_timeout": Field("float", default=10.0, check=_positive,
+                                    help="seconds from a request's first byte until its headers must have arrived"),
+            "body_timeout": Field("float", default=60.0, check=_positive,
+                                  help="seconds from a request's headers until its body must have arrived"),
+            "max_connections_per_client": Field("int", default=64, check=_non_negative,
+                                                help="open connections one client address may hold (0: no "
+                                                     "cap; set 0 behind a proxy that connects from one "
+                                                     "address)"),
             "access_log": Field("bool", default=True, help="one line per request on stdout"),
             "max_body_size": Field("int", default=16 * 1024 * 1024, check=_positive,
                                    help="largest accepted request body in bytes"),
             "listener_retry": Field("float", default=10.0, check=_positive,
                                     help="seconds between attempts to bind a plugin's listener that cannot bind yet"),
             "socket_timeout": Field("float", default=10.0, check=_positive,
-                                    help="seconds a stalled client may hold a connection"),
+                                    help="seconds a keep-alive connection may stay idle, and any one read or "
+                                         "write may wait"),
             "authentication": Section({
                 "enabled": Field("bool"),
                 "secret_key": Field("str", default="", required_if="api.authentication.enabled"),

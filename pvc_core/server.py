@@ -25,13 +25,13 @@ from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
-import cheroot.server
 import cherrypy
-from cherrypy._cpwsgi_server import CPWSGIHTTPRequest, CPWSGIServer
 from cherrypy.process.plugins import SimplePlugin
 
+from . import connections
 from .accesslog import AccessLog
 from .body import BodyUnreadable, is_json, parse_query_string, plain, process_body, read_json
+from .connections import close_connection
 from .errors import ApiError, PayloadTooLarge, PluginError, ServiceUnavailable
 from .params import ignored_names, json_to_multidict, merge_sources, parse_params
 from .routes import API_PREFIX, MAIN_LISTENER, Encoded, EncodedArray, Response, Route, allow_header
@@ -44,45 +44,7 @@ _CONTROL = re.compile("[\x00-\x1f\x7f]")
 BODY_METHODS = ("POST", "PUT", "PATCH", "DELETE", "GET")
 
 
-# -- cheroot's own request, so that an answer can close its connection ----------------------
-# cheroot keeps a connection open after any answer and parses whatever follows as the next
-# request; after a body it could not read, that is the rest of the body (a second, unrequested
-# "400 Malformed Request-Line"), or a read on a timed-out socket. A handler marks the request
-# of its thread with close_connection().
-
-_serving = threading.local()
-
-
-class _HTTPRequest(CPWSGIHTTPRequest):
-    def respond(self) -> None:
-        _serving.request = self
-        try:
-            super().respond()
-        finally:
-            _serving.request = None
-
-
-class _HTTPConnection(cheroot.server.HTTPConnection):
-    RequestHandlerClass = _HTTPRequest
-
-
-class WSGIServer(CPWSGIServer):
-    """CherryPy's WSGI server whose requests can be told to close their connection
-    (``server.instance`` names it, for the main server and every plugin listener)."""
-
-    def __init__(self, server_adapter: Any = cherrypy.server):
-        super().__init__(server_adapter)
-        self.ConnectionClass = _HTTPConnection
-
-
-def close_connection() -> None:
-    """Close this request's connection once its answer is sent."""
-    request = getattr(_serving, "request", None)
-    if request is not None:
-        request.close_connection = True
-
-
-SERVER_INSTANCE = f"{__name__}.WSGIServer"
+SERVER_INSTANCE = f"{connections.__name__}.WSGIServer"
 
 
 class RequestContext:
@@ -192,6 +154,7 @@ class Dispatcher:
                 process_body(request)
                 if is_json(request.headers.get("Content-Type", "")):
                     sources.append(json_to_multidict(read_json(request)))
+                connections.end_of_body()
             values = merge_sources(*(plain(source) for source in sources))
             ignored = ignored_names(route.params, values)
             if ignored:
@@ -328,6 +291,9 @@ def configure(runtime: Any) -> dict[int, str]:
     """Set CherryPy's global config and servers; returns port -> listener name."""
     config = runtime.config
     ssl_on = config["api.ssl.enabled"]
+    connections.LIMITS = connections.Limits(
+        header_timeout=config["api.header_timeout"], body_timeout=config["api.body_timeout"],
+        per_client=config["api.max_connections_per_client"])
     cherrypy.config.update({
         "environment": "production",
         "engine.autoreload.on": False,
@@ -346,11 +312,21 @@ def configure(runtime: Any) -> dict[int, str]:
         "server.socket_host": config["api.listen_address"],
         "server.socket_port": config["api.listen_port"],
         "server.thread_pool": config["api.threads"],
+        "server.thread_pool_max": max(config["api.threads"], config["api.threads_max"]),
+        "server.socket_queue_size": config["api.backlog"],
         "server.socket_timeout": config["api.socket_timeout"],
         "server.max_request_body_size": 0,
         "server.shutdown_timeout": 5,
         "server.instance": SERVER_INSTANCE,
     })
+    # An error found before CherryPy applies any configuration to a request (a missing Host
+    # header, found while the headers are processed) used the Request class's own defaults: an
+    # HTML page with a traceback.
+    request_class = cherrypy._cprequest.Request
+    request_class.show_tracebacks = False
+    request_class.show_mismatched_params = False
+    request_class.error_page = {"default": _json_error_page}
+    request_class.error_response = staticmethod(_json_internal_error)
     if ssl_on:
         cherrypy.config.update({
             "server.ssl_module": "builtin",
@@ -363,6 +339,8 @@ def configure(runtime: Any) -> dict[int, str]:
         server.socket_host = address
         server.socket_port = port
         server.thread_pool = config["api.threads"]
+        server.thread_pool_max = max(config["api.threads"], config["api.threads_max"])
+        server.socket_queue_size = config["api.backlog"]
         server.socket_timeout = config["api.socket_timeout"]
         server.max_request_body_size = 0
         server.instance = SERVER_INSTANCE
