@@ -31,7 +31,9 @@ GENERIC = {
     400: "Bad input (a parameter, the path or the body) or a failed precondition",
     401: "Authentication required or failed",
     404: "No such object (or, for a list, nothing matched)",
+    408: "The request body did not arrive within pvc.api.body_timeout",
     413: "Request body larger than pvc.api.max_body_size",
+    429: "Too many open connections from this client address (pvc.api.max_connections_per_client)",
     503: "A backing service (ZooKeeper, database, queue, Ceph) is unreachable",
 }
 
@@ -117,7 +119,7 @@ def _responses(route: Route, path: str, components: _Components) -> dict:
     success = {"description": "Success" if route.status < 400 else (route.summary or "The answer"),
                "content": {route.media_type: {"schema": components.hoist(route.returns or {}, owner)}}}
     responses: dict[int, dict] = {route.status: success}
-    generic = [503]
+    generic = [429, 503]
     if route.params or "{" in path or route.method in BODY_METHODS:
         generic.append(400)
     if route.auth:
@@ -125,7 +127,7 @@ def _responses(route: Route, path: str, components: _Components) -> dict:
     if "{" in path:
         generic.append(404)
     if route.method in BODY_METHODS:
-        generic.append(413)
+        generic.extend((408, 413))
     for code in generic:
         responses.setdefault(code, _message(GENERIC[code]))
     for code, declared in route.responses.items():

@@ -30,8 +30,10 @@ def connect(daemon, source: str = "127.0.0.1", timeout: float = 30.0) -> socket.
     return sock
 
 
-def read_answer(sock: socket.socket) -> tuple[int, dict, dict]:
-    """Status, headers and JSON body of one answer (read to the end of its Content-Length)."""
+def read_answer(sock: socket.socket, daemon=None, method: str = "GET", path: str = "/api/v1/"
+                ) -> tuple[int, dict, dict]:
+    """Status, headers and JSON body of one answer (read to the end of its Content-Length); checked
+    against ``daemon``'s OpenAPI document when one is given."""
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(65536)
@@ -46,6 +48,8 @@ def read_answer(sock: socket.socket) -> tuple[int, dict, dict]:
         chunk = sock.recv(65536)
         assert chunk, "connection closed inside the body"
         rest += chunk
+    if daemon is not None:
+        daemon.contract().check(method, path, status, headers.get("content-type"), rest[:length])
     try:
         return status, headers, json.loads(rest[:length]) if length else {}
     except ValueError:
@@ -104,7 +108,7 @@ def test_a_body_trickled_past_the_body_timeout_gets_408(guarded):
     started = time.monotonic()
     threading.Thread(target=trickle, args=(sock, b"a" * 300, stop), daemon=True).start()
     try:
-        status, headers, body = read_answer(sock)
+        status, headers, body = read_answer(sock, guarded, "POST", "/api/v1/login")
         elapsed = time.monotonic() - started
     finally:
         stop.set()
@@ -150,7 +154,7 @@ def test_one_address_holds_at_most_its_cap_and_others_are_unaffected(guarded):
     held = [connect(guarded, source="127.0.0.4") for _ in range(cap)]
     try:
         refused = connect(guarded, source="127.0.0.4")
-        status, headers, body = read_answer(refused)
+        status, headers, body = read_answer(refused, guarded)
         assert status == 429 and headers["connection"] == "close" and headers["retry-after"] == "1"
         assert "127.0.0.4" in body["message"] and "pvc.api.max_connections_per_client" in body["message"]
         assert closed(refused)
