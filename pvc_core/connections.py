@@ -16,6 +16,11 @@ and twenty of them stopped the API. Here
   minimum that have been idle for a while are retired;
 * one client address holds at most ``api.max_connections_per_client``
   connections; the next is answered 429 at once and closed;
+* the TLS handshake happens in the connection's worker thread, bounded like
+  the headers, instead of in the one thread that accepts connections (where
+  one client that connected and sent nothing stopped every new connection for
+  ``socket_timeout``); plain HTTP sent to the TLS port is answered 400 in
+  plain HTTP, saying to use https;
 * cheroot's own plain-text answers (a malformed request line, 408, 413, 414)
   are ``{"message": ...}`` JSON like every other error.
 
@@ -31,6 +36,7 @@ import _pyio
 import json
 import logging
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -39,6 +45,7 @@ from typing import Any
 import cheroot.server
 import cherrypy
 from cheroot.makefile import StreamReader
+from cheroot.ssl.builtin import BuiltinSSLAdapter
 from cheroot.workers.threadpool import ThreadPool
 from cherrypy._cpwsgi_server import CPWSGIHTTPRequest, CPWSGIServer
 
@@ -184,20 +191,21 @@ class _HTTPConnection(cheroot.server.HTTPConnection):
     def __init__(self, server: Any, sock: socket.socket, makefile: Any = None):
         super().__init__(server, sock, makefile or cheroot.makefile.MakeFile)
         self.rfile = _Reader(sock, self.rbufsize, server.timeout)
-        self.refused = False
+        self.refused: str | None = None  # the address, when over its cap
         self._counted: str | None = None
         try:
             address = sock.getpeername()[0]
         except (OSError, IndexError, TypeError):
             return
         if not server.clients.admit(address):
-            self.refused = True
-            self._refuse(address)
+            self.refused = address
+            if not isinstance(sock, ssl.SSLSocket):
+                self._refuse()  # at once; a TLS client needs the handshake first (``communicate``)
             return
         self._counted = address
 
-    def _refuse(self, address: str) -> None:
-        body = (json.dumps({"message": f"Too many connections from {address}: at most "
+    def _refuse(self) -> None:
+        body = (json.dumps({"message": f"Too many connections from {self.refused}: at most "
                                        f"{LIMITS.per_client} are served at once "
                                        "(pvc.api.max_connections_per_client); retry when one is closed"})
                 + "\n").encode()
@@ -211,15 +219,64 @@ class _HTTPConnection(cheroot.server.HTTPConnection):
             pass
 
     def communicate(self) -> bool:
+        if isinstance(self.socket, ssl.SSLSocket) and not self.ssl_env:
+            if not self._handshake():
+                return False
+            if self.refused:
+                self._refuse()
         if self.refused:
             return False
         return super().communicate()
+
+    def _handshake(self) -> bool:
+        """The TLS handshake, bounded by the header timeout; plain HTTP gets a plain 400."""
+        self.socket.settimeout(min(self.server.timeout, LIMITS.header_timeout))
+        try:
+            self.socket.do_handshake()
+        except ssl.SSLError as exc:
+            if "http request" in str(exc).lower():
+                self._plain_http_answer()
+            return False
+        except OSError:
+            return False
+        finally:
+            try:
+                self.socket.settimeout(self.server.timeout)
+            except OSError:
+                pass
+        self.ssl_env = self.server.ssl_adapter.get_environ(self.socket)
+        return True
+
+    def _plain_http_answer(self) -> None:
+        port = self.server.bind_addr[1] if isinstance(self.server.bind_addr, tuple) else ""
+        body = (json.dumps({"message": f"This port speaks HTTPS only: use https://<host>:{port}/ "
+                                       "(the request was sent as plain HTTP)"}) + "\n").encode()
+        head = (f"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+        try:
+            # The TLS layer failed; the answer goes straight onto the TCP connection.
+            socket.socket.sendall(self.socket, head + body)
+        except OSError:
+            pass
 
     def close(self) -> None:
         address, self._counted = self._counted, None
         if address is not None:
             self.server.clients.release(address)
         super().close()
+
+
+class LazyTLSAdapter(BuiltinSSLAdapter):
+    """cheroot's builtin TLS, with the handshake left to the connection's worker (``_handshake``)."""
+
+    def wrap(self, sock: socket.socket) -> tuple[ssl.SSLSocket, dict]:
+        try:
+            return self.context.wrap_socket(sock, do_handshake_on_connect=False, server_side=True), {}
+        except (ssl.SSLError, OSError) as exc:
+            raise cheroot.errors.FatalSSLAlert(*exc.args) from exc
+
+
+cheroot.server.ssl_adapters["pvc"] = f"{__name__}.LazyTLSAdapter"
 
 
 class _Clients:

@@ -329,7 +329,7 @@ def configure(runtime: Any) -> dict[int, str]:
     request_class.error_response = staticmethod(_json_internal_error)
     if ssl_on:
         cherrypy.config.update({
-            "server.ssl_module": "builtin",
+            "server.ssl_module": "pvc",  # connections.LazyTLSAdapter
             "server.ssl_certificate": config["api.ssl.cert_file"],
             "server.ssl_private_key": config["api.ssl.key_file"],
         })

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
+import time
 
 import requests
 
@@ -21,19 +23,28 @@ def make_certificate(directory) -> tuple[str, str]:
 def test_ssl_and_secure_cookie(daemon_factory, tmp_path):
     cert, key = make_certificate(tmp_path)
     daemon = daemon_factory(deep_merge(AUTH_ON, {"api": {"ssl": {"enabled": "True", "cert_file": cert,
-                                                                 "key_file": key}}}), scheme="https",
-                            verify=cert)
+                                                                 "key_file": key},
+                                                         "socket_timeout": 60, "header_timeout": 60}}),
+                            scheme="https", verify=cert)
     response = daemon.get("/")
     assert response.status_code == 200 and response.json() == {"message": "PVC API version 1.0"}
     login = daemon.post("/login", data={"token": TOKEN})
     assert login.status_code == 200 and "; Secure" in login.headers["Set-Cookie"]
     assert daemon.get("/status", headers={"X-Api-Key": TOKEN}).status_code == 200
-    # no plain-HTTP answer on the TLS port
+    # plain HTTP sent to the TLS port: a plain-HTTP 400 that says to use https
+    plain = requests.get(f"http://127.0.0.1:{daemon.port}/api/v1/", timeout=REQUEST_TIMEOUT)
+    assert plain.status_code == 400 and plain.headers["Content-Type"] == "application/json"
+    assert f"https://<host>:{daemon.port}/" in plain.json()["message"]
+    # clients that connect and send nothing (no TLS handshake) do not stop others from being served:
+    # the handshake is not done by the thread that accepts connections
+    idle = [socket.create_connection(("127.0.0.1", daemon.port)) for _ in range(3)]
     try:
-        plain = requests.get(f"http://127.0.0.1:{daemon.port}/api/v1/", timeout=5).status_code
-    except requests.RequestException:
-        plain = None
-    assert plain is None or plain >= 400
+        started = time.monotonic()
+        assert daemon.get("/").status_code == 200
+        assert time.monotonic() - started < 20, "a TLS request waited behind clients that sent nothing"
+    finally:
+        for sock in idle:
+            sock.close()
 
 
 def test_plugin_listener_is_separate(daemon_factory):
