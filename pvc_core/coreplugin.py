@@ -17,7 +17,7 @@ from .errors import BadRequest
 from .hookspecs import hookimpl
 from .params import BOOLEAN, INTEGER, STRING, Param, ParamType
 from .routes import API_PREFIX, CONFLICT, Response, Route
-from .shapes import ANY, HTML, INT, MESSAGE, NUM, STR, TEXT, array, map_of, named, nullable, obj
+from .shapes import ANY, HTML, INT, JSON, MESSAGE, NUM, STR, TEXT, array, map_of, named, nullable, obj
 from .taskrecords import STATES
 from .zk import TransactionFailed
 
@@ -86,6 +86,12 @@ def initialize(ctx: Any, params: dict) -> dict:
     except TransactionFailed as exc:
         raise BadRequest(f"Failed to initialize the PVC cluster: {exc.message}") from None
     return {"message": "Successfully initialized a new PVC cluster"}
+
+
+def health_check(ctx: Any, params: dict) -> Response:
+    """200 when every dependency answered, else 503; the same document either way."""
+    healthy, body = ctx.runtime.health.report()
+    return Response(body, status=200 if healthy else 503, headers={"Cache-Control": "no-store"})
 
 
 def cluster_status(ctx: Any, params: dict) -> dict:
@@ -164,6 +170,9 @@ STATUS = named("ClusterStatus", obj({
     "health": {"type": "string", "enum": ["Optimal", "Degraded", "Maintenance"]},
     "primary_node": STR, "upstream_ip": STR, "nodes": COUNTS, "vms": COUNTS, "networks": INT, "osds": COUNTS,
     "pools": INT, "volumes": INT, "snapshots": INT}))
+HEALTH_CHECK = obj({"status": {"type": "string", "enum": ["ok", "unavailable"]}, "message": STR})
+HEALTH = named("Health", obj({"status": {"type": "string", "enum": ["ok", "unavailable"]},
+                              "checks": map_of(HEALTH_CHECK)}))
 PLUGIN = named("Plugin", obj({
     "name": STR, "version": STR, "distribution": STR, "description": STR, "requires": array(STR),
     "optional": array(STR), "services": array(STR), "routes": array(STR)}))
@@ -192,6 +201,10 @@ def pvc_routes(runtime: Any) -> list:
               aliases=("/auth/logout",), tags=core, returns=MESSAGE, responses=DISABLED),
         Route("POST", "/initialize", initialize, summary="Create the base ZooKeeper tree of a new cluster",
               tags=core, returns=MESSAGE),
+        Route("GET", "/health", health_check, summary="Whether this daemon can serve (for load balancers)",
+              auth=False, tags=core, returns=HEALTH,
+              responses={503: {"description": "A dependency did not answer (the same document)",
+                               "content": {JSON: {"schema": HEALTH}}}}),
         Route("GET", "/status", cluster_status, summary="Cluster status", tags=core, returns=STATUS),
         Route("POST", "/status", set_maintenance,
               (Param("state", STATE_VALUE, required=True, help="true to enter maintenance mode, false to leave it"),),

@@ -22,12 +22,16 @@ class BaseModel(peewee.Model):
         database = database_proxy
 
 
+# Seconds to wait for PostgreSQL to accept a connection.
+CONNECT_TIMEOUT = 5
+
+
 def make_database(config: Any) -> peewee.Database:
     settings = config.get("provisioner.database")
     if settings:
         return PooledPostgresqlDatabase(
             settings["name"], user=settings["user"], password=settings["pass"],
-            host=settings["host"], port=settings["port"], connect_timeout=5,
+            host=settings["host"], port=settings["port"], connect_timeout=CONNECT_TIMEOUT,
             max_connections=32, stale_timeout=300, timeout=10)
     path = os.path.join(config["data_dir"], "pvc.db")
     os.makedirs(os.path.dirname(path), exist_ok=True)

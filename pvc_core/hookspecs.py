@@ -71,6 +71,12 @@ def pvc_status(runtime: Any) -> dict:
 
 
 @hookspec
+def pvc_health(runtime: Any) -> list:
+    """Return ``pvc_core.health.Probe`` objects for the dependencies this plugin adds (Ceph), which
+    ``GET /health`` checks besides ZooKeeper, the database and the queue."""
+
+
+@hookspec
 def pvc_initialize_keys(runtime: Any) -> dict:
     """Return extra ``{path: value}`` keys that ``POST /initialize`` must create."""
 

@@ -9,6 +9,8 @@ from huey import RedisHuey, SqliteHuey
 from huey.api import Huey
 
 HUEY_NAME = "pvc"
+# Seconds any one Redis command may wait.
+SOCKET_TIMEOUT = 5
 
 
 def make_huey(config: Any) -> Huey:
@@ -19,7 +21,7 @@ def make_huey(config: Any) -> Huey:
             from .errors import ConfigError
             raise ConfigError(f"pvc.provisioner.queue.path: expected '/<database number>', got {queue['path']!r}")
         return RedisHuey(HUEY_NAME, host=queue["host"], port=queue["port"], db=int(path),
-                         socket_connect_timeout=3, socket_timeout=5)
+                         socket_connect_timeout=3, socket_timeout=SOCKET_TIMEOUT)
     directory = config["data_dir"]
     os.makedirs(directory, exist_ok=True)
     return SqliteHuey(HUEY_NAME, filename=os.path.join(directory, "huey.db"))

@@ -16,7 +16,7 @@ import peewee
 import redis.exceptions
 
 from . import config as configmod
-from . import coreplugin, openapi
+from . import coreplugin, health, openapi
 from .auth import Authenticator
 from .db import database_proxy, make_database
 from .db import describe as describe_database
@@ -94,6 +94,10 @@ class Runtime:
         for _name, _ in host.call_each("pvc_tasks", huey=self.huey, runtime=self):
             pass
         self.status_hooks = host.implementations("pvc_status")
+        probes = health.core_probes(self)
+        for _name, extra in host.call_each("pvc_health", runtime=self):
+            probes.extend(extra or ())
+        self.health = health.Health(probes)
         self.openapi_document = openapi.document(self.routes, self.plugins)
 
     @classmethod

@@ -28,7 +28,7 @@ from typing import Any
 import cherrypy
 from cherrypy.process.plugins import SimplePlugin
 
-from . import connections
+from . import connections, health
 from .accesslog import AccessLog
 from .body import BodyUnreadable, is_json, parse_query_string, plain, process_body, read_json
 from .connections import close_connection
@@ -458,4 +458,14 @@ def serve(runtime: Any) -> None:
     log.info("Listening at %s:%s with SSL=%s, Authentication=%s", config["api.listen_address"],
              config["api.listen_port"], config["api.ssl.enabled"], config["api.authentication.enabled"])
     engine.start()
+    watchdog = None
+    if engine.state == engine.states.STARTED:
+        health.notify("READY=1")
+        interval = health.watchdog_interval()
+        if interval:
+            watchdog = health.Watchdog(config["api.listen_address"], config["api.listen_port"],
+                                       config["api.ssl.enabled"], interval)
+            watchdog.start()
     engine.block()
+    if watchdog is not None:
+        watchdog.stop()

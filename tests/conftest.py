@@ -308,6 +308,7 @@ class Daemon:
         self.process: subprocess.Popen | None = None
         self.http = requests.Session()
         self.verify: str | bool = True  # the test CA's file for an SSL daemon
+        self.env: dict[str, str] = {}  # set before start(): extra environment (systemd's NOTIFY_SOCKET)
         self._contract: Contract | None = None
 
     @property
@@ -321,7 +322,8 @@ class Daemon:
         self._contract = None  # the restarted daemon may load other plugins
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen([str(BIN / "pvcapid"), "--config", str(self.config_path)],
-                                        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        env={**os.environ, **self.env})
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -12,7 +12,16 @@ from kazoo.client import KazooClient
 from test_node import eventually, seed_node
 from test_vm import XML, define
 
-from conftest import CEPH_TIMEOUT, REQUEST_TIMEOUT, SLOWDOWN, START_TIMEOUT, ceph_timeout, deep_merge, simulated
+from conftest import (
+    ANSWER_SLACK,
+    CEPH_TIMEOUT,
+    REQUEST_TIMEOUT,
+    SLOWDOWN,
+    START_TIMEOUT,
+    ceph_timeout,
+    deep_merge,
+    simulated,
+)
 from pvc_core.zkserver import ZooKeeperServer
 
 
@@ -70,6 +79,8 @@ def test_status_and_utilization_are_collected(cephd, cluster, ceph_cluster):
     assert cephd.get("/storage/ceph/df").json()["type"] == "utilization"
     assert cephd.get("/storage").json() == {"message": "Manage the storage of the PVC cluster."}
     assert cluster.get("/ceph")[0].decode().startswith("  cluster:")
+    # the health answer covers the plugin's dependency too
+    assert cephd.get("/health").json()["checks"]["ceph"] == {"status": "ok", "message": "reachable"}
 
 
 def test_one_collector_among_daemons(cephd, daemon_factory, ceph_config, cluster, zk_server):
@@ -128,6 +139,11 @@ def unreachable_checks(daemon) -> None:
     remove = daemon.delete("/vm/test1", params={"delete_disks": "true"})
     assert remove.status_code == 503
     assert daemon.get("/vm/test1").status_code == 200  # nothing was done
+    started = time.monotonic()
+    health = daemon.get("/health")
+    assert health.status_code == 503 and health.json()["checks"]["ceph"]["status"] == "unavailable"
+    assert health.json()["checks"]["zookeeper"]["status"] == "ok"
+    assert time.monotonic() - started <= timeout * 1.1 + ANSWER_SLACK
 
 
 def test_flush_locks_breaks_real_rbd_locks(cephd, cluster, rbd_pool, ceph_cluster):

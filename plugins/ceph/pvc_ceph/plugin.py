@@ -8,6 +8,7 @@ from typing import Any
 from pvc_core import hookimpl
 from pvc_core.config import Field, Section
 from pvc_core.embedded import Part
+from pvc_core.health import Probe
 
 from . import routes
 from .client import CephClient
@@ -56,6 +57,12 @@ def pvc_services(runtime: Any) -> dict:
     client = CephClient(config["ceph.conf"], config["ceph.client"], config["ceph.keyring"] or None,
                         config["ceph.timeout"], _mon_host(runtime))
     return {"ceph": CephService(runtime, client)}
+
+
+@hookimpl
+def pvc_health(runtime: Any) -> list:
+    client = runtime.service("ceph").client
+    return [Probe("ceph", lambda: client.mon_command("health"), client.timeout, "ceph.timeout")]
 
 
 @hookimpl
