@@ -4,6 +4,8 @@ Run as ``.venv/bin/python bench/bench_hostile.py [--rounds 3] [--requests 300] [
 (``--set key=value`` is repeatable and writes the key into the daemon's ``pvc.api`` section, e.g.
 ``threads``, ``threads_max``, ``backlog``, ``header_timeout``, ``body_timeout``,
 ``max_connections_per_client``, ``socket_timeout``; without it the daemon's defaults are measured).
+The first lines show each key's effective value: the --set one, the daemon's default, or that the
+daemon does not know the key (a daemon from before these keys ignores them, as v0.6 does).
 
 It starts a throwaway ZooKeeper and the real ``pvcapid`` (the core only,
 authentication on with a random token, as bench_root.py does), then measures
@@ -15,10 +17,14 @@ authentication on with a random token, as bench_root.py does), then measures
 2. the same under a slow/idle attack: 200 connections from 127.0.0.2 (one
    selector thread), half "trickle" (the request line and then header bytes,
    one byte every 0.5-1 s, the headers never finished), half "idle" (connected,
-   nothing sent); each reconnects when the server closes it. Printed: the
-   figures with and without the attack, p99(attack)/p99(baseline), how many
-   attacker connections the server closed and their median lifetime, what it
-   answered them, and how many the attacker still had open at the end;
+   nothing sent); each reconnects 0.5-1 s after the server closes it, and
+   the attack is held for ``--attack-seconds`` (15) at least, longer than the
+   daemon's default header and idle timeouts. Printed: the figures with and
+   without the attack, p99(attack)/p99(baseline), how many attacker
+   connections the server closed, what it answered them before closing and
+   after how long (medians), and how many the attacker still had open at the
+   end. All attackers share one address, so a per-address cap meets them
+   first; ``--set max_connections_per_client=0`` shows the other defences;
 3. bursts: 1,000 simultaneous connections (asyncio), each one
    ``GET /api/v1/plugins`` with the key and ``Connection: close`` and a 30 s
    timeout, first spread over 127.0.1.1-127.0.1.16 (a crowd of clients), then
@@ -28,7 +34,9 @@ authentication on with a random token, as bench_root.py does), then measures
 ``--rounds`` repeats 1 and 2; the tables show the medians of the rounds. A
 pass of sequential requests stops after ``--requests`` requests or once it has
 run ``--budget`` seconds, whichever comes first (a starved daemon would
-otherwise take ``--requests`` x ``--timeout``); every request sent counts in
+otherwise take ``--requests`` x ``--timeout``; with the defaults, 10 s and
+10 s, such a pass sends one request and the whole run stays under ~3
+minutes); every request sent counts in
 the latencies, a failed one at the time it failed, so a p99 is a lower bound
 when there were timeouts. The daemon's threads, open descriptors and RSS are
 sampled after each phase.
@@ -48,6 +56,7 @@ import errno
 import http.client
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import random
@@ -96,6 +105,9 @@ ATTACK_RAMP = 5.0            # seconds at most for the attacker connections to b
 ATTACK_SETTLE = 2.0          # then seconds more, so every trickle connection has sent bytes
 RECOVERY_TIMEOUT = 120.0     # seconds at most for the daemon to answer again after an attack or a burst
 SETTING_KEY = re.compile(r"[a-z][a-z0-9_]*")
+# The pvc.api keys that bear on hostile connections, shown with their effective values.
+CONNECTION_KEYS = ("threads", "threads_max", "backlog", "header_timeout", "body_timeout",
+                   "max_connections_per_client", "socket_timeout")
 
 
 # -- the normal client -------------------------------------------------------------------------
@@ -104,7 +116,7 @@ SETTING_KEY = re.compile(r"[a-z][a-z0-9_]*")
 def percentile(values: list[float], fraction: float) -> float:
     """Nearest-rank percentile of a non-empty list."""
     ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, int(len(ordered) * fraction + 0.999999) - 1))]
+    return ordered[max(0, min(len(ordered), math.ceil(len(ordered) * fraction)) - 1)]
 
 
 def failure(exc: BaseException) -> str:
@@ -199,8 +211,8 @@ class Attack(threading.Thread):
         self.slots = [Slot(KINDS[index % 2]) for index in range(count)]
         self.selector = selectors.DefaultSelector()
         self.stopping = threading.Event()
-        self.lifetimes: dict[str, list[float]] = {kind: [] for kind in KINDS}
-        self.answers: dict[str, collections.Counter] = {kind: collections.Counter() for kind in KINDS}
+        # kind -> the server's answer before it closed ("HTTP 408", "nothing", ...) -> lifetimes in seconds
+        self.lifetimes: dict[str, dict[str, list[float]]] = {kind: {} for kind in KINDS}
         self.connect_failures: collections.Counter = collections.Counter()
         self.connects = 0
         self.cpu = 0.0
@@ -287,16 +299,15 @@ class Attack(threading.Thread):
         if failed:
             self.connect_failures[failed] += 1
         elif slot.state == "open":
-            self.lifetimes[slot.kind].append(now - slot.since)
             status = re.match(rb"HTTP/1\.[01] (\d{3})", slot.answer)
-            self.answers[slot.kind][f"HTTP {status.group(1).decode()}" if status
-                                    else ("other bytes" if slot.answer else "nothing")] += 1
+            answer = f"HTTP {status.group(1).decode()}" if status else ("other bytes" if slot.answer else "nothing")
+            self.lifetimes[slot.kind].setdefault(answer, []).append(now - slot.since)
         self.selector.unregister(slot.sock)
         slot.sock.close()
         slot.sock, slot.state, slot.since = None, "waiting", now + random.uniform(*TRICKLE_GAP)
 
     def wait_open(self, timeout: float) -> float:
-        """Seconds until every attacker connection was open (or timeout passed)."""
+        """Seconds until every attacker connection was open at once (or timeout passed)."""
         started = time.monotonic()
         while time.monotonic() - started < timeout and self.open_count() < len(self.slots):
             if self.error or not self.is_alive():
@@ -309,11 +320,14 @@ class Attack(threading.Thread):
         self.stopping.set()
         if self.is_alive():
             self.join(timeout=10)
+        everything = {kind: [life for lives in self.lifetimes[kind].values() for life in lives] for kind in KINDS}
         summary = {"open": {kind: self.open_count(kind) for kind in KINDS},
-                   "closed": {kind: len(self.lifetimes[kind]) for kind in KINDS},
-                   "lifetime": {kind: statistics.median(self.lifetimes[kind]) if self.lifetimes[kind] else None
+                   "closed": {kind: len(everything[kind]) for kind in KINDS},
+                   "lifetime": {kind: statistics.median(everything[kind]) if everything[kind] else None
                                 for kind in KINDS},
-                   "answers": self.answers, "connects": self.connects, "failures": self.connect_failures,
+                   "answers": {kind: {answer: (len(lives), statistics.median(lives))
+                                      for answer, lives in self.lifetimes[kind].items()} for kind in KINDS},
+                   "connects": self.connects, "failures": self.connect_failures,
                    "trickled": sum(slot.sent for slot in self.slots if slot.kind == "trickle"), "cpu": self.cpu}
         for slot in self.slots:
             if slot.sock is not None:
@@ -374,6 +388,29 @@ def parse_settings(items: list[str]) -> dict[str, str]:
             raise ValueError(f"--set wants key=value (a pvc.api key), not {item!r}")
         settings[key] = value.strip()
     return settings
+
+
+def effective_settings(settings: dict[str, str]) -> str:
+    """The connection keys as the daemon will use them: --set, its default, or unknown to it (ignored).
+
+    The defaults come from the schema of the pvc_core this interpreter imports, which is the one the daemon
+    runs (same virtualenv and environment); a daemon that does not know a key keeps it unread (v0.6 rule).
+    """
+    try:
+        from pvc_core.config import core_schema
+        fields = core_schema().fields["api"].fields
+    except (ImportError, AttributeError, KeyError) as exc:
+        return ", ".join(f"{key}={value} (--set)" for key, value in settings.items()) + f" (schema unread: {exc})"
+    shown = []
+    for key in (*CONNECTION_KEYS, *(key for key in settings if key not in CONNECTION_KEYS)):
+        known = key in fields
+        if key in settings:
+            shown.append(f"{key}={settings[key]} (--set{'' if known else '; UNKNOWN to this daemon: ignored'})")
+        elif known:
+            shown.append(f"{key}={getattr(fields[key], 'default', '?')}")
+        else:
+            shown.append(f"{key}: unknown to this daemon")
+    return ", ".join(shown)
 
 
 def write_config(path: str, data_dir: str, zk_port: int, port: int, token: str, settings: dict[str, str]) -> None:
@@ -460,22 +497,25 @@ def run_round(index: int, args: argparse.Namespace, port: int, token: str, daemo
     attack = Attack(port, args.attackers)
     try:
         attack.start()
-        ramp = attack.wait_open(ATTACK_RAMP)
+        started = time.monotonic()
+        attack.wait_open(ATTACK_RAMP)
         time.sleep(ATTACK_SETTLE)
-        print(f"  attack: {attack.open_count()}/{args.attackers} attacker connections open after {ramp:.1f} s "
-              f"(+{ATTACK_SETTLE:.0f} s settle); daemon {daemon_state(daemon.pid)}", flush=True)
+        print(f"  attack: {attack.open_count()}/{args.attackers} attacker connections open "
+              f"{time.monotonic() - started:.1f} s after it began; daemon {daemon_state(daemon.pid)}", flush=True)
         for mode, keep_alive in (("keep-alive", True), ("fresh", False)):
             measured[f"attack {mode}"] = result = measure_client(port, token, args.requests, keep_alive,
                                                                  args.timeout, args.budget)
             print_pass(f"under attack {mode}", result, keep_alive)
+        # Held for --attack-seconds at least, so the server's header and idle timeouts show in its figures.
+        time.sleep(max(0.0, args.attack_seconds - (time.monotonic() - started)))
         under = daemon_state(daemon.pid)
+        held = time.monotonic() - started
     finally:
         summary = attack.stop()
     check_alive(daemon, log_path, "the attack")
-    summary["daemon"] = under
     summary["recovery"] = recover(root_url, daemon, log_path, "the attack")
-    print(f"  attack stopped: daemon {under} at its end; answers again {summary['recovery']:.2f} s after it",
-          flush=True)
+    print(f"  attack stopped after {held:.1f} s: daemon {under} at its end; answers again "
+          f"{summary['recovery']:.2f} s after it", flush=True)
     measured["attack"] = summary
     return measured
 
@@ -510,12 +550,23 @@ def print_attack_table(rounds: list[dict], attackers: int) -> None:
             lifetime = summary["lifetime"][kind]
             rows.append([str(number), kind, str(summary["closed"][kind]),
                          "-" if lifetime is None else f"{lifetime:.2f} s",
-                         describe_counts(summary["answers"][kind]), str(summary["open"][kind])])
+                         describe_answers(summary["answers"][kind]), str(summary["open"][kind])])
         rows.append([str(number), "all", f"{summary['connects']} connects, {summary['trickled']} bytes trickled",
                      f"attacker loop CPU {summary['cpu']:.1f} s", "connect failures: "
                      f"{describe_counts(summary['failures'])}", f"daemon answered {summary['recovery']:.2f} s after"])
-    table(["round", "kind", "closed by the server", "median lifetime of those", "server's answer",
-           "open at the end"], rows)
+    for kind in KINDS:
+        lives = [measured["attack"]["lifetime"][kind] for measured in rounds
+                 if measured["attack"]["lifetime"][kind] is not None]
+        rows.append(["median", kind, f"{statistics.median(m['attack']['closed'][kind] for m in rounds):.0f}",
+                     f"{statistics.median(lives):.2f} s" if lives else "-", "",
+                     f"{statistics.median(m['attack']['open'][kind] for m in rounds):.0f}"])
+    table(["round", "kind", "closed by the server", "median lifetime of those",
+           "server's answer before closing: count (median lifetime)", "open at the end"], rows)
+
+
+def describe_answers(answers: dict[str, tuple[int, float]]) -> str:
+    return ", ".join(f"{answer} {count} ({lifetime:.2f} s)"
+                     for answer, (count, lifetime) in sorted(answers.items(), key=lambda item: -item[1][0])) or "-"
 
 
 def print_burst_table(bursts: list[tuple[str, dict]], count: int, timeout: float) -> None:
@@ -537,6 +588,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds after which a pass sends no further request (bounds a starved run)")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per normal request (then: an error)")
     parser.add_argument("--attackers", type=int, default=200, help="slow/idle attacker connections (half each)")
+    parser.add_argument("--attack-seconds", type=float, default=15.0,
+                        help="seconds each attack is held at least (longer than the daemon's header and idle "
+                             "timeouts, so their closures show)")
     parser.add_argument("--burst", type=int, default=1000, help="connections per burst (0: no bursts)")
     parser.add_argument("--burst-timeout", type=float, default=30.0, help="seconds per burst connection")
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
@@ -545,8 +599,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.requests < 1 or args.attackers < 2 or args.burst < 0:
         parser.error("--rounds and --requests must be at least 1, --attackers at least 2, --burst at least 0")
-    if min(args.budget, args.timeout, args.burst_timeout) <= 0:
-        parser.error("--budget, --timeout and --burst-timeout must be positive")
+    if min(args.budget, args.timeout, args.burst_timeout) <= 0 or args.attack_seconds < 0:
+        parser.error("--budget, --timeout and --burst-timeout must be positive, --attack-seconds not negative")
     try:
         settings = parse_settings(args.settings)
     except ValueError as exc:
@@ -563,11 +617,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{' '.join(f'{load:.2f}' for load in os.getloadavg())}; {platform.system()} {platform.release()}, "
           f"Python {platform.python_version()}, {versions}")
     print(f"open files: {limits}")
-    shown = ", ".join(f"{key}={value}" for key, value in settings.items())
-    print(f"daemon pvc.api settings: {shown or 'none set'} (threads={settings.get('threads', THREADS)}; "
-          "every other key at the daemon's default)")
+    print(f"daemon pvc.api settings (--set: {len(settings) or 'none'}): {effective_settings(settings)}")
     print(f"{args.rounds} round(s): {args.requests} requests per pass (at most {args.budget:g} s of sending, "
-          f"{args.timeout:g} s per request), {args.attackers} attackers; bursts of {args.burst}", flush=True)
+          f"{args.timeout:g} s per request), {args.attackers} attackers held {args.attack_seconds:g} s at least; "
+          f"bursts of {args.burst}", flush=True)
 
     tmp = tempfile.mkdtemp(prefix="pvc-bench-hostile-")
     token = secrets.token_hex(16)

@@ -20,6 +20,7 @@ import math
 import secrets
 import threading
 import time
+from typing import Any
 
 from .errors import Unauthorized
 
@@ -28,18 +29,31 @@ REQUIRED_MESSAGE = "Authentication required"
 FAILED_MESSAGE = "Authentication failed"
 
 
+def settings(config: Any) -> dict:
+    """What ``Authenticator.configure`` takes, from a configuration (at start and on SIGHUP)."""
+    return {"enabled": config["api.authentication.enabled"],
+            "tokens": [entry["token"] for entry in config["api.authentication.tokens"]],
+            "secret_key": config["api.authentication.secret_key"],
+            "session_lifetime": config["api.authentication.session_lifetime"]}
+
+
 class Authenticator:
     """Decides whether a request may use an authenticated route."""
 
     def __init__(self, enabled: bool, tokens: list[str], secret_key: str,
                  session_lifetime: int = 43200, secure_cookies: bool = False):
-        self.enabled = enabled
+        self.secure_cookies = secure_cookies
+        self.configure(enabled, tokens, secret_key, session_lifetime)
+        self._revoked: dict[str, float] = {}
+        self._revoked_lock = threading.Lock()
+
+    def configure(self, enabled: bool, tokens: list[str], secret_key: str, session_lifetime: int) -> None:
+        """Set (or, on SIGHUP, replace) what requests are checked against; each attribute is swapped
+        whole, so a request running meanwhile sees the old or the new, never a mix within one."""
         self.tokens = [token.encode("utf-8") for token in tokens if token]
         self._key = hashlib.sha256(b"pvc-session:" + secret_key.encode("utf-8")).digest()
         self.session_lifetime = session_lifetime
-        self.secure_cookies = secure_cookies
-        self._revoked: dict[str, float] = {}
-        self._revoked_lock = threading.Lock()
+        self.enabled = enabled
 
     # -- tokens -----------------------------------------------------------------------------
 

@@ -67,6 +67,12 @@ class Limits:
 LIMITS = Limits()
 
 
+def limits(config: Any) -> Limits:
+    """The limits a configuration states (at start and on SIGHUP)."""
+    return Limits(header_timeout=config["api.header_timeout"], body_timeout=config["api.body_timeout"],
+                  per_client=config["api.max_connections_per_client"])
+
+
 # -- reading within a deadline ----------------------------------------------------------------
 
 
@@ -192,6 +198,7 @@ class _HTTPConnection(cheroot.server.HTTPConnection):
         super().__init__(server, sock, makefile or cheroot.makefile.MakeFile)
         self.rfile = _Reader(sock, self.rbufsize, server.timeout)
         self.refused: str | None = None  # the address, when over its cap
+        self.selected = False  # readable once already (WSGIServer.process_conn)
         self._counted: str | None = None
         try:
             address = sock.getpeername()[0]
@@ -356,6 +363,16 @@ class WSGIServer(CPWSGIServer):
                 self.requests.retire_idle()
             except Exception:  # noqa: BLE001 - the pool is being stopped
                 return
+
+    def process_conn(self, conn: Any) -> None:
+        """A new connection waits in the selector, holding no thread, until its first bytes arrive
+        (cheroot hands it straight to a worker, where one that sends nothing held the thread for
+        ``socket_timeout``); one that stays silent is closed after ``socket_timeout``."""
+        if not getattr(conn, "selected", True):
+            conn.selected = True
+            self._connections.put(conn)
+            return
+        super().process_conn(conn)
 
     def stop(self) -> None:
         self._retiring.set()

@@ -15,8 +15,8 @@ from typing import Any
 import peewee
 import redis.exceptions
 
+from . import auth, coreplugin, health, openapi
 from . import config as configmod
-from . import coreplugin, health, openapi
 from .auth import Authenticator
 from .db import database_proxy, make_database
 from .db import describe as describe_database
@@ -46,13 +46,7 @@ class Runtime:
         self.tasks = TaskRecords()
         # "api" in the daemon, "worker" in the Huey consumer (pvc_core.consumer sets it)
         self.role = "api"
-        self.auth = Authenticator(
-            enabled=config["api.authentication.enabled"],
-            tokens=[entry["token"] for entry in config["api.authentication.tokens"]],
-            secret_key=config["api.authentication.secret_key"],
-            session_lifetime=config["api.authentication.session_lifetime"],
-            secure_cookies=config["api.ssl.enabled"],
-        )
+        self.auth = Authenticator(**auth.settings(config), secure_cookies=config["api.ssl.enabled"])
         self.unavailable = {
             peewee.OperationalError: lambda: f"The {describe_database(self.database)} is unreachable",
             peewee.InterfaceError: lambda: f"The {describe_database(self.database)} is unreachable",
@@ -68,6 +62,8 @@ class Runtime:
         self._users = 0
         self._lock = threading.RLock()
         self._schema_ready = False
+        self.config_schema: Any = None  # set by from_config: what a reload validates against
+        self.config_overrides: dict = {}
         self._collect()
 
     # -- construction -------------------------------------------------------------------
@@ -115,7 +111,15 @@ class Runtime:
         for _name, section in host.call_each("pvc_config_fields"):
             if section is not None:
                 configmod.merge_section(schema, section)
-        return cls(configmod.build(schema, raw, path), host)
+        runtime = cls(configmod.build(schema, raw, path), host)
+        runtime.config_schema, runtime.config_overrides = schema, overrides or {}
+        return runtime
+
+    def reread_config(self) -> configmod.Config:
+        """The configuration file as it is now, validated like at start (same plugins, same
+        overrides); raises ConfigError. Nothing is applied here: that is ``pvc_core.reload``."""
+        raw = configmod.merge_raw(configmod.read_raw(self.config.path), self.config_overrides)
+        return configmod.build(self.config_schema, raw, self.config.path)
 
     # -- services -----------------------------------------------------------------------
 

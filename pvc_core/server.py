@@ -82,14 +82,19 @@ class Dispatcher:
         self.table = runtime.routes
         self.auth = runtime.auth
         self.listener_ports = listener_ports
-        self.max_body = runtime.config["api.max_body_size"]
-        self.indent = 4 if runtime.config["debug"] else None
         self.unavailable = runtime.unavailable_errors
         # CherryPy's own dispatcher merges global and app config per request;
         # ours has one config for the whole tree, merged once.
         self.request_config = dict(cherrypy.config)
+        self.reconfigure(runtime.config)
         self.access_log = AccessLog() if runtime.config["api.access_log"] else None
         self.access_hook = _access_hook(self.access_log) if self.access_log else None
+
+    def reconfigure(self, config: Any) -> None:
+        """What a reload (SIGHUP) may change here: the body limit and the JSON indentation."""
+        self.max_body = config["api.max_body_size"]
+        self.request_config = {**self.request_config, "request.body.maxbytes": self.max_body}
+        self.indent = 4 if config["debug"] else None
 
     def __call__(self, path_info: str) -> None:
         request = cherrypy.serving.request
@@ -291,9 +296,7 @@ def configure(runtime: Any) -> dict[int, str]:
     """Set CherryPy's global config and servers; returns port -> listener name."""
     config = runtime.config
     ssl_on = config["api.ssl.enabled"]
-    connections.LIMITS = connections.Limits(
-        header_timeout=config["api.header_timeout"], body_timeout=config["api.body_timeout"],
-        per_client=config["api.max_connections_per_client"])
+    connections.LIMITS = connections.limits(config)
     cherrypy.config.update({
         "environment": "production",
         "engine.autoreload.on": False,
@@ -442,6 +445,13 @@ def _graceful_exit(engine: Any) -> None:
         engine.exit()
 
 
+def _reload_later(runtime: Any, dispatcher: Any) -> None:
+    """SIGHUP: reload off the signal handler's thread (it reads files and loads certificates)."""
+    from .reload import reload
+    threading.Thread(target=reload, args=(runtime, dispatcher, getattr(cherrypy.server, "httpserver", None)),
+                     name="pvc-reload", daemon=True).start()
+
+
 def serve(runtime: Any) -> None:
     """Run until SIGTERM/SIGINT; the engine stops the servers, then the runtime."""
     dispatcher = mount(runtime)
@@ -452,7 +462,7 @@ def serve(runtime: Any) -> None:
         engine.subscribe("stop", dispatcher.access_log.stop, priority=90)
     handler = engine.signal_handler
     handler.handlers = {"SIGTERM": partial(_graceful_exit, engine), "SIGINT": partial(_graceful_exit, engine),
-                        "SIGHUP": lambda: log.info("SIGHUP ignored; restart the service to reload")}
+                        "SIGHUP": partial(_reload_later, runtime, dispatcher)}
     handler.subscribe()
     config = runtime.config
     log.info("Listening at %s:%s with SSL=%s, Authentication=%s", config["api.listen_address"],

@@ -12,7 +12,7 @@ import requests
 from conftest import AUTH_ON, REQUEST_TIMEOUT, SLOWDOWN, TOKEN, deep_merge, settle_timeout, wait_until
 
 OPEN_ROUTES = {"/api/v1", "/api/v1/", "/api/v1/login", "/api/v1/logout", "/api/v1/auth/login",
-               "/api/v1/auth/logout"}
+               "/api/v1/auth/logout", "/api/v1/health"}
 
 
 def route_table(daemon) -> list[tuple[str, str]]:

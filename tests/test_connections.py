@@ -222,3 +222,18 @@ def test_cheroots_own_answers_are_json(guarded, request_line, status):
     assert got == status and headers["content-type"] == "application/json", (got, headers)
     assert isinstance(body["message"], str) and body["message"] and "Traceback" not in body["message"]
     sock.close()
+
+
+def test_silent_connections_hold_no_thread(daemon_factory):
+    """Connections that send nothing wait in the selector: with 4 threads at most, 20 of them do not
+    delay a normal request (each used to hold a worker for the header or socket timeout)."""
+    daemon = daemon_factory({"api": {"threads": 2, "threads_max": 4, "header_timeout": 20, "socket_timeout": 20}})
+    silent = [connect(daemon, source="127.0.0.6") for _ in range(20)]
+    try:
+        time.sleep(0.3)  # let the daemon accept them all (not a bound: they only get stronger)
+        started = time.monotonic()
+        assert daemon.get("/").status_code == 200
+        assert time.monotonic() - started < 10, "a normal request waited behind silent connections"
+    finally:
+        for sock in silent:
+            sock.close()
