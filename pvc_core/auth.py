@@ -46,6 +46,8 @@ class Authenticator:
         self.configure(enabled, tokens, secret_key, session_lifetime)
         self._revoked: dict[str, float] = {}
         self._revoked_lock = threading.Lock()
+        # Revocations every daemon of the cluster sees (``pvc_core.sessions``); set by the runtime.
+        self.shared: Any = None
 
     def configure(self, enabled: bool, tokens: list[str], secret_key: str, session_lifetime: int) -> None:
         """Set (or, on SIGHUP, replace) what requests are checked against; each attribute is swapped
@@ -102,19 +104,25 @@ class Authenticator:
         now = time.time() if now is None else now
         if data["exp"] <= now:
             return False
+        sid = str(data.get("sid"))
         with self._revoked_lock:
-            return data.get("sid") not in self._revoked
+            if sid in self._revoked:
+                return False
+        return self.shared is None or not self.shared.revoked(sid)
 
     def revoke(self, cookie: str | None) -> None:
         data = self._decode(cookie) if cookie else None
         if data is None:
             return
         now = time.time()
+        sid = str(data.get("sid"))
         with self._revoked_lock:
-            for sid, expiry in list(self._revoked.items()):
+            for known, expiry in list(self._revoked.items()):
                 if expiry <= now:
-                    del self._revoked[sid]
-            self._revoked[str(data.get("sid"))] = data["exp"]
+                    del self._revoked[known]
+            self._revoked[sid] = data["exp"]
+        if self.shared is not None:
+            self.shared.revoke(sid, data["exp"])
 
     def cookie_header(self, value: str, max_age: int | None = None) -> str:
         """Set-Cookie value: HttpOnly, SameSite=Strict, Secure under SSL, with an expiry."""
@@ -130,9 +138,10 @@ class Authenticator:
         """Raise 401 unless auth is off, the session is valid, or the key matches."""
         if not self.enabled:
             return
+        # The key first: it needs nothing but memory, while a session may need the shared
+        # revocation list (ZooKeeper), so a valid key still works while ZooKeeper is away.
+        if api_key is not None and self.token_matches(api_key):
+            return
         if self.session_valid(session_cookie):
             return
-        if api_key is None:
-            raise Unauthorized(REQUIRED_MESSAGE)
-        if not self.token_matches(api_key):
-            raise Unauthorized(FAILED_MESSAGE)
+        raise Unauthorized(REQUIRED_MESSAGE if api_key is None else FAILED_MESSAGE)

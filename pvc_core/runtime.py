@@ -25,6 +25,7 @@ from .plugins import PluginHost, installed_plugins, select
 from .queue import describe as describe_queue
 from .queue import make_huey
 from .routes import RouteTable
+from .sessions import SharedRevocations
 from .taskrecords import TaskRecords
 from .zk import ZooKeeper
 
@@ -47,6 +48,7 @@ class Runtime:
         # "api" in the daemon, "worker" in the Huey consumer (pvc_core.consumer sets it)
         self.role = "api"
         self.auth = Authenticator(**auth.settings(config), secure_cookies=config["api.ssl.enabled"])
+        self.auth.shared = SharedRevocations(self)
         self.unavailable = {
             peewee.OperationalError: lambda: f"The {describe_database(self.database)} is unreachable",
             peewee.InterfaceError: lambda: f"The {describe_database(self.database)} is unreachable",

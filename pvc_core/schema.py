@@ -3,6 +3,10 @@
 PRIMARY_NODE = "/primary_node"
 UPSTREAM_IP = "/upstream_ip"
 MAINTENANCE = "/maintenance"
+# Not in v0.6: this daemon's own state, shared by every pvcapid of the cluster. Children of
+# REVOKED_SESSIONS are logged-out session ids, each with its expiry (Unix seconds) as value.
+DAEMON_ROOT = "/pvcapid"
+REVOKED_SESSIONS = "/pvcapid/revoked_sessions"
 
 # POST /initialize creates these in one transaction. The whole v0.6 base tree is
 # here (not split among plugins) because v0.6 node daemons need all of it even

@@ -140,3 +140,30 @@ def test_disabled_auth_redirects(daemon, path):
 
 def test_disabled_auth_ignores_key(daemon):
     assert daemon.get("/status", headers={"X-Api-Key": "N/A"}).status_code == 200
+
+
+def test_logout_on_one_daemon_ends_the_session_on_every_daemon(auth_daemon, daemon_factory, clean_zk):
+    """Three daemons of one cluster with the same secret key accept one session cookie; a logout on
+    any of them is recorded in ZooKeeper, and every daemon refuses the cookie from then on, a daemon
+    started afterwards included. An API key keeps working meanwhile."""
+    from pvc_core import schema
+    others = [daemon_factory(AUTH_ON) for _ in range(2)]
+    login = requests.post(auth_daemon.url("/login"), data={"token": TOKEN}, timeout=REQUEST_TIMEOUT)
+    cookie = {"session": login.cookies["session"]}
+    for daemon in (auth_daemon, *others):
+        assert requests.get(daemon.url("/status"), cookies=cookie, timeout=REQUEST_TIMEOUT).status_code == 200
+    out = requests.post(others[0].url("/logout"), cookies=cookie, timeout=REQUEST_TIMEOUT)
+    assert out.status_code == 200
+    [revoked] = clean_zk.get_children(schema.REVOKED_SESSIONS)
+    # the writer refuses at once; the others as soon as the watch reaches them
+    assert requests.get(others[0].url("/status"), cookies=cookie, timeout=REQUEST_TIMEOUT).status_code == 401
+    for daemon in (auth_daemon, others[1]):
+        wait_until(lambda daemon=daemon: requests.get(daemon.url("/status"), cookies=cookie,
+                                                      timeout=REQUEST_TIMEOUT).status_code == 401,
+                   message="another daemon to refuse the logged-out session")
+    late = daemon_factory(AUTH_ON)
+    assert requests.get(late.url("/status"), cookies=cookie, timeout=REQUEST_TIMEOUT).status_code == 401
+    assert requests.get(late.url("/status"), cookies=cookie, headers={"X-Api-Key": TOKEN},
+                        timeout=REQUEST_TIMEOUT).status_code == 200
+    expiry = int(clean_zk.get(f"{schema.REVOKED_SESSIONS}/{revoked}")[0])
+    assert time.time() < expiry <= time.time() + 43200 + 5
