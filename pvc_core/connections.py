@@ -343,6 +343,12 @@ class WSGIServer(CPWSGIServer):
     """CherryPy's WSGI server with the connection bounds above (``server.instance`` names it, for
     the main server and every plugin listener)."""
 
+    # cheroot answers "Connection: close" to everyone once this many connections wait in its
+    # selector (its default is 10); new connections wait there too now, so 64 silent ones from one
+    # address ended keep-alive for every client. Idle connections are bounded per address and
+    # closed after socket_timeout; this bounds them all.
+    keep_alive_conn_limit = 4096
+
     def __init__(self, server_adapter: Any = cherrypy.server):
         super().__init__(server_adapter)
         self.ConnectionClass = _HTTPConnection

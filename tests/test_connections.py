@@ -232,8 +232,11 @@ def test_silent_connections_hold_no_thread(daemon_factory):
     try:
         time.sleep(0.3)  # let the daemon accept them all (not a bound: they only get stronger)
         started = time.monotonic()
-        assert daemon.get("/").status_code == 200
+        response = daemon.get("/")
+        assert response.status_code == 200
         assert time.monotonic() - started < 10, "a normal request waited behind silent connections"
+        # and the waiting connections do not end keep-alive for others (cheroot's limit was 10)
+        assert response.headers.get("Connection", "").lower() != "close", response.headers
     finally:
         for sock in silent:
             sock.close()
