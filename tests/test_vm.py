@@ -172,6 +172,28 @@ def test_define_duplicates(vmd, cluster):
     assert len(cluster.get_children("/domains")) == 1
 
 
+def test_one_name_defined_at_once_through_two_daemons_is_defined_once(vmd, cluster, daemon_factory):
+    """Two daemons, 12 concurrent defines of one name (each with its own UUID): one succeeds, the
+    others are told the name exists (400) or that a concurrent change won (409); the name check reads
+    the view once it has caught up with ZooKeeper, not the whole tree."""
+    other = daemon_factory({"plugins": {"disabled": ["ceph"]}})
+    eventually(lambda: other.get("/node").status_code == 200)
+
+    def one(index: int) -> int:
+        daemon = (vmd, other)[index % 2]
+        return define(daemon, vm_xml("samename", uuid_for(100 + index)), node="pvchv1").status_code
+
+    with concurrent.futures.ThreadPoolExecutor(12) as pool:
+        codes = list(pool.map(one, range(12)))
+    assert codes.count(200) == 1 and set(codes) <= {200, 400, 409}, codes
+    named = [child for child in cluster.get_children("/domains")
+             if cluster.get(f"/domains/{child}")[0] == b"samename"]
+    assert len(named) == 1
+    for daemon in (vmd, other):
+        eventually(lambda daemon=daemon: daemon.get("/vm/samename").status_code == 200)
+        assert daemon.get("/vm/samename").json()["uuid"] == named[0]
+
+
 def test_define_placement(vmd, cluster):
     cluster.set("/nodes/pvchv1/domainscount", b"5")
     cluster.set("/nodes/pvchv2/domainscount", b"1")

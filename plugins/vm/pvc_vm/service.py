@@ -243,8 +243,11 @@ class VMService:
             if version < 0:
                 raise BadRequest("ERROR: The cluster is not initialized (no /domains key); "
                                  "POST /api/v1/initialize first")
-            entries = self.view.read_direct()
-            if uuid in entries or any(entry.get("") == name for entry in entries.values()):
+            # Every VM committed before that version was read is in the view after this (a round
+            # trip, where reading every VM's keys directly cost one read per key of the cluster).
+            self.view.sync()
+            names = self.view.names()
+            if uuid in names or name in names.values():
                 raise BadRequest(f"ERROR: Specified VM '{name}' or UUID '{uuid}' matches an existing VM on the cluster")
             transaction = self.zk.transaction()
             keys = schema.new_vm_keys(uuid, name, target, limit or "", selector, autostart,
