@@ -67,14 +67,15 @@ class TaskRecords:
         """Record, then enqueue ``task(record_id, *args, **kwargs)``.
 
         The record exists before the caller answers (clients poll it at once);
-        if the queue refuses the task the record is marked failed, so no
-        record stays PENDING forever, and the queue's error propagates (503).
+        if the queue refuses the task the record is removed again, so that an
+        answer of 503 leaves nothing behind (no record stays PENDING for a task
+        that never ran), and the queue's error propagates.
         """
         record = self.create(task.name, plugin, args=args, kwargs=kwargs, total=total)
         try:
             task(record.id, *args, **kwargs)
-        except Exception as exc:
-            self.fail(record.id, f"Could not enqueue the task: {type(exc).__name__}")
+        except Exception:
+            TaskRecord.delete().where(TaskRecord.id == record.id).execute()
             raise
         return record
 

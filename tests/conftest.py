@@ -527,3 +527,20 @@ def simulated(daemon_factory: Callable[..., Daemon], api: Daemon, extra: dict | 
         yield nodes
     finally:
         nodes.stop()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[tuple[int, subprocess.Popen]]:
+    """A Redis of this test's own (port, process), which it may stop or freeze (SIGSTOP)."""
+    port = free_port()
+    process = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                "--appendonly", "no", "--dir", str(tmp_path)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    probe = socket.socket()
+    wait_until(lambda: probe.connect_ex(("127.0.0.1", port)) == 0, timeout=START_TIMEOUT,
+               message="redis-server to listen")
+    probe.close()
+    yield port, process
+    os.kill(process.pid, signal.SIGCONT)
+    process.terminate()
+    process.wait(timeout=START_TIMEOUT)

@@ -6,13 +6,12 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
 import time
 
 import pytest
 
 from conftest import ANSWER_SLACK, AUTH_ON, START_TIMEOUT, wait_until
-from pvc_core.zkserver import ZooKeeperServer, free_port
+from pvc_core.zkserver import ZooKeeperServer
 
 CORE_CHECKS = {"zookeeper", "database", "queue"}
 REQUEST_TIMEOUT_S = 2.0
@@ -69,22 +68,6 @@ def test_zookeeper_stopped_and_frozen_is_503_within_its_timeout(daemon_factory, 
     assert body["checks"]["zookeeper"]["message"].startswith(("unreachable", "no answer")), body
     own_zookeeper.start(timeout=START_TIMEOUT)
     wait_until(lambda: health(daemon)[0] == 200, message="health to recover after ZooKeeper returned")
-
-
-@pytest.fixture
-def own_redis(tmp_path):
-    port = free_port()
-    process = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                "--appendonly", "no", "--dir", str(tmp_path)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    probe = socket.socket()
-    wait_until(lambda: probe.connect_ex(("127.0.0.1", port)) == 0, timeout=START_TIMEOUT,
-               message="redis-server to listen")
-    probe.close()
-    yield port, process
-    os.kill(process.pid, signal.SIGCONT)
-    process.terminate()
-    process.wait(timeout=START_TIMEOUT)
 
 
 def test_a_frozen_queue_is_503_within_its_timeout(daemon_factory, own_redis):

@@ -104,14 +104,31 @@ def test_database_unreachable_503(daemon_factory, postgres):
                                                  f"127.0.0.1:{port} is unreachable")
 
 
-def test_queue_unreachable_503_and_record_failed(daemon_factory, redis_server):
+def test_queue_unreachable_503_and_no_record_left(daemon_factory, redis_server):
     port = free_port()
     daemon = daemon_factory({"provisioner": {"queue": {**redis_server, "port": str(port)}}})
     response = daemon.post("/example/job")
     assert response.status_code == 503
     assert response.json()["message"] == f"The Redis queue at 127.0.0.1:{port}{redis_server['path']} is unreachable"
-    records = daemon.get("/tasks").json()
-    assert records[0]["state"] == "FAILURE" and "Could not enqueue" in records[0]["status"]
+    assert daemon.get("/tasks").status_code == 404 or daemon.get("/tasks").json() == []
+
+
+def test_a_frozen_queue_answers_503_within_its_timeout_and_leaves_no_record(daemon_factory, own_redis):
+    from pvc_core.queue import SOCKET_TIMEOUT
+    port, process = own_redis
+    daemon = daemon_factory({"provisioner": {"queue": {"host": "127.0.0.1", "port": str(port), "path": "/0"}}})
+    assert daemon.post("/example/job").status_code == 200
+    before = daemon.get("/tasks").json()
+    os.kill(process.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        response = daemon.post("/example/job")
+        elapsed = time.monotonic() - started
+    finally:
+        os.kill(process.pid, signal.SIGCONT)
+    assert response.status_code == 503 and "timed out" in response.json()["message"], response.json()
+    assert elapsed <= SOCKET_TIMEOUT * 1.1 + ANSWER_SLACK, elapsed
+    assert daemon.get("/tasks").json() == before
 
 
 def test_bad_queue_path_is_a_config_error(daemon_factory, redis_server):
