@@ -210,6 +210,9 @@ def core_schema() -> Section:
                 "name": Field("str"),
                 "user": Field("str"),
                 "pass": Field("str"),
+                "timeout": Field("float", default=5.0, check=_positive,
+                                 help="longest wait for PostgreSQL to accept a connection or answer one "
+                                      "statement, seconds (then 503)"),
             }, optional=True, help="PostgreSQL; absent means the embedded SQLite database"),
             "queue": Section({
                 "host": Field("str"),

@@ -6,7 +6,10 @@ import time and attached to whichever database the configuration chooses.
 
 from __future__ import annotations
 
+import math
 import os
+import select
+import time
 from typing import Any
 
 import peewee
@@ -22,16 +25,48 @@ class BaseModel(peewee.Model):
         database = database_proxy
 
 
-# Seconds to wait for PostgreSQL to accept a connection.
-CONNECT_TIMEOUT = 5
+# Seconds to wait for PostgreSQL to accept a connection or to answer one statement
+# (``provisioner.database.timeout``; set by make_database).
+TIMEOUT = 5.0
+
+
+def _wait_within_timeout(connection: Any) -> None:
+    """psycopg2's wait callback: libpq's own waits are unbounded once connected.
+
+    A server that is frozen (stopped, swapped out, a full disk) keeps its TCP
+    connections open, and the kernel acknowledges what is sent, so a query
+    waited for ever and so did its request. With this callback psycopg2 runs
+    libpq non-blocking and every wait here ends at ``TIMEOUT``; raising makes
+    psycopg2 close the connection, which the pool then discards.
+    """
+    import psycopg2.extensions
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        state = connection.poll()
+        if state == psycopg2.extensions.POLL_OK:
+            return
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise psycopg2.OperationalError(f"no answer from PostgreSQL within {TIMEOUT:g} s "
+                                            "(pvc.provisioner.database.timeout)")
+        if state == psycopg2.extensions.POLL_READ:
+            select.select([connection.fileno()], [], [], remaining)
+        elif state == psycopg2.extensions.POLL_WRITE:
+            select.select([], [connection.fileno()], [], remaining)
+        else:
+            raise psycopg2.OperationalError(f"unexpected state from psycopg2's poll(): {state!r}")
 
 
 def make_database(config: Any) -> peewee.Database:
+    global TIMEOUT
     settings = config.get("provisioner.database")
     if settings:
+        import psycopg2.extensions
+        TIMEOUT = settings["timeout"]
+        psycopg2.extensions.set_wait_callback(_wait_within_timeout)
         return PooledPostgresqlDatabase(
             settings["name"], user=settings["user"], password=settings["pass"],
-            host=settings["host"], port=settings["port"], connect_timeout=CONNECT_TIMEOUT,
+            host=settings["host"], port=settings["port"], connect_timeout=max(1, math.ceil(TIMEOUT)),
             max_connections=32, stale_timeout=300, timeout=10)
     path = os.path.join(config["data_dir"], "pvc.db")
     os.makedirs(os.path.dirname(path), exist_ok=True)

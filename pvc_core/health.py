@@ -109,7 +109,7 @@ def core_probes(runtime: Any) -> list[Probe]:
 
     request_timeout = config.get("zookeeper.request_timeout", 5.0)
     return [Probe("zookeeper", zookeeper, request_timeout, "zookeeper.request_timeout"),
-            Probe("database", database, db.CONNECT_TIMEOUT, "the database connect timeout"),
+            Probe("database", database, db.TIMEOUT, "provisioner.database.timeout"),
             Probe("queue", queue, queue_module.SOCKET_TIMEOUT, "the queue timeout")]
 
 

@@ -544,3 +544,51 @@ def own_redis(tmp_path: Path) -> Iterator[tuple[int, subprocess.Popen]]:
     os.kill(process.pid, signal.SIGCONT)
     process.terminate()
     process.wait(timeout=START_TIMEOUT)
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[dict]:
+    """A PostgreSQL server of this test's own, which it may freeze: ``{"settings": the
+    provisioner.database section, "freeze": callable, "thaw": callable}``. It runs as the postgres
+    user (initdb refuses root) from a directory that user owns."""
+    import glob
+    import tempfile
+    bindir = sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1]
+    directory = tempfile.mkdtemp(prefix="pvc-pg-")
+    os.chmod(directory, 0o755)
+    shutil.chown(directory, "postgres", "postgres")
+    data = os.path.join(directory, "data")
+    subprocess.run([f"{bindir}/initdb", "-D", data, "-A", "trust", "-U", "postgres"], user="postgres",
+                   group="postgres", check=True, capture_output=True, timeout=START_TIMEOUT)
+    port = free_port()
+    process = subprocess.Popen([f"{bindir}/postgres", "-D", data, "-p", str(port), "-k", directory,
+                                "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"], user="postgres",
+                               group="postgres", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def ready() -> bool:
+        return subprocess.run([f"{bindir}/pg_isready", "-h", "127.0.0.1", "-p", str(port)],
+                              capture_output=True).returncode == 0
+    wait_until(ready, timeout=START_TIMEOUT, message="the test's own PostgreSQL to accept connections")
+
+    def processes() -> list[int]:
+        children = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout
+        return [process.pid, *(int(pid) for pid in children.split())]
+
+    def freeze() -> None:
+        for pid in processes():
+            os.kill(pid, signal.SIGSTOP)
+
+    def thaw() -> None:
+        for pid in processes():
+            os.kill(pid, signal.SIGCONT)
+
+    yield {"settings": {"host": "127.0.0.1", "port": str(port), "name": "postgres", "user": "postgres",
+                        "pass": ""}, "freeze": freeze, "thaw": thaw}
+    thaw()
+    process.terminate()
+    try:
+        process.wait(timeout=START_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    shutil.rmtree(directory, ignore_errors=True)

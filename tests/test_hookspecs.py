@@ -274,6 +274,25 @@ def test_hook_pvc_status(daemon, clean_zk):
     assert status["example_counter"] == 13 and status["health"] == "Degraded"  # the example's "degraded"
 
 
+def test_hook_pvc_health(own):
+    """The example plugin's probe joins GET /health: 503 naming it while it is down, 200 again after."""
+    import os
+    marker = os.path.join(own.config["data_dir"], "example-down")
+
+    def example() -> tuple[int, dict]:
+        answer = own.get("/health")
+        return answer.status_code, answer.json()["checks"]["example"]
+    assert example()[1] == {"status": "ok", "message": "reachable"}
+    open(marker, "w").close()
+    try:
+        status, check = wait_until(lambda: (lambda got: got if got[1]["status"] != "ok" else None)(example()),
+                                   message="the example's probe to report it down")
+        assert status == 503 and check == {"status": "unavailable", "message": "unreachable (ConnectionRefusedError)"}
+    finally:
+        os.remove(marker)
+    wait_until(lambda: example()[1]["status"] == "ok", message="the example's probe to report it up again")
+
+
 def test_hook_pvc_initialize_keys(daemon, clean_zk):
     assert daemon.get("/example/counter").status_code == 404
     assert daemon.post("/initialize").status_code == 200

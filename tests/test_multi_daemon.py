@@ -24,8 +24,18 @@ that only knows its own writes is enough here. So:
   dense and unique (0..n-1, network.md §6.1), and the VM's metadata is one
   write's values as a whole, never a mix of two writes' fields.
 
-A last test races one VNI into one template from all the threads: at most one
-row may come of it, whatever the answers.
+Two more races, each of which lost or doubled writes before it was fixed:
+
+* a VM defined through one daemon and changed at once through the two others:
+  a change must find it (it answered 404 while the other daemons' watches had
+  not delivered it yet);
+* one VNI (one disk ID) added to one template by every thread of every daemon
+  in the same instant, five rounds: exactly one 2xx and one row per element,
+  the rest 400 "already exists" (the check and the insert were two steps, and
+  up to 12 rows of one VNI were stored).
+
+All deadlines are events awaited with ``wait_until``; no fixed sleeps. The
+module takes about 15 s (20 s on a loaded machine).
 """
 
 from __future__ import annotations

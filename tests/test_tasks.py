@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import ANSWER_SLACK, BIN, START_TIMEOUT
+from conftest import ANSWER_SLACK, BIN, START_TIMEOUT, wait_until
 from pvc_core.zkserver import free_port
 
 
@@ -163,3 +163,28 @@ def test_task_list_bounds_and_odd_ids_are_400_on_postgresql(daemon_factory, post
         assert response.status_code == 400, response.text
         assert response.json()["message"].startswith("Path segment <task_id>: expected a name without control")
     assert "Traceback" not in daemon.log()
+
+
+def test_a_frozen_database_answers_503_within_its_timeout_and_other_plugins_serve(daemon_factory, own_postgres):
+    """PostgreSQL frozen (every process SIGSTOPped: connections stay open, nothing answers): the
+    routes that need it answer 503 within provisioner.database.timeout, the others keep serving,
+    and it serves again once PostgreSQL is back."""
+    timeout = 2.0
+    daemon = daemon_factory({"provisioner": {"database": {**own_postgres["settings"], "timeout": str(timeout)}},
+                             "plugins": {"disabled": ["ceph"]}})
+    assert daemon.get("/tasks").status_code == 200  # a pooled connection now exists
+    own_postgres["freeze"]()
+    try:
+        for method, path in (("GET", "/tasks"), ("POST", "/example/job"), ("GET", "/tasks")):
+            started = time.monotonic()
+            response = daemon.request(method, path)
+            elapsed = time.monotonic() - started
+            assert response.status_code == 503, (method, path, response.text)
+            assert "PostgreSQL" in response.json()["message"]
+            assert elapsed <= timeout * 1.1 + ANSWER_SLACK, (method, path, elapsed)
+        assert daemon.get("/node").status_code in (200, 404)  # ZooKeeper plugins keep serving
+        assert daemon.get("/").status_code == 200
+    finally:
+        own_postgres["thaw"]()
+    wait_until(lambda: daemon.get("/tasks").status_code == 200, timeout=5 + ANSWER_SLACK,
+               message="the tasks to be served again after PostgreSQL thawed")

@@ -184,7 +184,7 @@ def test_concurrent_writes_reach_the_view_in_commit_order(view, clean_zk):
         for step in range(25):
             zk.write({path: f"r{round_}t{thread}s{step}"})
 
-    for round_ in range(20):
+    for round_ in range(12):
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             list(pool.map(write, [round_] * 8, range(8)))
         stored = clean_zk.get(path)[0].decode()

@@ -90,6 +90,15 @@ class Store:
             raise NotFound(f'The {KIND[model]} "{name}" does not exist')
         return row
 
+    def _hold(self, model: type, row: Any, name: str) -> None:
+        """Inside a transaction: hold the template ``row`` until the commit, so that checking its elements
+        (a VNI, a disk ID already there) and inserting one are a single step for every thread of every
+        daemon. The no-op UPDATE takes PostgreSQL's row lock (SQLite's write lock), which a concurrent
+        adder waits for; its check then reads what this one committed. The template gone meanwhile: 404.
+        """
+        if not model.update(name=model.name).where(model.id == row.id).execute():
+            raise NotFound(f'The {KIND[model]} "{name}" does not exist')
+
     def _rows(self, model: type, limit: str | None) -> list:
         keep = like_filter(limit)
         return [row for row in model.select().order_by(model.id) if keep(row.name)]
@@ -232,9 +241,11 @@ class Store:
             number = _integer("vni", vni)
             if not 1 <= number <= MAX_VNI:
                 raise BadRequest(f"Parameter 'vni': expected a VNI from 1 to {MAX_VNI}, got {vni!r}")
-            if Network.select().where((Network.network_template == template.id) & (Network.vni == number)).exists():
-                raise BadRequest(f'The VNI "{vni}" in network template "{name}" already exists')
             with self.database.atomic():
+                self._hold(NetworkTemplate, template, name)
+                if Network.select().where((Network.network_template == template.id)
+                                          & (Network.vni == number)).exists():
+                    raise BadRequest(f'The VNI "{vni}" in network template "{name}" already exists')
                 Network.create(network_template=template.id, vni=number)
         return f'Added new network "{vni}" to network template "{name}"'
 
@@ -286,18 +297,19 @@ class Store:
     def add_disk(self, name: str, disk_id: str, fields: dict) -> str:
         with self.session():
             template = self._require(StorageTemplate, name)
-            if any(disk.disk_id == disk_id for disk in self._disk_rows(template)):
-                raise BadRequest(f'The disk "{disk_id}" in storage template "{name}" already exists')
-            if fields["mountpoint"] and not fields["filesystem"]:
-                raise BadRequest("A filesystem must be specified along with a mountpoint.")
-            if fields["source_volume"] and (fields["disk_size"] is not None or fields["filesystem"]
-                                            or fields["mountpoint"]):
-                raise BadRequest("Clone volumes are not compatible with disk size, filesystem, or mountpoint "
-                                 "specifications.")
-            if not fields["source_volume"] and fields["disk_size"] is not None and fields["disk_size"] < 1:
-                raise BadRequest(f"Parameter 'disk_size': expected a whole number of GiB of at least 1, "
-                                 f"got {fields['disk_size']!r}")
             with self.database.atomic():
+                self._hold(StorageTemplate, template, name)
+                if any(disk.disk_id == disk_id for disk in self._disk_rows(template)):
+                    raise BadRequest(f'The disk "{disk_id}" in storage template "{name}" already exists')
+                if fields["mountpoint"] and not fields["filesystem"]:
+                    raise BadRequest("A filesystem must be specified along with a mountpoint.")
+                if fields["source_volume"] and (fields["disk_size"] is not None or fields["filesystem"]
+                                                or fields["mountpoint"]):
+                    raise BadRequest("Clone volumes are not compatible with disk size, filesystem, or mountpoint "
+                                     "specifications.")
+                if not fields["source_volume"] and fields["disk_size"] is not None and fields["disk_size"] < 1:
+                    raise BadRequest(f"Parameter 'disk_size': expected a whole number of GiB of at least 1, "
+                                     f"got {fields['disk_size']!r}")
                 Storage.create(storage_template=template.id, pool=fields["pool"], disk_id=disk_id,
                                source_volume=fields["source_volume"] or None, disk_size_gb=fields["disk_size"],
                                mountpoint=fields["mountpoint"] or None, filesystem=fields["filesystem"] or None,

@@ -120,6 +120,12 @@ class VMService:
     def require(self, ident: str, error: ApiError | None = None) -> tuple[str, dict]:
         found = self.find(ident)
         if found is None:
+            # Perhaps defined through another daemon a moment ago, and the watches have not
+            # delivered it yet: a change must find it (as the network plugin's changes find a
+            # network). Only a miss costs the round trip.
+            self.view.sync()
+            found = self.find(ident)
+        if found is None:
             raise error or not_found(ident)
         return found
 

@@ -140,6 +140,18 @@ def whoami(ctx: Any, params: dict) -> dict:
 
 
 @hookimpl
+def pvc_health(runtime: Any) -> list:
+    """A dependency the test controls: down while ``<data_dir>/example-down`` exists."""
+    from pvc_core.health import Probe
+    marker = os.path.join(runtime.config["data_dir"], "example-down")
+
+    def check() -> None:
+        if os.path.exists(marker):
+            raise ConnectionRefusedError(marker)
+    return [Probe("example", check, 1.0, "example's own timeout")]
+
+
+@hookimpl
 def pvc_db_models() -> list:
     return [Greeting]
 
