@@ -585,7 +585,7 @@ def own_postgres() -> Iterator[dict]:
     yield {"settings": {"host": "127.0.0.1", "port": str(port), "name": "postgres", "user": "postgres",
                         "pass": ""}, "freeze": freeze, "thaw": thaw}
     thaw()
-    process.terminate()
+    process.send_signal(signal.SIGINT)  # "fast" shutdown: SIGTERM would wait for the daemon's pool to go
     try:
         process.wait(timeout=START_TIMEOUT)
     except subprocess.TimeoutExpired:
