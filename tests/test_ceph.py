@@ -653,3 +653,35 @@ def test_inactive_placement_groups_are_named_not_unreachable(cephd, cluster, cep
         assert cephd.get("/storage/ceph/status").status_code == 200  # Ceph itself is fine
     finally:
         cephd.delete("/storage/ceph/pool/frail", params={"yes-i-really-mean-it": ""})
+
+
+def test_statistics_go_on_when_the_collecting_daemon_is_killed(daemon_factory, ceph_config, tmp_path):
+    """Two daemons on a ZooKeeper of their own; the one that holds the collector lock is killed
+    (SIGKILL: no clean release). The other writes the statistics within two intervals: its session
+    timeout is one interval, so the dead holder's lock goes with its session."""
+    interval = 4.0  # ZooKeeper's shortest session is two ticks (4 s)
+    zookeeper = ZooKeeperServer(str(tmp_path / "zk")).start(timeout=START_TIMEOUT)
+    client = KazooClient(hosts=zookeeper.address)
+    try:
+        config = deep_merge(ceph_config, {"ceph": {"interval": str(interval)},
+                                          "zookeeper": {"session_timeout": str(interval)}})
+        daemons = [daemon_factory(config, coordinator=zookeeper.address) for _ in range(2)]
+        assert daemons[0].post("/initialize").status_code == 200
+        client.start(timeout=START_TIMEOUT)
+        lock = client.Lock("/locks/ceph_collector")
+        holder = eventually(lambda: (lock.contenders() or [None])[0], timeout=ceph_timeout(config))
+        pid = int(holder.split("-")[1])  # pvcapid-<pid>-<random>
+        [victim] = [daemon for daemon in daemons if daemon.process.pid == pid]
+        [survivor] = [daemon for daemon in daemons if daemon is not victim]
+        eventually(lambda: client.exists("/ceph").mzxid and client.get("/ceph")[0], timeout=ceph_timeout(config))
+        victim.process.kill()
+        killed = time.monotonic()
+        before = client.exists("/ceph").mzxid
+        eventually(lambda: client.exists("/ceph").mzxid != before, timeout=2 * interval + 4 * CEPH_TIMEOUT + 30)
+        took = time.monotonic() - killed
+        assert took <= 2 * interval + ANSWER_SLACK, f"statistics resumed {took:.1f} s after the kill"
+        assert int(lock.contenders()[0].split("-")[1]) == survivor.process.pid
+        victim.process.wait()
+    finally:
+        client.stop()
+        zookeeper.stop()

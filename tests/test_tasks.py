@@ -188,3 +188,23 @@ def test_a_frozen_database_answers_503_within_its_timeout_and_other_plugins_serv
         own_postgres["thaw"]()
     wait_until(lambda: daemon.get("/tasks").status_code == 200, timeout=5 + ANSWER_SLACK,
                message="the tasks to be served again after PostgreSQL thawed")
+
+
+def test_two_consumers_on_one_queue_run_each_task_once(daemon_factory, postgres, redis_server):
+    """Two Huey consumers (separate processes, as on two coordinators) on one Redis queue: 40 jobs
+    submitted through two daemons all succeed, each ran exactly once, and both consumers took part."""
+    daemons = [daemon_factory({"provisioner": {"database": postgres, "queue": redis_server}}) for _ in range(2)]
+    # both consumers read the first daemon's configuration: one data directory for the execution log
+    consumers = [start_consumer(daemons[0], workers=2) for _ in range(2)]
+    try:
+        task_ids = [daemons[index % 2].post("/example/job", params={"steps": "2"}).json()["task_id"]
+                    for index in range(40)]
+        for task_id in task_ids:  # one database: either daemon reads every record
+            assert wait_task(daemons[0], task_id)["state"] == "SUCCESS"
+    finally:
+        for consumer in consumers:
+            assert stop_consumer(consumer) == 0
+    runs = [line.split() for line in (daemons[0].workdir / "data" / "example-runs.log").read_text().splitlines()]
+    ran = [task_id for task_id, _ in runs]
+    assert sorted(ran) == sorted(task_ids), "a task ran twice or not at all"
+    assert {pid for _, pid in runs} == {str(consumer.pid) for consumer in consumers}, "a consumer took no task"

@@ -8,11 +8,14 @@ written before Ceph went away).
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import threading
 import time
 import uuid
 from typing import Any
+
+from kazoo.exceptions import CancelledError, LockTimeout
 
 from pvc_core.errors import ApiError
 from pvc_core.zk import TransactionFailed
@@ -46,6 +49,8 @@ class Collector:
 
     def stop(self) -> None:
         self._stop.set()
+        if self._lock is not None:
+            self._lock.cancel()  # a follower waiting in line for the lock
         if self._thread is not None:
             self._thread.join(timeout=self.client.timeout + 5)
         if self._lock is not None and self._lock.is_acquired:
@@ -66,15 +71,22 @@ class Collector:
                 return True
             self._lock = None
         if self._lock is None:
-            self._lock = zk.client.Lock(schema.COLLECTOR_LOCK, f"pvcapid-{uuid.uuid4()}")
+            # The pid tells an operator (and a test) which process collects.
+            self._lock = zk.client.Lock(schema.COLLECTOR_LOCK, f"pvcapid-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         try:
-            return self._lock.acquire(blocking=False)
+            # Wait up to an interval in line for the lock: when its holder's session ends (a killed
+            # daemon), the next in line collects at once rather than at its next poll.
+            return self._lock.acquire(blocking=True, timeout=self.interval)
+        except (LockTimeout, CancelledError):  # not our turn within the interval; or stopping
+            return False
         except Exception:  # noqa: BLE001 - e.g. the lock's parent was removed: a fresh recipe next time
             self._lock = None
             return False
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            started = time.monotonic()
+            leader = False
             try:
                 self.client.cluster()  # contend for the lock only while Ceph answers
                 leader = self.leader()
@@ -90,7 +102,9 @@ class Collector:
                 self._failing = True
             except Exception:  # noqa: BLE001 - the collector must outlive any one failure
                 log.exception("Ceph statistics collection failed")
-            self._stop.wait(self.interval)
+            # A leader waits a whole interval between collections; a follower has waited in line for
+            # the lock during this pass, and waits only what is left of the interval.
+            self._stop.wait(self.interval if leader else max(0.0, self.interval - (time.monotonic() - started)))
 
     def collect(self) -> None:
         status = self.client.mon_command("status")

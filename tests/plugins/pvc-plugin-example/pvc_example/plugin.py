@@ -160,6 +160,9 @@ def pvc_db_models() -> list:
 def pvc_tasks(huey: Any, runtime: Any) -> None:
     @huey.task(name=TASK_NAME)
     def count(task_id: str, steps: int, fail: bool) -> int:
+        # One line per execution, for the test that two consumers run each task once.
+        with open(os.path.join(runtime.config["data_dir"], "example-runs.log"), "a") as runs:
+            runs.write(f"{task_id} {os.getpid()}\n")
         runtime.tasks.start(task_id)
         for step in range(1, steps + 1):
             runtime.tasks.progress(task_id, step, steps, f"Step {step} of {steps}")
