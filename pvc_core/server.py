@@ -167,7 +167,8 @@ class Dispatcher:
                 # (on errors too: a misspelt option is the likeliest cause of one).
                 cherrypy.serving.response.headers[IGNORED_HEADER] = ", ".join(ignored)
             params = parse_params(route.params, values)
-            result = route.handler(ctx, params, **variables)
+            with self.runtime.zk.request_scope():
+                result = route.handler(ctx, params, **variables)
         except ApiError as exc:
             if isinstance(exc, BodyUnreadable):  # the client's fault, often a client gone: one line
                 log.warning("request %s: %s %s: %s", ctx.request_id, route.method, request.path_info, exc.message)

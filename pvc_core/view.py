@@ -505,7 +505,7 @@ class SubtreeView:
         self.zk.require()
 
         def reached(marker: threading.Event) -> None:
-            if not marker.wait(self.zk.request_timeout):
+            if not marker.wait(self.zk.remaining()):
                 raise self.zk.unavailable("no answer while the view caught up with its watches")
 
         self.zk.wait(client.exists_async(self.root))  # 1: every earlier notification is in

@@ -16,7 +16,8 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from kazoo.exceptions import (
@@ -44,6 +45,7 @@ log = logging.getLogger("pvc.zk")
 T = TypeVar("T")
 
 UNREACHABLE = (ConnectionLoss, SessionExpiredError, ConnectionClosedError, KazooTimeoutError)
+_scope = threading.local()  # the current request's start (ZooKeeper.request_scope)
 
 
 def encode(value: Any) -> bytes:
@@ -143,10 +145,36 @@ class ZooKeeper:
         if not self.client.connected:
             raise self.unavailable("reconnecting in the background")
 
-    def wait(self, async_result: Any) -> Any:
-        """The result of a kazoo async call, within the request timeout."""
+    @contextmanager
+    def request_scope(self) -> Iterator[None]:
+        """The extent of one API request, for ``remaining``."""
+        _scope.started = time.monotonic()
         try:
-            return async_result.get(timeout=self.request_timeout)
+            yield
+        finally:
+            _scope.started = None
+
+    def remaining(self) -> float:
+        """How long the next ZooKeeper wait may last.
+
+        One call waits at most ``request_timeout``, but a request makes several:
+        one that had spent a second on its first calls when ZooKeeper froze
+        answered a second late. Within a request, a wait ends at the request's
+        start plus ``request_timeout``, yet is never cut below a quarter of it:
+        a request that is long on purpose (``wait=true``, Ceph work first)
+        still gets a fair wait for each call, and a working ensemble answers
+        in milliseconds.
+        """
+        started = getattr(_scope, "started", None)
+        if started is None:
+            return self.request_timeout
+        floor = self.request_timeout / 4
+        return max(floor, min(self.request_timeout, started + self.request_timeout - time.monotonic()))
+
+    def wait(self, async_result: Any) -> Any:
+        """The result of a kazoo async call, within ``remaining()``."""
+        try:
+            return async_result.get(timeout=self.remaining())
         except UNREACHABLE as exc:
             raise self.unavailable(type(exc).__name__) from None
 

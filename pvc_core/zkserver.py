@@ -37,11 +37,15 @@ class ZooKeeperServer:
     """Start, stop and restart one ZooKeeper; restart keeps the data directory."""
 
     def __init__(self, directory: str, port: int | None = None, heap: str = "256m",
-                 force_sync: bool = False):
+                 force_sync: bool = False, myid: int | None = None, peers: dict[int, str] | None = None):
+        """``myid`` and ``peers`` (``{id: "127.0.0.1:<peer port>:<election port>"}``, this server's
+        included) make it one member of an ensemble (``ZooKeeperEnsemble``)."""
         self.directory = os.path.abspath(directory)
         self.port = port or free_port()
         self.heap = heap
         self.force_sync = force_sync
+        self.myid = myid
+        self.peers = peers or {}
         self.process: subprocess.Popen | None = None
 
     @property
@@ -56,7 +60,11 @@ class ZooKeeperServer:
                 "tickTime=2000\ninitLimit=10\nsyncLimit=5\n"
                 f"dataDir={self.directory}/data\nclientPort={self.port}\nclientPortAddress=127.0.0.1\n"
                 f"maxClientCnxns=0\nforceSync={'yes' if self.force_sync else 'no'}\n"
-                "admin.enableServer=false\n4lw.commands.whitelist=ruok,srvr,stat\n")
+                "admin.enableServer=false\n4lw.commands.whitelist=ruok,srvr,stat\n"
+                + "".join(f"server.{peer}={address}\n" for peer, address in sorted(self.peers.items())))
+        if self.myid is not None:
+            with open(os.path.join(self.directory, "data", "myid"), "w", encoding="utf-8") as handle:
+                handle.write(f"{self.myid}\n")
         with open(os.path.join(self.directory, "log4j.properties"), "w", encoding="utf-8") as handle:
             handle.write("log4j.rootLogger=WARN, CONSOLE\n"
                          "log4j.appender.CONSOLE=org.apache.log4j.ConsoleAppender\n"
@@ -64,7 +72,8 @@ class ZooKeeperServer:
                          "log4j.appender.CONSOLE.layout.ConversionPattern=%d{ISO8601} %-5p %m%n\n")
         return config
 
-    def start(self, timeout: float = 60.0) -> ZooKeeperServer:
+    def launch(self) -> None:
+        """Start the process without waiting for it to serve."""
         if not os.path.exists(ZOOKEEPER_JAR):
             raise RuntimeError(f"{ZOOKEEPER_JAR} is missing: apt-get install zookeeper")
         if four_letter_word(self.port, "ruok") == "imok":
@@ -76,9 +85,13 @@ class ZooKeeperServer:
             ["java", "-Xms32m", f"-Xmx{self.heap}", "-XX:+UseSerialGC", "-Djava.awt.headless=true",
              "-Dzookeeper.jmx.log4j.disable=true",
              f"-Dlog4j.configuration=file:{self.directory}/log4j.properties",
-             "-cp", classpath, "org.apache.zookeeper.server.ZooKeeperServerMain", config],
+             "-cp", classpath, "org.apache.zookeeper.server.quorum.QuorumPeerMain" if self.peers
+             else "org.apache.zookeeper.server.ZooKeeperServerMain", config],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()
+
+    def start(self, timeout: float = 60.0) -> ZooKeeperServer:
+        self.launch()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -111,3 +124,51 @@ class ZooKeeperServer:
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def mode(self) -> str:
+        """``leader``, ``follower`` or ``standalone`` from ``srvr``; "" when it does not serve."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1.0) as sock:
+                sock.sendall(b"srvr")
+                answer = b""
+                while chunk := sock.recv(4096):
+                    answer += chunk
+        except OSError:
+            return ""
+        for line in answer.decode(errors="replace").splitlines():
+            if line.startswith("Mode:"):
+                return line.split(":", 1)[1].strip()
+        return ""
+
+
+class ZooKeeperEnsemble:
+    """Three (or ``size``) local servers as one ensemble, for tests of a lost leader."""
+
+    def __init__(self, directory: str, size: int = 3, heap: str = "128m"):
+        peers = {index: f"127.0.0.1:{free_port()}:{free_port()}" for index in range(1, size + 1)}
+        self.members = [ZooKeeperServer(os.path.join(directory, f"zk{index}"), heap=heap, myid=index, peers=peers)
+                        for index in peers]
+
+    @property
+    def addresses(self) -> list[str]:
+        return [member.address for member in self.members]
+
+    def start(self, timeout: float = 120.0) -> ZooKeeperEnsemble:
+        """Start every member; return once one leads and the others follow."""
+        for member in self.members:
+            member.launch()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            modes = sorted(member.mode() for member in self.members)
+            if modes.count("leader") == 1 and modes.count("follower") == len(self.members) - 1:
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"the ensemble did not elect a leader within {timeout:.0f}s")
+
+    def leader(self) -> ZooKeeperServer | None:
+        return next((member for member in self.members if member.running and member.mode() == "leader"), None)
+
+    def stop(self) -> None:
+        for member in self.members:
+            member.stop()

@@ -24,7 +24,7 @@ from test_node import seed_node
 from test_vm import uuid_for, vm_xml
 
 from conftest import SLOWDOWN, START_TIMEOUT, wait_until
-from pvc_core.zkserver import ZooKeeperServer
+from pvc_core.zkserver import ZooKeeperEnsemble, ZooKeeperServer
 
 REQUEST_TIMEOUT = 2.0
 SESSION_TIMEOUT = 4.0
@@ -97,25 +97,32 @@ class Load:
             return [answer for answer in self.answers if start <= answer[0] < end]
 
 
+def seeded_daemon(daemon_factory, coordinators: list[str]) -> tuple[object, list[str]]:
+    """A daemon (node and vm plugins, short timeouts) on ``coordinators``, with two nodes and five VMs."""
+    daemon = daemon_factory({"zookeeper": {"request_timeout": REQUEST_TIMEOUT, "session_timeout": SESSION_TIMEOUT},
+                             "plugins": {"enabled": ["node", "vm"]}, "coordinators": coordinators})
+    assert daemon.post("/initialize").status_code == 200
+    client = KazooClient(hosts=",".join(coordinators))
+    client.start(timeout=START_TIMEOUT)
+    try:
+        for node in ("pvchv1", "pvchv2"):
+            seed_node(client, node)
+    finally:
+        client.stop()
+    names = []
+    for index in range(5):
+        name = f"vm{index}"
+        assert daemon.post("/vm", params={"node": "pvchv1"},
+                           data={"xml": vm_xml(name, uuid_for(index))}).status_code == 200
+        names.append(name)
+    return daemon, names
+
+
 @pytest.fixture
 def faulty(daemon_factory, tmp_path):
     server = ZooKeeperServer(str(tmp_path / "zk")).start(timeout=START_TIMEOUT)
-    client = KazooClient(hosts=server.address)
     try:
-        daemon = daemon_factory({"zookeeper": {"request_timeout": REQUEST_TIMEOUT,
-                                               "session_timeout": SESSION_TIMEOUT},
-                                 "plugins": {"enabled": ["node", "vm"]}}, coordinator=server.address)
-        assert daemon.post("/initialize").status_code == 200
-        client.start(timeout=START_TIMEOUT)
-        for node in ("pvchv1", "pvchv2"):
-            seed_node(client, node)
-        names = []
-        for index in range(5):
-            name = f"vm{index}"
-            assert daemon.post("/vm", params={"node": "pvchv1"},
-                               data={"xml": vm_xml(name, uuid_for(index))}).status_code == 200
-            names.append(name)
-        client.stop()
+        daemon, names = seeded_daemon(daemon_factory, [server.address])
         yield server, daemon, names
     finally:
         if server.process is not None and server.process.poll() is None:
@@ -144,8 +151,8 @@ def wait_for_full_service(load: Load, returned: float) -> None:
                message="requests after ZooKeeper's return")
 
 
-def no_half_written_vm(server: ZooKeeperServer, load: Load) -> None:
-    client = KazooClient(hosts=server.address)
+def no_half_written_vm(hosts: str, load: Load) -> None:
+    client = KazooClient(hosts=hosts)
     client.start(timeout=START_TIMEOUT)
     try:
         for uuid, (_name, status) in load.defined.items():
@@ -177,8 +184,37 @@ def test_zookeeper_frozen_then_stopped_under_load(faulty):
         restarted = time.monotonic()
         wait_for_full_service(load, restarted)
         check_outage(load, stopped, restarted, "stopped")
-    no_half_written_vm(server, load)
+    no_half_written_vm(server.address, load)
     counts: dict[int, int] = {}
     for _, _, _, status in load.answers:
         counts[status] = counts.get(status, 0) + 1
     print(f"fault load: {len(load.answers)} answers {counts}, {len(load.defined)} defines")
+
+
+def test_the_ensemble_leader_killed_under_load(daemon_factory, tmp_path):
+    """Three ZooKeeper servers, one ensemble; its leader is killed (SIGKILL) under the 8-client load:
+    at most 2 s of 503s, then full service on the two survivors without restarting the daemon,
+    and nothing half-written."""
+    ensemble = ZooKeeperEnsemble(str(tmp_path / "ensemble")).start(timeout=START_TIMEOUT)
+    try:
+        daemon, names = seeded_daemon(daemon_factory, ensemble.addresses)
+        with Load(daemon, names) as load:
+            time.sleep(1.0)  # some normal traffic first (not a bound)
+            leader = ensemble.leader()
+            assert leader is not None
+            os.killpg(leader.process.pid, signal.SIGKILL)
+            killed = time.monotonic()
+            wait_until(lambda: ensemble.leader() is not None, timeout=START_TIMEOUT,
+                       message="the survivors to elect a leader")
+            wait_for_full_service(load, killed)
+        statuses = {status for _, _, _, status in load.answers}
+        assert statuses <= {200, 409, 503}, sorted(statuses)
+        failed = [ended for _, ended, _, status in load.answers if status == 503 and ended >= killed]
+        span = (max(failed) - min(failed)) if failed else 0.0
+        assert span <= 2.0 + BEYOND_BOUND, f"503s went on for {span:.2f} s after the leader was killed"
+        late = [answer for answer in load.between(killed + RETURN_WITHIN, float("inf")) if answer[3] != 200]
+        assert not late, f"not full service {RETURN_WITHIN:g} s after the leader was killed: {late[:5]}"
+        no_half_written_vm(",".join(member.address for member in ensemble.members if member.running), load)
+        print(f"ensemble: {len(failed)} answers of 503 over {span:.2f} s after the kill; {len(load.answers)} in all")
+    finally:
+        ensemble.stop()

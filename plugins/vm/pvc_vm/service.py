@@ -8,6 +8,7 @@ serialise (the loser re-decides on fresh data, or gets 409).
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid as uuidlib
 from typing import Any
@@ -74,6 +75,9 @@ class VMService:
         self.runtime = runtime
         self._view: Any = None
         self.validator = domainxml.SchemaValidator()
+        # Definitions guard the whole /domains version: made at once in one process they would only
+        # retry against each other (409 after eight tries), so this process makes them in turn.
+        self._defining = threading.Lock()
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -263,7 +267,13 @@ class VMService:
             transaction.set_data(schema.ROOT, b"", version=version)
             self.zk.commit(transaction, f"definition of VM {name}")
 
-        self.zk.optimistic(attempt)
+        if not self._defining.acquire(timeout=self.zk.remaining()):
+            raise ServiceUnavailable("ZooKeeper did not complete the VM definitions ahead of this one within "
+                                     f"{self.zk.request_timeout:g} s (pvc.zookeeper.request_timeout)")
+        try:
+            self.zk.optimistic(attempt)
+        finally:
+            self._defining.release()
         return f"Added new VM with Name '{name}' and UUID '{uuid}' to database.{note}"
 
     def validate_xml(self, xml: str) -> None:
