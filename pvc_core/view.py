@@ -26,6 +26,7 @@ from typing import Any
 from kazoo.exceptions import NoNodeError
 from kazoo.protocol.states import Callback, EventType, KazooState
 
+from . import zkbulk
 from .zk import ZooKeeper, decode
 
 log = logging.getLogger("pvc.view")
@@ -148,7 +149,6 @@ class SubtreeView:
 
     def _warm_bulk(self, paths: list[str], generation: int) -> None:
         """Read every path and set every watch in bulk (pvc_core/zkbulk.py), then store as reads do."""
-        from . import zkbulk
         try:
             found = zkbulk.read_and_watch(self.zk.client, paths, self._data_watch, self.zk.request_timeout * 4,
                                           lambda: generation == self._generation)
@@ -206,9 +206,7 @@ class SubtreeView:
                 data, stat = async_result.get_nowait()
             except NoNodeError:
                 self._store(path, None, None)
-                child = path[len(self.root) + 1:].split("/", 1)[0]
-                if child in self._children:  # a child that comes back is re-read by the children watch
-                    self._watch_creation(path, generation)
+                self._watch_creation_if_child_lives(path, generation)
                 return
             except Exception:  # noqa: BLE001 - connection trouble: the re-warm repairs it
                 return
@@ -216,6 +214,36 @@ class SubtreeView:
 
         result.rawlink(done)
         return result
+
+    def _watch_creation_if_child_lives(self, path: str, generation: int) -> None:
+        """A key found absent: watch for its creation only if its child still exists in ZooKeeper.
+
+        A deleted child's keys are reported gone before the children watch drops
+        the child, so "still in the view" is not enough: an exists watch set on a
+        key of a deleted child would stay on the server, and in kazoo's registry,
+        until that exact path came back, which a new VM never does (a soak run
+        left 80 such watches a second). A child that comes back is re-read by
+        the children watch.
+        """
+        child = path[len(self.root) + 1:].split("/", 1)[0]
+        if child not in self._children:
+            return
+
+        def checked(found: Any) -> None:
+            try:
+                alive = found.get_nowait() is not None
+            except Exception:  # noqa: BLE001 - connection trouble: the re-warm repairs it
+                return
+            if alive and child in self._children and generation == self._generation:
+                self._watch_creation(path, generation)
+        self.zk.client.exists_async(f"{self.root}/{child}").rawlink(checked)
+
+    def _forget(self, children: Iterable[str]) -> None:
+        """Drop the watches left on deleted children's keys (see ``_watch_creation_if_child_lives``: a
+        child deleted key by key, as v0.6 daemons do, has live keys when the first ones go)."""
+        paths = [path for child in children for path in self._paths(child)[1:]]
+        if paths:
+            zkbulk.forget_data_watches(self.zk.client, paths, server=self.zk.bulk_known)
 
     def _watch_creation(self, path: str, generation: int) -> None:
         """Watch an absent key for its creation; if it appeared meanwhile, read it."""
@@ -262,6 +290,7 @@ class SubtreeView:
         self._changed(path, old, value)
 
     def _drop(self, path: str) -> None:
+        self._mzxid.pop(path, None)
         old = self._values.pop(path, _ABSENT)
         if old is not _ABSENT:
             self._changed(path, old, _ABSENT)
@@ -269,7 +298,11 @@ class SubtreeView:
     def _changed(self, path: str, old: Any, new: Any) -> None:
         child, _, key = path[len(self.root) + 1:].partition("/")
         self._tick += 1
-        self._revisions[child] = self._tick
+        if child in self._children:
+            self._revisions[child] = self._tick
+        else:  # a deleted child's keys going: nothing of it may stay behind
+            self._revisions.pop(child, None)
+            self._encoded.pop(child, None)
         if not key:
             self._names_revision += 1
             if new is _ABSENT:
@@ -331,6 +364,7 @@ class SubtreeView:
                         self._drop(path)
                 if added or removed:
                     self._names_revision += 1
+            self._forget(removed)
             for child in added:
                 for path in self._paths(child):
                     self._watch_read(path, generation)
@@ -349,6 +383,7 @@ class SubtreeView:
         applied in the order ZooKeeper made them (``ZooKeeper._commit``).
         """
         created: list[str] = []
+        removed: list[str] = []
         with self._lock:
             values = values or {}
             for path, value in values.items():
@@ -376,11 +411,13 @@ class SubtreeView:
                 child, _, rest = path[len(self.root) + 1:].partition("/")
                 if not rest:
                     self._children.discard(child)
+                    removed.append(child)
                     for sub in self._paths(child):
                         self._drop(sub)
                 else:
                     self._drop(path)
             self._names_revision += 1
+        self._forget(removed)
         # The children watch will not report these as new any more: watch their keys now.
         if self._started:
             for child in created:

@@ -133,6 +133,11 @@ class ZooKeeper:
             return self._bulk
 
     @property
+    def bulk_known(self) -> bool:
+        """``bulk`` if already known (never probes: callable from kazoo's callback threads)."""
+        return self._bulk is True
+
+    @property
     def connected(self) -> bool:
         return self.client.connected
 

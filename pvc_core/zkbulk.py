@@ -99,6 +99,32 @@ class SetWatches(namedtuple("SetWatches", "zxid data exist child")):
         return True
 
 
+class RemoveWatches(namedtuple("RemoveWatches", "path kind")):
+    """Drop this session's watches on one path (OpCode.removeWatches, ZooKeeper 3.5+); ``kind`` 2 is
+    data watches, exists watches included. An answer of NoWatcherError means there were none."""
+
+    type = 18
+
+    def serialize(self) -> bytearray:
+        out = bytearray(write_string(self.path))
+        out.extend(int_struct.pack(self.kind))
+        return out
+
+    @classmethod
+    def deserialize(cls, data: bytes, offset: int) -> bool:
+        return True
+
+
+def forget_data_watches(client: KazooClient, paths: Iterable[str], server: bool) -> None:
+    """Forget the data and exists watches on ``paths``: kazoo's registry, and ZooKeeper's when
+    ``server`` (3.5+). For the keys of a deleted child, whose exists watches would otherwise wait
+    for a path that never comes back. Fire and forget: a failure leaves one watch behind."""
+    for path in paths:
+        client._data_watchers.pop(path, None)
+        if server:
+            _call(client, RemoveWatches(path, 2))
+
+
 def _call(client: KazooClient, request: Any) -> Any:
     result = client.handler.async_result()
     client._call(request, result)

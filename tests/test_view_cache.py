@@ -239,3 +239,55 @@ def test_watchers_hold_one_in_a_slot_and_more_in_a_set():
     watchers.discard(second)
     watchers.discard(second)
     assert len(watchers) == 0 and list(watchers) == []
+
+
+def server_watches(zk_server) -> int:
+    """The watches ZooKeeper holds (``wchs``: "... Total watches:N")."""
+    import socket
+    with socket.create_connection(("127.0.0.1", zk_server.port), timeout=5) as sock:
+        sock.sendall(b"wchs")
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+    return int(answer.decode().rsplit("Total watches:", 1)[1].split()[0])
+
+
+def test_deleted_children_leave_nothing_behind(view, clean_zk, zk_server):
+    """VMs created and deleted, by this process and by another client: afterwards the view holds no
+    trace of them (values, zxids, revisions, answers), and neither kazoo nor ZooKeeper holds a watch
+    on any of their paths (a soak run found both growing with every deleted VM)."""
+    base = f"{vm_schema.ROOT}/"
+    watches_before = server_watches(zk_server)
+    zk = view.zk
+    for index in range(40):
+        uuid = uuid_for(1000 + index)
+        keys = vm_schema.new_vm_keys(uuid, f"gone{index}", "pvchv1", "", "mem", False, "", vm_xml(f"gone{index}", uuid))
+        if index % 2:
+            zk.create(keys)  # through the view's own client (write-through)
+            wait_until(lambda uuid=uuid: view.one(uuid) is not None)
+            zk.delete([vm_schema.vm(uuid)])
+        else:
+            transaction = clean_zk.transaction()
+            for path in sorted(keys):
+                transaction.create(path, keys[path].encode())
+            transaction.commit()
+            wait_until(lambda uuid=uuid: view.one(uuid) is not None)
+            clean_zk.delete(vm_schema.vm(uuid), recursive=True)
+    gone = {uuid_for(1000 + index) for index in range(40)}
+
+    def traces() -> list[str]:
+        with view._lock:
+            found = [f"{name}: {path}" for name, store in (("value", view._values), ("zxid", view._mzxid))
+                     for path in store if path.startswith(base) and path[len(base):].split("/")[0] in gone]
+            found += [f"{name}: {child}" for name, store in (("revision", view._revisions),
+                                                             ("answer", view._encoded))
+                      for child in store if child in gone]
+        found += [f"kazoo watch: {path}" for path in list(zk.client._data_watchers)
+                  if path.startswith(base) and path[len(base):].split("/")[0] in gone]
+        return found
+    try:
+        wait_until(lambda: not traces(), message="no trace of the deleted VMs")
+    except AssertionError:
+        raise AssertionError(f"left behind: {traces()[:12]}") from None
+    wait_until(lambda: server_watches(zk_server) <= watches_before,
+               message=f"ZooKeeper's watches to return to {watches_before}")
