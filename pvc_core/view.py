@@ -216,34 +216,24 @@ class SubtreeView:
         return result
 
     def _watch_creation_if_child_lives(self, path: str, generation: int) -> None:
-        """A key found absent: watch for its creation only if its child still exists in ZooKeeper.
+        """A key found absent: watch for its creation while its child is in the view.
 
-        A deleted child's keys are reported gone before the children watch drops
-        the child, so "still in the view" is not enough: an exists watch set on a
-        key of a deleted child would stay on the server, and in kazoo's registry,
-        until that exact path came back, which a new VM never does (a soak run
-        left 80 such watches a second). A child that comes back is re-read by
-        the children watch.
+        A child deleted key by key (as v0.6 daemons delete) still has keys when the
+        first ones go, so exists watches are set on keys of a child that is going;
+        ``_forget`` removes them once the children watch reports the child gone. A
+        child deleted and created again before the children watch looks again is
+        never reported gone, and these watches are what see its keys come back.
         """
         child = path[len(self.root) + 1:].split("/", 1)[0]
-        if child not in self._children:
-            return
-
-        def checked(found: Any) -> None:
-            try:
-                alive = found.get_nowait() is not None
-            except Exception:  # noqa: BLE001 - connection trouble: the re-warm repairs it
-                return
-            if alive and child in self._children and generation == self._generation:
-                self._watch_creation(path, generation)
-        self.zk.client.exists_async(f"{self.root}/{child}").rawlink(checked)
+        if child in self._children:
+            self._watch_creation(path, generation)
 
     def _forget(self, children: Iterable[str]) -> None:
         """Drop the watches left on deleted children's keys (see ``_watch_creation_if_child_lives``: a
         child deleted key by key, as v0.6 daemons do, has live keys when the first ones go)."""
-        paths = [path for child in children for path in self._paths(child)[1:]]
+        paths = [path for child in children for path in self._paths(child)]
         if paths:
-            zkbulk.forget_data_watches(self.zk.client, paths, server=self.zk.bulk_known)
+            zkbulk.forget_data_watches(self.zk.client, paths, self._data_watch, server=self.zk.bulk_known)
 
     def _watch_creation(self, path: str, generation: int) -> None:
         """Watch an absent key for its creation; if it appeared meanwhile, read it."""
@@ -254,6 +244,11 @@ class SubtreeView:
         try:
             stat = found.get_nowait()
         except Exception:  # noqa: BLE001
+            return
+        child = path[len(self.root) + 1:].split("/", 1)[0]
+        if child not in self._children:
+            # The child went while this watch was being set (after ``_forget`` ran for it).
+            zkbulk.forget_data_watches(self.zk.client, [path], self._data_watch, server=self.zk.bulk_known)
             return
         if stat is not None and generation == self._generation:
             self._watch_read(path, generation)

@@ -115,11 +115,22 @@ class RemoveWatches(namedtuple("RemoveWatches", "path kind")):
         return True
 
 
-def forget_data_watches(client: KazooClient, paths: Iterable[str], server: bool) -> None:
-    """Forget the data and exists watches on ``paths``: kazoo's registry, and ZooKeeper's when
-    ``server`` (3.5+). For the keys of a deleted child, whose exists watches would otherwise wait
-    for a path that never comes back. Fire and forget: a failure leaves one watch behind."""
+def forget_data_watches(client: KazooClient, paths: Iterable[str], watcher: Callable, server: bool) -> None:
+    """Forget ``watcher``'s data and exists watches on ``paths``. For the keys of a deleted child,
+    whose exists watches would otherwise wait for a path that never comes back.
+
+    Only ``watcher`` leaves kazoo's registry; ZooKeeper holds one watch per path for the whole
+    session, so it is removed there (``server``: 3.5+) only when no other watcher (another view,
+    whose root is one of these keys) still wants that path. Fire and forget: a failure leaves one
+    watch behind.
+    """
     for path in paths:
+        watchers = client._data_watchers.get(path)
+        if watchers is None:
+            continue
+        watchers.discard(watcher)
+        if len(watchers):
+            continue
         client._data_watchers.pop(path, None)
         if server:
             _call(client, RemoveWatches(path, 2))

@@ -60,7 +60,7 @@ class ZooKeeperServer:
                 "tickTime=2000\ninitLimit=10\nsyncLimit=5\n"
                 f"dataDir={self.directory}/data\nclientPort={self.port}\nclientPortAddress=127.0.0.1\n"
                 f"maxClientCnxns=0\nforceSync={'yes' if self.force_sync else 'no'}\n"
-                "admin.enableServer=false\n4lw.commands.whitelist=ruok,srvr,stat,wchs\n"
+                "admin.enableServer=false\n4lw.commands.whitelist=ruok,srvr,stat,wchs,wchc\n"
                 + "".join(f"server.{peer}={address}\n" for peer, address in sorted(self.peers.items())))
         if self.myid is not None:
             with open(os.path.join(self.directory, "data", "myid"), "w", encoding="utf-8") as handle:

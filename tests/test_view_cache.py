@@ -241,15 +241,23 @@ def test_watchers_hold_one_in_a_slot_and_more_in_a_set():
     assert len(watchers) == 0 and list(watchers) == []
 
 
-def server_watches(zk_server) -> int:
-    """The watches ZooKeeper holds (``wchs``: "... Total watches:N")."""
+def server_watches(zk_server, session_id: int) -> set[str]:
+    """The paths ZooKeeper holds a watch on for one session (``wchc``: the session's id in hex, then
+    one tab-indented path per line)."""
     import socket
     with socket.create_connection(("127.0.0.1", zk_server.port), timeout=5) as sock:
-        sock.sendall(b"wchs")
+        sock.sendall(b"wchc")
         answer = b""
-        while chunk := sock.recv(4096):
+        while chunk := sock.recv(65536):
             answer += chunk
-    return int(answer.decode().rsplit("Total watches:", 1)[1].split()[0])
+    paths: set[str] = set()
+    current = None
+    for line in answer.decode().splitlines():
+        if line.startswith("0x"):
+            current = int(line, 16)
+        elif line.startswith("\t") and current == session_id:
+            paths.add(line.strip())
+    return paths
 
 
 def test_deleted_children_leave_nothing_behind(view, clean_zk, zk_server):
@@ -257,8 +265,9 @@ def test_deleted_children_leave_nothing_behind(view, clean_zk, zk_server):
     trace of them (values, zxids, revisions, answers), and neither kazoo nor ZooKeeper holds a watch
     on any of their paths (a soak run found both growing with every deleted VM)."""
     base = f"{vm_schema.ROOT}/"
-    watches_before = server_watches(zk_server)
     zk = view.zk
+    session = zk.client.client_id[0]
+    assert server_watches(zk_server, session), "wchc lists this view's watches"
     for index in range(40):
         uuid = uuid_for(1000 + index)
         keys = vm_schema.new_vm_keys(uuid, f"gone{index}", "pvchv1", "", "mem", False, "", vm_xml(f"gone{index}", uuid))
@@ -289,5 +298,6 @@ def test_deleted_children_leave_nothing_behind(view, clean_zk, zk_server):
         wait_until(lambda: not traces(), message="no trace of the deleted VMs")
     except AssertionError:
         raise AssertionError(f"left behind: {traces()[:12]}") from None
-    wait_until(lambda: server_watches(zk_server) <= watches_before,
-               message=f"ZooKeeper's watches to return to {watches_before}")
+    wait_until(lambda: not {path for path in server_watches(zk_server, session)
+                            if path.startswith(base) and path[len(base):].split("/")[0] in gone},
+               message="ZooKeeper to hold no watch of this session on the deleted VMs' paths")
