@@ -311,8 +311,10 @@ def test_primary_coordinator_switch(sim, clean_zk):
 
     answer = sim.post(f"/node/{target}/coordinator-state", params={"state": "secondary"})
     assert answer.json() == {"message": f"Setting node {target} in secondary router mode."}
-    shows(lambda: len(primaries(sim)) == 1 and primaries(sim) != [target]
-          and zk_value(clean_zk, "/primary_node") == primaries(sim)[0], "another primary")
+    def another_primary() -> bool:
+        now = primaries(sim)  # read once: the switch may be under way between two reads
+        return len(now) == 1 and now != [target] and zk_value(clean_zk, "/primary_node") == now[0]
+    shows(another_primary, "another primary")
     assert node_map(sim)[target]["coordinator_state"] == "secondary"
 
 
