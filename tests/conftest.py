@@ -146,22 +146,24 @@ def zk_client(zk_server: ZooKeeperServer) -> Iterator[Any]:
     client.close()
 
 
-@pytest.fixture
-def clean_zk(zk_client: Any) -> Any:
-    """An empty tree (the suite's ZooKeeper is shared by all tests).
-
-    A running daemon's collector may add a key while a subtree is being removed
-    (NotEmptyError): such subtrees are removed again.
-    """
+def empty_tree(client: Any) -> None:
+    """Remove everything but /zookeeper. A running daemon's collector may add a key while a subtree
+    is being removed (NotEmptyError): such subtrees are removed again."""
     from kazoo.exceptions import NoNodeError, NotEmptyError
 
     def emptied() -> bool:
-        for child in zk_client.get_children("/"):
+        for child in client.get_children("/"):
             if child != "zookeeper":
-                zk_client.delete("/" + child, recursive=True)
+                client.delete("/" + child, recursive=True)
         return True
 
     wait_until(emptied, ignoring=(NotEmptyError, NoNodeError), message="could not empty the ZooKeeper tree")
+
+
+@pytest.fixture
+def clean_zk(zk_client: Any) -> Any:
+    """An empty tree (the suite's ZooKeeper is shared by all tests)."""
+    empty_tree(zk_client)
     return zk_client
 
 

@@ -50,12 +50,11 @@ from typing import Any
 import psycopg2
 import pytest
 from kazoo.client import KazooClient
-from kazoo.exceptions import NoNodeError, NotEmptyError
 from test_cluster import tree
 from test_node import seed_node
 from test_vm import OBJECT, PRETTY, UUID, define, uuid_for, vm_xml
 
-from conftest import START_TIMEOUT, Daemon, wait_until
+from conftest import START_TIMEOUT, Daemon, empty_tree, wait_until
 
 DAEMONS = 3
 THREADS = 4   # per daemon
@@ -75,14 +74,7 @@ def zk(zk_server: Any) -> Iterator[KazooClient]:
     """This module's own client on an emptied tree (the daemons below live for the whole module)."""
     client = KazooClient(hosts=zk_server.address)
     client.start(timeout=START_TIMEOUT)
-
-    def emptied() -> bool:
-        for child in client.get_children("/"):
-            if child != "zookeeper":
-                client.delete("/" + child, recursive=True)
-        return True
-
-    wait_until(emptied, ignoring=(NotEmptyError, NoNodeError), message="could not empty the ZooKeeper tree")
+    empty_tree(client)
     yield client
     client.stop()
     client.close()
