@@ -28,7 +28,7 @@ from typing import Any
 import cherrypy
 from cherrypy.process.plugins import SimplePlugin
 
-from . import connections, health
+from . import connections, deadlines, health
 from .accesslog import AccessLog
 from .body import BodyUnreadable, is_json, parse_query_string, plain, process_body, read_json
 from .connections import close_connection
@@ -167,7 +167,7 @@ class Dispatcher:
                 # (on errors too: a misspelt option is the likeliest cause of one).
                 cherrypy.serving.response.headers[IGNORED_HEADER] = ", ".join(ignored)
             params = parse_params(route.params, values)
-            with self.runtime.zk.request_scope():
+            with deadlines.request():
                 result = route.handler(ctx, params, **variables)
         except ApiError as exc:
             if isinstance(exc, BodyUnreadable):  # the client's fault, often a client gone: one line

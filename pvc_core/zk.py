@@ -16,8 +16,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from kazoo.exceptions import (
@@ -36,7 +35,7 @@ from kazoo.protocol.serialization import Transaction
 from kazoo.protocol.states import KazooState, ZnodeStat
 from kazoo.retry import KazooRetry
 
-from . import zkwatchers
+from . import deadlines, zkwatchers
 from .config import coordinator_hosts
 from .errors import ApiError, Conflict, ServiceUnavailable
 
@@ -45,7 +44,6 @@ log = logging.getLogger("pvc.zk")
 T = TypeVar("T")
 
 UNREACHABLE = (ConnectionLoss, SessionExpiredError, ConnectionClosedError, KazooTimeoutError)
-_scope = threading.local()  # the current request's start (ZooKeeper.request_scope)
 
 
 def encode(value: Any) -> bytes:
@@ -150,31 +148,10 @@ class ZooKeeper:
         if not self.client.connected:
             raise self.unavailable("reconnecting in the background")
 
-    @contextmanager
-    def request_scope(self) -> Iterator[None]:
-        """The extent of one API request, for ``remaining``."""
-        _scope.started = time.monotonic()
-        try:
-            yield
-        finally:
-            _scope.started = None
-
     def remaining(self) -> float:
-        """How long the next ZooKeeper wait may last.
-
-        One call waits at most ``request_timeout``, but a request makes several:
-        one that had spent a second on its first calls when ZooKeeper froze
-        answered a second late. Within a request, a wait ends at the request's
-        start plus ``request_timeout``, yet is never cut below a quarter of it:
-        a request that is long on purpose (``wait=true``, Ceph work first)
-        still gets a fair wait for each call, and a working ensemble answers
-        in milliseconds.
-        """
-        started = getattr(_scope, "started", None)
-        if started is None:
-            return self.request_timeout
-        floor = self.request_timeout / 4
-        return max(floor, min(self.request_timeout, started + self.request_timeout - time.monotonic()))
+        """How long the next ZooKeeper wait may last: within a request, until its start plus
+        ``request_timeout`` (never below a quarter of it; see ``deadlines.remaining``)."""
+        return deadlines.remaining(self.request_timeout)
 
     def wait(self, async_result: Any) -> Any:
         """The result of a kazoo async call, within ``remaining()``."""

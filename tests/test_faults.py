@@ -130,19 +130,20 @@ def faulty(daemon_factory, tmp_path):
         server.stop()
 
 
-def check_outage(load: Load, began: float, returned: float, what: str) -> None:
+def check_outage(load: Load, began: float, returned: float, what: str, bound: float = REQUEST_TIMEOUT,
+                 service: str = "ZooKeeper") -> None:
     during = load.between(began, returned)
-    assert during, f"no request was made while ZooKeeper was {what}"
+    assert during, f"no request was made while {service} was {what}"
     statuses = {status for _, _, _, status in load.answers}
     assert statuses <= {200, 409, 503}, (what, sorted(statuses),
                                          [a for a in load.answers if a[3] not in (200, 409, 503)][:5])
     slow = sorted(((round(ended - started, 2), kind, status, f"began {started - began:+.2f} s after the {what}")
                    for started, ended, kind, status in load.answers
-                   if ended - started > REQUEST_TIMEOUT + BEYOND_BOUND), reverse=True)
-    assert not slow, f"ZooKeeper {what}: answers later than {REQUEST_TIMEOUT:g} s + {BEYOND_BOUND:g} s: {slow[:8]}"
-    assert any(status == 503 for _, _, _, status in during), f"no 503 while ZooKeeper was {what}"
+                   if ended - started > bound + BEYOND_BOUND), reverse=True)
+    assert not slow, f"{service} {what}: answers later than {bound:g} s + {BEYOND_BOUND:g} s: {slow[:8]}"
+    assert any(status == 503 for _, _, _, status in during), f"no 503 while {service} was {what}"
     late = [answer for answer in load.between(returned + RETURN_WITHIN, float("inf")) if answer[3] != 200]
-    assert not late, f"ZooKeeper {what}: not full service {RETURN_WITHIN:g} s after its return: {late[:5]}"
+    assert not late, f"{service} {what}: not full service {RETURN_WITHIN:g} s after its return: {late[:5]}"
 
 
 def wait_for_full_service(load: Load, returned: float) -> None:

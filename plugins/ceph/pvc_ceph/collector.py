@@ -88,7 +88,8 @@ class Collector:
             started = time.monotonic()
             leader = False
             try:
-                self.client.cluster()  # contend for the lock only while Ceph answers
+                with self.client.handle():  # contend for the lock only while Ceph answers
+                    pass
                 leader = self.leader()
                 log.debug("collector: leader=%s", leader)
                 if leader:

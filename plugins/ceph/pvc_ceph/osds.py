@@ -16,7 +16,7 @@ from pvc_core.errors import ApiError, BadRequest, NotFound
 from pvc_core.routes import quoted
 
 from . import schema
-from .area import CephArea
+from .area import CephArea, bounded
 from .cmdchannel import IGNORED, CommandChannel
 
 OPTION = re.compile(r"^[a-z0-9_-]+$")
@@ -83,6 +83,7 @@ class Osds(CephArea):
         stats = self.get(osd_id)[0]["stats"]
         return {"id": osd_id, "in": stats.get("in", 0), "up": stats.get("up", 0)}
 
+    @bounded("set OSD {0} {1}")
     def set_state(self, osd_id: str, state: str) -> str:
         if osd_id not in self.ids():
             raise NotFound(quoted(f'ERROR: No OSD with ID "{osd_id}" is present in the cluster.'))
@@ -92,6 +93,7 @@ class Osds(CephArea):
             raise ApiError(f"ERROR: Failed to set OSD {word}: {reason or f'error {ret}'}", 400)
         return f"Set OSD {osd_id} {word} in the cluster."
 
+    @bounded("{1} OSD option {0}")
     def set_option(self, option: str, action: str) -> str:
         if not OPTION.match(option):
             raise BadRequest(f"Parameter 'option': expected a Ceph OSD flag such as noout, got {option!r}")
@@ -127,8 +129,9 @@ class Osds(CephArea):
         """`ceph osd status` (a manager command answering a text table), parsed as v0.6 nodes did."""
         import rados
         try:
-            ret, out, _ = self.client.cluster().mgr_command(json.dumps({"prefix": "osd status"}), b"",
-                                                            timeout=int(max(1, self.client.timeout)))
+            with self.client.handle() as cluster:
+                ret, out, _ = cluster.mgr_command(json.dumps({"prefix": "osd status"}), b"",
+                                                  timeout=int(max(1, self.client.timeout)))
         except rados.Error:
             return {}
         rows = {}

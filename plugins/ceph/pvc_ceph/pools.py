@@ -10,7 +10,7 @@ from pvc_core.errors import ApiError, BadRequest, NotFound
 from pvc_core.routes import quoted
 
 from . import schema
-from .area import CephArea
+from .area import CephArea, bounded
 
 NAME = re.compile(r"^(?!\.\.?$)[A-Za-z0-9_.-]+$")  # not "." or "..": those are no ZooKeeper key
 REPLCFG = re.compile(r"^copies=(\d+),mincopies=(\d+)$")
@@ -44,6 +44,7 @@ class Pools(CephArea):
             raise NotFound("Pool not found.")
         return self._objects([name])[0]
 
+    @bounded('create RBD pool "{0}"')
     def add(self, name: str, pgs: int, replcfg: str) -> str:
         if not NAME.match(name):
             raise BadRequest(f"Parameter 'pool': expected a pool name of letters, digits, '_', '.', '-' "
@@ -92,6 +93,7 @@ class Pools(CephArea):
         ret, _, reason = self.client.run("osd pool rm", pool=name, pool2=name, yes_i_really_really_mean_it=True)
         return ret, reason
 
+    @bounded('remove RBD pool "{0}"')
     def remove(self, name: str) -> str:
         if not self.zk.exists(schema.pool(name)):
             raise NotFound(quoted(f'ERROR: No pool with name "{name}" is present in the cluster.'))
@@ -115,14 +117,15 @@ class Pools(CephArea):
             if pool is None:
                 continue
             stats = pool.get("stats", {})
-            try:
-                ioctx = self.client.cluster().open_ioctx(name)
-            except rados.Error:
-                continue
-            try:
-                rados_stats = ioctx.get_stats()
-            finally:
-                ioctx.close()
+            with self.client.handle() as cluster:
+                try:
+                    ioctx = cluster.open_ioctx(name)
+                except rados.Error:
+                    continue
+                try:
+                    rados_stats = ioctx.get_stats()
+                finally:
+                    ioctx.close()
             out[schema.pool(name, "stats")] = json.dumps({
                 "id": pool.get("id"), "free_bytes": stats.get("max_avail", 0),
                 "used_bytes": stats.get("bytes_used", 0), "used_percent": stats.get("percent_used", 0),

@@ -10,7 +10,7 @@ from pvc_core import schema as core_schema
 from pvc_core.errors import ServiceUnavailable
 
 from . import schema
-from .area import CephArea
+from .area import CephArea, bounded
 from .client import CephClient
 from .osds import Osds
 from .pools import Pools
@@ -53,9 +53,11 @@ class CephService(CephArea):
         """Drain, stop and purge one OSD of the local Ceph."""
         self._local().remove_osd(osd_id, timeout=self.runtime.config["ceph.osd_remove_timeout"])
 
+    @bounded("connect to Ceph")
     def require_reachable(self) -> None:
         """503 now, before a multi-step operation starts, rather than half-way through it."""
-        self.client.cluster()
+        with self.client.handle():
+            pass
 
     # -- what GET requests show (ZooKeeper only) -------------------------------------------
 
@@ -94,39 +96,26 @@ class CephService(CephArea):
 
     # -- the storage service ---------------------------------------------------------------
 
-    def _ioctx(self, pool: str) -> Any:
-        import rados
-        try:
-            cluster = self.client.cluster()
-            cluster.wait_for_latest_osdmap()  # see Volumes._ioctx
-            return cluster.open_ioctx(pool)
-        except rados.ObjectNotFound:
-            return None
-        except rados.Error as exc:
-            self.client.reset()
-            raise self.client.unavailable(f"open pool {pool}: {exc}") from None
-
+    @bounded("break the RBD locks of the VM's volumes")
     def remove_locks(self, volumes: list[str]) -> int:
         """Break every RBD lock on ``pool/volume`` images (a stopped VM's leftovers); how many."""
         import rbd
         broken = 0
         for name in volumes:
             pool, _, image_name = name.partition("/")
-            ioctx = self._ioctx(pool)
-            if ioctx is None:
-                continue
-            try:
-                with rbd.Image(ioctx, image_name) as image:
-                    lockers = image.list_lockers() or {}
-                    for client, cookie, _address in lockers.get("lockers", []):
-                        image.break_lock(client, cookie)
-                        broken += 1
-            except rbd.ImageNotFound:
-                continue
-            except rbd.Error as exc:
-                raise self.client.unavailable(f"locks of {name}: {exc}") from None
-            finally:
-                ioctx.close()
+            with self.client.ioctx(pool) as ioctx:
+                if ioctx is None:
+                    continue
+                try:
+                    with rbd.Image(ioctx, image_name) as image:
+                        lockers = image.list_lockers() or {}
+                        for client, cookie, _address in lockers.get("lockers", []):
+                            image.break_lock(client, cookie)
+                            broken += 1
+                except rbd.ImageNotFound:
+                    continue
+                except rbd.Error as exc:
+                    raise self.client.unavailable(f"locks of {name}: {exc}") from None
         return broken
 
     def pool_free_bytes(self, pools: list[str]) -> dict[str, int]:
@@ -150,18 +139,16 @@ class CephService(CephArea):
     def volume_size(self, pool: str, volume: str) -> int | None:
         """Bytes of an RBD image, or None when the pool or the image does not exist."""
         import rbd
-        ioctx = self._ioctx(pool)
-        if ioctx is None:
-            return None
-        try:
-            with rbd.Image(ioctx, volume, read_only=True) as image:
-                return image.size()
-        except rbd.ImageNotFound:
-            return None
-        except rbd.Error as exc:
-            raise self.client.unavailable(f"size of {pool}/{volume}: {exc}") from None
-        finally:
-            ioctx.close()
+        with self.client.ioctx(pool) as ioctx:
+            if ioctx is None:
+                return None
+            try:
+                with rbd.Image(ioctx, volume, read_only=True) as image:
+                    return image.size()
+            except rbd.ImageNotFound:
+                return None
+            except rbd.Error as exc:
+                raise self.client.unavailable(f"size of {pool}/{volume}: {exc}") from None
 
     def volume_exists(self, pool: str, volume: str) -> bool:
         return self.runtime.zk.exists(schema.volume(pool, volume))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from pvc_core import matching
@@ -9,6 +11,7 @@ from pvc_core.errors import BadRequest, NotFound
 from pvc_core.routes import quoted
 
 from . import schema
+from .area import bounded
 from .volumes import NAME, Volumes
 
 
@@ -16,6 +19,7 @@ class Snapshots:
     def __init__(self, runtime: Any, volumes: Volumes):
         self.runtime = runtime
         self.volumes = volumes
+        self.client = volumes.client
 
     @property
     def zk(self) -> Any:
@@ -52,15 +56,21 @@ class Snapshots:
             raise NotFound("Volume snapshot not found.")
         return {"pool": pool, "volume": volume, "snapshot": name}
 
-    def _image(self, pool: str, volume: str) -> tuple[Any, Any]:
+    @contextmanager
+    def _image(self, pool: str, volume: str) -> Iterator[Any]:
+        """The volume's RBD image, open (with its pool's I/O context) for the calls made inside."""
         import rbd
-        ioctx = self.volumes._ioctx(pool)
-        try:
-            return ioctx, rbd.Image(ioctx, volume)
-        except rbd.Error as exc:
-            ioctx.close()
-            raise self.volumes._failure(f'open RBD volume "{volume}"', exc, pool) from None
+        with self.volumes._ioctx(pool) as ioctx:
+            try:
+                image = rbd.Image(ioctx, volume)
+            except rbd.Error as exc:
+                raise self.volumes._failure(f'open RBD volume "{volume}"', exc, pool) from None
+            try:
+                yield image
+            finally:
+                image.close()
 
+    @bounded('create RBD snapshot "{2}" of volume "{1}"', pool=0)
     def add(self, pool: str, volume: str, name: str) -> str:
         import rbd
         self.volumes._require(pool, volume)
@@ -70,14 +80,11 @@ class Snapshots:
         if self.zk.exists(schema.snapshot(pool, volume, name)):
             raise BadRequest(quoted(f'ERROR: Snapshot "{name}" already exists for volume "{volume}" in pool '
                                     f'"{pool}".'))
-        ioctx, image = self._image(pool, volume)
-        try:
-            image.create_snap(name)
-        except rbd.Error as exc:
-            raise self.volumes._failure(f'create RBD snapshot "{name}"', exc, pool) from None
-        finally:
-            image.close()
-            ioctx.close()
+        with self.volumes.settling(pool, volume), self._image(pool, volume) as image:
+            try:
+                image.create_snap(name)
+            except rbd.Error as exc:
+                raise self.volumes._failure(f'create RBD snapshot "{name}"', exc, pool) from None
         base = schema.snapshot(pool, volume)
         values = {schema.snapshot(pool, volume, name): "", f"{schema.snapshot(pool, volume, name)}/stats": "{}"}
         if not self.zk.exists(base):  # volumes made by other tools may lack the container
@@ -85,6 +92,7 @@ class Snapshots:
         self.zk.create(values)
         return quoted(f'Created new RBD snapshot "{name}" of volume "{volume}" on pool "{pool}".')
 
+    @bounded('rename RBD snapshot "{2}" of volume "{1}"', pool=0)
     def rename(self, pool: str, volume: str, name: str, new_name: str) -> str:
         import rbd
         if not self.zk.exists(schema.snapshot(pool, volume, name)):
@@ -95,14 +103,11 @@ class Snapshots:
         if self.zk.exists(schema.snapshot(pool, volume, new_name)):
             raise BadRequest(quoted(f'ERROR: Snapshot "{new_name}" already exists for volume "{volume}" in pool '
                                     f'"{pool}".'))
-        ioctx, image = self._image(pool, volume)
-        try:
-            image.rename_snap(name, new_name)
-        except rbd.Error as exc:
-            raise self.volumes._failure(f'rename RBD snapshot "{name}" to "{new_name}"', exc, pool) from None
-        finally:
-            image.close()
-            ioctx.close()
+        with self.volumes.settling(pool, volume), self._image(pool, volume) as image:
+            try:
+                image.rename_snap(name, new_name)
+            except rbd.Error as exc:
+                raise self.volumes._failure(f'rename RBD snapshot "{name}" to "{new_name}"', exc, pool) from None
         transaction = self.zk.transaction()
         old, new = schema.snapshot(pool, volume, name), schema.snapshot(pool, volume, new_name)
         transaction.create(new, b"")
@@ -113,21 +118,19 @@ class Snapshots:
         self.zk.commit(transaction, f"rename of snapshot {pool}/{volume}@{name}")
         return quoted(f'Renamed RBD volume snapshot "{name}" to "{new_name}" for volume {volume} on pool "{pool}".')
 
+    @bounded('remove RBD snapshot "{2}" of volume "{1}"', pool=0)
     def remove(self, pool: str, volume: str, name: str) -> str:
         import rbd
         if not self.zk.exists(schema.snapshot(pool, volume, name)):
             raise self._missing(pool, volume, name)
-        ioctx, image = self._image(pool, volume)
-        try:
-            if image.is_protected_snap(name):
-                image.unprotect_snap(name)
-            image.remove_snap(name)
-        except rbd.ImageNotFound:
-            pass  # gone in Ceph already: the keys still go
-        except rbd.Error as exc:
-            raise self.volumes._failure(f'remove RBD snapshot "{name}"', exc, pool) from None
-        finally:
-            image.close()
-            ioctx.close()
+        with self.volumes.settling(pool, volume), self._image(pool, volume) as image:
+            try:
+                if image.is_protected_snap(name):
+                    image.unprotect_snap(name)
+                image.remove_snap(name)
+            except rbd.ImageNotFound:
+                pass  # gone in Ceph already: the keys still go
+            except rbd.Error as exc:
+                raise self.volumes._failure(f'remove RBD snapshot "{name}"', exc, pool) from None
         self.zk.delete([schema.snapshot(pool, volume, name)])
         return quoted(f'Removed RBD snapshot "{name}" of volume "{volume}" in pool "{pool}".')

@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from pvc_core import matching
-from pvc_core.errors import ApiError, BadRequest, Conflict, NotFound
+from pvc_core.errors import ApiError, BadRequest, Conflict, NotFound, ServiceUnavailable
 from pvc_core.routes import quoted
 
 from . import schema
-from .area import CephArea
+from .area import CephArea, bounded
 
 UNITS = {"B": 1, "K": 1024, "M": 1024 ** 2, "G": 1024 ** 3, "T": 1024 ** 4, "P": 1024 ** 5}
 SIZE = re.compile(r"^([0-9]+)([BKMGTP]?)$", re.IGNORECASE)
@@ -61,18 +63,9 @@ class Volumes(CephArea):
     # -- Ceph side -------------------------------------------------------------------------
 
     def _ioctx(self, pool: str) -> Any:
-        """An I/O context on a pool, on the newest OSD map: a pool made or re-made by another
-        request (or daemon) has a new id that a stale map does not know."""
-        import rados
-        cluster = self.client.cluster()
-        try:
-            cluster.wait_for_latest_osdmap()
-            return cluster.open_ioctx(pool)
-        except rados.ObjectNotFound:
-            raise NotFound(quoted(f'ERROR: No pool with name "{pool}" is present in the cluster.')) from None
-        except rados.Error as exc:
-            self.client.reset()
-            raise self.client.unavailable(f"open pool {pool}: {exc}") from None
+        """``CephClient.ioctx`` with v0.6's message for a pool Ceph does not have."""
+        return self.client.ioctx(pool, missing=NotFound(quoted(f'ERROR: No pool with name "{pool}" is present '
+                                                              'in the cluster.')))
 
     def _failure(self, what: str, exc: Exception, pool: str | None = None) -> ApiError:
         import rbd
@@ -82,29 +75,12 @@ class Volumes(CephArea):
         if isinstance(exc, (rbd.ConnectionShutdown, rbd.Timeout)):
             # The monitors answered (the pool was opened): an operation that times out on a
             # pool whose placement groups are not active waits for them, not for Ceph.
-            inactive = self.inactive_pgs(pool) if pool is not None and isinstance(exc, rbd.Timeout) else None
-            if inactive:
-                return Conflict(f"ERROR: Failed to {what}: the placement groups of pool \"{pool}\" are not active "
-                                f"({inactive}); Ceph stores nothing in the pool until they are (are enough OSDs "
-                                "up and in for its copies?)")
+            stalled = self.client.stalled(what, pool) if pool is not None and isinstance(exc, rbd.Timeout) else None
+            if stalled is not None:
+                return stalled
             self.client.reset()
             return self.client.unavailable(f"{what}: {reason}")
         return BadRequest(f"ERROR: Failed to {what}: {reason}")
-
-    def inactive_pgs(self, pool: str) -> str | None:
-        """How many of the pool's placement groups are not active, and their states; None when all are
-        (or when Ceph cannot say)."""
-        try:
-            ret, out, _ = self.client.run("pg ls-by-pool", poolstr=pool, format="json")
-            data = json.loads(out or "{}") if ret == 0 else {}
-        except (ApiError, ValueError):
-            return None
-        stats = data.get("pg_stats", []) if isinstance(data, dict) else data
-        states = [str(pg.get("state", "")) for pg in stats if isinstance(pg, dict)]
-        inactive = [state for state in states if "active" not in state.split("+")]
-        if not inactive:
-            return None
-        return f"{len(inactive)} of {len(states)} are {', '.join(sorted(set(inactive)))}"
 
     def _info(self, ioctx: Any, name: str) -> str:
         """What `rbd info --format json` shows, as the stats value (ceph.md §2.4)."""
@@ -187,16 +163,67 @@ class Volumes(CephArea):
             names = children[f"{schema.VOLUMES}/{pool}"] or []
             if not names:
                 continue
-            ioctx = self._ioctx(pool)
-            try:
+            with self._ioctx(pool) as ioctx:
                 for name in names:
                     try:
                         out[f"{schema.volume(pool, name)}/stats"] = self._info(ioctx, name)
                     except rbd.Error:
                         continue  # removed meanwhile, or not an RBD image
-            finally:
-                ioctx.close()
         return out
+
+    # -- an outcome Ceph left unknown -------------------------------------------------------
+
+    @contextmanager
+    def settling(self, pool: str, *names: str) -> Iterator[None]:
+        """Changes to volumes ``names`` inside: if Ceph does not answer in time, an operation it was sent
+        may still be applied once it does (librados gives up waiting, the OSD does not forget it), and
+        ZooKeeper would no longer say what Ceph holds. Each volume is then looked at again, in the
+        background, until Ceph answers, and its keys are made to agree (``reconcile``)."""
+        try:
+            yield
+        except ServiceUnavailable:
+            for name in names:
+                self.client.later(f"settle volume {pool}/{name}", self.reconcile, pool, name)
+            raise
+
+    def reconcile(self, pool: str, name: str) -> None:
+        """Record the volume and its snapshots as Ceph holds them now, or drop its keys if Ceph has no such
+        image (ZooKeeper follows Ceph: that is where the data is)."""
+        import rbd
+        with self.client.ioctx(pool) as ioctx:
+            if ioctx is None:
+                return  # the pool is gone: its keys go with the pool
+            try:
+                with rbd.Image(ioctx, name, read_only=True) as image:
+                    snapshots = {snapshot["name"] for snapshot in image.list_snaps()}
+                stats = self._info(ioctx, name)
+            except rbd.ImageNotFound:
+                stats = None
+            except rbd.Error as exc:
+                raise self.client.unavailable(f"look at volume {pool}/{name}: {exc}") from None
+            try:
+                if stats is None and name in rbd.RBD().list(ioctx):
+                    # listed but not openable: a removal or creation cut short; finish removing it
+                    rbd.RBD().remove(ioctx, name)
+            except rbd.ImageNotFound:
+                pass
+            except rbd.Error as exc:
+                raise self.client.unavailable(f"remove what is left of volume {pool}/{name}: {exc}") from None
+        volume_key, snapshots_key = schema.volume(pool, name), schema.snapshot(pool, name)
+        recorded = self.zk.exists(volume_key)
+        if stats is None:
+            if recorded or self.zk.exists(snapshots_key):
+                self.zk.delete([volume_key, snapshots_key])
+            return
+        self._record(pool, name, stats, create=not recorded)
+        kept = set(self.zk.children(snapshots_key) or [])
+        values = {schema.snapshot(pool, name, snapshot): "" for snapshot in snapshots - kept}
+        values.update({f"{schema.snapshot(pool, name, snapshot)}/stats": "{}" for snapshot in snapshots - kept})
+        if values:
+            self.zk.create(values)
+        gone = [schema.snapshot(pool, name, snapshot) for snapshot in kept - snapshots]
+        if gone:
+            self.zk.delete(gone)
 
     # -- changes ---------------------------------------------------------------------------
 
@@ -208,6 +235,7 @@ class Volumes(CephArea):
         else:
             self.zk.write(values)
 
+    @bounded('create RBD volume "{1}"', pool=0)
     def add(self, pool: str, name: str, size_text: str, source: str | None = None) -> str:
         import rbd
         self._require_pool(pool)
@@ -217,14 +245,13 @@ class Volumes(CephArea):
             raise BadRequest(quoted(f'ERROR: Volume "{name}" already exists in pool "{pool}".'))
         if source is not None:
             self._require(pool, source)
-        ioctx = self._ioctx(pool)
-        try:
+        with self.settling(pool, name), self._ioctx(pool) as ioctx:
             try:
                 if source is None:
                     rbd.RBD().create(ioctx, name, size, old_format=False,
                                      features=rbd.RBD_FEATURE_LAYERING | rbd.RBD_FEATURE_EXCLUSIVE_LOCK)
                 else:
-                    with rbd.Image(ioctx, source, read_only=True) as image:
+                    with rbd.Image(ioctx, source, read_only=True) as image, self.client.long():
                         image.copy(ioctx, name)  # a full copy, as v0.6's `rbd copy`
                 stats = self._info(ioctx, name)
             except rbd.Error as exc:
@@ -235,18 +262,16 @@ class Volumes(CephArea):
             except ApiError:
                 rbd.RBD().remove(ioctx, name)  # keep Ceph and ZooKeeper in step
                 raise
-        finally:
-            ioctx.close()
         if source is not None:
             return quoted(f'Cloned RBD volume "{source}" to "{name}" on pool "{pool}".')
         return quoted(f'Created new RBD volume "{name}" of size "{size_text}" on pool "{pool}".')
 
+    @bounded('resize RBD volume "{1}"', pool=0)
     def resize(self, pool: str, name: str, size_text: str) -> str:
         import rbd
         self._require(pool, name)
         size = parse_size(size_text)
-        ioctx = self._ioctx(pool)
-        try:
+        with self.settling(pool, name), self._ioctx(pool) as ioctx:
             try:
                 with rbd.Image(ioctx, name) as image:
                     current = image.size()
@@ -257,26 +282,22 @@ class Volumes(CephArea):
                 stats = self._info(ioctx, name)
             except rbd.Error as exc:
                 raise self._failure(f'resize RBD volume "{name}"', exc, pool) from None
-        finally:
-            ioctx.close()
         self._record(pool, name, stats, create=False)
         return quoted(f'Resized RBD volume "{name}" to size "{size_text}" on pool "{pool}".')
 
+    @bounded('rename RBD volume "{1}"', pool=0)
     def rename(self, pool: str, name: str, new_name: str) -> str:
         import rbd
         self._require(pool, name)
         _check_name("new_name", new_name)
         if self.zk.exists(schema.volume(pool, new_name)):
             raise BadRequest(quoted(f'ERROR: Volume "{new_name}" already exists in pool "{pool}".'))
-        ioctx = self._ioctx(pool)
-        try:
+        with self.settling(pool, name, new_name), self._ioctx(pool) as ioctx:
             try:
                 rbd.RBD().rename(ioctx, name, new_name)
                 stats = self._info(ioctx, new_name)
             except rbd.Error as exc:
                 raise self._failure(f'rename RBD volume "{name}" to "{new_name}"', exc, pool) from None
-        finally:
-            ioctx.close()
         self._move(pool, name, new_name, stats)
         return quoted(f'Renamed RBD volume "{name}" to "{new_name}" on pool "{pool}".')
 
@@ -296,20 +317,18 @@ class Volumes(CephArea):
             transaction.delete(path)
         self.zk.commit(transaction, f"rename of volume {pool}/{name}")
 
+    @bounded('remove RBD volume "{1}"', pool=0)
     def remove(self, pool: str, name: str) -> str:
         import rbd
         self._require(pool, name)
-        ioctx = self._ioctx(pool)
-        try:
+        with self.settling(pool, name), self._ioctx(pool) as ioctx:
             try:
                 # A volume with snapshots is refused with Ceph's reason (409): removing them
                 # silently would destroy what the operator kept on purpose.
-                rbd.RBD().remove(ioctx, name)
+                rbd.RBD().remove(ioctx, name, on_progress=self.client.progress())  # long for a large one
             except rbd.ImageNotFound:
                 pass  # gone in Ceph already: the keys still go
             except rbd.Error as exc:
                 raise self._failure(f'remove RBD volume "{name}"', exc, pool) from None
-        finally:
-            ioctx.close()
         self.zk.delete([schema.volume(pool, name), schema.snapshot(pool, name)])
         return quoted(f'Removed RBD volume "{name}" in pool "{pool}".')
