@@ -63,6 +63,7 @@ class Runtime:
         self.models: list[Any] = list(TaskRecords.models)
         self._users = 0
         self._lock = threading.RLock()
+        self.failure: str | None = None  # set by fail(): the daemon stops on it
         self._schema_ready = False
         self.config_schema: Any = None  # set by from_config: what a reload validates against
         self.config_overrides: dict = {}
@@ -195,6 +196,12 @@ class Runtime:
                 log.warning("%s; will retry on first use", exc.message)
             for _name, _ in self.host.call_each("pvc_start", runtime=self):
                 pass
+
+    def fail(self, reason: str) -> None:
+        """A plugin found, after start, that this daemon must not go on (simnode: a cluster with real
+        nodes appeared): it stops as a plugin refusing at start does, with exit status 1. The caller has
+        logged ``reason``; any thread may call this."""
+        self.failure = reason
 
     def stop(self) -> None:
         with self._lock:

@@ -446,6 +446,13 @@ def _graceful_exit(engine: Any) -> None:
         engine.exit()
 
 
+def _stop_on_failure(runtime: Any) -> None:
+    """``runtime.fail``: a SystemExit raised in the engine's loop stops the servers, then the runtime and
+    its plugins, and leaves ``serve`` with that status."""
+    if runtime.failure is not None:
+        raise SystemExit(1)
+
+
 def _reload_later(runtime: Any, dispatcher: Any) -> None:
     """SIGHUP: reload off the signal handler's thread (it reads files and loads certificates)."""
     from .reload import reload
@@ -465,6 +472,7 @@ def serve(runtime: Any) -> None:
     handler.handlers = {"SIGTERM": partial(_graceful_exit, engine), "SIGINT": partial(_graceful_exit, engine),
                         "SIGHUP": partial(_reload_later, runtime, dispatcher)}
     handler.subscribe()
+    engine.subscribe("main", partial(_stop_on_failure, runtime))  # the engine's loop, every 0.1 s
     config = runtime.config
     log.info("Listening at %s:%s with SSL=%s, Authentication=%s", config["api.listen_address"],
              config["api.listen_port"], config["api.ssl.enabled"], config["api.authentication.enabled"])

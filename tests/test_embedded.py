@@ -3,7 +3,10 @@
 The walkthrough is read from README.md ("Trying it out"), so the README cannot
 drift from what works: each ``sh`` block runs in bash, in order, in one
 directory, and the check of the same index looks at what it did, through the
-API and straight from the local Ceph.
+API and straight from the local Ceph. Then the same run gets the requests of
+the v0.6 CLI commands of "With the v0.6 CLI" (the helpers of
+test_cli_requests.py; the CLI itself is not run), each checked in what
+``pvc vm list`` and ``pvc node list`` request and print.
 """
 
 from __future__ import annotations
@@ -12,10 +15,15 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import requests
+from contract import Contract
+from test_cli_requests import node_domain_state, node_list, vm_list, vm_node, vm_start
 
 from conftest import BIN, REQUEST_TIMEOUT, START_TIMEOUT, settle_timeout, wait_until
 from pvc_core.zkserver import four_letter_word, free_port
@@ -26,8 +34,16 @@ UUID = "0f8c5d2e-6a1b-4c3d-9e8f-7a6b5c4d3e2f"
 
 def walkthrough() -> list[str]:
     text = README.read_text()
-    section = text[text.index("\n## Trying it out\n"):text.index("\n### The simulated nodes\n")]
+    section = text[text.index("\n## Trying it out\n"):text.index("\n### With the v0.6 CLI\n")]
     return re.findall(r"```sh\n(.*?)```", section, re.DOTALL)
+
+
+def readme_cli_commands() -> list[str]:
+    """The ``pvc`` commands of the README's "With the v0.6 CLI", comments dropped."""
+    text = README.read_text()
+    section = text[text.index("\n### With the v0.6 CLI\n"):text.index("\n### The simulated nodes\n")]
+    lines = "".join(re.findall(r"```sh\n(.*?)```", section, re.DOTALL)).splitlines()
+    return [line.split("#")[0].strip() for line in lines if line.startswith("pvc ")]
 
 
 def start(data_dir, port: int, zk_port: int) -> subprocess.Popen:
@@ -77,10 +93,46 @@ class Api:
         return sorted(name for name, node in self.nodes().items() if uuid in node["running_domains"])
 
 
-def ceph_osd_ids(data_dir: Path) -> list[int]:
+class Client:
+    """What the CLI helpers of test_cli_requests.py send through (they take a conftest.Daemon): GET and POST
+    under the embedded run's /api/v1, each answer held to the daemon's own OpenAPI document as Daemon does."""
+
+    def __init__(self, base: str):
+        self.base = base
+        self.http = requests.Session()
+        self._contract: Contract | None = None
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        response = self.http.request(method, self.base + path, timeout=REQUEST_TIMEOUT, **kwargs)
+        if self._contract is None:
+            self._contract = Contract(requests.get(self.base + "/openapi.json", timeout=REQUEST_TIMEOUT).json())
+        for answer in (*response.history, response):
+            self._contract.check(answer.request.method, urlsplit(answer.request.url).path, answer.status_code,
+                                 answer.headers.get("Content-Type"), answer.content)
+        return response
+
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("POST", path, **kwargs)
+
+
+def ceph_osd_tree(data_dir: Path) -> list[dict]:
+    """The items of `ceph osd tree -f json` against the embedded Ceph (OSDs and CRUSH buckets)."""
     tree = subprocess.run(["ceph", "-c", str(data_dir / "ceph" / "ceph.conf"), "osd", "tree", "-f", "json"],
                           capture_output=True, text=True, timeout=60, check=True, stdin=subprocess.DEVNULL)
-    return sorted(node["id"] for node in json.loads(tree.stdout)["nodes"] if node["type"] == "osd")
+    return json.loads(tree.stdout)["nodes"]
+
+
+def ceph_osd_ids(data_dir: Path) -> list[int]:
+    return sorted(node["id"] for node in ceph_osd_tree(data_dir) if node["type"] == "osd")
+
+
+def ceph_osd_hosts(data_dir: Path) -> dict[int, str]:
+    """OSD id -> the name of the CRUSH host it is placed under."""
+    return {osd: bucket["name"] for bucket in ceph_osd_tree(data_dir) if bucket["type"] == "host"
+            for osd in bucket.get("children", [])}
 
 
 def checks(api: Api, data_dir: Path) -> list:
@@ -127,10 +179,26 @@ def checks(api: Api, data_dir: Path) -> list:
         assert api.nodes()["pvchv3"]["domain_state"] == "ready"
         placed("pvchv3", "")(output)
 
+    def primaries() -> list[str]:
+        return sorted(name for name, node in api.nodes().items() if node["coordinator_state"] == "primary")
+
+    def primary_before() -> None:
+        """The block must switch the primary: pvchv2 is not primary before it. The nodes' start-up election
+        may have made it primary; then pvchv1 takes the role first, so that the switch is still one."""
+        if primaries() == ["pvchv2"]:
+            requests.post(f"{api.base}/node/pvchv1/coordinator-state", data={"state": "primary"},
+                          timeout=REQUEST_TIMEOUT).raise_for_status()
+        before = wait_until(lambda: (lambda now: now if len(now) == 1 and now == [api.get("/status")["primary_node"]]
+                                     else None)(primaries()), timeout=wait, message="not exactly one primary")
+        assert before != ["pvchv2"], before
+
     def primary(output: str) -> None:
+        assert json.loads(output) == {"message": "Setting node pvchv2 in primary router mode."}
         wait_until(lambda: {name: node["coordinator_state"] for name, node in api.nodes().items()} == {
             "pvchv1": "secondary", "pvchv2": "primary", "pvchv3": "secondary"} and
             api.get("/status")["primary_node"] == "pvchv2", timeout=wait, message="pvchv2 did not become primary")
+
+    primary.before = primary_before  # type: ignore[attr-defined]
 
     def shut_down(output: str) -> None:
         assert api.vm("demo")["state"] == "stop" and api.running_on(UUID) == []
@@ -146,6 +214,8 @@ def checks(api: Api, data_dir: Path) -> list:
     def osd_added(output: str) -> None:
         assert json.loads(output) == {"message": "Created new OSD with block device '/dev/sdb' on node 'pvchv2'."}
         assert ceph_osd_ids(data_dir) == [0, 1]
+        # `ceph osd tree` shows the new OSD under host pvchv2, the first under this machine's host name
+        assert ceph_osd_hosts(data_dir) == {0: socket.gethostname().split(".")[0], 1: "pvchv2"}
         assert sorted(osd["id"] for osd in api.listed("/storage/ceph/osd")) == ["0", "1"]
 
     def osd_removed(output: str) -> None:
@@ -165,6 +235,54 @@ def checks(api: Api, data_dir: Path) -> list:
     return [nodes_and_osd, network, defined, started, console, placed("pvchv2", "pvchv1"), placed("pvchv1", ""),
             placed("pvchv3", ""), flushed, readied, primary, shut_down, pool, volume, osd_added, osd_removed,
             submitted, provisioned]
+
+
+CLI_COMMANDS = ["pvc vm start demo", "pvc vm migrate demo -t pvchv1", "pvc vm unmigrate demo",
+                "pvc node flush --wait pvchv3", "pvc node ready --wait pvchv3"]
+
+
+def cli_commands(cli: Client) -> None:
+    """After the walkthrough (demo stopped on pvchv3, web1 running, pvchv2 primary): the requests of the
+    README's v0.6 CLI commands, in its order, each waited for in what `pvc vm list` and `pvc node list` show."""
+    assert readme_cli_commands() == ["pvc cluster add -a 127.0.0.1 -p 7370 embedded", *CLI_COMMANDS,
+                                     "pvc vm list", "pvc node list"]
+    web1 = vm_list(cli)["web1"]
+    assert (web1["state"], web1["migrated"]) == ("start", "no"), web1
+    home = web1["node"]
+
+    def tables_show(demo_on: tuple[str, ...], migrated: str, pvchv3: str, message: str) -> str:
+        """vm list: demo running on one of ``demo_on``, its Migrated column ``migrated``, web1 running at home
+        (elsewhere, from pvchv3, while a flush keeps it away); node list: pvchv3 ``pvchv3``, the others ready,
+        each node's VMs, vCPUs and RAM those of the VMs vm list shows running on it. Returns demo's node."""
+        def shown() -> str | None:
+            vms, nodes = vm_list(cli), node_list(cli)
+            demo, web = vms["demo"], vms["web1"]
+            away = pvchv3 == "flushed" and home == "pvchv3"
+            if (demo["state"], demo["migrated"]) != ("start", migrated) or demo["node"] not in demo_on or \
+                    (web["state"], web["node"] == home, web["migrated"]) != ("start", not away,
+                                                                           "from pvchv3" if away else "no"):
+                return None
+            for name, (daemon, domain, count, vcpus, memory) in nodes.items():
+                running = [vm for vm in vms.values() if vm["state"] == "start" and vm["node"] == name]
+                if (daemon, domain, count, vcpus, memory) != (
+                        "run", pvchv3 if name == "pvchv3" else "ready", len(running),
+                        sum(vm["vcpu"] for vm in running), sum(vm["memory"] for vm in running)):
+                    return None
+            return demo["node"]
+        return wait_until(shown, message=message)
+
+    assert vm_start(cli, "demo").json() == {"message": "Starting VM 'demo'."}
+    tables_show(("pvchv3",), "no", "ready", "pvc vm start: demo running on pvchv3")
+    assert vm_node(cli, "demo", "migrate", "pvchv1").json() == {"message": "Migrating VM 'demo' to node 'pvchv1'."}
+    tables_show(("pvchv1",), "from pvchv3", "ready", "pvc vm migrate: demo on pvchv1, from pvchv3")
+    assert vm_node(cli, "demo", "unmigrate").json() == {"message": "Unmigrating VM 'demo' back to node 'pvchv3'."}
+    tables_show(("pvchv3",), "no", "ready", "pvc vm unmigrate: demo back on pvchv3")
+    assert node_domain_state(cli, "pvchv3", "flush", wait=True).json() == {
+        "message": "Flushed hypervisor pvchv3 of running VMs."}
+    tables_show(("pvchv1", "pvchv2"), "from pvchv3", "flushed", "pvc node flush: pvchv3 flushed, demo elsewhere")
+    assert node_domain_state(cli, "pvchv3", "ready", wait=True).json() == {
+        "message": "Restored hypervisor pvchv3 to active service."}
+    tables_show(("pvchv3",), "no", "ready", "pvc node ready: pvchv3 ready, demo back on it")
 
 
 def test_readme_walkthrough_and_a_second_run(tmp_path):
@@ -188,6 +306,9 @@ def test_readme_walkthrough_and_a_second_run(tmp_path):
         env = {**os.environ, "PVC": api.base}
         for index, (block, check) in enumerate(zip(blocks, expected, strict=True)):
             script = block.replace("127.0.0.1:7370", f"127.0.0.1:{port}")
+            before = getattr(check, "before", None)
+            if before is not None:
+                before()
             result = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=workdir, env=env,
                                     capture_output=True, text=True, timeout=START_TIMEOUT, stdin=subprocess.DEVNULL)
             assert result.returncode == 0, (index, script, result.stderr)
@@ -195,6 +316,7 @@ def test_readme_walkthrough_and_a_second_run(tmp_path):
                 check(result.stdout)
             except AssertionError as exc:
                 raise AssertionError(f"walkthrough block {index}:\n{script}\nanswered:\n{result.stdout}") from exc
+        cli_commands(Client(api.base))
     finally:
         assert stop(process) == 0
     assert "metadata:\n        enabled: False" in (data_dir / "pvcapid.yaml").read_text()  # no well-known address
@@ -209,10 +331,10 @@ def test_readme_walkthrough_and_a_second_run(tmp_path):
         wait_until(lambda: sorted(api.nodes()) == ["pvchv1", "pvchv2", "pvchv3"] and all(
             node["daemon_state"] == "run" for node in api.nodes().values()), timeout=START_TIMEOUT,
             message="the simulated nodes did not come back")
-        web1 = api.vm("web1")  # it was running when the run stopped: its node starts it again
-        wait_until(lambda: api.running_on(web1["uuid"]) == [web1["node"]], timeout=settle_timeout(),
-                   message="web1 was not started again on its node")
-        assert api.vm("demo")["state"] == "stop"
+        web1 = api.vm("web1")  # both were running when the run stopped: their nodes start them again
+        wait_until(lambda: api.running_on(web1["uuid"]) == [web1["node"]] and api.running_on(UUID) == ["pvchv3"],
+                   timeout=settle_timeout(), message="web1 and demo were not started again on their nodes")
+        assert (api.vm("demo")["state"], api.vm("demo")["node"]) == ("start", "pvchv3")
     finally:
         assert stop(process) == 0
 

@@ -432,6 +432,29 @@ def test_a_second_simulator_on_the_same_cluster_refuses(sim, daemon_factory, cle
     assert sim_ready(sim)
 
 
+def test_a_simulator_started_before_the_tree_refuses_real_nodes_once_it_appears(daemon_factory, clean_zk):
+    """No /nodes at start: the check waits for the tree while the API serves; a refusal then still stops the
+    daemon, as one at start does (one ERROR line, exit status 1), and the simulator has written nothing."""
+    sim = daemon_factory(sim_config(NO_CEPH))
+    assert [node["daemon"] for node in sim.get("/simnode").json()] == ["stopped"] * 3  # waiting for the tree
+    # the tree appears with a real node daemon's registration in it (one transaction, so that the check,
+    # which runs when /nodes appears, sees the node)
+    transaction = clean_zk.transaction()
+    transaction.create("/nodes")
+    transaction.create("/nodes/hv1", b"coordinator")
+    transaction.create("/nodes/hv1/staticdata", b"16 4.19.0-6-amd64 GNU/Linux x86_64")
+    assert not [result for result in transaction.commit() if isinstance(result, Exception)]
+    process = sim.process
+    wait_until(lambda: process.poll() is not None, timeout=settle_timeout(sim.config),
+               message="the daemon did not stop on the refusal")
+    assert process.returncode == 1
+    errors = error_lines(sim)
+    assert len(errors) == 1, errors
+    assert "refusing to start" in errors[0] and "hv1" in errors[0] and "the daemon stops" in errors[0]
+    assert clean_zk.get_children("/nodes") == ["hv1"] and clean_zk.get_children("/nodes/hv1") == ["staticdata"]
+    assert not clean_zk.exists("/locks/simnode")
+
+
 # -- Ceph OSDs ------------------------------------------------------------------------------
 
 def ceph_osds(ceph_cluster: Any) -> list[str]:

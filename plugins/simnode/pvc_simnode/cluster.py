@@ -3,7 +3,9 @@
 Only one simulator may run a cluster's nodes (a kazoo lock), and it runs
 only nodes it created: a node whose ``staticdata`` does not carry the
 simulator's kernel name belongs to a real node daemon, so the simulator
-refuses to start rather than write beside it.
+refuses to start rather than write beside it. On a cluster whose tree does
+not exist yet the check waits for the tree (``POST /initialize``); a refusal
+then stops the daemon (``on_refused``: ``runtime.fail``).
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ class Refused(Exception):
 
 class SimCluster:
     def __init__(self, hosts: str, names: list[str], coordinators: int, options: Options, directory: str,
-                 storage: Callable[[], Any] | None = None):
+                 storage: Callable[[], Any] | None = None, on_refused: Callable[[str], None] | None = None):
         self.hosts = hosts
+        self.on_refused = on_refused  # a refusal found after start (runtime.fail: the daemon stops)
         self.options = options
         self.storage = storage
         self.nodes: dict[str, SimNode] = {}
@@ -102,7 +105,10 @@ class SimCluster:
         try:
             self._claim()
         except Refused as exc:
-            log.error("%s", exc)
+            # the daemon has been serving meanwhile: it stops now (exit status 1)
+            log.error("%s; the daemon stops", exc)
+            if self.on_refused is not None:
+                self.on_refused(str(exc))
             return
         for node in self.nodes.values():
             try:

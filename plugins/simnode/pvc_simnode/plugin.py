@@ -92,7 +92,7 @@ def _cluster(runtime: Any) -> SimCluster:
     names = [f"{config['simnode.prefix']}{index}" for index in range(1, config["simnode.nodes"] + 1)]
     directory = config["simnode.directory"] or os.path.join(config["data_dir"], "simnode")
     return SimCluster(coordinator_hosts(config["coordinators"]), names, config["simnode.coordinators"], options,
-                      directory, storage=lambda: runtime.service("ceph", required=False))
+                      directory, storage=lambda: runtime.service("ceph", required=False), on_refused=runtime.fail)
 
 
 @hookimpl
