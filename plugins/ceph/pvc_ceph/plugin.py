@@ -28,7 +28,8 @@ def pvc_config_fields() -> Section:
         "conf": Field("str", default="/etc/ceph/ceph.conf", help="ceph.conf of the cluster"),
         "client": Field("str", default="client.admin", help="Ceph client name"),
         "keyring": Field("str", default="", help="keyring file (default: from ceph.conf)"),
-        "timeout": Field("float", default=10.0, help="longest wait for Ceph within one storage operation of a request before 503, seconds"),
+        "timeout": Field("float", default=10.0,
+                         help="longest wait for Ceph within one storage operation of a request before 503, seconds"),
         "collector": Field("bool", default=True, help="collect statistics into /ceph (off when v0.6 node "
                                                       "daemons already do)"),
         "interval": Field("float", default=5.0, help="seconds between statistics collections"),
