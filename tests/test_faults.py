@@ -219,3 +219,59 @@ def test_the_ensemble_leader_killed_under_load(daemon_factory, tmp_path):
         print(f"ensemble: {len(failed)} answers of 503 over {span:.2f} s after the kill; {len(load.answers)} in all")
     finally:
         ensemble.stop()
+
+
+WAIT_TIMEOUT = 3.0
+
+
+@pytest.fixture
+def waiting(daemon_factory, tmp_path):
+    """A daemon whose wait=true lasts at most WAIT_TIMEOUT, on a ZooKeeper of its own; no node daemon acts."""
+    server = ZooKeeperServer(str(tmp_path / "zk")).start(timeout=START_TIMEOUT)
+    try:
+        daemon = daemon_factory({"zookeeper": {"request_timeout": REQUEST_TIMEOUT, "session_timeout": SESSION_TIMEOUT},
+                                 "vm": {"wait_timeout": WAIT_TIMEOUT}, "plugins": {"enabled": ["node", "vm"]},
+                                 "coordinators": [server.address]})
+        assert daemon.post("/initialize").status_code == 200
+        client = KazooClient(hosts=server.address)
+        client.start(timeout=START_TIMEOUT)
+        try:
+            seed_node(client, "pvchv1")
+        finally:
+            client.stop()
+        assert daemon.post("/vm", params={"node": "pvchv1"}, data={"xml": vm_xml("w0", uuid_for(0))}).status_code == 200
+        yield server, daemon
+    finally:
+        if server.process is not None and server.process.poll() is None:
+            os.kill(server.process.pid, signal.SIGCONT)
+        server.stop()
+
+
+def test_wait_true_keeps_its_bound_and_zookeepers(waiting):
+    """``wait=true`` with no node daemon acting ends in a 409 at ``vm.wait_timeout`` (within 10 %); the
+    same wait with ZooKeeper frozen half-way ends in a 503 within ``zookeeper.request_timeout`` of the
+    freeze, not at the end of the wait."""
+    server, daemon = waiting
+    started = time.monotonic()
+    answer = daemon.post("/vm/w0/state", params={"state": "start", "wait": "true"})
+    took = time.monotonic() - started
+    assert answer.status_code == 409 and "pvc.vm.wait_timeout" in answer.json()["message"], answer.text
+    assert WAIT_TIMEOUT <= took <= WAIT_TIMEOUT * 1.1 + BEYOND_BOUND, f"wait=true answered after {took:.2f} s"
+
+    outcome: dict = {}
+
+    def wait_for_start() -> None:
+        outcome["answer"] = daemon.post("/vm/w0/state", params={"state": "restart", "wait": "true"})
+        outcome["ended"] = time.monotonic()
+    thread = threading.Thread(target=wait_for_start)
+    thread.start()
+    time.sleep(WAIT_TIMEOUT / 3)  # the wait is under way (its first reads are answered)
+    os.kill(server.process.pid, signal.SIGSTOP)
+    frozen = time.monotonic()
+    thread.join(timeout=START_TIMEOUT)
+    os.kill(server.process.pid, signal.SIGCONT)
+    assert outcome["answer"].status_code == 503, outcome["answer"].text
+    assert outcome["ended"] - frozen <= REQUEST_TIMEOUT + BEYOND_BOUND, \
+        f"503 {outcome['ended'] - frozen:.2f} s after ZooKeeper froze (bound {REQUEST_TIMEOUT:g} s)"
+    print(f"wait=true: 409 after {took:.2f} s (bound {WAIT_TIMEOUT:g} s); "
+          f"503 {outcome['ended'] - frozen:.2f} s after the freeze")
