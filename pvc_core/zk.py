@@ -16,7 +16,8 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from kazoo.exceptions import (
@@ -313,15 +314,29 @@ class ZooKeeper:
 
     def optimistic(self, attempt: Callable[[], T], attempts: int = 8) -> T:
         """Run ``attempt`` (read, build a version-guarded transaction, commit) until it
-        commits; a conflict that persists ends as 409."""
-        for remaining in range(attempts - 1, -1, -1):
+        commits; a conflict that persists ends as 409. The pause between attempts doubles
+        (with jitter), so writers that collided spread out instead of colliding again."""
+        for tried in range(attempts):
             try:
                 return attempt()
             except TransactionFailed as exc:
-                if not isinstance(exc.cause, (BadVersionError, NodeExistsError, NoNodeError)) or not remaining:
+                if not isinstance(exc.cause, (BadVersionError, NodeExistsError, NoNodeError)) or tried == attempts - 1:
                     raise
-                time.sleep(random.uniform(0.002, 0.02))
+                time.sleep(random.uniform(0.002, min(0.25, 0.01 * 2 ** tried)))
         raise AssertionError("unreachable")  # pragma: no cover
+
+    @contextmanager
+    def in_turn(self, lock: threading.Lock, what: str) -> Iterator[None]:
+        """This daemon's changes of one kind wait for each other (within the ZooKeeper bound) instead of
+        retrying against each other: eight threads' optimistic transactions on one object ran out of
+        attempts. Other daemons' changes are still settled by the transactions' version guards."""
+        if not lock.acquire(timeout=self.remaining()):
+            raise ServiceUnavailable(f"ZooKeeper did not complete the {what} ahead of this one within "
+                                     f"{self.request_timeout:g} s (pvc.zookeeper.request_timeout)")
+        try:
+            yield
+        finally:
+            lock.release()
 
     def transaction(self) -> Any:
         """A raw kazoo transaction for changes that mix creates, sets, deletes and checks."""

@@ -267,13 +267,8 @@ class VMService:
             transaction.set_data(schema.ROOT, b"", version=version)
             self.zk.commit(transaction, f"definition of VM {name}")
 
-        if not self._defining.acquire(timeout=self.zk.remaining()):
-            raise ServiceUnavailable("ZooKeeper did not complete the VM definitions ahead of this one within "
-                                     f"{self.zk.request_timeout:g} s (pvc.zookeeper.request_timeout)")
-        try:
+        with self.zk.in_turn(self._defining, "VM definitions"):
             self.zk.optimistic(attempt)
-        finally:
-            self._defining.release()
         return f"Added new VM with Name '{name}' and UUID '{uuid}' to database.{note}"
 
     def validate_xml(self, xml: str) -> None:
