@@ -265,14 +265,18 @@ class CephClient:
                 operation.since = time.monotonic()
 
     def progress(self) -> Callable[[int, int], int]:
-        """An ``on_progress`` callback for librbd: each report is Ceph answering, so the operation's
-        wait starts again (a large volume's removal takes as long as it needs while Ceph works)."""
+        """An ``on_progress`` callback for librbd: a report is Ceph answering, so an operation that has
+        used half its wait starts it again (a large volume's removal takes as long as it needs while Ceph
+        works; a small one stays within ``ceph.timeout`` of its start)."""
         operation = getattr(_inside, "operation", None)
+        half = self.timeout / 2
 
         def report(_done: int, _total: int) -> int:
             if operation is not None:
                 with operation.lock:
-                    operation.since = time.monotonic()
+                    now = time.monotonic()
+                    if now - operation.since > half:
+                        operation.since = now
             return 0
         return report
 

@@ -131,7 +131,9 @@ class Collector:
             return
         if self.volumes is not None and time.monotonic() >= self._next_volumes:
             self._next_volumes = time.monotonic() + self.volume_interval
-            self.write_changed(self.volumes.statistics())
+            statistics = self.volumes.statistics(self._stop)
+            if not self._stop.is_set():
+                self.write_changed(statistics)
 
     def write_changed(self, values: dict[str, str], chunk: int = 200) -> None:
         """Write only what changed, in bounded transactions (one per ``chunk`` keys, far below

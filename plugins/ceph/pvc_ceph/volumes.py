@@ -153,8 +153,9 @@ class Volumes(CephArea):
         return [f"{pool}/{volume}" for pool in pools for volume in children[f"{schema.VOLUMES}/{pool}"] or []
                 if volume.startswith(f"{vm_name}_")]
 
-    def statistics(self) -> dict[str, str]:
-        """Fresh ``rbd info`` values for every recorded volume (v0.6 wrote them only on changes)."""
+    def statistics(self, stopping: Any = None) -> dict[str, str]:
+        """Fresh ``rbd info`` values for every recorded volume (v0.6 wrote them only on changes); cut short
+        once ``stopping`` (an Event) is set: with hundreds of volumes a daemon's stop waited for them."""
         import rbd
         pools = sorted(self.zk.children(schema.POOLS) or [])
         children = self.zk.children_many(f"{schema.VOLUMES}/{pool}" for pool in pools)
@@ -165,6 +166,8 @@ class Volumes(CephArea):
                 continue
             with self._ioctx(pool) as ioctx:
                 for name in names:
+                    if stopping is not None and stopping.is_set():
+                        return out
                     try:
                         out[f"{schema.volume(pool, name)}/stats"] = self._info(ioctx, name)
                     except rbd.Error:
