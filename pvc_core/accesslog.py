@@ -5,6 +5,12 @@ cost about as much as the rest of a cheap request together, so request
 threads only append a tuple to a queue; a writer thread formats the lines and
 writes them in batches to stdout (the journal, under systemd). Paths are
 logged without their query strings, which can carry a login token.
+
+The last field names who made the request: the description of the token
+(``pvc.api.authentication.tokens``, never the token itself), or
+``session:<description>`` for a login session, or ``-`` when no credential
+was needed or authentication is off. It is last because a description may
+hold spaces: everything after the elapsed time is the name.
 """
 
 from __future__ import annotations
@@ -29,8 +35,8 @@ class AccessLog:
         self._thread: threading.Thread | None = None
 
     def record(self, remote: str, request_id: str, method: str, path: str, status: object,
-               elapsed_ms: float) -> None:
-        self._queue.put((time.time(), remote, request_id, method, path, status, elapsed_ms))
+               elapsed_ms: float, who: str = "-") -> None:
+        self._queue.put((time.time(), remote, request_id, method, path, status, elapsed_ms, who))
 
     def start(self) -> None:
         if self._thread is None:
@@ -64,11 +70,11 @@ class AccessLog:
 
     @staticmethod
     def _format(item: tuple) -> str:
-        stamp, remote, request_id, method, path, status, elapsed = item
+        stamp, remote, request_id, method, path, status, elapsed, who = item
         seconds = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
         code = str(status).split(" ", 1)[0]
         return (f"{seconds},{int(stamp * 1000) % 1000:03d} INFO pvc.access: {remote} {request_id} "
-                f'"{_printable(method)} {_printable(path)}" {code} {elapsed:.1f}ms\n')
+                f'"{_printable(method)} {_printable(path)}" {code} {elapsed:.1f}ms {_printable(who)}\n')
 
 
 def _printable(text: str) -> str:

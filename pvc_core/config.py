@@ -10,6 +10,7 @@ refuses to start.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from .auth import SCOPES
 from .errors import ConfigError
 
 DEFAULT_PATHS = ("/etc/pvc/pvcapid.yaml", "/etc/pvc/pvc-api.yaml")
@@ -94,6 +96,9 @@ class Field:
     required_if: str | None = None
     check: Callable[[Any], str | None] | None = None
     items: dict[str, Field] | None = None  # for lists of mappings
+    # A value that must never be echoed (tokens, the secret key): errors name the key, not the value,
+    # because the error line goes to the journal. The items of a secret list are secret too.
+    secret: bool = False
 
     @property
     def optional(self) -> bool:
@@ -133,9 +138,25 @@ def _coordinators_check(value: list) -> str | None:
     return None
 
 
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+
+
+def _hex_digest_check(value: str) -> str | None:
+    if len(value) != 64 or not all(char in "0123456789abcdefABCDEF" for char in value):
+        return "a SHA-256 digest in hex (64 characters; printf %s TOKEN | sha256sum)"
+    if value.lower() == EMPTY_SHA256:
+        return "the digest of a non-empty token (this is the SHA-256 of the empty string)"
+    return None
+
+
+# One entry of pvc.api.authentication.tokens. ``token`` and ``token_sha256`` have no default of
+# their own (None: absent), so that ``check_tokens`` can ask for exactly one of them.
 TOKEN_FIELDS = {
     "description": Field("str", default=""),
-    "token": Field("str"),
+    "token": Field("str", default=None, secret=True),
+    "token_sha256": Field("str", default=None, secret=True, check=_hex_digest_check),
+    "scope": Field("str", default="admin",
+                   check=lambda value: None if value in SCOPES else "read, write or admin"),
 }
 
 
@@ -191,9 +212,10 @@ def core_schema() -> Section:
                                          "write may wait"),
             "authentication": Section({
                 "enabled": Field("bool"),
-                "secret_key": Field("str", default="", required_if="api.authentication.enabled"),
+                "secret_key": Field("str", default="", required_if="api.authentication.enabled", secret=True),
                 "tokens": Field("list", default=[], required_if="api.authentication.enabled",
-                                items=TOKEN_FIELDS),
+                                items=TOKEN_FIELDS, secret=True,
+                                help="[{description, token or token_sha256, scope: read|write|admin}]"),
                 "session_lifetime": Field("int", default=43200, check=_positive,
                                           help="seconds a login session stays valid"),
             }),
@@ -315,24 +337,30 @@ def _flag(raw: dict, dotted: str) -> bool:
         return False
 
 
-def _convert(spec: Field, value: Any, key: str) -> Any:
+def _got(value: Any, secret: bool) -> str:
+    """The end of an error line: the value as given, unless it is secret."""
+    return " (the value is not shown)" if secret else f", got {value!r}"
+
+
+def _convert(spec: Field, value: Any, key: str, secret: bool = False) -> Any:
     convert, expected = KINDS[spec.kind]
+    secret = secret or spec.secret
     try:
         result = convert(value)
     except (ValueError, TypeError):
-        raise ConfigError(f"{key}: expected {expected}, got {value!r}") from None
+        raise ConfigError(f"{key}: expected {expected}{_got(value, secret)}") from None
     if spec.items is not None:
-        result = [_validate_items(spec.items, item, f"{key}[{index}]") for index, item in enumerate(result)]
+        result = [_validate_items(spec.items, item, f"{key}[{index}]", secret) for index, item in enumerate(result)]
     if spec.check is not None:
         problem = spec.check(result)
         if problem:
-            raise ConfigError(f"{key}: expected {problem}, got {value!r}")
+            raise ConfigError(f"{key}: expected {problem}{_got(value, secret)}")
     return result
 
 
-def _validate_items(fields: dict[str, Field], item: Any, key: str) -> dict:
+def _validate_items(fields: dict[str, Field], item: Any, key: str, secret: bool = False) -> dict:
     if not isinstance(item, dict):
-        raise ConfigError(f"{key}: expected a mapping with keys {', '.join(fields)}, got {item!r}")
+        raise ConfigError(f"{key}: expected a mapping with keys {', '.join(fields)}{_got(item, secret)}")
     out = {}
     for name, spec in fields.items():
         if name in item:
@@ -382,13 +410,41 @@ def validate(schema: Section, raw: dict, prefix: str = "pvc", root: dict | None 
     return out
 
 
+def check_tokens(tokens: list[dict]) -> None:
+    """Each entry gives its token exactly one way, and one token never has two scopes.
+
+    A token given twice with the same scope is harmless (the first
+    description names it in the access log); with two scopes it is ambiguous,
+    so it is refused rather than resolved either way.
+    """
+    scopes: dict[str, tuple[int, str]] = {}
+    for index, entry in enumerate(tokens):
+        key = f"pvc.api.authentication.tokens[{index}]"
+        clear, hashed = entry["token"], entry["token_sha256"]
+        if clear is not None and hashed is not None:
+            raise ConfigError(f"{key}: expected exactly one of token and token_sha256, got both")
+        if clear is None and hashed is None:
+            raise ConfigError(f"{key}.token: required key is missing (or token_sha256, the token's SHA-256 "
+                              "in hex)")
+        digest = hashed.lower() if hashed is not None else (
+            hashlib.sha256(clear.encode("utf-8", errors="surrogateescape")).hexdigest() if clear else "")
+        if not digest:
+            continue  # an empty token never matches (the v0.6 sample ships one)
+        first = scopes.setdefault(digest, (index, entry["scope"]))
+        if first[1] != entry["scope"]:
+            raise ConfigError(f"{key}: the same token as tokens[{first[0]}] with another scope "
+                              f"({entry['scope']!r}, there {first[1]!r}); give each token one entry")
+
+
 def check_semantics(config: Config) -> None:
     """Cross-key rules that a single field cannot express."""
+    tokens = config["api.authentication.tokens"]
+    check_tokens(tokens)
     if config["api.authentication.enabled"]:
         if not config["api.authentication.secret_key"]:
             raise ConfigError("pvc.api.authentication.secret_key: expected a non-empty string "
                               "when authentication is enabled (it signs the session cookies)")
-        if not any(entry["token"] for entry in config["api.authentication.tokens"]):
+        if not any(entry["token"] or entry["token_sha256"] for entry in tokens):
             raise ConfigError("pvc.api.authentication.tokens: expected at least one non-empty token "
                               "when authentication is enabled")
     if config["api.ssl.enabled"]:

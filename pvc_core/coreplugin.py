@@ -16,7 +16,7 @@ from .config import parse_bool
 from .errors import BadRequest
 from .hookspecs import hookimpl
 from .params import BOOLEAN, INTEGER, STRING, Param, ParamType
-from .routes import API_PREFIX, CONFLICT, Response, Route
+from .routes import ADMIN, API_PREFIX, CONFLICT, Response, Route
 from .shapes import ANY, HTML, INT, JSON, MESSAGE, NUM, STR, TEXT, array, map_of, named, nullable, obj
 from .taskrecords import STATES
 from .zk import TransactionFailed
@@ -54,9 +54,11 @@ def login(ctx: Any, params: dict) -> Response | dict:
     token = params["token"]
     if token is None:
         raise BadRequest("Parameter 'token': required, expected one of the configured API tokens")
-    if not auth.token_matches(token):
+    entry = auth.token_entry(token)
+    if entry is None:
         return Response({"message": FAILED_MESSAGE}, status=401)
-    ctx.response_headers["Set-Cookie"] = auth.cookie_header(auth.new_session())
+    # the session carries the token's scope: a read token's session cannot write
+    ctx.response_headers["Set-Cookie"] = auth.cookie_header(auth.new_session(entry))
     return {"message": "Authentication successful"}
 
 
@@ -199,8 +201,9 @@ def pvc_routes(runtime: Any) -> list:
               aliases=("/auth/logout",), tags=core, returns=MESSAGE, responses=DISABLED),
         Route("GET", "/logout", logout, summary="Log out (seed B's GET form)", auth=False,
               aliases=("/auth/logout",), tags=core, returns=MESSAGE, responses=DISABLED),
+        # admin: it creates the cluster itself
         Route("POST", "/initialize", initialize, summary="Create the base ZooKeeper tree of a new cluster",
-              tags=core, returns=MESSAGE),
+              tags=core, returns=MESSAGE, scope=ADMIN),
         Route("GET", "/health", health_check, summary="Whether this daemon can serve (for load balancers)",
               auth=False, tags=core, returns=HEALTH,
               responses={503: {"description": "A dependency did not answer (the same document)",
@@ -208,7 +211,8 @@ def pvc_routes(runtime: Any) -> list:
         Route("GET", "/status", cluster_status, summary="Cluster status", tags=core, returns=STATUS),
         Route("POST", "/status", set_maintenance,
               (Param("state", STATE_VALUE, required=True, help="true to enter maintenance mode, false to leave it"),),
-              summary="Set or clear maintenance mode", tags=core, returns=MESSAGE, responses=CONFLICT),
+              summary="Set or clear maintenance mode", tags=core, returns=MESSAGE, responses=CONFLICT,
+              scope=ADMIN),  # admin: cluster-wide, and node daemons stop fencing during maintenance
         Route("GET", "/plugins", list_plugins, summary="Loaded plugins, their versions and routes",
               tags=core, returns=array(PLUGIN)),
         Route("GET", "/tasks", list_tasks, (

@@ -29,6 +29,12 @@ class Unauthorized(ApiError):
     status = 401
 
 
+class Forbidden(ApiError):
+    """Authenticated, but the token's (or session's) scope is below the route's."""
+
+    status = 403
+
+
 class NotFound(ApiError):
     status = 404
 

@@ -3,7 +3,9 @@
 Every operation states its success status, media type and body schema (from
 the Route), and every error status it can answer: the generic ones follow
 from the route's parameters, path variables, method and authentication, the
-others are declared on the route.
+others are declared on the route. Every authenticated operation names the
+scope it requires (``x-pvc-scope`` and a sentence of its description) and
+declares the 403 a token or session of a lower scope gets.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import re
 from typing import Any
 
 from . import __version__
+from .auth import SCOPES
 from .params import BOOLEAN, INTEGER, Param
 from .routes import API_PREFIX, MAIN_LISTENER, Route, RouteTable
 from .shapes import JSON, MESSAGE
@@ -30,6 +33,7 @@ BODY_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 GENERIC = {
     400: "Bad input (a parameter, the path or the body) or a failed precondition",
     401: "Authentication required or failed",
+    403: "The token's (or login session's) scope is below the scope this operation requires",
     404: "No such object (or, for a list, nothing matched)",
     408: "The request body did not arrive within pvc.api.body_timeout",
     413: "Request body larger than pvc.api.max_body_size",
@@ -123,7 +127,7 @@ def _responses(route: Route, path: str, components: _Components) -> dict:
     if route.params or "{" in path or route.method in BODY_METHODS:
         generic.append(400)
     if route.auth:
-        generic.append(401)
+        generic.extend((401, 403))
     if "{" in path:
         generic.append(404)
     if route.method in BODY_METHODS:
@@ -153,11 +157,29 @@ def _operation(route: Route, path: str, operation_ids: set[str], components: _Co
     }
     if route.plugin:
         operation["x-plugin"] = route.plugin
-    if not route.auth:
-        operation["security"] = []
+    description = []
     if path != route.full_paths()[0]:
-        operation["description"] = f"Alias of {route.full_paths()[0]}."
+        description.append(f"Alias of {route.full_paths()[0]}.")
+    if route.auth:
+        operation["x-pvc-scope"] = route.scope
+        description.append(scope_sentence(route.scope))
+    else:
+        operation["security"] = []
+        description.append("No authentication needed.")
+    operation["description"] = " ".join(description)
     return operation
+
+
+def scope_sentence(scope: str) -> str:
+    """The description's statement of what an operation requires (the same as its ``x-pvc-scope``)."""
+    allowed = list(SCOPES[SCOPES.index(scope):])
+    names = allowed[0] if len(allowed) == 1 else ", ".join(allowed[:-1]) + " or " + allowed[-1]
+    return (f"Requires scope {scope}: a token (or a login session of a token) of scope {names}; "
+            "a lower scope gets 403.")
+
+
+SCOPE_HELP = ("Each configured token has a scope, read < write < admin (absent: admin); an operation's "
+              "x-pvc-scope is the lowest that may use it.")
 
 
 def _root_redirect() -> dict:
@@ -196,8 +218,11 @@ def document(table: RouteTable, plugins: dict | None = None, listener: str = MAI
         "paths": dict(sorted(paths.items())),
         "components": {
             "securitySchemes": {
-                "apiKey": {"type": "apiKey", "in": "header", "name": "X-Api-Key"},
-                "session": {"type": "apiKey", "in": "cookie", "name": "session"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-Api-Key",
+                           "description": SCOPE_HELP},
+                "session": {"type": "apiKey", "in": "cookie", "name": "session",
+                            "description": "Set by POST /api/v1/login; it holds the scope of the token that "
+                                           "logged in. " + SCOPE_HELP},
             },
             "schemas": dict(sorted(components.schemas.items())),
         },
@@ -216,7 +241,7 @@ def html_page(doc: dict) -> str:
                 f"{', required' if p.get('required') else ''})"
                 f"{' — ' + html.escape(p['description']) if p.get('description') else ''}</li>"
                 for p in operation["parameters"])
-            auth = "no" if operation.get("security") == [] else "yes"
+            auth = "no" if operation.get("security") == [] else operation.get("x-pvc-scope", "yes")
             answers = ", ".join(operation["responses"])
             rows.append(
                 f"<tr><td><b>{method.upper()}</b></td><td><code>{html.escape(path)}</code></td>"
@@ -228,5 +253,5 @@ def html_page(doc: dict) -> str:
             f"<h1>{html.escape(doc['info']['title'])} {html.escape(doc['info']['version'])}</h1>"
             f"<p>{html.escape(doc['info']['description'])} Machine-readable: "
             "<a href='/api/v1/openapi.json'>openapi.json</a>.</p>"
-            "<table><tr><th>Method</th><th>Path</th><th>Summary</th><th>Auth</th><th>Parameters</th><th>Statuses</th></tr>"
+            "<table><tr><th>Method</th><th>Path</th><th>Summary</th><th>Scope</th><th>Parameters</th><th>Statuses</th></tr>"
             + "".join(rows) + "</table></body></html>")

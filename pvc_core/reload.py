@@ -7,7 +7,8 @@ the new certificate and key do not load, nothing is applied and one line
 says why. Otherwise these take effect at once, for the next request or
 connection, while open connections carry on:
 
-* ``api.authentication`` (tokens, secret key, session lifetime, enabled);
+* ``api.authentication`` (tokens and their scopes, which the sessions they
+  made follow too; secret key, session lifetime, enabled);
 * ``api.ssl.cert_file`` / ``key_file`` (the contents too: renewing in place
   is the usual case), for new TLS connections;
 * ``debug`` (log level and JSON indentation);

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from .auth import SCOPES
 from .errors import ApiError, MethodNotAllowed, NotFound
 from .params import Param
 
@@ -21,6 +22,10 @@ MAIN_LISTENER = "main"
 NOT_FOUND_MESSAGE = ("The requested URL was not found on the server. If you entered the URL "
                      "manually please check your spelling and try again.")
 METHOD_NOT_ALLOWED_MESSAGE = "The method is not allowed for the requested URL."
+# Methods whose routes need only the read scope unless they declare another (``Route.scope``).
+READ_METHODS = ("GET", "HEAD")
+# ``Route.scope`` of a route that changes the cluster's foundations or its access.
+ADMIN = "admin"
 
 
 @dataclass
@@ -40,6 +45,14 @@ class Route:
     (400, 401, 404, 413, 503 are derived from params, auth, path variables
     and method): a text is the description of a ``{"message"}`` body, a dict
     a whole OpenAPI response object.
+
+    ``scope`` is what a token (or a session) must hold to use an
+    authenticated route: ``read`` < ``write`` < ``admin``. Left empty it is
+    derived from the method: GET and HEAD read, every other method writes.
+    A route that changes the cluster's foundations or who may do what
+    declares ``admin`` (``ADMIN``): creating the cluster, maintenance mode,
+    coordinator roles, Ceph's OSDs, flags and pools, and the provisioner's
+    scripts, which the worker runs as root. ``auth=False`` routes ignore it.
     """
 
     method: str
@@ -56,6 +69,14 @@ class Route:
     status: int = 200
     media_type: str = "application/json"
     returns: dict | None = None
+    scope: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.scope:
+            self.scope = "read" if self.method.upper() in READ_METHODS else "write"
+        if self.scope not in SCOPES:
+            raise ValueError(f"route {self.method} {self.path}: scope {self.scope!r} is not one of "
+                             f"{', '.join(SCOPES)}")
 
     def full_paths(self) -> list[str]:
         prefix = API_PREFIX if self.listener == MAIN_LISTENER else ""
@@ -234,6 +255,5 @@ def collapse_encoded(parts: list[bytes]) -> Encoded | EncodedArray:
     return Encoded(parts[0]) if len(parts) == 1 else EncodedArray(parts)
 
 
-__all__ = ["API_PREFIX", "ApiError", "CONFLICT", "MAIN_LISTENER", "NO_MATCH", "Encoded", "EncodedArray", "Response",
-           "Route",
-           "RouteTable", "collapse", "collapse_encoded", "encode_json", "quoted"]
+__all__ = ["ADMIN", "API_PREFIX", "ApiError", "CONFLICT", "MAIN_LISTENER", "NO_MATCH", "Encoded", "EncodedArray",
+           "READ_METHODS", "Response", "Route", "RouteTable", "collapse", "collapse_encoded", "encode_json", "quoted"]

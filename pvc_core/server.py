@@ -30,6 +30,7 @@ from cherrypy.process.plugins import SimplePlugin
 
 from . import connections, deadlines, health
 from .accesslog import AccessLog
+from .auth import forbidden, scope_allows
 from .body import BodyUnreadable, is_json, parse_query_string, plain, process_body, read_json
 from .connections import close_connection
 from .errors import ApiError, PayloadTooLarge, PluginError, ServiceUnavailable
@@ -102,6 +103,7 @@ class Dispatcher:
         request_id = secrets.token_hex(8)
         request.pvc_started = time.perf_counter()
         request.pvc_request_id = request_id
+        request.pvc_credential = None  # set when an authenticated route is asked for
         if self.access_hook is not None:
             request.hooks.attach("on_end_request", self.access_hook)
         cherrypy.serving.response.headers[REQUEST_ID_HEADER] = request_id
@@ -117,7 +119,12 @@ class Dispatcher:
                 return
             if route.auth:
                 morsel = request.cookie.get("session")
-                self.auth.check(None if morsel is None else morsel.value, request.headers.get("X-Api-Key"))
+                credential = self.auth.check(None if morsel is None else morsel.value,
+                                             request.headers.get("X-Api-Key"))
+                request.pvc_credential = credential
+                # Before the parameters and the body, like the 401: a refused caller learns nothing more.
+                if not scope_allows(credential.scope, route.scope):
+                    raise forbidden(credential, route.scope, f"{route.method} {route.full_paths()[0]}")
             for name, value in variables.items():
                 if _CONTROL.search(value):
                     raise ApiError(f"Path segment <{name}>: expected a name without control characters "
@@ -246,8 +253,10 @@ def internal_error_body(request_id: str) -> bytes:
 def _access_hook(log: AccessLog) -> Callable[[], None]:
     def record() -> None:
         request = cherrypy.serving.request
+        credential = getattr(request, "pvc_credential", None)
         log.record(request.remote.ip, request.pvc_request_id, request.method, request.path_info,
-                   cherrypy.serving.response.status, (time.perf_counter() - request.pvc_started) * 1000)
+                   cherrypy.serving.response.status, (time.perf_counter() - request.pvc_started) * 1000,
+                   "-" if credential is None else credential.label)
     return record
 
 

@@ -66,6 +66,14 @@ def test_served_document_declares_every_answer(daemon):
             assert ("400" in responses) == has_input, where
             if operation.get("security") != []:
                 assert "401" in responses, where
+                # scoped tokens: the scope is stated, and a lower one's 403 is declared as a {"message"}
+                scope = operation["x-pvc-scope"]
+                assert scope in ("read", "write", "admin"), where
+                assert f"Requires scope {scope}:" in operation["description"], where
+                assert responses["403"]["content"]["application/json"]["schema"] == {
+                    "$ref": "#/components/schemas/Message"}, where
+            else:
+                assert "403" not in responses and "x-pvc-scope" not in operation, where
             if "{" in path:
                 assert "404" in responses, where
                 variables = [p for p in operation["parameters"] if p["in"] == "path"]
@@ -125,6 +133,7 @@ def test_the_check_catches_drift(daemon):
         "error without message": (("GET", "/api/v1/vm/x", 404, "application/json"), {"error": "gone"}),
         "200 on a 202 route": (("POST", "/api/v1/provisioner/create", 200, "application/json"), {"task_id": "1"}),
         "unknown path not 404": (("GET", "/api/v1/nowhere", 200, "application/json"), {"message": "x"}),
+        "403 without authentication": (("GET", "/api/v1/health", 403, "application/json"), {"message": "x"}),
         "wrong method not 405": (("PATCH", "/api/v1/status", 400, "application/json"), {"message": "x"}),
     }
     for name, (answer, body) in drifts.items():

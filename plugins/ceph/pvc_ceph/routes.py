@@ -6,7 +6,7 @@ from typing import Any
 
 from pvc_core.errors import BadRequest
 from pvc_core.params import INTEGER, NUMBER, STRING, Param
-from pvc_core.routes import CONFLICT, NO_MATCH, Route, collapse
+from pvc_core.routes import ADMIN, CONFLICT, NO_MATCH, Route, collapse
 from pvc_core.shapes import INT, MESSAGE, NUM, STR, array, named, nullable, obj, one_or_many
 
 
@@ -165,6 +165,8 @@ CONFIRM = Param("yes-i-really-mean-it", STRING, required=True, aliases=("yes_i_r
 
 
 def routes() -> list[Route]:
+    """Volumes and snapshots are what VMs use (write); the cluster's flags, OSDs and pools are the
+    storage itself, whose change affects every volume (admin)."""
     tags = ("storage",)
     return [
         Route("GET", "/storage", storage, summary="Storage root", tags=tags, returns=MESSAGE),
@@ -176,7 +178,7 @@ def routes() -> list[Route]:
             Param("option", STRING, required=True, help="an OSD flag, e.g. noout"),
             Param("action", STRING, required=True, choices=("set", "unset"), help="set or unset it")),
             summary="Set or unset a cluster OSD flag", aliases=("/storage/ceph/cluster-option",), tags=tags,
-            returns=MESSAGE),
+            returns=MESSAGE, scope=ADMIN),
         Route("GET", "/storage/ceph/osd", list_osds, (Param("limit", STRING, help="regular expression on the ID"),),
               summary="List OSDs", tags=tags, returns=array(OSD), responses=NO_MATCH),
         Route("POST", "/storage/ceph/osd", add_osd, (
@@ -184,27 +186,30 @@ def routes() -> list[Route]:
             Param("device", STRING, required=True, help="block device, e.g. /dev/sdb (its data is destroyed)"),
             Param("weight", NUMBER, required=True, help="CRUSH weight, e.g. 1.0")),
             summary="Create an OSD on a node's disk (by that node's daemon)", tags=tags, returns=MESSAGE,
-            responses=CONFLICT),
+            responses=CONFLICT, scope=ADMIN),
         Route("DELETE", "/storage/ceph/osd/<osdid>", remove_osd, (CONFIRM,),
-              summary="Remove an OSD (by its node's daemon)", tags=tags, returns=MESSAGE, responses=CONFLICT),
+              summary="Remove an OSD (by its node's daemon)", tags=tags, returns=MESSAGE, responses=CONFLICT,
+              scope=ADMIN),
         Route("GET", "/storage/ceph/osd/<osdid>", get_osd, summary="One OSD (as a one-element list)", tags=tags,
               returns=array(OSD)),
         Route("GET", "/storage/ceph/osd/<osdid>/state", get_osd_state, summary="An OSD's in/up state", tags=tags,
               returns=obj({"id": STR, "in": INT, "up": INT})),
         Route("POST", "/storage/ceph/osd/<osdid>/state", set_osd_state, (
             Param("state", STRING, required=True, choices=("in", "out"), help="in or out"),),
-            summary="Set an OSD in or out", tags=tags, returns=MESSAGE),
+            summary="Set an OSD in or out", tags=tags, returns=MESSAGE, scope=ADMIN),
         Route("GET", "/storage/ceph/pool", list_pools, (Param("limit", STRING, help="regular expression"),),
               summary="List RBD pools", tags=tags, returns=one_or_many(POOL),
               responses=NO_MATCH),
         Route("POST", "/storage/ceph/pool", add_pool, (Param("pool", STRING, required=True, help="pool name"),
                                                        PGS, REPLCFG), summary="Create an RBD pool", tags=tags,
-              returns=MESSAGE, responses=BUSY),
+              returns=MESSAGE, responses=BUSY, scope=ADMIN),
         Route("GET", "/storage/ceph/pool/<pool>", get_pool, summary="One RBD pool", tags=tags, returns=POOL),
         Route("POST", "/storage/ceph/pool/<pool>", add_pool, (PGS, REPLCFG),
-              summary="Create an RBD pool (name in the path)", tags=tags, returns=MESSAGE, responses=BUSY),
+              summary="Create an RBD pool (name in the path)", tags=tags, returns=MESSAGE, responses=BUSY,
+              scope=ADMIN),
         Route("DELETE", "/storage/ceph/pool/<pool>", remove_pool, (CONFIRM,),
-              summary="Remove an RBD pool and all its volumes", tags=tags, returns=MESSAGE, responses=BUSY),
+              summary="Remove an RBD pool and all its volumes", tags=tags, returns=MESSAGE, responses=BUSY,
+              scope=ADMIN),
         Route("GET", "/storage/ceph/volume", list_volumes, (
             Param("limit", STRING, help="regular expression on the volume name"),
             Param("pool", STRING, help="only this pool")), summary="List RBD volumes", tags=tags,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pvc_core.params import BOOLEAN, STRING, Param
-from pvc_core.routes import CONFLICT, NO_MATCH, Route, collapse
+from pvc_core.routes import ADMIN, CONFLICT, NO_MATCH, Route, collapse
 from pvc_core.shapes import INT, MESSAGE, NUM, STR, array, named, obj, one_or_many
 
 from .service import NodeService
@@ -63,7 +63,7 @@ def routes() -> list[Route]:
               (Param("state", STRING, required=True, choices=("primary", "secondary"),
                      aliases=("coordinator-state",), help="A valid state must be specified"),),
               summary="Make a coordinator primary or secondary", tags=tags, returns=MESSAGE,
-              responses=CONFLICT),
+              responses=CONFLICT, scope=ADMIN),  # admin: which node runs the cluster's services
         Route("GET", "/node/<node>/domain-state", state_getter("domain_state"),
               summary="A node's domain state", tags=tags, returns=state_of("domain_state")),
         Route("POST", "/node/<node>/domain-state", set_domain,

@@ -7,7 +7,7 @@ from typing import Any
 
 from pvc_core.errors import BadRequest, NotFound
 from pvc_core.params import BOOLEAN, INTEGER, NAME_HELP, NAME_PATTERN, STRING, Param, is_name
-from pvc_core.routes import API_PREFIX, NO_MATCH, NOT_FOUND_MESSAGE, Response, Route
+from pvc_core.routes import ADMIN, API_PREFIX, NO_MATCH, NOT_FOUND_MESSAGE, Response, Route
 from pvc_core.shapes import ANY, BOOL, INT, MESSAGE, NUM, STR, array, map_of, named, nullable, obj
 from pvc_core.taskrecords import STATES
 
@@ -317,13 +317,17 @@ def routes() -> list[Route]:
               aliases=(f"{ud_alias}/<userdata>",), returns=MESSAGE, responses=IN_USE),
         Route("GET", f"{P}/script", sc_list, LISTING, summary="List provisioning scripts", returns=array(SCRIPT),
               responses=NO_MATCH),
-        Route("POST", f"{P}/script", sc_add, (NAME, DATA), summary="Add a provisioning script", returns=MESSAGE),
+        # Scripts are admin's: the worker runs their install() as root on its host, so uploading one is
+        # running code there (userdata runs inside the VM only, and stays write).
+        Route("POST", f"{P}/script", sc_add, (NAME, DATA), summary="Add a provisioning script", returns=MESSAGE,
+              scope=ADMIN),
         Route("GET", f"{P}/script/<script>", sc_list, summary="One script (a list)", returns=array(SCRIPT)),
         Route("POST", f"{P}/script/<script>", sc_add, (DATA,), summary="Add a script named in the path",
-              returns=MESSAGE),
-        Route("PUT", f"{P}/script/<script>", sc_update, (DATA,), summary="Replace a script", returns=MESSAGE),
+              returns=MESSAGE, scope=ADMIN),
+        Route("PUT", f"{P}/script/<script>", sc_update, (DATA,), summary="Replace a script", returns=MESSAGE,
+              scope=ADMIN),
         Route("DELETE", f"{P}/script/<script>", sc_remove, summary="Remove a script",
-              returns=MESSAGE, responses=IN_USE),
+              returns=MESSAGE, responses=IN_USE, scope=ADMIN),
         Route("GET", f"{P}/profile", list_profiles, LISTING, summary="List profiles", returns=array(PROFILE),
               responses=NO_MATCH),
         Route("POST", f"{P}/profile", add_profile, (NAME, *PROFILE_REFS, ARG), summary="Add a profile",

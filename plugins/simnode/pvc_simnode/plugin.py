@@ -16,7 +16,7 @@ from pvc_core.config import Field, Section, coordinator_hosts
 from pvc_core.embedded import Part
 from pvc_core.errors import BadRequest, NotFound, PluginError
 from pvc_core.params import STRING, Param
-from pvc_core.routes import Route
+from pvc_core.routes import ADMIN, Route
 from pvc_core.shapes import MESSAGE, STR, array, named, obj
 
 from .cluster import Refused, SimCluster
@@ -143,7 +143,8 @@ def pvc_routes(runtime: Any) -> list:
                      help="start the node daemon; stop it cleanly (its VMs keep running); kill it (host crash: "
                           "keepalives stop, its VMs are gone)"),),
               summary="Start, stop or kill a simulated node", tags=tags, returns=MESSAGE,
-              responses={404: "The simulator is not running in this process"}),
+              responses={404: "The simulator is not running in this process"},
+              scope=ADMIN),  # admin: it stops or crashes a (simulated) node of the cluster
     ]
 
 
