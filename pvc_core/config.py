@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from .auth import SCOPES
+from .auth import SCOPES, token_digest
 from .errors import ConfigError
 
 DEFAULT_PATHS = ("/etc/pvc/pvcapid.yaml", "/etc/pvc/pvc-api.yaml")
@@ -138,7 +138,7 @@ def _coordinators_check(value: list) -> str | None:
     return None
 
 
-EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()  # of the empty token, which never matches
 
 
 def _hex_digest_check(value: str) -> str | None:
@@ -426,8 +426,7 @@ def check_tokens(tokens: list[dict]) -> None:
         if clear is None and hashed is None:
             raise ConfigError(f"{key}.token: required key is missing (or token_sha256, the token's SHA-256 "
                               "in hex)")
-        digest = hashed.lower() if hashed is not None else (
-            hashlib.sha256(clear.encode("utf-8", errors="surrogateescape")).hexdigest() if clear else "")
+        digest = hashed.lower() if hashed is not None else (token_digest(clear).hex() if clear else "")
         if not digest:
             continue  # an empty token never matches (the v0.6 sample ships one)
         first = scopes.setdefault(digest, (index, entry["scope"]))
