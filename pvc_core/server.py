@@ -16,6 +16,7 @@ import html
 import itertools
 import json
 import logging
+import os
 import re
 import secrets
 import socket
@@ -455,6 +456,23 @@ def _graceful_exit(engine: Any) -> None:
         engine.exit()
 
 
+STOP_WITHIN = 30.0  # seconds a stop may take before the process ends anyway (see _bounded_stop)
+
+
+def _bounded_stop() -> None:
+    """A stop that has not finished within STOP_WITHIN seconds ends the process (status 1), after writing
+    every thread's stack to the log: a daemon left running for minutes without its ZooKeeper once hung in
+    its stop for good, and a process that cannot be stopped is worse than one stopped roughly."""
+    def watch() -> None:
+        time.sleep(STOP_WITHIN)
+        log.error("the stop did not finish within %.0f s; exiting now. Threads:", STOP_WITHIN)
+        import faulthandler
+        import sys
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        os._exit(1)
+    threading.Thread(target=watch, name="pvc-stop-bound", daemon=True).start()
+
+
 def _stop_on_failure(runtime: Any) -> None:
     """``runtime.fail``: a SystemExit raised in the engine's loop stops the servers, then the runtime and
     its plugins, and leaves ``serve`` with that status."""
@@ -482,6 +500,7 @@ def serve(runtime: Any) -> None:
                         "SIGHUP": partial(_reload_later, runtime, dispatcher)}
     handler.subscribe()
     engine.subscribe("main", partial(_stop_on_failure, runtime))  # the engine's loop, every 0.1 s
+    engine.subscribe("stop", _bounded_stop, priority=1)  # before anything else stops
     config = runtime.config
     log.info("Listening at %s:%s with SSL=%s, Authentication=%s", config["api.listen_address"],
              config["api.listen_port"], config["api.ssl.enabled"], config["api.authentication.enabled"])
