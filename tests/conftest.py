@@ -408,11 +408,25 @@ def daemon_factory(tmp_path_factory: pytest.TempPathFactory, zk_server: ZooKeepe
         daemon = Daemon(workdir, config, scheme=scheme)
         daemon.verify = verify
         started.append(daemon)
+        if config.get("coordinators") != base_config(zk_server.address, 0, "")["coordinators"]:
+            ON_OWN_ZOOKEEPER.append(daemon)
         return daemon.start() if start else daemon
 
     yield make
     for daemon in started:
         daemon.stop()
+
+
+ON_OWN_ZOOKEEPER: list[Daemon] = []  # daemons of a test on a ZooKeeper of its own: stopped with their test
+
+
+@pytest.fixture(autouse=True)
+def stop_daemons_on_own_zookeeper() -> Iterator[None]:
+    """A daemon on a test's own ZooKeeper outlives that ZooKeeper (the factory lives for the session):
+    left for the rest of the run it only retries, and one such daemon hung in its stop at the end."""
+    yield
+    while ON_OWN_ZOOKEEPER:
+        ON_OWN_ZOOKEEPER.pop().stop()
 
 
 @pytest.fixture(scope="session")
