@@ -17,23 +17,21 @@ import os
 import random
 import signal
 import subprocess
-import threading
 import time
 
 import pytest
 from kazoo.client import KazooClient
-from test_faults import BEYOND_BOUND, RETURN_WITHIN, check_outage
+from test_faults import BEYOND_BOUND, RETURN_WITHIN, Load, check_outage
 
 from conftest import ANSWER_SLACK, START_TIMEOUT, wait_until
 from pvc_core.zkserver import ZooKeeperServer
 
 CEPH_TIMEOUT = 2.0
 OUTAGE = 2 * CEPH_TIMEOUT
-CLIENTS = 8
 POOL = "faults"
 
 
-class StorageLoad:
+class StorageLoad(Load):
     """8 clients creating, resizing, snapshotting, removing and reading volumes, each answer recorded.
 
     Each client works on volumes of its own, so that no answer depends on another client's
@@ -42,12 +40,9 @@ class StorageLoad:
     """
 
     def __init__(self, daemon):
-        self.daemon = daemon
-        self.stop = threading.Event()
-        self.answers: list[tuple[float, float, str, int]] = []  # started, ended, kind, status
+        super().__init__(daemon, [])
         self.created: dict[str, int] = {}  # volume -> status of its create
         self._counter = itertools.count()
-        self._lock = threading.Lock()
 
     def one(self, rng: random.Random, mine: list[str]) -> None:
         kind = rng.choice(["create", "create", "resize", "snapshot", "remove", "list", "pool", "status"])
@@ -99,21 +94,6 @@ class StorageLoad:
         mine: list[str] = []
         while not self.stop.is_set():
             self.one(rng, mine)
-
-    def __enter__(self) -> StorageLoad:
-        self.threads = [threading.Thread(target=self.run, args=(seed,), daemon=True) for seed in range(CLIENTS)]
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(timeout=120)
-
-    def between(self, start: float, end: float) -> list[tuple[float, float, str, int]]:
-        with self._lock:
-            return [answer for answer in self.answers if start <= answer[0] < end]
 
 
 @pytest.fixture

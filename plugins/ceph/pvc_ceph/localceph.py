@@ -304,7 +304,6 @@ class LocalCeph:
         for name in order:
             _terminate(pids[name])
 
-
     def kill(self) -> None:
         """Every daemon at once with SIGKILL, as a crash or a power cut stops them (bluestore keeps its
         data; memstore loses it); returns once they are gone."""
@@ -314,14 +313,8 @@ class LocalCeph:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        deadline = time.monotonic() + 15
         for pid in pids.values():
-            while time.monotonic() < deadline:
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
-                    break
-                time.sleep(0.02)
+            _gone(pid, timeout=15)
 
 
 def _free(port: int) -> bool:
@@ -343,18 +336,25 @@ def _conf_value(path: str, key: str) -> str:
     raise KeyError(key)
 
 
-def _terminate(pid: int, timeout: float = 15) -> None:
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
+def _gone(pid: int, timeout: float) -> bool:
+    """Whether the process ``pid`` has ended within ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            return
-        time.sleep(0.05)
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _terminate(pid: int, timeout: float = 15) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    if _gone(pid, timeout):
+        return
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
