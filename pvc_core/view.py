@@ -35,6 +35,11 @@ _RECHECK = type("Recheck", (), {"type": "RECHECK"})()  # an event of our own: re
 _ABSENT = object()  # not in the view at all (None is "known to be absent in ZooKeeper")
 
 
+# Round trips ``SubtreeView.sync`` makes at most after the first (the longest chain of re-reads one
+# change starts is five; others' changes meanwhile may keep the count above zero).
+CHAIN_ROUNDS = 6
+
+
 class SubtreeView:
     """Values of ``root``'s children and of the declared keys below each child."""
 
@@ -197,23 +202,32 @@ class SubtreeView:
 
     def _watch_read(self, path: str, generation: int) -> Any:
         """Read ``path`` with a watch; on completion store the value (or note its absence)."""
+        self._reading(1)
         result = self.zk.client.get_async(path, watch=self._data_watch)
 
         def done(async_result: Any) -> None:
-            if generation != self._generation:
-                return
             try:
-                data, stat = async_result.get_nowait()
-            except NoNodeError:
-                self._store(path, None, None)
-                self._watch_creation_if_child_lives(path, generation)
-                return
-            except Exception:  # noqa: BLE001 - connection trouble: the re-warm repairs it
-                return
-            self._store(path, decode(data), stat.mzxid)
+                if generation != self._generation:
+                    return
+                try:
+                    data, stat = async_result.get_nowait()
+                except NoNodeError:
+                    self._store(path, None, None)
+                    self._watch_creation_if_child_lives(path, generation)
+                    return
+                except Exception:  # noqa: BLE001 - connection trouble: the re-warm repairs it
+                    return
+                self._store(path, decode(data), stat.mzxid)
+            finally:
+                self._reading(-1)
 
         result.rawlink(done)
         return result
+
+    def _reading(self, step: int) -> None:
+        """Count a watch re-read sent (+1) or stored (-1); a re-read sent from a completion is
+        counted before that completion's own ends, so the count is zero only between chains."""
+        self.zk.view_reads.add(step)
 
     def _watch_creation_if_child_lives(self, path: str, generation: int) -> None:
         """A key found absent: watch for its creation while its child is in the view.
@@ -237,10 +251,17 @@ class SubtreeView:
 
     def _watch_creation(self, path: str, generation: int) -> None:
         """Watch an absent key for its creation; if it appeared meanwhile, read it."""
+        self._reading(1)
         exists = self.zk.client.exists_async(path, watch=self._data_watch)
         exists.rawlink(lambda found: self._created_meanwhile(found, path, generation))
 
     def _created_meanwhile(self, found: Any, path: str, generation: int) -> None:
+        try:
+            self._check_created(found, path, generation)
+        finally:
+            self._reading(-1)
+
+    def _check_created(self, found: Any, path: str, generation: int) -> None:
         try:
             stat = found.get_nowait()
         except Exception:  # noqa: BLE001
@@ -323,6 +344,7 @@ class SubtreeView:
         """Watch an absent root for its creation; if it is back already (deleted and re-created in
         quick succession), read its children now: an exists watch on a present znode would only
         report its deletion or a change of its own value, never its children."""
+        self._reading(1)
         found = self.zk.client.exists_async(self.root, watch=self._children_fired)
 
         def done(result: Any) -> None:
@@ -330,41 +352,51 @@ class SubtreeView:
                 stat = result.get_nowait()
             except Exception:  # noqa: BLE001 - connection trouble: the re-warm repairs it
                 return
-            if stat is not None:
-                self._children_fired(_RECHECK)
+            else:
+                if stat is not None:
+                    self._children_fired(_RECHECK)
+            finally:
+                self._reading(-1)
         found.rawlink(done)
 
     def _children_fired(self, event: Any) -> None:
         if event.type == EventType.NONE:
             return
         generation = self._generation
+        self._reading(1)
         result = self.zk.client.get_children_async(self.root, watch=self._children_fired)
 
         def done(async_result: Any) -> None:
-            if generation != self._generation:
-                return
             try:
-                children = set(async_result.get_nowait())
-            except NoNodeError:
-                children = set()
-                self._watch_root_creation()
-            except Exception:  # noqa: BLE001
-                return
-            with self._lock:
-                added = children - self._children
-                removed = self._children - children
-                self._children = children
-                for child in removed:
-                    for path in self._paths(child):
-                        self._drop(path)
-                if added or removed:
-                    self._names_revision += 1
-            self._forget(removed)
-            for child in added:
-                for path in self._paths(child):
-                    self._watch_read(path, generation)
+                self._children_listed(async_result, generation)
+            finally:
+                self._reading(-1)
 
         result.rawlink(done)
+
+    def _children_listed(self, async_result: Any, generation: int) -> None:
+        if generation != self._generation:
+            return
+        try:
+            children = set(async_result.get_nowait())
+        except NoNodeError:
+            children = set()
+            self._watch_root_creation()
+        except Exception:  # noqa: BLE001
+            return
+        with self._lock:
+            added = children - self._children
+            removed = self._children - children
+            self._children = children
+            for child in removed:
+                for path in self._paths(child):
+                    self._drop(path)
+            if added or removed:
+                self._names_revision += 1
+        self._forget(removed)
+        for child in added:
+            for path in self._paths(child):
+                self._watch_read(path, generation)
 
     # -- reading and write-through ---------------------------------------------------------
 
@@ -517,7 +549,8 @@ class SubtreeView:
         (tens of milliseconds under load); a read that must see a write known
         to be committed elsewhere calls this first: a lease a node daemon has
         just recorded, asked for by the VM that got it. It costs up to three
-        small reads instead of re-reading the subtree. ZooKeeper sends a
+        small reads instead of re-reading the subtree (a few more while a chain of
+        re-reads is still out, see ``CHAIN_ROUNDS``). ZooKeeper sends a
         session's notifications before the reply to any later request, so
         after one round trip kazoo has received every notification of an
         earlier change; kazoo runs watch callbacks in order on one thread and
@@ -547,7 +580,12 @@ class SubtreeView:
         marker = threading.Event()
         client.handler.dispatch_callback(Callback("watch", marker.set, ()))
         reached(marker)  # their callbacks ran: the re-reads are sent
-        for _ in range(2):  # 2: those re-reads are stored; 3: so are the keys of children they found
+        # 2: those re-reads are stored; 3: so are the keys of children they found; more while re-reads
+        # are still out (a root deleted and created again: its listing fails, an exists watch finds it
+        # back, it is listed again, then its children are read), bounded by CHAIN_ROUNDS.
+        for done in range(CHAIN_ROUNDS):
+            if done >= 2 and not self.zk.view_reads.value:
+                break
             marker = threading.Event()
             client.exists_async(self.root).rawlink(lambda _result, marker=marker: marker.set())
             reached(marker)

@@ -66,6 +66,18 @@ class TransactionFailed(Conflict):
         self.cause = cause
 
 
+class Outstanding:
+    """A count shared by several threads (``+=`` on an attribute is not atomic)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.value = 0
+
+    def add(self, step: int) -> None:
+        with self._lock:
+            self.value += step
+
+
 class ZooKeeper:
     """One kazoo client with bounded waits and the v0.6 helpers."""
 
@@ -86,6 +98,9 @@ class ZooKeeper:
         self._started = False
         self._lock = threading.Lock()
         self.observers: list[Any] = []  # views to keep current with our own writes
+        # Watch re-reads the views of this client have sent and not yet stored (``SubtreeView.sync``
+        # waits for a chain of them: a root deleted and created again takes five round trips).
+        self.view_reads = Outstanding()
 
     # -- lifecycle -------------------------------------------------------------------------
 
