@@ -218,8 +218,10 @@ def redis_server() -> dict:
         if not _wait_port(6379):
             pytest.fail("Redis did not start on 127.0.0.1:6379")
     import redis
-    # Each run flushes its own database; PVC_TEST_REDIS_DB keeps concurrent runs apart.
-    db = int(os.environ.get("PVC_TEST_REDIS_DB", "15"))
+    # Each run flushes its own database; PVC_TEST_REDIS_DB keeps concurrent runs apart, and each
+    # pytest-xdist worker of a run takes the next one down (gw0 the given one, gw1 the one below).
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    db = (int(os.environ.get("PVC_TEST_REDIS_DB", "15")) - worker) % 16
     redis.Redis(host="127.0.0.1", port=6379, db=db).flushdb()
     return {"host": "127.0.0.1", "port": "6379", "path": f"/{db}"}
 

@@ -154,7 +154,7 @@ def test_a_token_given_as_its_sha256(scoped):
     (READ_TOKEN, "read", ("GET", "/status"), ("POST", "/network")),
     (WRITE_TOKEN, "write", ("POST", "/network"), ("POST", "/initialize")),
     (ADMIN_TOKEN, "admin", ("POST", "/initialize"), None),
-])
+], ids=["read", "write", "admin"])  # not the tokens: they are random, and pytest-xdist workers must agree
 def test_a_session_holds_its_tokens_scope(scoped, token, scope, allowed, refused):
     session = requests.Session()
     login = session.post(scoped.url("/login"), data={"token": token}, timeout=REQUEST_TIMEOUT)
