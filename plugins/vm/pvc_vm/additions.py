@@ -40,6 +40,10 @@ def set_tag(ctx: Any, params: dict, vm: str) -> dict:
     return {"message": ctx.service("vm").set_tag(vm, params["action"], params["tag"], params["protected"])}
 
 
+def rename_vm(ctx: Any, params: dict, vm: str) -> dict:
+    return {"message": ctx.service("vm").rename(vm, params["new_name"])}
+
+
 def routes() -> list[Route]:
     tags = ("vm",)
     return [
@@ -52,4 +56,9 @@ def routes() -> list[Route]:
             Param("protected", BOOLEAN, default=False,
                   help="add: mark the tag protected; remove: required to remove a protected tag"),
         ), summary="Add or remove a VM's tag (PVC 1.x)", tags=tags, returns=MESSAGE, responses=CONFLICT),
+        Route("POST", "/vm/<vm>/rename", rename_vm, (
+            Param("new_name", STRING, required=True, pattern=NAME_PATTERN, pattern_help=NAME_HELP,
+                  help="A new VM name must be specified"),),
+            summary="Rename a stopped VM and the RBD volumes named for it (PVC 1.x)", tags=tags, returns=MESSAGE,
+            responses={409: "The VM is not stopped (stop or disable), or a concurrent change"}),
     ]

@@ -203,6 +203,10 @@ class VMService:
         uuid, entry = self.require(ident, NotFound(VM_NOT_FOUND))
         return {"name": ident, "tags": tags.parse(entry.get(schema.TAGS))}
 
+    def rename(self, ident: str, new_name: str) -> str:
+        from .rename import rename
+        return rename(self, ident, new_name)
+
     def set_tag(self, ident: str, action: str, tag: str, protected: bool) -> str:
         uuid, _ = self.require(ident, NotFound(VM_NOT_FOUND))
         return tags.change(self.zk, uuid, ident, action, tag, protected)
@@ -211,6 +215,14 @@ class VMService:
         bridge = f"vmbr{vni}"
         return sorted(entry.get("") or uuid for uuid, entry in self.entries().items()
                       if any(source == bridge for _, source in domainxml.interfaces(entry.get("xml") or "")))
+
+    def running_vms_using_volume(self, volume: str) -> list[str]:
+        """Names of the VMs not stopped (stop, disable, fail) with ``pool/volume`` as an rbd disk (the ceph
+        plugin's snapshot rollback refuses then)."""
+        return sorted(entry.get("") or uuid for uuid, entry in self.entries().items()
+                      if (entry.get("state") or "") not in ("stop", "disable", "fail")
+                      and any(disk.get("type") == "rbd" and disk.get("name") == volume
+                              for disk in domainxml.info(entry.get("xml") or "")["disks"]))
 
     def with_mac(self, mac: str) -> dict | None:
         """``{"uuid", "name", "profile"}`` of the first VM with an interface of this MAC (any case), or None.
