@@ -155,6 +155,8 @@ def _operation(route: Route, path: str, operation_ids: set[str], components: _Co
         "parameters": parameters,
         "responses": _responses(route, _openapi_path(path), components),
     }
+    if route.json_document:
+        operation["requestBody"] = {"required": False, "content": {JSON: {"schema": {"type": "object"}}}}
     if route.plugin:
         operation["x-plugin"] = route.plugin
     description = []

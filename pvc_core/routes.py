@@ -70,6 +70,8 @@ class Route:
     media_type: str = "application/json"
     returns: dict | None = None
     scope: str = ""
+    # A JSON body is the request's document (``ctx.document``, e.g. a cluster backup), not parameters.
+    json_document: bool = False
 
     def __post_init__(self) -> None:
         if not self.scope:

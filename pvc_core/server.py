@@ -52,7 +52,7 @@ SERVER_INSTANCE = f"{connections.__name__}.WSGIServer"
 class RequestContext:
     """What a handler gets besides its parameters: the runtime and the request."""
 
-    __slots__ = ("runtime", "request", "request_id", "listener", "response_headers")
+    __slots__ = ("runtime", "request", "request_id", "listener", "response_headers", "document")
 
     def __init__(self, runtime: Any, request: Any, request_id: str, listener: str):
         self.runtime = runtime
@@ -60,6 +60,7 @@ class RequestContext:
         self.request_id = request_id
         self.listener = listener
         self.response_headers: dict[str, str] = {}
+        self.document: Any = None  # the JSON body of a ``Route.json_document`` route
 
     def header(self, name: str) -> str | None:
         return self.request.headers.get(name)
@@ -166,7 +167,10 @@ class Dispatcher:
                 # body becomes a 400 like any other bad input.
                 process_body(request)
                 if is_json(request.headers.get("Content-Type", "")):
-                    sources.append(json_to_multidict(read_json(request)))
+                    if route.json_document:
+                        ctx.document = read_json(request)
+                    else:
+                        sources.append(json_to_multidict(read_json(request)))
                 connections.end_of_body()
             values = merge_sources(*(plain(source) for source in sources))
             ignored = ignored_names(route.params, values)

@@ -54,6 +54,7 @@ ADMIN_OPERATIONS = {
     ("PUT", "/api/v1/provisioner/script/{script}"),
     ("DELETE", "/api/v1/provisioner/script/{script}"),
     ("POST", "/api/v1/simnode/{node}"),
+    ("POST", "/api/v1/restore"),
 }
 
 

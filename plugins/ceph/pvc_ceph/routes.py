@@ -125,6 +125,10 @@ def remove_snapshot(ctx: Any, params: dict, pool: str, volume: str, snapshot: st
     return {"message": ctx.service("ceph").snapshots.remove(pool, volume, snapshot)}
 
 
+def rollback_snapshot(ctx: Any, params: dict, pool: str, volume: str, snapshot: str) -> dict:
+    return {"message": ctx.service("ceph").snapshots.rollback(pool, volume, snapshot)}
+
+
 def list_osds(ctx: Any, params: dict) -> list:
     return ctx.service("ceph").osds.list(params["limit"])
 
@@ -254,4 +258,7 @@ def routes() -> list[Route]:
               returns=MESSAGE, responses=BUSY),
         Route("DELETE", SNAPSHOT_ELEMENT, remove_snapshot, summary="Remove an RBD snapshot",
               aliases=SNAPSHOT_ELEMENT_SEED, tags=tags, returns=MESSAGE, responses=BUSY),
+        Route("POST", SNAPSHOT_ELEMENT + "/rollback", rollback_snapshot,
+              summary="Roll an RBD volume back to a snapshot (PVC 1.x)", tags=tags, returns=MESSAGE,
+              responses={409: "The volume is in use (a running VM's disk, or locked by a client)"}),
     ]

@@ -156,6 +156,10 @@ class CephService(CephArea):
     def volumes_of_vm(self, vm_name: str) -> list[str]:
         return self.volumes.of_vm(vm_name)
 
+    def rename_volume(self, pool: str, volume: str, new_name: str) -> str:
+        """Rename in Ceph, then move its keys in one transaction (a VM's rename renames its disks)."""
+        return self.volumes.rename(pool, volume, new_name)
+
     def remove_volume_if_exists(self, pool: str, volume: str) -> bool:
         """Remove a volume known to the cluster (its /ceph/volumes key), snapshots and keys included."""
         if not self.runtime.zk.exists(schema.volume(pool, volume)):

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from pvc_core import matching
-from pvc_core.errors import BadRequest, NotFound
+from pvc_core.errors import BadRequest, Conflict, NotFound
 from pvc_core.routes import quoted
 
 from . import schema
@@ -117,6 +117,38 @@ class Snapshots:
         transaction.delete(old)
         self.zk.commit(transaction, f"rename of snapshot {pool}/{volume}@{name}")
         return quoted(f'Renamed RBD volume snapshot "{name}" to "{new_name}" for volume {volume} on pool "{pool}".')
+
+    @bounded('roll back RBD volume "{1}" to snapshot "{2}"', pool=0)
+    def rollback(self, pool: str, volume: str, name: str) -> str:
+        """Put the volume's data back as it was at the snapshot (librbd ``rollback_to_snap``).
+
+        Refused (409) while a running VM has the volume as a disk (the vm service says which), or
+        while any client holds a lock on the image (a VM or a mapping the cluster does not know of):
+        rolling back under a writer corrupts what it holds in memory.
+        """
+        import rbd
+        self.volumes._require(pool, volume)
+        if not self.zk.exists(schema.snapshot(pool, volume, name)):
+            raise self._missing(pool, volume, name)
+        vms = self.runtime.service("vm", required=False)
+        users = vms.running_vms_using_volume(f"{pool}/{volume}") if vms is not None else []
+        if users:
+            raise Conflict(f"ERROR: Volume '{volume}' in pool '{pool}' is a disk of running VM(s) "
+                           f"{', '.join(users)}; stop them before rolling it back")
+        with self.volumes.settling(pool, volume), self._image(pool, volume) as image:
+            try:
+                lockers = (image.list_lockers() or {}).get("lockers", [])
+                if lockers:
+                    holders = ", ".join(sorted({str(locker[2]) for locker in lockers}))
+                    raise Conflict(f"ERROR: Volume '{volume}' in pool '{pool}' is in use (locked by {holders}); "
+                                   "stop what uses it before rolling it back")
+                image.rollback_to_snap(name)
+            except rbd.ImageNotFound:
+                raise self._missing(pool, volume, name) from None
+            except rbd.Error as exc:
+                raise self.volumes._failure(f'roll back RBD volume "{volume}" to snapshot "{name}"', exc,
+                                            pool) from None
+        return quoted(f'Rolled back RBD volume "{volume}" in pool "{pool}" to snapshot "{name}".')
 
     @bounded('remove RBD snapshot "{2}" of volume "{1}"', pool=0)
     def remove(self, pool: str, volume: str, name: str) -> str:

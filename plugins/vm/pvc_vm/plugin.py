@@ -7,7 +7,7 @@ from typing import Any
 from pvc_core import hookimpl
 from pvc_core.config import Field, Section
 
-from . import routes
+from . import additions, routes
 from .service import VMService
 
 
@@ -35,7 +35,7 @@ def pvc_services(runtime: Any) -> dict:
 
 @hookimpl
 def pvc_routes(runtime: Any) -> list:
-    return routes.routes()
+    return routes.routes() + additions.routes()
 
 
 @hookimpl

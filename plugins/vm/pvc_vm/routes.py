@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from pvc_core.errors import BadRequest
-from pvc_core.params import BOOLEAN, INTEGER, STRING, Param
+from pvc_core.params import BOOLEAN, INTEGER, NAME_HELP, NAME_PATTERN, STRING, Param
 from pvc_core.routes import CONFLICT, NO_MATCH, Encoded, Route
 from pvc_core.shapes import BOOL, INT, MESSAGE, STR, array, named, nullable, obj, one_or_many
 
 from . import schema
+from .additions import TAG, TAGS_ON_DEFINE, defined_tags
 from .service import VMService
 
 SELECTOR = Param("selector", STRING, choices=schema.SELECTORS, help="A valid selector must be specified")
@@ -20,6 +21,7 @@ DEFINE = (
     SELECTOR,
     Param("autostart", BOOLEAN, default=False, help="start on the next unflush of its node"),
     XML,
+    *TAGS_ON_DEFINE,
 )
 WAIT = Param("wait", BOOLEAN, default=False, help="wait for the node daemon (bounded by pvc.vm.wait_timeout)")
 
@@ -27,7 +29,8 @@ WAIT = Param("wait", BOOLEAN, default=False, help="wait for the node daemon (bou
 NSTR = nullable(STR)
 VM = named("VM", obj({
     "name": STR, "uuid": STR, "state": STR, "node": STR, "last_node": STR, "migrated": STR, "failed_reason": STR,
-    "node_limit": nullable(array(STR)), "node_selector": NSTR, "node_autostart": BOOL, "description": STR,
+    "node_limit": nullable(array(STR)), "node_selector": NSTR, "node_autostart": BOOL, "tags": array(TAG),
+    "description": STR,
     "profile": NSTR, "memory": nullable(INT), "vcpu": nullable(INT), "vcpu_topology": STR,
     "networks": array(obj({"type": NSTR, "mac": NSTR, "source": NSTR, "model": NSTR})),
     "type": NSTR, "arch": NSTR, "machine": NSTR, "console": NSTR, "emulator": NSTR, "features": array(STR),
@@ -44,12 +47,12 @@ def service(ctx: Any) -> VMService:
 
 
 def list_vms(ctx: Any, params: dict) -> Any:
-    return service(ctx).list(params["limit"], params["node"], params["state"])
+    return service(ctx).list(params["limit"], params["node"], params["state"], params["tag"], params["negate"])
 
 
 def define_vm(ctx: Any, params: dict, vm: str | None = None) -> dict:
     return {"message": service(ctx).define(params["xml"], params["node"], params["limit"], params["selector"],
-                                           params["autostart"])}
+                                           params["autostart"], initial_tags=defined_tags(params))}
 
 
 def get_vm(ctx: Any, params: dict, vm: str) -> Encoded:
@@ -116,6 +119,8 @@ def routes() -> list[Route]:
             Param("limit", STRING, help="regular expression on name or UUID"),
             Param("node", STRING, help="only VMs on this node"),
             Param("state", STRING, choices=schema.STATES, help="only VMs in this state"),
+            Param("tag", STRING, pattern=NAME_PATTERN, pattern_help=NAME_HELP, help="only VMs with this tag"),
+            Param("negate", BOOLEAN, default=False, help="only VMs that do not match node, state and tag"),
         ), summary="List VMs", tags=tags, returns=one_or_many(VM), responses=NO_MATCH),
         Route("POST", "/vm", define_vm, DEFINE, summary="Define a VM from libvirt XML", tags=tags, returns=MESSAGE,
               responses=CONFLICT),

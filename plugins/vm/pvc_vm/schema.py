@@ -5,7 +5,7 @@ from __future__ import annotations
 ROOT = "/domains"
 # Followed by the watched view (what the VM object needs); consolelog and rbdlist are read on demand.
 VIEW_KEYS = ("state", "node", "lastnode", "failedreason", "node_limit", "node_selector", "node_autostart",
-             "profile", "xml")
+             "profile", "xml", "tags")
 
 # Indexed by the view: the state and node filters of GET /vm and the counts of GET /status.
 INDEXED_KEYS = ("state", "node")
@@ -22,6 +22,25 @@ def vm(uuid: str) -> str:
 
 def key(uuid: str, name: str) -> str:
     return f"{ROOT}/{uuid}/{name}"
+
+
+# PVC 1.x's tags (its zkhandler schema: ``domain.meta.tags`` and ``tag``): ``<vm>/tags/<tag>`` holds the
+# tag's name, with children ``type`` ("user" for tags set through the API) and ``protected``
+# ("True"/"False"). The value of ``<vm>/tags`` itself is the JSON list of them (see tags.py).
+TAGS = "tags"
+TAG_USER = "user"
+
+
+def tags(uuid: str) -> str:
+    return key(uuid, TAGS)
+
+
+def tag(uuid: str, name: str) -> str:
+    return f"{ROOT}/{uuid}/{TAGS}/{name}"
+
+
+def tag_key(uuid: str, name: str, field: str) -> str:
+    return f"{ROOT}/{uuid}/{TAGS}/{name}/{field}"
 
 
 def new_vm_keys(uuid: str, name: str, node: str, node_limit: str, selector: str, autostart: bool,

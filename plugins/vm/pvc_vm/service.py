@@ -18,7 +18,7 @@ from pvc_core.config import parse_bool
 from pvc_core.errors import ApiError, BadRequest, NotFound, ServiceUnavailable
 from pvc_core.routes import Encoded, EncodedArray, collapse_encoded, encode_json
 
-from . import domainxml, placement, schema
+from . import domainxml, placement, schema, tags
 
 VM_NOT_FOUND = "VM not found."
 # States in which the VM runs (or is being moved while running): a migration live-migrates it.
@@ -59,6 +59,7 @@ def vm_object(uuid: str, entry: dict[str, str | None]) -> dict:
         "node_limit": node_limit.split(",") if node_limit else None,
         "node_selector": entry.get("node_selector"),
         "node_autostart": autostart_value,
+        "tags": tags.parse(entry.get(schema.TAGS)),
         "description": info["description"],
         "profile": entry.get("profile"),
     }
@@ -148,8 +149,12 @@ class VMService:
                 raise ServiceUnavailable(f"The view of {schema.ROOT} is still loading after {wait:g} s "
                                          "(pvc.vm.warmup_wait); try again shortly")
 
-    def list(self, limit: str | None, node: str | None, state: str | None) -> Encoded | EncodedArray:
-        """The VM list as the bytes sent: kept per VM (by its keys' revisions), filtered by the view's indexes."""
+    def list(self, limit: str | None, node: str | None, state: str | None, tag: str | None = None,
+             negate: bool = False) -> Encoded | EncodedArray:
+        """The VM list as the bytes sent: kept per VM (by its keys' revisions), filtered by the view's indexes.
+
+        ``negate`` (PVC 1.x) keeps the VMs that do not match ``node``, ``state`` and ``tag`` instead.
+        """
         if node and not self.nodes.exists(node):
             raise BadRequest(f'Specified node "{node}" is invalid.')
         self._warm()
@@ -161,7 +166,11 @@ class VMService:
         for key, value in (("node", node), ("state", state)):
             if value:
                 members = view.select(key, value)
-                order = [(name, u) for name, u in order if u in members]
+                order = [(name, u) for name, u in order if (u in members) != negate]
+        if tag is not None:
+            entries = view.entries(u for _, u in order)
+            order = [(name, u) for name, u in order
+                     if u in entries and tags.has(entries[u].get(schema.TAGS), tag) != negate]
         parts = view.encoded([u for _, u in order], self._encode) if order else []
         if not parts:
             raise NotFound(VM_NOT_FOUND)
@@ -189,10 +198,31 @@ class VMService:
         return {"name": ident, "node_limit": vm["node_limit"], "node_selector": vm["node_selector"],
                 "node_autostart": vm["node_autostart"]}
 
+    def tags_of(self, ident: str) -> dict:
+        """PVC 1.x's ``{name, tags}``, from the view like the VM answer."""
+        uuid, entry = self.require(ident, NotFound(VM_NOT_FOUND))
+        return {"name": ident, "tags": tags.parse(entry.get(schema.TAGS))}
+
+    def rename(self, ident: str, new_name: str) -> str:
+        from .rename import rename
+        return rename(self, ident, new_name)
+
+    def set_tag(self, ident: str, action: str, tag: str, protected: bool) -> str:
+        uuid, _ = self.require(ident, NotFound(VM_NOT_FOUND))
+        return tags.change(self.zk, uuid, ident, action, tag, protected)
+
     def vms_using_network(self, vni: int) -> list[str]:
         bridge = f"vmbr{vni}"
         return sorted(entry.get("") or uuid for uuid, entry in self.entries().items()
                       if any(source == bridge for _, source in domainxml.interfaces(entry.get("xml") or "")))
+
+    def running_vms_using_volume(self, volume: str) -> list[str]:
+        """Names of the VMs not stopped (stop, disable, fail) with ``pool/volume`` as an rbd disk (the ceph
+        plugin's snapshot rollback refuses then)."""
+        return sorted(entry.get("") or uuid for uuid, entry in self.entries().items()
+                      if (entry.get("state") or "") not in ("stop", "disable", "fail")
+                      and any(disk.get("type") == "rbd" and disk.get("name") == volume
+                              for disk in domainxml.info(entry.get("xml") or "")["disks"]))
 
     def with_mac(self, mac: str) -> dict | None:
         """``{"uuid", "name", "profile"}`` of the first VM with an interface of this MAC (any case), or None.
@@ -226,11 +256,13 @@ class VMService:
         return domain
 
     def define(self, xml: str, node: str | None, limit: str | None, selector: str | None,
-               autostart: bool, state: str = "stop", profile: str = "None") -> str:
+               autostart: bool, state: str = "stop", profile: str = "None",
+               initial_tags: tags.Tags | None = None) -> str:
         """Check the XML against libvirt's schema, place and write the VM in one transaction.
 
         ``state="provision"`` (the provisioner) makes node daemons leave it alone
-        until its disks are ready; ``profile`` links it to its userdata.
+        until its disks are ready; ``profile`` links it to its userdata;
+        ``initial_tags`` (PVC 1.x's ``user_tags``/``protected_tags``) are written with it.
         """
         domain = self._parse_checked(xml)
         name, uuid = domain.name, domain.uuid
@@ -262,6 +294,7 @@ class VMService:
             transaction = self.zk.transaction()
             keys = schema.new_vm_keys(uuid, name, target, limit or "", selector, autostart,
                                       ",".join(domain.rbd_volumes()), stored, state=state, profile=profile)
+            keys.update(tags.new_keys(uuid, initial_tags or {}))
             for path, value in sorted(keys.items()):
                 transaction.create(path, value.encode())
             transaction.set_data(schema.ROOT, b"", version=version)

@@ -1,0 +1,64 @@
+"""Routes PVC 1.x added to /vm after v0.6 (tags, rename), with its paths and argument names.
+
+Additions only: a client of v0.6 sends none of these arguments and gets the
+answers it always got (the VM object gains PVC 1.x's ``tags`` list).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pvc_core.params import BOOLEAN, NAME_HELP, NAME_PATTERN, STRING, Param
+from pvc_core.routes import CONFLICT, Route
+from pvc_core.shapes import BOOL, MESSAGE, STR, array, named, obj
+
+TAG_MAX = 255  # a tag is a ZooKeeper path segment
+
+
+def _tag_param(name: str, help: str, **extra: Any) -> Param:
+    return Param(name, STRING, pattern=NAME_PATTERN, pattern_help=NAME_HELP, max_length=TAG_MAX, help=help,
+                 **extra)
+
+
+TAG = named("VMTag", obj({"name": STR, "type": STR, "protected": BOOL}))
+TAGS_ON_DEFINE = (
+    _tag_param("user_tags", "a tag to give the VM (repeat for several)", repeated=True),
+    _tag_param("protected_tags", "a protected tag to give the VM (repeat for several)", repeated=True),
+)
+
+
+def defined_tags(params: dict) -> dict:
+    from .tags import requested
+    return requested(params["user_tags"], params["protected_tags"])
+
+
+def get_tags(ctx: Any, params: dict, vm: str) -> dict:
+    return ctx.service("vm").tags_of(vm)
+
+
+def set_tag(ctx: Any, params: dict, vm: str) -> dict:
+    return {"message": ctx.service("vm").set_tag(vm, params["action"], params["tag"], params["protected"])}
+
+
+def rename_vm(ctx: Any, params: dict, vm: str) -> dict:
+    return {"message": ctx.service("vm").rename(vm, params["new_name"])}
+
+
+def routes() -> list[Route]:
+    tags = ("vm",)
+    return [
+        Route("GET", "/vm/<vm>/tags", get_tags, summary="A VM's tags (PVC 1.x)", tags=tags,
+              returns=obj({"name": STR, "tags": array(TAG)})),
+        Route("POST", "/vm/<vm>/tags", set_tag, (
+            Param("action", STRING, required=True, choices=("add", "remove"),
+                  help="A valid action must be specified"),
+            _tag_param("tag", "the tag", required=True),
+            Param("protected", BOOLEAN, default=False,
+                  help="add: mark the tag protected; remove: required to remove a protected tag"),
+        ), summary="Add or remove a VM's tag (PVC 1.x)", tags=tags, returns=MESSAGE, responses=CONFLICT),
+        Route("POST", "/vm/<vm>/rename", rename_vm, (
+            Param("new_name", STRING, required=True, pattern=NAME_PATTERN, pattern_help=NAME_HELP,
+                  help="A new VM name must be specified"),),
+            summary="Rename a stopped VM and the RBD volumes named for it (PVC 1.x)", tags=tags, returns=MESSAGE,
+            responses={409: "The VM is not stopped (stop or disable), or a concurrent change"}),
+    ]

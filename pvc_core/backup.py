@@ -1,0 +1,226 @@
+"""The cluster's configuration as one JSON document: ``GET /backup`` and ``POST /restore`` (PVC 1.x).
+
+The document is PVC 1.x's backup format in v0.6 layout: ``{path: value}`` for
+every persistent key of the tree (``/zookeeper`` and ephemeral keys, which
+belong to live sessions, are left out). A restore makes the tree equal to the
+document: it deletes what the document lacks (only under PVC's own roots and
+the document's top-level keys; other software's trees in the same ensemble
+stay), creates what is missing and sets what differs. ZooKeeper refuses one
+transaction above about 1 MB, so the changes go in transactions of bounded
+size; the restore is therefore not atomic. While it runs, ``/pvcapid/restore``
+records it; if one of its transactions fails, the tree as it was before is
+written back the same way and the record removed. Only when that fails too
+(ZooKeeper gone half-way) does the record stay: the tree is then part old,
+part restored, ``GET /backup`` answers 409, and posting the same document
+again finishes the restore (it applies only what still differs).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from kazoo.exceptions import NoNodeError
+
+from . import schema
+from .errors import ApiError, BadRequest, Conflict
+from .params import STRING, Param
+from .routes import ADMIN, Route
+from .shapes import MESSAGE, STR, map_of, nullable
+
+log = logging.getLogger("pvc.backup")
+
+MARKER = f"{schema.DAEMON_ROOT}/restore"
+# One transaction's share: ZooKeeper's default jute.maxbuffer is 1 MB per request.
+CHUNK_OPS = 500
+CHUNK_BYTES = 512 * 1024
+PVC_ROOTS = sorted({"/" + path.split("/")[1] for path in schema.BASE_TREE} | {schema.DAEMON_ROOT})
+DOCUMENT = map_of(nullable(STR))
+
+
+def read_tree(zk: Any) -> tuple[dict[str, str], set[str]]:
+    """Every persistent key (path -> value, parents first) and the paths that are or hold ephemeral keys.
+
+    One pipelined round trip per level of the tree, each bounded like any ZooKeeper wait.
+    """
+    zk.require()
+    client = zk.client
+    values: dict[str, str] = {}
+    pinned: set[str] = set()
+    level = [f"/{child}" for child in sorted(zk.wait(client.get_children_async("/"))) if child != "zookeeper"]
+    while level:
+        pending = [(path, client.get_async(path), client.get_children_async(path)) for path in level]
+        level = []
+        for path, data, children in pending:
+            try:
+                raw, stat = zk.wait(data)
+                kids = zk.wait(children)
+            except NoNodeError:
+                continue  # deleted meanwhile
+            if stat.ephemeralOwner:
+                parts = path.split("/")
+                pinned.update("/".join(parts[:index]) for index in range(2, len(parts) + 1))
+                continue
+            if path == MARKER:
+                continue
+            values[path] = "" if raw is None else raw.decode("utf-8", errors="replace")
+            level.extend(f"{path}/{child}" for child in sorted(kids))
+    return values, pinned
+
+
+def backup(ctx: Any, params: dict) -> dict:
+    zk = ctx.runtime.zk
+    if zk.exists(MARKER):
+        raise Conflict(f"A restore is running or stopped half-way ({MARKER}: {zk.get(MARKER)}); the tree is not "
+                       "a consistent configuration now. POST the same document to /restore again to finish it")
+    return read_tree(zk)[0]
+
+
+def _valid_path(path: Any) -> str | None:
+    """Why ``path`` is no key a backup can hold, or None."""
+    if not isinstance(path, str) or not path.startswith("/") or path == "/":
+        return "expected an absolute ZooKeeper path other than '/'"
+    if path.endswith("/") or "//" in path:
+        return "expected no empty path segment"
+    if any(ord(char) < 32 or ord(char) == 127 for char in path):
+        return "expected no control characters"
+    if any(segment in (".", "..") for segment in path.split("/")[1:]):
+        return "expected no '.' or '..' segment"
+    if path == "/zookeeper" or path.startswith("/zookeeper/"):
+        return "expected no key of ZooKeeper's own /zookeeper tree"
+    if path == MARKER:
+        return "expected no restore record (a backup never holds it)"
+    return None
+
+
+def validate(document: Any) -> dict[str, str]:
+    """The document as ``{path: value}``, or a 400 saying what is wrong with it."""
+    if not isinstance(document, dict) or not document:
+        raise BadRequest("Cluster backup: expected a JSON object of ZooKeeper paths to values (GET /backup's "
+                         "answer)")
+    out: dict[str, str] = {}
+    for path, value in document.items():
+        problem = _valid_path(path)
+        if problem:
+            raise BadRequest(f"Cluster backup: key {path[:200]!r}: {problem}")
+        if value is not None and not isinstance(value, str):
+            raise BadRequest(f"Cluster backup: value of {path!r}: expected a string or null, got "
+                             f"{type(value).__name__}")
+        out[path] = value or ""
+    orphans = sorted(path for path in out if path.rsplit("/", 1)[0] and path.rsplit("/", 1)[0] not in out)
+    if orphans:
+        raise BadRequest(f"Cluster backup: expected every key's parent in the document; missing the parent of "
+                         f"{', '.join(orphans[:5])}")
+    missing = sorted(set(schema.BASE_TREE) - set(out))
+    if missing:
+        raise BadRequest(f"Cluster backup: expected a PVC cluster's base keys; missing {', '.join(missing)}")
+    return out
+
+
+def _plan(current: dict[str, str], pinned: set[str], target: dict[str, str]) -> list[tuple[str, str, str]]:
+    """``(kind, path, value)`` operations that make ``current`` equal to ``target``: deletes (deepest
+    first), then creates (parents first) and sets. Keys held by live sessions are left alone."""
+    roots = set(PVC_ROOTS) | {"/" + path.split("/")[1] for path in target}
+    gone = [path for path in current if path not in target and path not in pinned
+            and "/" + path.split("/")[1] in roots]
+    ops = [("delete", path, "") for path in sorted(gone, key=lambda p: (-p.count("/"), p))]
+    for path in sorted(target, key=lambda p: (p.count("/"), p)):
+        if path in pinned and path not in current:
+            continue  # an ephemeral key of a live session holds the path
+        if path not in current:
+            ops.append(("create", path, target[path]))
+        elif current[path] != target[path]:
+            ops.append(("set", path, target[path]))
+    return ops
+
+
+def _apply(zk: Any, ops: list[tuple[str, str, str]], what: str) -> int:
+    """Commit ``ops`` in bounded transactions; how many were committed (raises on the first failure)."""
+    chunks: list[list[tuple[str, str, str]]] = [[]]
+    size = 0
+    for op in ops:
+        cost = len(op[1]) + len(op[2].encode()) + 32
+        if chunks[-1] and (len(chunks[-1]) >= CHUNK_OPS or size + cost > CHUNK_BYTES):
+            chunks.append([])
+            size = 0
+        chunks[-1].append(op)
+        size += cost
+    done = 0
+    for index, chunk in enumerate(chunk for chunk in chunks if chunk):
+        transaction = zk.transaction()
+        for kind, path, value in chunk:
+            if kind == "delete":
+                transaction.delete(path)
+            elif kind == "create":
+                transaction.create(path, value.encode())
+            else:
+                transaction.set_data(path, value.encode())
+        zk.commit(transaction, f"{what} (transaction {index + 1})")
+        done += 1
+    return done
+
+
+def _unrecord(zk: Any, tree: dict[str, str]) -> None:
+    """Remove the restore record, and its parent when the tree it ends in has none."""
+    zk.delete([MARKER])
+    if schema.DAEMON_ROOT not in tree and not zk.children(schema.DAEMON_ROOT):
+        zk.delete([schema.DAEMON_ROOT])
+
+
+def restore(ctx: Any, params: dict) -> dict:
+    zk = ctx.runtime.zk
+    document = ctx.document
+    if document is None:
+        if params["cluster_data"] is None:
+            raise BadRequest("Cluster backup: expected the JSON document as the body (Content-Type: "
+                             "application/json) or as parameter 'cluster_data' (PVC 1.x)")
+        try:
+            document = json.loads(params["cluster_data"])
+        except ValueError as exc:
+            raise BadRequest(f"Parameter 'cluster_data': expected a JSON cluster backup ({exc})") from None
+    target = validate(document)
+    current, pinned = read_tree(zk)
+    ops = _plan(current, pinned, target)
+    if not ops:
+        return {"message": "Restore completed successfully: the cluster already held this configuration."}
+    record = {MARKER: json.dumps({"started": time.time(), "keys": len(target)})}
+    if not zk.exists(schema.DAEMON_ROOT):  # a fresh ensemble: the record's parent is made for it
+        record[schema.DAEMON_ROOT] = ""
+    zk.write(record)
+    try:
+        count = _apply(zk, ops, "restore")
+    except ApiError as exc:
+        log.error("restore failed (%s); writing the previous tree back", exc.message)
+        try:
+            now, pinned_now = read_tree(zk)
+            _apply(zk, _plan(now, pinned_now, current), "undo of a failed restore")
+            _unrecord(zk, current)
+        except ApiError as undo:
+            raise ApiError(f"Restore failed ({exc.message}) and so did writing the previous tree back "
+                           f"({undo.message}): the tree is part old, part restored, as {MARKER} records. POST the "
+                           "same document again to finish the restore", undo.status) from None
+        raise ApiError(f"Restore failed ({exc.message}); the previous tree was written back, nothing was changed",
+                       exc.status) from None
+    _unrecord(zk, target)
+    return {"message": f"Restore completed successfully: {len(ops)} changes in {count} transactions."}
+
+
+CONFIRM = Param("yes-i-really-mean-it", STRING, required=True, aliases=("yes_i_really_mean_it",),
+                help="Restore is destructive; please confirm with the argument 'yes-i-really-mean-it'.")
+
+
+def routes() -> list[Route]:
+    core = ("core",)
+    return [
+        Route("GET", "/backup", backup, summary="The cluster's ZooKeeper tree as JSON, path to value (PVC 1.x)",
+              tags=core, returns=DOCUMENT, responses={409: "A restore is running or stopped half-way"}),
+        # admin: it replaces the whole cluster tree
+        Route("POST", "/restore", restore, (
+            CONFIRM,
+            Param("cluster_data", STRING, help="the backup as JSON text (PVC 1.x); or send it as the JSON body"),
+        ), summary="Replace the cluster's ZooKeeper tree with a backup (PVC 1.x)", tags=core, returns=MESSAGE,
+            responses={409: "A concurrent change during the restore (the previous tree was written back)"},
+            scope=ADMIN, json_document=True),
+    ]

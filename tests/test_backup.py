@@ -1,0 +1,172 @@
+"""GET /backup and POST /restore (PVC 1.x): a cluster backed up, restored onto a fresh ZooKeeper, answers alike."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+
+from kazoo.client import KazooClient
+from test_cluster import tree
+from test_network import add_acl, add_managed, seed_lease
+from test_node import eventually, seed_node
+from test_vm import vm_xml
+
+from conftest import START_TIMEOUT, deep_merge, wait_until
+from pvc_core.zkserver import ZooKeeperServer
+
+VM_UUID = "00000000-0000-4000-8000-000000000b01"
+LEASE_MAC = "52:54:00:3a:9f:01"
+# What the GET routes' path variables stand for here: the seeded objects, and one that does not exist.
+SEEDED = {"vm": ["web1", VM_UUID, "nosuch"], "node": ["pvchv1", "nosuch"], "vni": ["1001", "cust-a", "7"],
+          "network": ["1001"], "mac": [LEASE_MAC, "52:54:00:3a:9f:02", "52:54:00:00:00:99"],
+          "description": ["allow-ssh", "nosuch"], "pool": ["vms", "nosuch"], "volume": ["web1_sda", "nosuch"],
+          "snapshot": ["s1", "nosuch"], "osdid": ["0", "9"]}
+
+
+def config(ceph_config: dict) -> dict:
+    # No collector: /ceph would follow the live Ceph on one side and not on the other.
+    return deep_merge(ceph_config, {"ceph": {"collector": "False"}, "metadata": {"enabled": "False"}})
+
+
+def seed(daemon, zk) -> None:
+    assert daemon.post("/initialize").status_code == 200
+    seed_node(zk, "pvchv1")
+    seed_node(zk, "pvchv2", router="primary")
+    eventually(lambda: isinstance(daemon.get("/node").json(), list))
+    assert daemon.post("/vm", params={"node": "pvchv1", "user_tags": "web", "protected_tags": "keep"},
+                       data={"xml": vm_xml("web1", VM_UUID)}).status_code == 200
+    assert daemon.post("/vm/web1/meta", params={"limit": "pvchv1,pvchv2", "profile": "std"}).status_code == 200
+    assert add_managed(daemon).status_code == 200
+    seed_lease(zk, LEASE_MAC, "10.10.1.150")
+    assert daemon.post("/network/1001/lease", params={"macaddress": "52:54:00:3A:9F:02", "ipaddress": "10.10.1.10",
+                                                      "hostname": "db1"}).status_code == 200
+    assert add_acl(daemon, "allow-ssh", direction="in").status_code == 200
+    assert add_acl(daemon, "allow-web", direction="in", rule="tcp dport 80 accept").status_code == 200
+    # Ceph as a v0.6 node daemon records it (GET routes read ZooKeeper only)
+    for path, value in {"/ceph/pools/vms": "", "/ceph/pools/vms/stats": json.dumps({"id": 1, "stored_bytes": 4096}),
+                        "/ceph/volumes/vms": "", "/ceph/volumes/vms/web1_sda": "",
+                        "/ceph/volumes/vms/web1_sda/stats": json.dumps({"name": "web1_sda", "size": 8388608}),
+                        "/ceph/snapshots/vms": "", "/ceph/snapshots/vms/web1_sda": "",
+                        "/ceph/snapshots/vms/web1_sda/s1": "", "/ceph/snapshots/vms/web1_sda/s1/stats": "{}",
+                        "/ceph/osds/0": "pvchv1", "/ceph/osds/0/node": "pvchv1",
+                        "/ceph/osds/0/stats": json.dumps({"id": 0, "up": 1, "in": 1}),
+                        "/ceph": "HEALTH_OK status text\n", "/ceph/radosdf": "rados df text\n"}.items():
+        if zk.exists(path):
+            zk.set(path, value.encode())
+        else:
+            zk.create(path, value.encode())
+
+
+def read_routes(daemon) -> list[str]:
+    """Every GET path of the daemon's own document, its variables filled with every seeded value."""
+    document = daemon.get("/openapi.json").json()
+    out = []
+    for path, operations in sorted(document["paths"].items()):
+        if "get" not in operations or operations["get"].get("x-plugin") == "example":
+            continue  # the suite's example plugin is no part of the cluster (its /example/crash is a 500)
+        names = re.findall(r"{([^}]+)}", path)
+        unknown = [name for name in names if name not in SEEDED]
+        values = [SEEDED.get(name, ["nosuch"]) for name in names]
+        assert not unknown or path.startswith("/api/v1/provisioner") or path.startswith("/api/v1/tasks"), \
+            f"{path}: no seeded value for {unknown}"
+        for combination in itertools.product(*values):
+            filled = path
+            for name, value in zip(names, combination, strict=True):
+                filled = filled.replace("{" + name + "}", value, 1)
+            out.append(filled[len("/api/v1"):])
+    return out
+
+
+def answer(response):
+    return response.json() if "json" in response.headers.get("Content-Type", "") else response.text
+
+
+def test_backup_restored_on_a_fresh_zookeeper_answers_alike(daemon_factory, ceph_config, clean_zk, tmp_path):
+    source = daemon_factory(config(ceph_config))
+    seed(source, clean_zk)
+    backup = source.get("/backup")
+    assert backup.status_code == 200
+    document = backup.json()
+    assert document == {path: value.decode() for path, value in tree(clean_zk).items()}  # the whole tree
+    assert json.loads(document[f"/domains/{VM_UUID}/tags"]) == source.get("/vm/web1").json()["tags"]
+
+    zookeeper = ZooKeeperServer(str(tmp_path / "zk")).start(timeout=START_TIMEOUT)
+    fresh = KazooClient(hosts=zookeeper.address)
+    try:
+        fresh.start(timeout=START_TIMEOUT)
+        target = daemon_factory(config(ceph_config), coordinator=zookeeper.address)
+        # refusals first: nothing is written
+        assert target.post("/restore", json=document).status_code == 400  # no confirmation
+        bad = [("not json", False, "expected a JSON cluster backup"), ("[]", True, "expected a JSON object"),
+               ('{"/a/b": "x"}', True, "expected every key's parent"),
+               ('{"/nodes": 1}', True, "expected a string or null"),
+               ('{"relative": ""}', True, "expected an absolute ZooKeeper path"),
+               ('{"/zookeeper/quota": ""}', True, "expected no key of ZooKeeper's own"),
+               ('{"/nodes": ""}', True, "expected a PVC cluster's base keys")]
+        for text, as_body, fragment in bad:
+            confirmed = {"yes-i-really-mean-it": "yes"}
+            refused = target.post("/restore", params=confirmed, data=text,
+                                  headers={"Content-Type": "application/json"}) if as_body else \
+                target.post("/restore", params={**confirmed, "cluster_data": text})
+            assert refused.status_code == 400, (text, refused.text)
+            assert fragment in refused.json()["message"], (text, refused.json())
+        assert tree(fresh) == {}
+
+        restored = target.post("/restore", params={"yes-i-really-mean-it": "yes"}, json=document)
+        assert restored.status_code == 200, restored.text
+        assert restored.json()["message"].startswith("Restore completed successfully")
+        assert {path: value.decode() for path, value in tree(fresh).items()} == document
+        assert target.get("/backup").json() == document
+        again = target.post("/restore", params={"yes-i-really-mean-it": "yes", "cluster_data": json.dumps(document)})
+        assert again.json() == {"message": "Restore completed successfully: the cluster already held this "
+                                           "configuration."}
+
+        paths = read_routes(source)
+        assert len(paths) > 60
+        compared = 0
+        for path in paths:
+            def alike(path: str = path) -> bool:
+                one, other = source.get(path, allow_redirects=False), target.get(path, allow_redirects=False)
+                return (one.status_code, answer(one)) == (other.status_code, answer(other))
+            wait_until(alike, message=f"GET {path} alike on both clusters")
+            compared += 1
+        assert compared == len(paths)
+        assert source.get("/vm/web1").status_code == 200 and target.get("/vm/web1").json()["tags"] == [
+            {"name": "keep", "type": "user", "protected": True}, {"name": "web", "type": "user", "protected": False}]
+    finally:
+        fresh.stop()
+        zookeeper.stop()
+        source.stop()
+
+
+def test_restore_replaces_and_a_failed_restore_writes_the_previous_tree_back(daemon_factory, ceph_config,
+                                                                              clean_zk, zk_server):
+    """Keys the document lacks go, others' trees stay; a transaction refused half-way (a key under an
+    ephemeral one, after more than one transaction of changes) leaves the tree as it was."""
+    daemon = daemon_factory(config(ceph_config))
+    seed(daemon, clean_zk)
+    document = daemon.get("/backup").json()
+    clean_zk.create("/other-software", b"kept")
+    assert daemon.post("/vm/web1/tags", params={"action": "add", "tag": "later"}).status_code == 200
+    restored = daemon.post("/restore", params={"yes-i-really-mean-it": "yes"}, json=document)
+    assert restored.status_code == 200, restored.text
+    after = {path: value.decode() for path, value in tree(clean_zk).items()}
+    assert after == {**document, "/other-software": "kept"}
+    wait_until(lambda: [tag["name"] for tag in daemon.get("/vm/web1").json()["tags"]] == ["keep", "web"])
+
+    holder = KazooClient(hosts=zk_server.address)
+    holder.start(timeout=START_TIMEOUT)
+    try:
+        holder.create("/pvcapid/holder", b"", ephemeral=True, makepath=True)
+        before = tree(clean_zk)
+        broken = {**document, **{f"/domains/{VM_UUID}/extra{index}": "x" * 300_000 for index in range(3)},
+                  "/pvcapid": "", "/pvcapid/holder": "", "/pvcapid/holder/child": "refused"}
+        failed = daemon.post("/restore", params={"yes-i-really-mean-it": "yes"}, json=broken)
+        assert failed.status_code == 409, failed.text
+        assert failed.json()["message"].endswith("the previous tree was written back, nothing was changed")
+        assert tree(clean_zk) == before
+        assert daemon.get("/backup").status_code == 200  # no restore record left
+    finally:
+        holder.stop()
+        daemon.stop()
