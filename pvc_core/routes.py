@@ -53,6 +53,9 @@ class Route:
     declares ``admin`` (``ADMIN``): creating the cluster, maintenance mode,
     coordinator roles, Ceph's OSDs, flags and pools, and the provisioner's
     scripts, which the worker runs as root. ``auth=False`` routes ignore it.
+
+    ``headers`` are the headers a success answer may carry beyond the
+    generic ones (``X-Task-Id`` of a route that starts a task).
     """
 
     method: str
@@ -70,6 +73,7 @@ class Route:
     media_type: str = "application/json"
     returns: dict | None = None
     scope: str = ""
+    headers: dict[str, str] = field(default_factory=dict)  # response headers of success: name -> description
 
     def __post_init__(self) -> None:
         if not self.scope:

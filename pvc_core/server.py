@@ -52,7 +52,7 @@ SERVER_INSTANCE = f"{connections.__name__}.WSGIServer"
 class RequestContext:
     """What a handler gets besides its parameters: the runtime and the request."""
 
-    __slots__ = ("runtime", "request", "request_id", "listener", "response_headers")
+    __slots__ = ("runtime", "request", "request_id", "listener", "response_headers", "task_id")
 
     def __init__(self, runtime: Any, request: Any, request_id: str, listener: str):
         self.runtime = runtime
@@ -60,6 +60,7 @@ class RequestContext:
         self.request_id = request_id
         self.listener = listener
         self.response_headers: dict[str, str] = {}
+        self.task_id: str | None = None  # the task record a long route made (pvc_core.taskroutes.announce)
 
     def header(self, name: str) -> str | None:
         return self.request.headers.get(name)
