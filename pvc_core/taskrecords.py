@@ -123,8 +123,8 @@ class TaskRecords:
 
     # -- the log ------------------------------------------------------------------------------
 
-    def log(self, task_id: str, message: str) -> None:
-        TaskLog.create(task_id=task_id, time=time.time(), message=message[:LOG_MESSAGE_MAX])
+    def log(self, task_id: str, message: str, at: float | None = None) -> None:
+        TaskLog.create(task_id=task_id, time=time.time() if at is None else at, message=message[:LOG_MESSAGE_MAX])
 
     def logs(self, task_id: str) -> list[dict]:
         return [{"time": line.time, "message": line.message} for line in
@@ -224,7 +224,7 @@ class TaskRecords:
         done = TaskRecord.update(**fields).where((TaskRecord.id == task_id)
                                                  & TaskRecord.state.in_((PENDING, RUNNING))).execute()
         if done:
-            self.log(task_id, fields["status"])
+            self.log(task_id, fields["status"], at=now)  # the last line is the end
             self._ended(task_id)
         return bool(done)
 
