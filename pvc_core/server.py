@@ -181,6 +181,8 @@ class Dispatcher:
         except ApiError as exc:
             if isinstance(exc, BodyUnreadable):  # the client's fault, often a client gone: one line
                 log.warning("request %s: %s %s: %s", ctx.request_id, route.method, request.path_info, exc.message)
+            if ctx.task_id is not None:  # a task that began and then failed is named on the error too
+                cherrypy.serving.response.headers.update(ctx.response_headers)
             return self._error(exc)
         except self.unavailable as exc:
             return self._error(ServiceUnavailable(self.runtime.describe_unavailable(exc)))
