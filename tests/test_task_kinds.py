@@ -25,16 +25,36 @@ FIELDS = ("id", "name", "plugin", "kind", "state", "current", "total", "status",
 WAKE_BOUND = 0.25 + ANSWER_SLACK
 
 
-def database_record(daemon: Daemon, task_id: str) -> dict:
-    """The record and its log as the SQLite database holds them, in the API's shape."""
+def _rows(daemon: Daemon, task_id: str) -> tuple[dict, list[dict]]:
+    settings = daemon.config.get("provisioner", {}).get("database")
+    record = "SELECT * FROM pvc_task WHERE id = {0}"
+    log = "SELECT time, message FROM pvc_task_log WHERE task_id = {0} ORDER BY time, id"
+    if settings:
+        import psycopg2
+        import psycopg2.extras
+        connection = psycopg2.connect(host=settings["host"], port=settings["port"], user=settings["user"],
+                                      password=settings["pass"], dbname=settings["name"],
+                                      cursor_factory=psycopg2.extras.RealDictCursor)
+        try:
+            with connection, connection.cursor() as cursor:
+                cursor.execute(record.format("%s"), (task_id,))
+                row = dict(cursor.fetchone())
+                cursor.execute(log.format("%s"), (task_id,))
+                return row, [dict(line) for line in cursor.fetchall()]
+        finally:
+            connection.close()
     connection = sqlite3.connect(str(daemon.workdir / "data" / "pvc.db"))
     connection.row_factory = sqlite3.Row
     try:
-        row = dict(connection.execute("SELECT * FROM pvc_task WHERE id = ?", (task_id,)).fetchone())
-        lines = connection.execute("SELECT time, message FROM pvc_task_log WHERE task_id = ? ORDER BY time, id",
-                                   (task_id,)).fetchall()
+        return (dict(connection.execute(record.format("?"), (task_id,)).fetchone()),
+                [dict(line) for line in connection.execute(log.format("?"), (task_id,)).fetchall()])
     finally:
         connection.close()
+
+
+def database_record(daemon: Daemon, task_id: str) -> dict:
+    """The record and its log as the database (SQLite or PostgreSQL) holds them, in the API's shape."""
+    row, lines = _rows(daemon, task_id)
     row["kind"] = row["kind"] or row["name"]
     for name in ("result", "args", "kwargs"):
         row[name] = json.loads(row[name]) if row[name] else None

@@ -66,7 +66,7 @@ class ProvisionerService:
 
         if not recorded(tasks.claim, STEPS[0], worker=worker_name(), current=1, total=len(STEPS)):
             # cancelled while queued (or ended by someone else): it never runs
-            log.info("provisioning task %s was cancelled before it started; not run", task_id)
+            log.warning("provisioning task %s was cancelled before it started; not run", task_id)
             return {"state": "FAILURE", "status": "Cancelled before it started"}
 
         def progress(step: int, text: str) -> None:
