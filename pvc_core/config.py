@@ -225,6 +225,18 @@ def core_schema() -> Section:
                 "key_file": Field("str", default="", required_if="api.ssl.enabled"),
             }),
         }),
+        "tasks": Section({  # pvc_core.taskmonitor
+            "wait_max": Field("float", default=300.0, check=_positive,
+                              help="longest timeout of GET /tasks/<id>/wait, seconds"),
+            "max_waiters": Field("int", default=32, check=_positive,
+                                 help="requests that may wait on tasks at once (each holds a worker thread)"),
+            "poll_interval": Field("float", default=0.25, check=_positive,
+                                   help="how often the daemon's one task monitor looks for ended and cancelled "
+                                        "records and at what node daemons did, seconds"),
+            "heartbeat": Field("float", default=10.0, check=_positive,
+                               help="how often a daemon marks the tasks it follows as followed; one unmarked for "
+                                    "three times this is failed by any daemon"),
+        }, optional=True),
         "provisioner": Section({
             "database": Section({
                 "host": Field("str"),

@@ -10,15 +10,14 @@ import copy
 import html
 from typing import Any
 
-from . import API_VERSION_MESSAGE, backup, openapi, schema
+from . import API_VERSION_MESSAGE, backup, openapi, schema, taskroutes
 from .auth import FAILED_MESSAGE
 from .config import parse_bool
 from .errors import BadRequest
 from .hookspecs import hookimpl
-from .params import BOOLEAN, INTEGER, STRING, Param, ParamType
+from .params import BOOLEAN, STRING, Param, ParamType
 from .routes import ADMIN, API_PREFIX, CONFLICT, Response, Route
-from .shapes import ANY, HTML, INT, JSON, MESSAGE, NUM, STR, TEXT, array, map_of, named, nullable, obj
-from .taskrecords import STATES
+from .shapes import HTML, INT, JSON, MESSAGE, STR, TEXT, array, map_of, named, obj
 from .zk import TransactionFailed
 
 LOGIN_FORM = """<!DOCTYPE html>
@@ -140,19 +139,6 @@ def list_plugins(ctx: Any, params: dict) -> list:
     return out
 
 
-def list_tasks(ctx: Any, params: dict) -> list:
-    runtime = ctx.runtime
-    runtime.ensure_schema()
-    return [record.as_dict() for record in
-            runtime.tasks.list(state=params["state"], plugin=params["plugin"], limit=params["limit"])]
-
-
-def get_task(ctx: Any, params: dict, task_id: str) -> dict:
-    runtime = ctx.runtime
-    runtime.ensure_schema()
-    return runtime.tasks.get(task_id).as_dict()
-
-
 def openapi_json(ctx: Any, params: dict) -> dict:
     return ctx.runtime.openapi_document
 
@@ -165,7 +151,6 @@ def openapi_page(ctx: Any, params: dict) -> Response:
 TOKEN = Param("token", STRING, help="one of the configured API tokens")
 # api-general.md §3.3: `state` stays a required choice; an empty value is not "true" here
 STATE_VALUE = ParamType("boolean", "true or false (or yes/no, on/off, 1/0)", parse_bool, BOOLEAN.schema)
-TASK_LIMIT_MAX = 10000
 DISABLED = {302: "Authentication is disabled: redirect to /api/v1/"}
 COUNTS = obj({"total": INT}, additionalProperties=INT)
 STATUS = named("ClusterStatus", obj({
@@ -178,10 +163,6 @@ HEALTH = named("Health", obj({"status": {"type": "string", "enum": ["ok", "unava
 PLUGIN = named("Plugin", obj({
     "name": STR, "version": STR, "distribution": STR, "description": STR, "requires": array(STR),
     "optional": array(STR), "services": array(STR), "routes": array(STR)}))
-TASK = named("Task", obj({
-    "id": STR, "name": STR, "plugin": STR, "state": {"type": "string", "enum": list(STATES)}, "current": INT,
-    "total": INT, "status": STR, "result": ANY, "args": array(ANY), "kwargs": {"type": "object"},
-    "created": NUM, "updated": NUM, "started": nullable(NUM), "worker": nullable(STR)}))
 OPENAPI = obj({"openapi": STR, "info": obj({"title": STR, "version": STR}), "paths": map_of({"type": "object"}),
                "components": {"type": "object"}})
 
@@ -215,14 +196,7 @@ def pvc_routes(runtime: Any) -> list:
               scope=ADMIN),  # admin: cluster-wide, and node daemons stop fencing during maintenance
         Route("GET", "/plugins", list_plugins, summary="Loaded plugins, their versions and routes",
               tags=core, returns=array(PLUGIN)),
-        Route("GET", "/tasks", list_tasks, (
-            Param("state", STRING, choices=STATES, help="only tasks in this state"),
-            Param("plugin", STRING, help="only tasks of this plugin"),
-            Param("limit", INTEGER, default=100, minimum=1, maximum=TASK_LIMIT_MAX,
-                  help="at most this many, newest first"),
-        ), summary="Task records of long operations", tags=core, returns=array(TASK)),
-        Route("GET", "/tasks/<task_id>", get_task, summary="One task record with progress", tags=core,
-              returns=TASK),
+        *taskroutes.routes(runtime),  # /tasks[/<id>[/wait]]
         Route("GET", "/openapi.json", openapi_json, summary="This API as an OpenAPI 3 document",
               tags=core, returns=OPENAPI),
         Route("GET", "/doc", openapi_page, summary="This API as an HTML page", tags=core, media_type=HTML,

@@ -122,6 +122,9 @@ def _responses(route: Route, path: str, components: _Components) -> dict:
     owner = route.plugin or "core"
     success = {"description": "Success" if route.status < 400 else (route.summary or "The answer"),
                "content": {route.media_type: {"schema": components.hoist(route.returns or {}, owner)}}}
+    if route.headers:
+        success["headers"] = {name: {"description": text, "schema": {"type": "string"}}
+                              for name, text in route.headers.items()}
     responses: dict[int, dict] = {route.status: success}
     generic = [429, 503]
     if route.params or "{" in path or route.method in BODY_METHODS:

@@ -53,6 +53,9 @@ class Route:
     declares ``admin`` (``ADMIN``): creating the cluster, maintenance mode,
     coordinator roles, Ceph's OSDs, flags and pools, and the provisioner's
     scripts, which the worker runs as root. ``auth=False`` routes ignore it.
+
+    ``headers`` are the headers a success answer may carry beyond the
+    generic ones (``X-Task-Id`` of a route that starts a task).
     """
 
     method: str
@@ -72,6 +75,7 @@ class Route:
     scope: str = ""
     # A JSON body is the request's document (``ctx.document``, e.g. a cluster backup), not parameters.
     json_document: bool = False
+    headers: dict[str, str] = field(default_factory=dict)  # response headers of success: name -> description
 
     def __post_init__(self) -> None:
         if not self.scope:

@@ -26,6 +26,7 @@ from .queue import describe as describe_queue
 from .queue import make_huey
 from .routes import RouteTable
 from .sessions import SharedRevocations
+from .taskmonitor import TaskMonitor
 from .taskrecords import TaskRecords
 from .zk import ZooKeeper
 
@@ -45,6 +46,7 @@ class Runtime:
         database_proxy.initialize(self.database)
         self.huey = make_huey(config)
         self.tasks = TaskRecords()
+        self.task_monitor = TaskMonitor(self)  # started in the API daemon only
         # "api" in the daemon, "worker" in the Huey consumer (pvc_core.consumer sets it)
         self.role = "api"
         self.auth = Authenticator(**auth.settings(config), secure_cookies=config["api.ssl.enabled"])
@@ -196,6 +198,8 @@ class Runtime:
                 log.warning("%s; will retry on first use", exc.message)
             for _name, _ in self.host.call_each("pvc_start", runtime=self):
                 pass
+            if self.role == "api":
+                self.task_monitor.start()  # after the plugins registered their task kinds
 
     def fail(self, reason: str) -> None:
         """A plugin found, after start, that this daemon must not go on (simnode: a cluster with real
@@ -209,6 +213,7 @@ class Runtime:
             if self._users > 0:
                 return
             self._users = 0
+            self.task_monitor.stop()
             for name, function, argnames in self.host.implementations("pvc_stop", reverse=True):
                 # one plugin failing to stop must not keep the others, ZooKeeper and the database open
                 try:

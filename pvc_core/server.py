@@ -52,7 +52,7 @@ SERVER_INSTANCE = f"{connections.__name__}.WSGIServer"
 class RequestContext:
     """What a handler gets besides its parameters: the runtime and the request."""
 
-    __slots__ = ("runtime", "request", "request_id", "listener", "response_headers", "document")
+    __slots__ = ("runtime", "request", "request_id", "listener", "response_headers", "document", "task_id")
 
     def __init__(self, runtime: Any, request: Any, request_id: str, listener: str):
         self.runtime = runtime
@@ -61,6 +61,7 @@ class RequestContext:
         self.listener = listener
         self.response_headers: dict[str, str] = {}
         self.document: Any = None  # the JSON body of a ``Route.json_document`` route
+        self.task_id: str | None = None  # the task record a long route made (pvc_core.taskroutes.announce)
 
     def header(self, name: str) -> str | None:
         return self.request.headers.get(name)
@@ -184,6 +185,8 @@ class Dispatcher:
         except ApiError as exc:
             if isinstance(exc, BodyUnreadable):  # the client's fault, often a client gone: one line
                 log.warning("request %s: %s %s: %s", ctx.request_id, route.method, request.path_info, exc.message)
+            if ctx.task_id is not None:  # a task that began and then failed is named on the error too
+                cherrypy.serving.response.headers.update(ctx.response_headers)
             return self._error(exc)
         except self.unavailable as exc:
             return self._error(ServiceUnavailable(self.runtime.describe_unavailable(exc)))

@@ -10,6 +10,7 @@ import time
 import pytest
 from kazoo.client import KazooClient
 from test_node import eventually, seed_node
+from test_task_kinds import check, ended
 from test_vm import XML, define
 
 from conftest import (
@@ -297,6 +298,47 @@ def images(ceph_cluster, pool_name: str) -> list[str]:
     return sorted(out.stdout.split())
 
 
+def test_a_cancelled_copy_stops_and_leaves_nothing(cephd, cluster, pool, ceph_cluster):
+    """A copy of 1,000 allocated pieces is cancelled while it runs (DELETE /tasks/<id>): the request answers 409,
+    the record ends FAILURE 'Cancelled…', and neither Ceph nor ZooKeeper holds the partial volume."""
+    import rados
+    import rbd
+    made = cephd.post("/storage/ceph/volume", params={"volume": "big", "pool": pool, "size": "4000M"})
+    assert made.status_code == 200
+    handle = rados.Rados(conffile=ceph_cluster.conf, conf={"keyring": ceph_cluster.keyring})
+    handle.connect(timeout=REQUEST_TIMEOUT)
+    try:
+        with handle.open_ioctx(pool) as ioctx, rbd.Image(ioctx, "big") as image:
+            writes = [image.aio_write(b"x", index * 4 * 1024 * 1024, lambda completion: None)
+                      for index in range(1000)]
+            for write in writes:
+                write.wait_for_complete_and_cb()
+    finally:
+        handle.shutdown()
+    answers: list = []
+    copying = threading.Thread(target=lambda: answers.append(
+        cephd.post("/storage/ceph/volume/vols/big/clone", params={"new_volume": "big2"})))
+    copying.start()
+    try:
+        running = eventually(lambda: cephd.get("/tasks", params={"kind": "ceph.volume.clone",
+                                                                 "state": "RUNNING"}).json())
+        (task,) = running
+        cancel = cephd.delete(f"/tasks/{task['id']}")
+        assert cancel.status_code == 202 and cancel.json()["cancelled"] is not None
+        assert cancel.json()["log"][-1]["message"] == f"Cancel requested: DELETE /tasks/{task['id']}"
+    finally:
+        copying.join(timeout=REQUEST_TIMEOUT)
+    (answer,) = answers
+    assert answer.status_code == 409 and answer.headers["X-Task-Id"] == task["id"]
+    assert "cancelled after" in answer.json()["message"]
+    record = ended(cephd, task["id"])
+    assert record["state"] == "FAILURE" and record["status"].startswith("Cancelled: the copy stopped after ")
+    assert record["status"].endswith("of 1000 pieces; the partial volume vols/big2 was removed")
+    assert record["cancelled"] is not None and record["current"] < 1000
+    assert images(ceph_cluster, pool) == ["big"] and cluster.exists("/ceph/volumes/vols/big2") is None
+    assert cephd.delete(f"/tasks/{task['id']}").status_code == 409
+
+
 def test_volume_lifecycle(cephd, cluster, pool, ceph_cluster):
     created = cephd.post("/storage/ceph/volume", params={"volume": "disk0", "pool": pool, "size": "64M"})
     assert created.status_code == 200
@@ -337,8 +379,14 @@ def test_volume_lifecycle(cephd, cluster, pool, ceph_cluster):
                       timeout=ceph_timeout(cephd.config))
     clone = cephd.post("/storage/ceph/volume/vols/disk1/clone", params={"new_volume": "disk2"})
     assert clone.json() == {"message": "Cloned RBD volume 'disk1' to 'disk2' on pool 'vols'."}
+    check(ended(cephd, clone.headers["X-Task-Id"]), "ceph.volume.clone", "ceph", clone.json()["message"],
+          "Copying RBD volume vols/disk1 to disk2")
     seeded = cephd.post("/storage/ceph/volume", params={"volume": "disk3", "pool": pool, "source_volume": "disk1"})
     assert seeded.status_code == 200
+    copied = ended(cephd, seeded.headers["X-Task-Id"])
+    check(copied, "ceph.volume.copy", "ceph", seeded.json()["message"], "Copying RBD volume vols/disk1 to disk3")
+    assert copied["kwargs"] == {"pool": "vols", "source": "disk1", "volume": "disk3"}
+    assert json.loads(cluster.get("/ceph/volumes/vols/disk3/stats")[0])["size"] == 2 * 1024 ** 3
     assert images(ceph_cluster, pool) == ["disk1", "disk2", "disk3"]
     assert cephd.get("/storage/ceph/volume", params={"limit": "k[23]"}).json().__len__() == 2
     assert cephd.get("/status").json()["volumes"] == 3
@@ -482,6 +530,8 @@ def test_osd_add_and_remove_through_the_node(cephd, cluster, daemon_factory, cep
     with simulated(daemon_factory, cephd, ceph_config):  # CRUSH weight 0: no data moves to the OSD, nor from it
         added = cephd.post("/storage/ceph/osd", params={"node": "pvchv1", "device": "/dev/sdb", "weight": "0.0"})
         assert added.json() == {"message": "Created new OSD with block device '/dev/sdb' on node 'pvchv1'."}
+        check(ended(cephd, added.headers["X-Task-Id"]), "ceph.osd.add", "ceph", added.json()["message"],
+              "Asking node pvchv1 to create an OSD on /dev/sdb (/cmd/ceph)")
         assert b"osd_add pvchv1,/dev/sdb,0.0" in seen
         (osd,) = set(ceph_cluster.osds()) - before
         keys = {key: cluster.get(f"/ceph/osds/{osd}/{key}")[0] for key in cluster.get_children(f"/ceph/osds/{osd}")}
@@ -496,6 +546,9 @@ def test_osd_add_and_remove_through_the_node(cephd, cluster, daemon_factory, cep
         assert cluster.exists(f"/ceph/osds/{osd}") is not None and cluster.exists("/cmd/ceph").mzxid == mailbox
         removed = cephd.delete(f"/storage/ceph/osd/{osd}", params={"yes-i-really-mean-it": "yes"})
         assert removed.json() == {"message": f"Removed OSD '{osd}' from the cluster."}
+        check(ended(cephd, removed.headers["X-Task-Id"]), "ceph.osd.remove", "ceph", removed.json()["message"],
+              f"Asking pvchv1 to drain and remove OSD {osd} (/cmd/ceph)")
+        assert cephd.delete(f"/tasks/{removed.headers['X-Task-Id']}").status_code == 409
         assert cluster.exists(f"/ceph/osds/{osd}") is None and set(ceph_cluster.osds()) == before
     for params, fragment in [
         ({"node": "ghost", "device": "/dev/sdc", "weight": "1"}, "ERROR: No node named 'ghost'"),

@@ -510,6 +510,7 @@ def fuzz_run(daemon_factory, ceph_config, ceph_cluster, fuzz_database, redis_ser
         "ceph": {"interval": "2", "volume_interval": "10", "osd_add_timeout": "0.5", "osd_remove_timeout": "0.5"},
         "vm": {"delete_grace": "0", "wait_timeout": "0.5"},
         "node": {"wait_timeout": "0.5"},
+        "tasks": {"wait_max": "0.5"},  # the seeded creation stays queued (no worker): its wait runs to the timeout
         "provisioner": {"database": fuzz_database, "queue": redis_server},
     })
     daemon = daemon_factory(config)

@@ -16,9 +16,10 @@ from xml.etree import ElementTree as ET
 
 import pytest
 from test_node import eventually, seed_node
+from test_task_kinds import WAKE_BOUND, database_record
 from test_tasks import start_consumer, stop_consumer
 
-from conftest import REQUEST_TIMEOUT, START_TIMEOUT, deep_merge
+from conftest import REQUEST_TIMEOUT, START_TIMEOUT, deep_merge, wait_until
 
 POOL = "provpool"
 SCRIPT = '''
@@ -303,6 +304,68 @@ def wait_step(daemon, task_id: str, step: int, timeout: float = START_TIMEOUT) -
             return
         assert body["state"] in ("PENDING", "RUNNING") and time.monotonic() < deadline, body
         time.sleep(0.05)
+
+
+def test_cancel_a_queued_and_a_running_creation(provd, ceph_cluster):
+    """DELETE /tasks/<id>: the queued creation never runs; the running one stops before its next step and rolls
+    back (no volume, no VM, no mount left), its record FAILURE 'Cancelled…' with the rollback in its log; a
+    client waiting on it is answered the moment it ends (the worker, another process, ended it)."""
+    import threading
+    if os.path.exists(FLAG):
+        os.unlink(FLAG)
+    before = set(images(ceph_cluster))
+    running = create(provd, "slow3", "slow", start_vm="false")
+    wait_step(provd, running, 8)  # inside install(): VM defined, volumes made, mapped, mounted
+    queued = create(provd, "slow4", "slow", start_vm="false")
+    assert provd.get(f"/tasks/{queued}").json()["state"] == "PENDING"
+
+    cancelled = provd.delete(f"/tasks/{queued}")
+    assert cancelled.status_code == 200, cancelled.text
+    record = cancelled.json()
+    status = f"Cancelled before it started: DELETE /tasks/{queued}"
+    assert (record["state"], record["status"], record["kind"], record["started"]) == ("FAILURE", status,
+                                                                                      "provisioner.create", None)
+    assert record["cancelled"] == record["ended"] and [line["message"] for line in record["log"]] == ["Queued", status]
+    assert record == database_record(provd, queued)
+    assert provd.get(f"/provisioner/status/{queued}").json()["status"] == status  # the v0.6 route shows it too
+    assert provd.delete(f"/tasks/{queued}").status_code == 409
+
+    asked = provd.delete(f"/tasks/{running}")
+    assert asked.status_code == 202 and asked.json()["state"] == "RUNNING" and asked.json()["cancelled"]
+    answers: list = []
+    waiter = threading.Thread(target=lambda: answers.append(
+        (provd.get(f"/tasks/{running}/wait", params={"timeout": str(2 * START_TIMEOUT)}), time.time())))
+    waiter.start()
+    open(FLAG, "w").close()  # install() returns; the cancel is noticed before step 9
+    try:
+        waiter.join(timeout=3 * START_TIMEOUT)
+    finally:
+        os.unlink(FLAG)
+    [(answer, returned)] = answers
+    assert answer.status_code == 200
+    done = answer.json()
+    print(f"wait answered {returned - done['ended']:.3f} s after the worker ended the record")
+    assert 0 <= returned - done["ended"] < WAKE_BOUND
+    assert done["state"] == "FAILURE" and done["status"].startswith(
+        "Cancelled before step 9 (Cleaning up local mounts and directories); rolled back: ")
+    for undone in (f"removed volume {POOL}/slow3_sda", f"removed volume {POOL}/slow3_sdb", "undefined VM slow3"):
+        assert undone in done["status"] and undone in done["result"]["undone"]
+    assert done["result"]["cancelled"] is True and done["cancelled"] == asked.json()["cancelled"]
+    messages = [line["message"] for line in done["log"]]
+    assert messages[:2] == ["Queued", "Collecting configuration"] and "Executing provisioning script" in messages
+    assert f"Cancel requested: DELETE /tasks/{running}" in messages and messages[-1] == done["status"]
+    assert done == database_record(provd, running)
+    # nothing left behind: Ceph, /ceph keys, the VM's keys, mounts and mappings
+    assert set(images(ceph_cluster)) == before
+    assert provd.get(f"/storage/ceph/volume/{POOL}/slow3_sda").status_code == 404
+    assert vm_keys(provd.zk, "slow3") is None and vm_keys(provd.zk, "slow4") is None
+    assert host_leftovers() == {"mounts": [], "loops": [], "links": []}
+    # the queued one was taken by the worker after that, and not run
+    log = provd.workdir / "consumer.log"
+    wait_until(lambda: f"provisioning task {queued} was cancelled before it started; not run" in log.read_text(),
+               message="the worker to skip the cancelled task")
+    assert provd.get(f"/tasks/{queued}").json() == record
+    assert not [name for name in images(ceph_cluster) if name.startswith("slow4_")]
 
 
 def test_queue_overview_and_worker_crash(provd, ceph_cluster):

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from pvc_core import matching
 from pvc_core.errors import ApiError, BadRequest, NotFound
 from pvc_core.routes import quoted
 
-from . import schema
+from . import schema, tasks
 from .area import CephArea, bounded
 from .cmdchannel import IGNORED, CommandChannel
 
@@ -23,12 +25,22 @@ OPTION = re.compile(r"^[a-z0-9_-]+$")
 DEVICE = re.compile(r"^/[A-Za-z0-9_./:+-]+$")
 
 
+@contextmanager
+def _ending(task: Any) -> Iterator[None]:
+    """A refusal or a timeout of the node's command ends the task with the same message as the answer."""
+    try:
+        yield
+    except ApiError as exc:
+        task.fail(exc.message)
+        raise
+
+
 class Osds(CephArea):
     def __init__(self, runtime: Any, client: Any):
         super().__init__(runtime, client)
         self.channel = CommandChannel(runtime, schema.CMD_CEPH)
 
-    def add(self, node: str, device: str, weight: float) -> str:
+    def add(self, node: str, device: str, weight: float, on_task: Callable[[str | None], None] | None = None) -> str:
         if not self.runtime.service("node").exists(node):
             raise BadRequest(quoted(f'ERROR: No node named "{node}" is present in the cluster.'))
         if not DEVICE.match(device):
@@ -41,22 +53,38 @@ class Osds(CephArea):
         for osd_id in ids:
             if (owners[schema.osd(osd_id, "node")], owners[schema.osd(osd_id, "device")]) == (node, device):
                 raise BadRequest(quoted(f'ERROR: Block device "{device}" on node "{node}" is used by OSD "{osd_id}"'))
-        result = self.channel.run(f"osd_add {node},{device},{weight}", self.runtime.config["ceph.osd_add_timeout"])
-        if result == IGNORED:
-            raise BadRequest("ERROR: Command ignored by node.")
-        if not result:
-            raise BadRequest("ERROR: Failed to create new OSD; check node logs for details.")
-        return quoted(f'Created new OSD with block device "{device}" on node "{node}".')
+        command = f"osd_add {node},{device},{weight}"
+        task = self.runtime.task_monitor.begin(tasks.OSD_ADD, {"node": node, "device": device, "weight": weight},
+                                               f"Asking node {node} to create an OSD on {device} ({schema.CMD_CEPH})")
+        if on_task is not None:
+            on_task(task.id)
+        with _ending(task):
+            result = self.channel.run(command, self.runtime.config["ceph.osd_add_timeout"])
+            if result == IGNORED:
+                raise BadRequest("ERROR: Command ignored by node.")
+            if not result:
+                raise BadRequest("ERROR: Failed to create new OSD; check node logs for details.")
+            message = quoted(f'Created new OSD with block device "{device}" on node "{node}".')
+            task.succeed(message)
+        return message
 
-    def remove(self, osd_id: str) -> str:
+    def remove(self, osd_id: str, on_task: Callable[[str | None], None] | None = None) -> str:
         if osd_id not in self.ids():
             raise NotFound(quoted(f'ERROR: No OSD with ID "{osd_id}" is present in the cluster.'))
-        result = self.channel.run(f"osd_remove {osd_id}", self.runtime.config["ceph.osd_remove_timeout"])
-        if result == IGNORED:
-            raise BadRequest("ERROR Command ignored by node.")  # v0.6's text, without the colon
-        if not result:
-            raise BadRequest("ERROR: Failed to remove OSD; check node logs for details.")
-        return quoted(f'Removed OSD "{osd_id}" from the cluster.')
+        node = self.zk.get(schema.osd(osd_id, "node")) or "its node"
+        task = self.runtime.task_monitor.begin(tasks.OSD_REMOVE, {"osd": osd_id},
+                                               f"Asking {node} to drain and remove OSD {osd_id} ({schema.CMD_CEPH})")
+        if on_task is not None:
+            on_task(task.id)
+        with _ending(task):
+            result = self.channel.run(f"osd_remove {osd_id}", self.runtime.config["ceph.osd_remove_timeout"])
+            if result == IGNORED:
+                raise BadRequest("ERROR Command ignored by node.")  # v0.6's text, without the colon
+            if not result:
+                raise BadRequest("ERROR: Failed to remove OSD; check node logs for details.")
+            message = quoted(f'Removed OSD "{osd_id}" from the cluster.')
+            task.succeed(message)
+        return message
 
     def ids(self) -> list[str]:
         return sorted(self.zk.children(schema.OSDS) or [], key=lambda value: (len(value), value))

@@ -10,7 +10,7 @@ from pvc_core.config import Field, Section
 from pvc_core.embedded import Part
 from pvc_core.health import Probe
 
-from . import routes
+from . import routes, tasks
 from .client import CephClient
 from .collector import Collector
 from .service import CephService
@@ -74,6 +74,8 @@ def pvc_routes(runtime: Any) -> list:
 @hookimpl
 def pvc_start(runtime: Any) -> None:
     service = runtime.service("ceph")
+    for kind in tasks.kinds(runtime):
+        runtime.task_monitor.register(kind)
     if runtime.config["ceph.collector"]:
         service.collector = Collector(runtime, service.client, runtime.config["ceph.interval"], service.pools,
                                       service.osds, service.volumes, runtime.config["ceph.volume_interval"])

@@ -8,6 +8,9 @@ from pvc_core.errors import BadRequest
 from pvc_core.params import INTEGER, NUMBER, STRING, Param
 from pvc_core.routes import ADMIN, CONFLICT, NO_MATCH, Route, collapse
 from pvc_core.shapes import INT, MESSAGE, NUM, STR, array, named, nullable, obj, one_or_many
+from pvc_core.taskroutes import TASK_HEADERS, announce
+
+from . import tasks
 
 
 def _stats(properties: dict) -> dict:
@@ -80,7 +83,8 @@ def add_volume(ctx: Any, params: dict, pool: str | None = None, volume: str | No
     if params["source_volume"] is None and params["size"] is None:
         raise BadRequest("Parameter 'size': required, expected a size in bytes or with a B/K/M/G/T/P suffix "
                          "(unless source_volume is given)")
-    return {"message": volumes.add(pool, volume, params["size"], source=params["source_volume"])}
+    return {"message": volumes.add(pool, volume, params["size"], source=params["source_volume"],
+                                   task=tasks.VOLUME_COPY, on_task=announce(ctx))}
 
 
 def modify_volume(ctx: Any, params: dict, pool: str, volume: str) -> dict:
@@ -100,7 +104,8 @@ def remove_volume(ctx: Any, params: dict, pool: str, volume: str) -> dict:
 
 
 def clone_volume(ctx: Any, params: dict, pool: str, volume: str) -> dict:
-    return {"message": ctx.service("ceph").volumes.add(pool, params["new_volume"], "", source=volume)}
+    return {"message": ctx.service("ceph").volumes.add(pool, params["new_volume"], "", source=volume,
+                                                       task=tasks.VOLUME_CLONE, on_task=announce(ctx))}
 
 
 def list_snapshots(ctx: Any, params: dict) -> Any:
@@ -146,11 +151,12 @@ def set_osd_state(ctx: Any, params: dict, osdid: str) -> dict:
 
 
 def add_osd(ctx: Any, params: dict) -> dict:
-    return {"message": ctx.service("ceph").osds.add(params["node"], params["device"], params["weight"])}
+    return {"message": ctx.service("ceph").osds.add(params["node"], params["device"], params["weight"],
+                                                    announce(ctx))}
 
 
 def remove_osd(ctx: Any, params: dict, osdid: str) -> dict:
-    return {"message": ctx.service("ceph").osds.remove(osdid)}
+    return {"message": ctx.service("ceph").osds.remove(osdid, announce(ctx))}
 
 
 def set_option(ctx: Any, params: dict) -> dict:
@@ -189,11 +195,11 @@ def routes() -> list[Route]:
             Param("node", STRING, required=True, help="the node whose disk becomes the OSD"),
             Param("device", STRING, required=True, help="block device, e.g. /dev/sdb (its data is destroyed)"),
             Param("weight", NUMBER, required=True, help="CRUSH weight, e.g. 1.0")),
-            summary="Create an OSD on a node's disk (by that node's daemon)", tags=tags, returns=MESSAGE,
-            responses=CONFLICT, scope=ADMIN),
+            summary="Create an OSD on a node's disk (by that node's daemon; a task)", tags=tags, returns=MESSAGE,
+            responses=CONFLICT, scope=ADMIN, headers=TASK_HEADERS),
         Route("DELETE", "/storage/ceph/osd/<osdid>", remove_osd, (CONFIRM,),
-              summary="Remove an OSD (by its node's daemon)", tags=tags, returns=MESSAGE, responses=CONFLICT,
-              scope=ADMIN),
+              summary="Remove an OSD (by its node's daemon; a task)", tags=tags, returns=MESSAGE, responses=CONFLICT,
+              scope=ADMIN, headers=TASK_HEADERS),
         Route("GET", "/storage/ceph/osd/<osdid>", get_osd, summary="One OSD (as a one-element list)", tags=tags,
               returns=array(OSD)),
         Route("GET", "/storage/ceph/osd/<osdid>/state", get_osd_state, summary="An OSD's in/up state", tags=tags,
@@ -221,12 +227,13 @@ def routes() -> list[Route]:
         Route("POST", "/storage/ceph/volume", add_volume, (
             Param("volume", STRING, required=True, help="volume name"),
             Param("pool", STRING, required=True, help="pool name"), SIZE, SOURCE),
-            summary="Create an RBD volume (or copy one with source_volume)", tags=tags,
-            returns=MESSAGE, responses=NAMED_BUSY),
+            summary="Create an RBD volume (or copy one with source_volume: a task)", tags=tags,
+            returns=MESSAGE, responses=NAMED_BUSY, headers=TASK_HEADERS),
         Route("GET", "/storage/ceph/volume/<pool>/<volume>", get_volume, summary="One RBD volume", tags=tags,
               returns=VOLUME),
         Route("POST", "/storage/ceph/volume/<pool>/<volume>", add_volume, (SIZE, SOURCE),
-              summary="Create an RBD volume (names in the path)", tags=tags, returns=MESSAGE, responses=BUSY),
+              summary="Create an RBD volume (names in the path; a copy with source_volume: a task)", tags=tags,
+              returns=MESSAGE, responses=BUSY, headers=TASK_HEADERS),
         Route("PUT", "/storage/ceph/volume/<pool>/<volume>", modify_volume, (
             Param("size", STRING, aliases=("new_size",), help="grow the volume to this size"),
             Param("new_name", STRING, aliases=("name",), help="rename the volume"),
@@ -236,7 +243,7 @@ def routes() -> list[Route]:
               returns=MESSAGE, responses=BUSY),
         Route("POST", "/storage/ceph/volume/<pool>/<volume>/clone", clone_volume, (
             Param("new_volume", STRING, required=True, help="name of the copy, in the same pool"),),
-            summary="Copy an RBD volume", tags=tags, returns=MESSAGE, responses=BUSY),
+            summary="Copy an RBD volume (a task)", tags=tags, returns=MESSAGE, responses=BUSY, headers=TASK_HEADERS),
         Route("GET", "/storage/ceph/snapshot", list_snapshots, (
             Param("pool", STRING, help="only this pool"), Param("volume", STRING, help="only volumes of this name"),
             Param("limit", STRING, help="regular expression on the snapshot name")),

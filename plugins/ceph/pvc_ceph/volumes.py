@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -16,6 +17,8 @@ from pvc_core.routes import quoted
 from . import schema
 from .area import CephArea, bounded
 
+log = logging.getLogger("pvc.ceph.volumes")
+
 UNITS = {"B": 1, "K": 1024, "M": 1024 ** 2, "G": 1024 ** 3, "T": 1024 ** 4, "P": 1024 ** 5}
 SIZE = re.compile(r"^([0-9]+)([BKMGTP]?)$", re.IGNORECASE)
 NAME = re.compile(r"^(?!\.\.?$)[A-Za-z0-9_.+-]+$")  # not "." or "..": those are no ZooKeeper key
@@ -23,6 +26,14 @@ NAME = re.compile(r"^(?!\.\.?$)[A-Za-z0-9_.+-]+$")  # not "." or "..": those are
 # 256,000,000 objects (librbd's MAX_OBJECT_MAP_OBJECT_COUNT), of 4 MiB each; `rbd create` of
 # anything larger fails with EINVAL, and an image that large without an object map takes days to remove.
 MAX_SIZE = 256_000_000 * 4 * UNITS["M"]
+# A copy is made, reported and cancellable in pieces of this size (an RBD object's default size).
+COPY_PIECE = 4 * UNITS["M"]
+
+
+def _copy_features() -> int:
+    import rbd
+    return (rbd.RBD_FEATURE_LAYERING | rbd.RBD_FEATURE_EXCLUSIVE_LOCK | rbd.RBD_FEATURE_OBJECT_MAP
+            | rbd.RBD_FEATURE_FAST_DIFF | rbd.RBD_FEATURE_DEEP_FLATTEN)
 
 
 def parse_size(text: str, parameter: str = "size") -> int:
@@ -239,23 +250,46 @@ class Volumes(CephArea):
             self.zk.write(values)
 
     @bounded('create RBD volume "{1}"', pool=0)
-    def add(self, pool: str, name: str, size_text: str, source: str | None = None) -> str:
-        import rbd
+    def add(self, pool: str, name: str, size_text: str, source: str | None = None, task: str | None = None,
+            on_task: Callable[[str | None], None] | None = None) -> str:
+        """``task`` (with ``source``): keep a task record of the copy (``pvc_ceph.tasks``); ``on_task`` gets its id."""
         self._require_pool(pool)
         _check_name("volume", name)
         size = parse_size(size_text) if source is None else None
         if self.zk.exists(schema.volume(pool, name)):
             raise BadRequest(quoted(f'ERROR: Volume "{name}" already exists in pool "{pool}".'))
-        if source is not None:
-            self._require(pool, source)
+        if source is None:
+            self._make(pool, name, size, None, None)
+            return quoted(f'Created new RBD volume "{name}" of size "{size_text}" on pool "{pool}".')
+        self._require(pool, source)
+        handle = None
+        if task is not None:
+            handle = self.runtime.task_monitor.begin(task, {"pool": pool, "source": source, "volume": name},
+                                                     f"Copying RBD volume {pool}/{source} to {name}")
+            if on_task is not None:
+                on_task(handle.id)
+        try:
+            self._make(pool, name, None, source, handle)
+        except Exception as exc:
+            if handle is not None:
+                handle.fail(getattr(exc, "task_status", None) or getattr(exc, "message", None)
+                            or f"Failed: {type(exc).__name__}")
+            raise
+        message = quoted(f'Cloned RBD volume "{source}" to "{name}" on pool "{pool}".')
+        if handle is not None:
+            handle.succeed(message)
+        return message
+
+    def _make(self, pool: str, name: str, size: int | None, source: str | None, handle: Any) -> None:
+        import rbd
         with self.settling(pool, name), self._ioctx(pool) as ioctx:
             try:
                 if source is None:
                     rbd.RBD().create(ioctx, name, size, old_format=False,
                                      features=rbd.RBD_FEATURE_LAYERING | rbd.RBD_FEATURE_EXCLUSIVE_LOCK)
                 else:
-                    with rbd.Image(ioctx, source, read_only=True) as image, self.client.long():
-                        image.copy(ioctx, name)  # a full copy, as v0.6's `rbd copy`
+                    with self.client.long():
+                        self._copy(ioctx, pool, source, name, handle)
                 stats = self._info(ioctx, name)
             except rbd.Error as exc:
                 what = f'clone RBD volume "{source}" to "{name}"' if source else f'create RBD volume "{name}"'
@@ -265,9 +299,52 @@ class Volumes(CephArea):
             except ApiError:
                 rbd.RBD().remove(ioctx, name)  # keep Ceph and ZooKeeper in step
                 raise
-        if source is not None:
-            return quoted(f'Cloned RBD volume "{source}" to "{name}" on pool "{pool}".')
-        return quoted(f'Created new RBD volume "{name}" of size "{size_text}" on pool "{pool}".')
+
+    def _copy(self, ioctx: Any, pool: str, source: str, name: str, handle: Any) -> None:
+        """A full copy, as v0.6's `rbd copy` (same size, features and object size), made piece by piece so that
+        it reports progress and stops at a cancel; only the source's allocated extents are read. Whatever
+        stops it removes the partial volume: ZooKeeper has not recorded it."""
+        import rbd
+        with rbd.Image(ioctx, source, read_only=True) as image:
+            size, order, features = image.size(), image.stat()["order"], image.features()
+            extents: list[tuple[int, int]] = []
+            image.diff_iterate(0, size, None, lambda offset, length, exists: extents.append((offset, length))
+                               if exists else None)
+            pieces = [(offset + start, min(COPY_PIECE, length - start))
+                      for offset, length in extents for start in range(0, length, COPY_PIECE)]
+            rbd.RBD().create(ioctx, name, size, order=order, old_format=False, features=features & _copy_features())
+            try:
+                with rbd.Image(ioctx, name) as target:
+                    for index, (offset, length) in enumerate(pieces, start=1):
+                        if handle is not None and handle.cancelled.is_set():
+                            stopped = Conflict(f"ERROR: Copy of RBD volume \"{source}\" to \"{name}\" cancelled "
+                                               f"after {index - 1} of {len(pieces)} pieces (DELETE /tasks/{handle.id});"
+                                               " the partial volume was removed")
+                            stopped.task_status = (f"Cancelled: the copy stopped after {index - 1} of {len(pieces)} "
+                                                   f"pieces; the partial volume {pool}/{name} was removed")
+                            raise stopped
+                        target.write(image.read(offset, length), offset)
+                        if handle is not None:
+                            handle.progress(index, len(pieces), f"Copied {index} of {len(pieces)} pieces "
+                                                                f"({COPY_PIECE // UNITS['M']} MiB each)")
+            except BaseException:
+                try:
+                    rbd.RBD().remove(ioctx, name)
+                except rbd.Error:
+                    log.exception("could not remove the partial copy %s/%s", pool, name)
+                raise
+
+    def remove_partial(self, pool: str, name: str) -> bool:
+        """An image left by a copy that its daemon did not finish (ZooKeeper never recorded it) is removed."""
+        import rbd
+        if self.zk.exists(schema.volume(pool, name)):
+            return False
+        with self._ioctx(pool) as ioctx:
+            try:
+                rbd.RBD().remove(ioctx, name)
+            except rbd.ImageNotFound:
+                return False
+        return True
 
     @bounded('resize RBD volume "{1}"', pool=0)
     def resize(self, pool: str, name: str, size_text: str) -> str:

@@ -7,6 +7,7 @@ from typing import Any
 from pvc_core.params import BOOLEAN, STRING, Param
 from pvc_core.routes import ADMIN, CONFLICT, NO_MATCH, Route, collapse
 from pvc_core.shapes import INT, MESSAGE, NUM, STR, array, named, obj, one_or_many
+from pvc_core.taskroutes import TASK_HEADERS, announce
 
 from .service import NodeService
 
@@ -45,7 +46,7 @@ def set_coordinator(ctx: Any, params: dict, node: str) -> dict:
 
 
 def set_domain(ctx: Any, params: dict, node: str) -> dict:
-    return {"message": service(ctx).set_domain_state(node, params["state"], params["wait"])}
+    return {"message": service(ctx).set_domain_state(node, params["state"], params["wait"], announce(ctx))}
 
 
 def routes() -> list[Route]:
@@ -71,7 +72,8 @@ def routes() -> list[Route]:
                      help="A valid state must be specified"),
                Param("wait", BOOLEAN, default=False, help="wait for the node daemon to finish "
                                                           "(bounded by pvc.node.wait_timeout)")),
-              summary="Flush a node of its VMs or return it to service", tags=tags, returns=MESSAGE,
+              summary="Flush a node of its VMs or return it to service (a task: node.flush, node.ready)", tags=tags,
+              returns=MESSAGE, headers=TASK_HEADERS,
               responses={409: "The node daemon did not finish within pvc.node.wait_timeout, or a concurrent "
                               "change"}),
     ]

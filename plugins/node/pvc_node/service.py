@@ -8,13 +8,14 @@ runtime's watched view of ``/nodes``.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from pvc_core import matching
 from pvc_core import schema as core_schema
 from pvc_core.errors import ApiError, BadRequest, NotFound
 
-from . import schema
+from . import schema, tasks
 
 NODE_NOT_FOUND = "Node not found."
 
@@ -127,15 +128,23 @@ class NodeService:
         self.runtime.zk.write({core_schema.PRIMARY_NODE: "none"})
         return f"Setting node {name} in secondary router mode."
 
-    def set_domain_state(self, name: str, state: str, wait: bool) -> str:
+    def set_domain_state(self, name: str, state: str, wait: bool,
+                         on_task: Callable[[str | None], None] | None = None) -> str:
+        """``on_task`` gets the id of the task record that follows the node daemon's work (``pvc_node.tasks``)."""
         self._require(name)
         written = "flush" if state == "flush" else "unflush"
+        vms = tasks.running_count(self.runtime, name)
         self.runtime.zk.write({schema.key(name, "domainstate"): written})
         if state == "flush":
             started, done = f"Flushing hypervisor {name} of running VMs.", f"Flushed hypervisor {name} of running VMs."
+            task_id = self.runtime.task_monitor.follow(tasks.FLUSH, {"node": name, "target": "flushed", "vms": vms},
+                                                       started, total=max(vms, 1))
         else:
             started, done = (f"Restoring hypervisor {name} to active service.",
                              f"Restored hypervisor {name} to active service.")
+            task_id = self.runtime.task_monitor.follow(tasks.READY, {"node": name, "target": "ready"}, started)
+        if on_task is not None:
+            on_task(task_id)
         if not wait:
             return started
         self._wait_until_not(name, written)

@@ -47,6 +47,10 @@ class TaskFailure(Exception):
     """A step's failure as the operator reads it: the reason text only (§2.11)."""
 
 
+class Cancelled(TaskFailure):
+    """A cancel asked for through ``DELETE /tasks/<id>``, noticed between two steps."""
+
+
 def parse_arguments(items: list[str]) -> dict[str, str]:
     """``key=value`` items split at the first ``=`` (§3.7); later items override earlier ones."""
     out: dict[str, str] = {}
@@ -86,6 +90,7 @@ class Creation:
         self.extra_args = list(script_args or [])
         self.progress = progress or (lambda step, text: None)
         self.on_change = on_change or (lambda ledger: None)
+        self.undone: list[str] = []  # what the rollback undid, for the task's log
         self.step = 0
         self.timings: dict[str, float] = {}
         # what this run made, for the rollback
@@ -144,6 +149,13 @@ class Creation:
                 begun = time.monotonic()
                 phase()
                 self.timings[STEPS[number - 1]] = round(time.monotonic() - begun, 4)
+        except Cancelled:
+            log.warning("creation of VM %s cancelled before step %d (%s)", self.vm_name, self.step,
+                        STEPS[self.step - 1])
+            self.rollback()
+            undone = "; ".join(self.undone) if self.undone else "nothing had been made yet"
+            raise Cancelled(f"Cancelled before step {self.step} ({STEPS[self.step - 1]}); rolled back: "
+                            f"{undone}") from None
         except Exception as exc:
             reason = self._reason(exc)
             log.warning("creation of VM %s failed at step %d (%s): %s", self.vm_name, self.step,
@@ -388,6 +400,8 @@ class Creation:
         for path in sorted(hostops.mounts_under(self.temp_dir), key=lambda p: (-p.count("/"), p)):
             try:
                 hostops.run(["umount", path], timeout)
+                if not strict:
+                    self.undone.append(f"unmounted {path}")
             except hostops.CommandFailed as exc:
                 if strict:
                     raise TaskFailure(f'Failed to unmount "{path}": {exc.stderr}') from None
@@ -399,6 +413,8 @@ class Creation:
             mapping = self.mappings[-1]
             try:
                 self.mapper.unmap(mapping)  # type: ignore[union-attr]
+                if not strict:
+                    self.undone.append(f"unmapped {mapping.device}")
             except hostops.CommandFailed as exc:
                 if strict:
                     raise TaskFailure(f'Failed to unmap volume "{mapping.device}": {exc.stderr}') from None
@@ -450,6 +466,7 @@ class Creation:
             pool, name = self.created_volumes.pop()
             try:
                 self.ceph.volumes.remove(pool, name)
+                self.undone.append(f"removed volume {pool}/{name}")
             except ApiError as exc:
                 log.error("cleanup: could not remove volume %s/%s: %s", pool, name, exc.message)
 
@@ -457,3 +474,4 @@ class Creation:
         if self.defined:
             self.runtime.service("vm").discard_provisioning(self.vm_name)
             self.defined = False
+            self.undone.append(f"undefined VM {self.vm_name}")

@@ -6,10 +6,11 @@ from typing import Any
 
 from pvc_core import hookimpl
 from pvc_core.config import Field, Section
+from pvc_core.taskmonitor import Kind
 
 from . import routes
 from .models import MODELS
-from .service import TASK_NAME, ProvisionerService
+from .service import KIND, TASK_NAME, ProvisionerService
 
 
 @hookimpl
@@ -74,6 +75,9 @@ def pvc_tasks(huey: Any, runtime: Any) -> None:
 
 @hookimpl
 def pvc_start(runtime: Any) -> None:
+    # the worker runs it and looks for a cancel between steps (pvc_provisioner.service)
+    runtime.task_monitor.register(Kind(KIND, "provisioner", lambda: runtime.config["provisioner.command_timeout"],
+                                       "pvc.provisioner.command_timeout"))
     if runtime.role == "worker":
         runtime.service("provisioner").abandon_orphans()
 

@@ -10,6 +10,7 @@ from pvc_core.params import BOOLEAN, INTEGER, NAME_HELP, NAME_PATTERN, STRING, P
 from pvc_core.routes import ADMIN, API_PREFIX, NO_MATCH, NOT_FOUND_MESSAGE, Response, Route
 from pvc_core.shapes import ANY, BOOL, INT, MESSAGE, NUM, STR, array, map_of, named, nullable, obj
 from pvc_core.taskrecords import STATES
+from pvc_core.taskroutes import TASK_HEADERS, announce
 
 from .models import Script, Userdata
 from .service import ProvisionerService
@@ -224,6 +225,7 @@ def remove_profile(ctx: Any, params: dict, profile: str) -> dict:
 def create(ctx: Any, params: dict) -> Response:
     task_id = svc(ctx).submit(params["name"], params["profile"], params["define_vm"], params["start_vm"],
                               params["arg"])
+    announce(ctx)(task_id)
     return Response({"task_id": task_id}, 202,
                     headers={"Location": f"{API_PREFIX}{P}/status/{task_id}"})
 
@@ -344,7 +346,7 @@ def routes() -> list[Route]:
             Param("define_vm", BOOLEAN, default=True, help="define the VM in the cluster"),
             Param("start_vm", BOOLEAN, default=True, help="start it when provisioned"),
             ARG), summary="Create a VM from a profile (a background task)",
-            status=202, returns=obj({"task_id": STR}),
+            status=202, returns=obj({"task_id": STR}), headers={**TASK_HEADERS, "Location": "GET …/status/<task_id>"},
             responses={409: "A VM of that name already exists in the cluster"}),
         Route("GET", f"{P}/status", queue, summary="Active and queued creation tasks (Celery inspect() shape)",
               returns=QUEUE),

@@ -10,12 +10,13 @@ from typing import Any
 from pvc_core.errors import BadRequest, Conflict, NotFound
 from pvc_core.taskrecords import PENDING, RUNNING, TaskRecord
 
-from .creation import STEPS, Creation, TaskFailure
+from .creation import STEPS, Cancelled, Creation, TaskFailure
 from .store import Store
 
 log = logging.getLogger("pvc.provisioner")
 
 TASK_NAME = "provisioner.create_vm"
+KIND = "provisioner.create"
 PLUGIN = "provisioner"
 ORPHANED = "Worker terminated during provisioning"
 VM_NAME = re.compile(r"^(?!\.\.?$)[A-Za-z0-9_.+-]+$")
@@ -50,7 +51,7 @@ class ProvisionerService:
         tasks = self.runtime.tasks
         with self.runtime.database.connection_context():
             tasks.purge(PLUGIN, self.runtime.config["provisioner.task_retention"])
-            record = tasks.submit(self.create_task, PLUGIN, name, profile, total=1, **kwargs)
+            record = tasks.submit(self.create_task, PLUGIN, name, profile, total=1, kind=KIND, **kwargs)
         return record.id
 
     def execute(self, task_id: str, name: str, profile: str, define_vm: bool = True, start_vm: bool = True,
@@ -58,21 +59,31 @@ class ProvisionerService:
         """The body of the Huey task: runs in the consumer, records every step."""
         tasks = self.runtime.tasks
 
-        def recorded(update: Any, *args: Any, **kwargs: Any) -> None:
+        def recorded(update: Any, *args: Any, **kwargs: Any) -> Any:
             # a connection per update: a database that blips during a long script is simply reconnected
             with self.runtime.database.connection_context():
-                update(task_id, *args, **kwargs)
+                return update(task_id, *args, **kwargs)
 
-        recorded(tasks.start, STEPS[0], worker=worker_name(), current=1, total=len(STEPS))
+        if not recorded(tasks.claim, STEPS[0], worker=worker_name(), current=1, total=len(STEPS)):
+            # cancelled while queued (or ended by someone else): it never runs
+            log.warning("provisioning task %s was cancelled before it started; not run", task_id)
+            return {"state": "FAILURE", "status": "Cancelled before it started"}
 
         def progress(step: int, text: str) -> None:
-            if step > 1:  # step 1 was published by start()
+            # a cancel is noticed between steps: what the steps before made is rolled back
+            if recorded(tasks.cancel_requested):
+                raise Cancelled(text)
+            if step > 1:  # step 1 was published by claim()
                 recorded(tasks.progress, step, len(STEPS), text)
 
         creation = Creation(self.runtime, task_id, name, profile, define_vm, start_vm, script_args, progress,
                             lambda ledger: recorded(tasks.note, {"ledger": ledger}))
         try:
             text = creation.run()
+        except Cancelled as exc:
+            recorded(tasks.fail, str(exc), result={"error": str(exc), "cancelled": True, "step": creation.step,
+                                                   "undone": creation.undone}, current=1, total=1)
+            return {"state": "FAILURE", "status": str(exc)}
         except TaskFailure as exc:
             recorded(tasks.fail, str(exc), result={"error": str(exc), "step": creation.step,
                                                    "timings": creation.timings}, current=1, total=1)

@@ -7,7 +7,7 @@ from typing import Any
 from pvc_core import hookimpl
 from pvc_core.config import Field, Section
 
-from . import additions, routes
+from . import additions, routes, tasks
 from .service import VMService
 
 
@@ -41,6 +41,8 @@ def pvc_routes(runtime: Any) -> list:
 @hookimpl
 def pvc_start(runtime: Any) -> None:
     runtime.service("vm").start()
+    for kind in tasks.kinds(runtime):
+        runtime.task_monitor.register(kind)
 
 
 @hookimpl

@@ -8,6 +8,7 @@ from pvc_core.errors import BadRequest
 from pvc_core.params import BOOLEAN, INTEGER, NAME_HELP, NAME_PATTERN, STRING, Param
 from pvc_core.routes import CONFLICT, NO_MATCH, Encoded, Route
 from pvc_core.shapes import BOOL, INT, MESSAGE, STR, array, named, nullable, obj, one_or_many
+from pvc_core.taskroutes import TASK_HEADERS, announce
 
 from . import schema
 from .additions import TAG, TAGS_ON_DEFINE, defined_tags
@@ -86,7 +87,7 @@ def get_state(ctx: Any, params: dict, vm: str) -> dict:
 
 
 def set_state(ctx: Any, params: dict, vm: str) -> dict:
-    return {"message": service(ctx).set_state(vm, params["state"], params["wait"])}
+    return {"message": service(ctx).set_state(vm, params["state"], params["wait"], announce(ctx))}
 
 
 def get_node(ctx: Any, params: dict, vm: str) -> dict:
@@ -101,7 +102,7 @@ def set_node(ctx: Any, params: dict, vm: str) -> dict:
             raise BadRequest(f"Parameter 'permanent': expected only with action 'migrate', got action '{action}'")
         action = "move"
     return {"message": service(ctx).change_node(vm, action, params["node"], params["force"],
-                                                params["wait"], params["selector"])}
+                                                params["wait"], params["selector"], announce(ctx))}
 
 
 def flush_locks(ctx: Any, params: dict, vm: str) -> dict:
@@ -149,8 +150,8 @@ def routes() -> list[Route]:
         Route("POST", "/vm/<vm>/state", set_state, (
             Param("state", STRING, required=True, choices=("start", "shutdown", "stop", "restart", "disable"),
                   help="A valid state must be specified"), WAIT),
-            summary="Start, stop, shut down, restart or disable a VM", tags=tags, returns=MESSAGE,
-            responses=WAITED),
+            summary="Start, stop, shut down, restart or disable a VM (shutdown, restart: a task)", tags=tags,
+            returns=MESSAGE, responses=WAITED, headers=TASK_HEADERS),
         Route("GET", "/vm/<vm>/node", get_node, summary="A VM's node and previous node", tags=tags,
               returns=obj({"name": STR, "node": STR, "last_node": STR})),
         Route("POST", "/vm/<vm>/node", set_node, (
@@ -163,7 +164,8 @@ def routes() -> list[Route]:
             Param("selector", STRING, choices=schema.SELECTORS,
                   help="selector for the automatic choice of target, this time only (default: the VM's own)"),
             WAIT,
-        ), summary="Migrate, unmigrate or move a VM", tags=tags, returns=MESSAGE, responses=WAITED),
+        ), summary="Migrate, unmigrate or move a VM (migrate, move: a task)", tags=tags, returns=MESSAGE,
+            responses=WAITED, headers=TASK_HEADERS),
         Route("POST", "/vm/<vm>/locks", flush_locks, summary="Remove the RBD locks of a stopped VM (needs ceph)",
               tags=tags, returns=MESSAGE),
         Route("GET", "/vm/<vm>/console", console, (

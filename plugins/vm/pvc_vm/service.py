@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid as uuidlib
+from collections.abc import Callable
 from typing import Any
 
 from pvc_core import matching
@@ -18,7 +19,7 @@ from pvc_core.config import parse_bool
 from pvc_core.errors import ApiError, BadRequest, NotFound, ServiceUnavailable
 from pvc_core.routes import Encoded, EncodedArray, collapse_encoded, encode_json
 
-from . import domainxml, placement, schema, tags
+from . import domainxml, placement, schema, tags, tasks
 
 VM_NOT_FOUND = "VM not found."
 # States in which the VM runs (or is being moved while running): a migration live-migrates it.
@@ -397,7 +398,9 @@ class VMService:
         "disable": ("stop", "Marked VM '{vm}' as disable.", "ERROR: VM '{vm}' must be stopped before disabling!"),
     }
 
-    def set_state(self, ident: str, state: str, wait: bool) -> str:
+    def set_state(self, ident: str, state: str, wait: bool,
+                  on_task: Callable[[str | None], None] | None = None) -> str:
+        """A shutdown or restart is followed by a task record (``pvc_vm.tasks``); ``on_task`` gets its id."""
         uuid, _ = self.require(ident)
         required, done, refused = self.STATE_RULES[state]
         path = schema.key(uuid, "state")
@@ -413,6 +416,11 @@ class VMService:
             self.zk.commit(transaction, f"state change of VM {ident}")
 
         self.zk.optimistic(attempt)
+        if state in tasks.STATES:
+            task_id = self.runtime.task_monitor.follow(tasks.STATES[state], {"uuid": uuid, "vm": ident, "state": state},
+                                                       done.format(vm=ident))
+            if on_task is not None:
+                on_task(task_id)
         if wait:
             self._wait_state(ident, uuid, state)
         return done.format(vm=ident)
@@ -448,8 +456,9 @@ class VMService:
     # -- placement -------------------------------------------------------------------------
 
     def change_node(self, ident: str, action: str, node: str | None, force: bool, wait: bool,
-                    selector: str | None = None) -> str:
-        """``selector`` (seed B) picks the target for this change only; the stored one stays."""
+                    selector: str | None = None, on_task: Callable[[str | None], None] | None = None) -> str:
+        """``selector`` (seed B) picks the target for this change only; the stored one stays. A migrate or move
+        is followed by a task record (``pvc_vm.tasks``); ``on_task`` gets its id."""
         uuid, _ = self.require(ident)
         paths = {name: schema.key(uuid, name) for name in ("state", "node", "lastnode", "node_limit",
                                                              "node_selector")}
@@ -491,8 +500,16 @@ class VMService:
                     transaction.check(path, version)
             self.zk.commit(transaction, f"{action} of VM {ident}")
             result["message"], result["state"] = message, writes.get("state", state)
+            result.update(source=home, lastnode=lastnode, target=writes["node"])
 
         self.zk.optimistic(attempt)
+        if action in tasks.PLACEMENT:
+            expect = "start" if result["state"] in ("migrate", "start") else result["state"]
+            task_id = self.runtime.task_monitor.follow(tasks.PLACEMENT[action], {
+                "uuid": uuid, "vm": ident, "source": result["source"], "target": result["target"],
+                "lastnode": result["lastnode"], "expect": expect}, result["message"])
+            if on_task is not None:
+                on_task(task_id)
         if wait and result["state"] in ("migrate", "start"):
             self._wait_state(ident, uuid, "migrate")
         return result["message"]
