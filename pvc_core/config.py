@@ -20,6 +20,7 @@ import yaml
 
 from .auth import SCOPES, token_digest
 from .errors import ConfigError
+from .logformat import FORMATS as LOG_FORMATS
 
 DEFAULT_PATHS = ("/etc/pvc/pvcapid.yaml", "/etc/pvc/pvc-api.yaml")
 REQUIRED = object()
@@ -163,6 +164,10 @@ TOKEN_FIELDS = {
 BULK_READS = ("auto", "true", "false")
 
 
+def _one_of(choices: tuple[str, ...]) -> Callable[[str], str | None]:
+    return lambda value: None if value in choices else " or ".join(choices)
+
+
 def core_schema() -> Section:
     """The daemon's own keys (api-general.md §11 plus the keys we add)."""
     return Section({
@@ -225,6 +230,10 @@ def core_schema() -> Section:
                 "key_file": Field("str", default="", required_if="api.ssl.enabled"),
             }),
         }),
+        "log": Section({
+            "format": Field("str", default="text", check=_one_of(LOG_FORMATS),
+                            help="text (one line per record) or json (one JSON object per line)"),
+        }, optional=True),
         "provisioner": Section({
             "database": Section({
                 "host": Field("str"),

@@ -64,7 +64,7 @@ class TaskRecords:
             args=json.dumps(list(args)), kwargs=json.dumps(kwargs or {}), created=now, updated=now)
 
     def submit(self, task: Any, plugin: str, *args: Any, total: int = 1, **kwargs: Any) -> TaskRecord:
-        """Record, then enqueue ``task(record_id, *args, **kwargs)``.
+        """Record, then enqueue ``task(record_id, *args, **kwargs)`` as the Huey task of that id.
 
         The record exists before the caller answers (clients poll it at once);
         if the queue refuses the task the record is removed again, so that an
@@ -73,7 +73,8 @@ class TaskRecords:
         """
         record = self.create(task.name, plugin, args=args, kwargs=kwargs, total=total)
         try:
-            task(record.id, *args, **kwargs)
+            # Huey's id of the task is the record's: the worker's log lines name the id the client got.
+            task(record.id, *args, id=record.id, **kwargs)
         except Exception:
             TaskRecord.delete().where(TaskRecord.id == record.id).execute()
             raise
