@@ -162,6 +162,7 @@ TOKEN_FIELDS = {
 
 
 BULK_READS = ("auto", "true", "false")
+METRICS_AUTH = ("none", "read")
 
 
 def _one_of(choices: tuple[str, ...]) -> Callable[[str], str | None]:
@@ -233,6 +234,11 @@ def core_schema() -> Section:
         "log": Section({
             "format": Field("str", default="text", check=_one_of(LOG_FORMATS),
                             help="text (one line per record) or json (one JSON object per line)"),
+        }, optional=True),
+        "metrics": Section({
+            "enabled": Field("bool", default=False, help="serve GET /api/v1/metrics (Prometheus text format)"),
+            "auth": Field("str", default="none", check=_one_of(METRICS_AUTH),
+                          help="none: no token needed; read: a token or session of scope read or above"),
         }, optional=True),
         "provisioner": Section({
             "database": Section({

@@ -10,7 +10,7 @@ import copy
 import html
 from typing import Any
 
-from . import API_VERSION_MESSAGE, openapi, schema
+from . import API_VERSION_MESSAGE, metrics, openapi, schema
 from .auth import FAILED_MESSAGE
 from .config import parse_bool
 from .errors import BadRequest
@@ -227,4 +227,5 @@ def pvc_routes(runtime: Any) -> list:
               tags=core, returns=OPENAPI),
         Route("GET", "/doc", openapi_page, summary="This API as an HTML page", tags=core, media_type=HTML,
               returns=TEXT),
+        *metrics.routes(runtime),
     ]

@@ -90,6 +90,7 @@ class Dispatcher:
         self.request_config = dict(cherrypy.config)
         self.reconfigure(runtime.config)
         self.access_log = AccessLog() if runtime.config["api.access_log"] else None
+        self.metrics = runtime.metrics  # None unless pvc.metrics.enabled
 
     def reconfigure(self, config: Any) -> None:
         """What a reload (SIGHUP) may change here: the body limit and the JSON indentation."""
@@ -104,7 +105,10 @@ class Dispatcher:
         request.pvc_started = time.perf_counter()
         request.pvc_request_id = request_id
         request.pvc_credential = None  # set when an authenticated route is asked for
+        request.pvc_route = None  # the route that matched, for the metrics
         logformat.bind("request_id", request_id)  # every line logged for this request carries it
+        if self.metrics is not None:
+            self.metrics.in_flight.inc()
         request.hooks.attach("on_end_request", self._ended)
         cherrypy.serving.response.headers[REQUEST_ID_HEADER] = request_id
         listener = self.listener_ports.get(request.local.port, MAIN_LISTENER)
@@ -114,6 +118,7 @@ class Dispatcher:
                 request.handler = partial(self._redirect, API_PREFIX + "/")
                 return
             route, variables = self.table.match(listener, request.method, path_info)
+            request.pvc_route = route
             if request.method == "OPTIONS":
                 request.handler = partial(self._options, path_info, listener)
                 return
@@ -155,8 +160,8 @@ class Dispatcher:
             request.handler = partial(self._error, exc)
 
     def _ended(self) -> None:
-        """After the answer was sent (CherryPy's ``on_end_request``): the access line and the end of
-        the request's log context."""
+        """After the answer was sent (CherryPy's ``on_end_request``): the access line, the request's
+        metrics, and the end of its log context."""
         request = cherrypy.serving.request
         elapsed = time.perf_counter() - request.pvc_started
         status = cherrypy.serving.response.status
@@ -164,6 +169,8 @@ class Dispatcher:
             credential = getattr(request, "pvc_credential", None)
             self.access_log.record(request.remote.ip, request.pvc_request_id, request.method, request.path_info,
                                    status, elapsed * 1000, "-" if credential is None else credential.label)
+        if self.metrics is not None:
+            self.metrics.request_ended(request.method, request.pvc_route, status, elapsed)
         logformat.unbind()
 
     # -- handlers CherryPy calls --------------------------------------------------------

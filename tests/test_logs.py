@@ -11,7 +11,7 @@ import re
 import pytest
 from test_tasks import start_consumer, stop_consumer, wait_task
 
-from conftest import AUTH_ON, TOKEN, settle_timeout, wait_until
+from conftest import TOKEN, settle_timeout, wait_until
 
 # time, level, logger, context (request_id=<id>, task_id=<id> or -), message
 TEXT_LINE = re.compile(r"^(?P<time>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d) "
@@ -66,15 +66,18 @@ def test_text_lines_carry_the_request_id(daemon):
 
 @pytest.fixture(scope="module")
 def jsoned(daemon_factory):
-    """JSON lines; authentication on (the access lines name the token)."""
-    daemon = daemon_factory({**AUTH_ON, "log": {"format": "json"}})
+    """JSON lines; metrics without authentication (authentication is on, to show it is not needed)."""
+    from test_metrics import METERED
+    daemon = daemon_factory({**METERED, "log": {"format": "json"}, "metrics": {"enabled": "true", "auth": "none"}})
     daemon.http.headers["X-Api-Key"] = TOKEN
     return daemon
 
 
 def test_json_lines_of_the_daemon_and_the_worker(jsoned):
     """Requests and tasks in JSON lines: a request's lines carry its id (the access line its fields too), a task's
-    lines its id, with Huey's own failure line and its traceback."""
+    lines its id, with Huey's own failure line and its traceback; ``metrics.auth: none`` needs no token."""
+    scrape = jsoned.get("/metrics", headers={"X-Api-Key": None})
+    assert scrape.status_code == 200 and "pvc_http_requests_in_flight 1.0" in scrape.text
     crash = jsoned.get("/example/crash")
     crash_id = crash.headers["X-Request-Id"]
 
@@ -91,6 +94,9 @@ def test_json_lines_of_the_daemon_and_the_worker(jsoned):
         "path": "/api/v1/example/crash", "status": 500, "who": "test"}
     assert access["message"].startswith('127.0.0.1 "GET /api/v1/example/crash" 500 ') and access["elapsed_ms"] >= 0
     assert recent(access["time"]) and recent(error["time"])
+    assert [record["request_id"] for record in json_lines(jsoned.log())
+            if record["logger"] == "pvc.access" and record.get("path") == "/api/v1/metrics"] == [
+        scrape.headers["X-Request-Id"]]
 
     jobs = {name: jsoned.post("/example/job", params=params).json()["task_id"]
             for name, params in (("done", {"steps": "1"}), ("fail", {"fail": "yes"}), ("crash", {"crash": "yes"}))}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from typing import Any
 
 import peewee
@@ -20,6 +21,8 @@ COUNTER_KEY = "/example_counter"
 TASK_NAME = "example.count"
 LIFECYCLE_FILE = "example-lifecycle"
 STARTED: list[str] = []
+HELLOS = [0]  # greetings served by this process (the example's metric)
+_HELLOS_LOCK = threading.Lock()
 log = logging.getLogger("pvc.example")
 
 
@@ -42,6 +45,8 @@ class ExampleService:
 
 
 def hello(ctx: Any, params: dict) -> dict:
+    with _HELLOS_LOCK:
+        HELLOS[0] += 1
     greeting = ctx.service("example").greeting()
     log.info("greeting %s", params["name"])  # a plugin's line within a request: it carries the request id
     text = f"{greeting}, {params['name']}"
@@ -217,3 +222,15 @@ def pvc_status(runtime: Any) -> dict:
 def pvc_initialize_keys(runtime: Any) -> dict:
     return {COUNTER_KEY: 0}
 
+
+@hookimpl
+def pvc_metrics(runtime: Any) -> list:
+    return [ExampleMetrics()]
+
+
+class ExampleMetrics:
+    """Counted in memory: a scrape costs nothing."""
+
+    def collect(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily
+        yield CounterMetricFamily("pvc_example_hellos", "Greetings served by this daemon", value=HELLOS[0])
