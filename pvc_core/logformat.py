@@ -57,17 +57,14 @@ def current_format() -> str:
     return _format
 
 
-def bind(key: str, value: str) -> contextvars.Token:
+def bind(key: str, value: str) -> None:
     """Make ``key`` (``request_id`` or ``task_id``) = ``value`` the context of this thread's lines."""
-    return _context.set((key, value))
+    _context.set((key, value))
 
 
-def unbind(token: contextvars.Token | None = None) -> None:
-    """End the context ``bind`` began (or, without its token, any context of this thread)."""
-    if token is None:
-        _context.set(None)
-    else:
-        _context.reset(token)
+def unbind() -> None:
+    """End this thread's context: its next lines (between requests, between tasks) carry none."""
+    _context.set(None)
 
 
 def _time(created: float) -> str:
@@ -110,8 +107,8 @@ class Formatter(logging.Formatter):
             exception = record.exc_text
         if record.stack_info:
             exception = f"{exception}\n{record.stack_info}" if exception else record.stack_info
-        ctx = getattr(record, "pvc_context", None) or _context.get()
-        return render(record.created, record.levelname, record.name, ctx, message, exception).rstrip("\n")
+        return render(record.created, record.levelname, record.name, _context.get(), message,
+                      exception).rstrip("\n")
 
 
 def handler(stream: TextIO | None = None) -> logging.Handler:
