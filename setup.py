@@ -19,6 +19,7 @@ setup(
         "psycopg2-binary>=2.9",
         "redis>=4.5",
         "pyyaml>=6.0",
+        "prometheus_client>=0.17",
     ],
     entry_points={
         "console_scripts": [

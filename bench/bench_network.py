@@ -74,7 +74,8 @@ RESERVATIONS = 20       # on the network with the leases (one on every other net
 ACLS = 10               # per direction on the network with the leases (one per direction elsewhere)
 LEASE_EPOCH = 1700000000
 WARMUP_TIMEOUT = 120.0
-VIEW_READY = re.compile(r"^(\S+ \S+) \S+ \S+: (view of \S+ ready[^\n]*)$", re.MULTILINE)
+# the one log format (pvc_core/logformat.py): time level logger: context message
+VIEW_READY = re.compile(r"^(\S+) \S+ \S+: \S+ (view of \S+ ready[^\n]*)$", re.MULTILINE)
 NETWORKS, ONE, LEASES, ACL, BARE = ("GET /network", "GET /network/<vni>", "GET /network/<vni>/lease",
                                     "GET /network/<vni>/acl", "bare hello")
 
@@ -170,7 +171,7 @@ def view_lines(log_path: str, started_wall: float) -> list[tuple[float, str]]:
             text = handle.read()
     except OSError:
         return []
-    return [(datetime.datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp() - started_wall, line)
+    return [(datetime.datetime.fromisoformat(stamp).timestamp() - started_wall, line)
             for stamp, line in VIEW_READY.findall(text)]
 
 

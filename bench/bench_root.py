@@ -61,6 +61,10 @@ pvc:
             enabled: False
 """
 
+METRICS_ON = """    metrics:
+        enabled: True
+"""
+
 BARE_APP = '''"""Bare CherryPy baseline for bench_root.py: one handler, nothing else."""
 import sys
 
@@ -226,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"skip the second table (the daemon's authenticated {AUTH_PATH})")
     parser.add_argument("--plugins", action="store_true",
                         help="load every installed plugin (default: the core only)")
+    parser.add_argument("--metrics", action="store_true",
+                        help="enable GET /api/v1/metrics (every request is then measured: its cost shows)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.duration < 1:
@@ -255,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
         with open(config_path, "w", encoding="utf-8") as handle:
             handle.write(CONFIG_TEMPLATE.format(data_dir=data_dir, zk_port=zookeeper.port, port=daemon_port,
                                                 threads=THREADS, token=token,
-                                                plugins="" if args.plugins else CORE_ONLY))
+                                                plugins=("" if args.plugins else CORE_ONLY)
+                                                + (METRICS_ON if args.metrics else "")))
         app_path = os.path.join(tmp, "bare_app.py")
         with open(app_path, "w", encoding="utf-8") as handle:
             handle.write(BARE_APP.format(body=BARE_BODY, threads=THREADS))
@@ -295,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
             targets["daemon-auth"] = (auth_url, key)
         print(f"\nwrk -t1, {args.duration} s per run, {args.rounds} rounds, connections {connections}, "
               f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; server thread pools {THREADS}; "
-              f"daemon plugins: {'all installed' if args.plugins else 'core only'}")
+              f"daemon plugins: {'all installed' if args.plugins else 'core only'}; "
+              f"metrics {'on' if args.metrics else 'off'}")
         for url, headers in targets.values():  # warm-up, not recorded
             run_wrk(url, max(connections), 1, headers)
         results: dict[tuple[str, int], list[dict]] = {}

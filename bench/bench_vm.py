@@ -92,7 +92,8 @@ NODES = [f"pvchv{index}" for index in range(1, NODE_COUNT + 1)]
 PLUGINS = """    plugins:
         enabled: [node, vm]
 """
-VIEW_READY = re.compile(r"^(\S+ \S+) \S+ pvc\.view: view of /domains ready(?:: (\d+) children)?", re.MULTILINE)
+# the one log format (pvc_core/logformat.py): time level logger: context message
+VIEW_READY = re.compile(r"^(\S+) \S+ pvc\.view: \S+ view of /domains ready(?:: (\d+) children)?", re.MULTILINE)
 VMS_PER_TRANSACTION = 100
 IN_FLIGHT = 16
 ZK_REQUESTS = 50
@@ -577,7 +578,7 @@ def view_ready_at(log_path: str) -> tuple[float, int | None] | None:
         return None
     if not match:
         return None
-    stamp = datetime.datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    stamp = datetime.datetime.fromisoformat(match.group(1)).timestamp()
     return stamp, int(match.group(2)) if match.group(2) else None
 
 

@@ -3,8 +3,10 @@
 Formatting and writing a log line through ``logging`` on the request thread
 cost about as much as the rest of a cheap request together, so request
 threads only append a tuple to a queue; a writer thread formats the lines and
-writes them in batches to stdout (the journal, under systemd). Paths are
-logged without their query strings, which can carry a login token.
+writes them in batches to stdout (the journal, under systemd), in the one log
+format of ``pvc_core.logformat`` (logger ``pvc.access``, the request id as the
+line's context). Paths are logged without their query strings, which can carry
+a login token.
 
 The last field names who made the request: the description of the token
 (``pvc.api.authentication.tokens``, never the token itself), or
@@ -21,6 +23,8 @@ import sys
 import threading
 import time
 from typing import TextIO
+
+from . import logformat
 
 _STOP = object()
 
@@ -71,10 +75,13 @@ class AccessLog:
     @staticmethod
     def _format(item: tuple) -> str:
         stamp, remote, request_id, method, path, status, elapsed, who = item
-        seconds = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
         code = str(status).split(" ", 1)[0]
-        return (f"{seconds},{int(stamp * 1000) % 1000:03d} INFO pvc.access: {remote} {request_id} "
-                f'"{_printable(method)} {_printable(path)}" {code} {elapsed:.1f}ms {_printable(who)}\n')
+        message = f'{remote} "{_printable(method)} {_printable(path)}" {code} {elapsed:.1f}ms {_printable(who)}'
+        extra = None
+        if logformat.current_format() == "json":
+            extra = {"remote": remote, "method": method, "path": path,
+                     "status": int(code) if code.isdigit() else code, "elapsed_ms": round(elapsed, 1), "who": who}
+        return logformat.render(stamp, "INFO", "pvc.access", ("request_id", request_id), message, extra=extra)
 
 
 def _printable(text: str) -> str:

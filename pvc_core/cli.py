@@ -10,17 +10,15 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import Any
 
-from . import __version__
+from . import __version__, logformat
 from .errors import ConfigError, PluginError
 
 
-def setup_logging(debug: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.INFO, stream=sys.stdout,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("pvc.zk.kazoo").setLevel(logging.WARNING)
-    logging.getLogger("kazoo").setLevel(logging.WARNING)
+def setup_logging(config: Any) -> None:
+    """Every line of the daemon on stdout in the one log format (``pvc_core.logformat``)."""
+    logformat.setup(config["log.format"], config["debug"], sys.stdout)
 
 
 def main(argv: list[str] | None = None, overrides: dict | None = None) -> int:
@@ -46,10 +44,10 @@ def main(argv: list[str] | None = None, overrides: dict | None = None) -> int:
         names = ", ".join(sorted(runtime.plugins)) or "none"
         print(f"Configuration {runtime.config.path} is valid; plugins: {names}")
         return 0
-    setup_logging(runtime.config["debug"])
+    setup_logging(runtime.config)
     from .memory import tune_allocator
     tune_allocator()
-    print("Starting PVC API daemon", flush=True)
+    logging.getLogger("pvc.api").info("Starting PVC API daemon %s", __version__)
     from .server import serve
 
     serve(runtime)

@@ -20,6 +20,7 @@ import yaml
 
 from .auth import SCOPES, token_digest
 from .errors import ConfigError
+from .logformat import FORMATS as LOG_FORMATS
 
 DEFAULT_PATHS = ("/etc/pvc/pvcapid.yaml", "/etc/pvc/pvc-api.yaml")
 REQUIRED = object()
@@ -161,6 +162,11 @@ TOKEN_FIELDS = {
 
 
 BULK_READS = ("auto", "true", "false")
+METRICS_AUTH = ("none", "read")
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[str], str | None]:
+    return lambda value: None if value in choices else " or ".join(choices)
 
 
 def core_schema() -> Section:
@@ -236,6 +242,15 @@ def core_schema() -> Section:
             "heartbeat": Field("float", default=10.0, check=_positive,
                                help="how often a daemon marks the tasks it follows as followed; one unmarked for "
                                     "three times this is failed by any daemon"),
+        }, optional=True),
+        "log": Section({
+            "format": Field("str", default="text", check=_one_of(LOG_FORMATS),
+                            help="text (one line per record) or json (one JSON object per line)"),
+        }, optional=True),
+        "metrics": Section({
+            "enabled": Field("bool", default=False, help="serve GET /api/v1/metrics (Prometheus text format)"),
+            "auth": Field("str", default="none", check=_one_of(METRICS_AUTH),
+                          help="none: no token needed; read: a token or session of scope read or above"),
         }, optional=True),
         "provisioner": Section({
             "database": Section({

@@ -10,7 +10,7 @@ import copy
 import html
 from typing import Any
 
-from . import API_VERSION_MESSAGE, backup, openapi, schema, taskroutes
+from . import API_VERSION_MESSAGE, backup, metrics, openapi, schema, taskroutes
 from .auth import FAILED_MESSAGE
 from .config import parse_bool
 from .errors import BadRequest
@@ -202,4 +202,5 @@ def pvc_routes(runtime: Any) -> list:
         Route("GET", "/doc", openapi_page, summary="This API as an HTML page", tags=core, media_type=HTML,
               returns=TEXT),
         *backup.routes(),
+        *metrics.routes(runtime),
     ]

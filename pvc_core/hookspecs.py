@@ -77,6 +77,13 @@ def pvc_health(runtime: Any) -> list:
 
 
 @hookspec
+def pvc_metrics(runtime: Any) -> list:
+    """Return Prometheus collectors (objects with ``collect()`` yielding ``prometheus_client`` metric
+    families) for this plugin's part of ``GET /metrics``; read from what the daemon keeps in memory (views,
+    caches), never a slow call per scrape. Called once, when metrics are enabled."""
+
+
+@hookspec
 def pvc_initialize_keys(runtime: Any) -> dict:
     """Return extra ``{path: value}`` keys that ``POST /initialize`` must create."""
 

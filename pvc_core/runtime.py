@@ -15,7 +15,7 @@ from typing import Any
 import peewee
 import redis.exceptions
 
-from . import auth, coreplugin, health, openapi
+from . import auth, coreplugin, health, metrics, openapi
 from . import config as configmod
 from .auth import Authenticator
 from .db import database_proxy, make_database
@@ -100,6 +100,7 @@ class Runtime:
             probes.extend(extra or ())
         self.health = health.Health(probes)
         self.openapi_document = openapi.document(self.routes, self.plugins)
+        self.metrics = metrics.build(self)  # None unless pvc.metrics.enabled
 
     @classmethod
     def from_config(cls, path: str | None = None, overrides: dict | None = None) -> Runtime:

@@ -22,14 +22,14 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from functools import partial
 from typing import Any
 
 import cherrypy
 from cherrypy.process.plugins import SimplePlugin
 
-from . import connections, deadlines, health
+from . import connections, deadlines, health, logformat
 from .accesslog import AccessLog
 from .auth import forbidden, scope_allows
 from .body import BodyUnreadable, is_json, parse_query_string, plain, process_body, read_json
@@ -92,7 +92,7 @@ class Dispatcher:
         self.request_config = dict(cherrypy.config)
         self.reconfigure(runtime.config)
         self.access_log = AccessLog() if runtime.config["api.access_log"] else None
-        self.access_hook = _access_hook(self.access_log) if self.access_log else None
+        self.metrics = runtime.metrics  # None unless pvc.metrics.enabled
 
     def reconfigure(self, config: Any) -> None:
         """What a reload (SIGHUP) may change here: the body limit and the JSON indentation."""
@@ -107,8 +107,11 @@ class Dispatcher:
         request.pvc_started = time.perf_counter()
         request.pvc_request_id = request_id
         request.pvc_credential = None  # set when an authenticated route is asked for
-        if self.access_hook is not None:
-            request.hooks.attach("on_end_request", self.access_hook)
+        request.pvc_route = None  # the route that matched, for the metrics
+        logformat.bind("request_id", request_id)  # every line logged for this request carries it
+        if self.metrics is not None:
+            self.metrics.in_flight.inc()
+        request.hooks.attach("on_end_request", self._ended)
         cherrypy.serving.response.headers[REQUEST_ID_HEADER] = request_id
         listener = self.listener_ports.get(request.local.port, MAIN_LISTENER)
         request.process_request_body = False
@@ -117,6 +120,7 @@ class Dispatcher:
                 request.handler = partial(self._redirect, API_PREFIX + "/")
                 return
             route, variables = self.table.match(listener, request.method, path_info)
+            request.pvc_route = route
             if request.method == "OPTIONS":
                 request.handler = partial(self._options, path_info, listener)
                 return
@@ -156,6 +160,20 @@ class Dispatcher:
                 # connection goes, or its chunks would be parsed as the next request
                 exc.headers = {**exc.headers, "Connection": "close"}
             request.handler = partial(self._error, exc)
+
+    def _ended(self) -> None:
+        """After the answer was sent (CherryPy's ``on_end_request``): the access line, the request's
+        metrics, and the end of its log context."""
+        request = cherrypy.serving.request
+        elapsed = time.perf_counter() - request.pvc_started
+        status = cherrypy.serving.response.status
+        if self.access_log is not None:
+            credential = getattr(request, "pvc_credential", None)
+            self.access_log.record(request.remote.ip, request.pvc_request_id, request.method, request.path_info,
+                                   status, elapsed * 1000, "-" if credential is None else credential.label)
+        if self.metrics is not None:
+            self.metrics.request_ended(request.method, request.pvc_route, status, elapsed)
+        logformat.unbind()
 
     # -- handlers CherryPy calls --------------------------------------------------------
 
@@ -256,16 +274,6 @@ def internal_error_body(request_id: str) -> bytes:
     response.headers["Content-Type"] = "application/json"
     return (json.dumps({"message": f"Internal Server Error (request id {request_id})",
                         "request_id": request_id}) + "\n").encode()
-
-
-def _access_hook(log: AccessLog) -> Callable[[], None]:
-    def record() -> None:
-        request = cherrypy.serving.request
-        credential = getattr(request, "pvc_credential", None)
-        log.record(request.remote.ip, request.pvc_request_id, request.method, request.path_info,
-                   cherrypy.serving.response.status, (time.perf_counter() - request.pvc_started) * 1000,
-                   "-" if credential is None else credential.label)
-    return record
 
 
 def _json_error_page(status: str, message: str, traceback: str, version: str) -> bytes:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -74,6 +75,9 @@ class SubtreeView:
         self._names_revision = 0  # bumps when a child or a child's own value changes
         self._by_value: tuple[int, dict[str, str]] = (-1, {})
         self._names: tuple[int, dict[str, str]] = (-1, {})
+        # Since when (monotonic) the view may have missed changes: from its creation until its first
+        # warm-up, and from a lost or suspended connection until the re-warm; None while it is current.
+        self._stale_since: float | None = time.monotonic()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -91,6 +95,8 @@ class SubtreeView:
             # kazoo does not re-register watches on a new connection (no SetWatches),
             # so whatever happens meanwhile would be missed: read directly until re-warmed.
             self._ready.clear()
+            if self._stale_since is None:
+                self._stale_since = time.monotonic()
         elif state == KazooState.CONNECTED and not self._ready.is_set():
             self.zk.client.handler.spawn(self._warm)  # off the kazoo event thread
 
@@ -100,6 +106,16 @@ class SubtreeView:
 
     def wait_ready(self, timeout: float) -> bool:
         return self._ready.wait(timeout)
+
+    def size(self) -> int:
+        """How many children the view holds now (from memory; none while it has not warmed)."""
+        return len(self._children)
+
+    def staleness(self) -> float:
+        """Seconds since the view last held everything ZooKeeper committed: 0 while it is ready (its
+        watches keep it current), else the time since it was created or lost its connection."""
+        since = self._stale_since
+        return 0.0 if since is None or self._ready.is_set() else max(0.0, time.monotonic() - since)
 
     def _warm(self) -> None:
         with self._lock:
@@ -185,6 +201,7 @@ class SubtreeView:
                                     exc_info=True)
             self._keep(built)
         if generation == self._generation:
+            self._stale_since = None
             self._ready.set()
             log.info("view of %s ready: %d children", self.root, len(self._children))
 

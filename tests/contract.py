@@ -37,6 +37,23 @@ def to_jsonschema(node: Any) -> Any:
     return out
 
 
+def _media(text: str) -> tuple[str, set[str]]:
+    """A media type and its parameters (``text/plain; version=0.0.4`` -> ``text/plain``, ``{"version=0.0.4"}``)."""
+    kind, *parameters = (part.strip().lower().replace(" ", "") for part in text.split(";"))
+    return kind, set(parameters)
+
+
+def _declared_media(content: dict, content_type: str | None) -> str | None:
+    """The declared media type an answer's Content-Type is: the same type, with at least the parameters
+    the declaration names (``text/plain; version=0.0.4`` is answered ``...; version=0.0.4; charset=utf-8``)."""
+    kind, parameters = _media(content_type or "")
+    for declared in content:
+        declared_kind, declared_parameters = _media(declared)
+        if declared_kind == kind and declared_parameters <= parameters:
+            return declared
+    return None
+
+
 def _shown(body: bytes) -> str:
     text = body.decode("utf-8", errors="replace")
     return text if len(text) <= 600 else text[:600] + "..."
@@ -110,11 +127,11 @@ class Contract:
                 raise AssertionError(f"OpenAPI contract: {where}: {method} {template} declares no body for "
                                      f"{status}\n  body: {_shown(body)}")
             return
-        media = (content_type or "").split(";", 1)[0].strip().lower()
-        if media not in content:
+        declared_type = _declared_media(content, content_type)
+        if declared_type is None:
             raise AssertionError(f"OpenAPI contract: {where} as {content_type!r}; {method} {template} declares "
                                  f"{', '.join(content)} for {status}\n  body: {_shown(body)}")
-        self._body(where, f"{method} {template}", content[media].get("schema", {}), content_type, body)
+        self._body(where, f"{method} {template}", content[declared_type].get("schema", {}), content_type, body)
 
     def _body(self, where: str, operation: str, schema: dict, content_type: str | None, body: bytes,
               expected: tuple[int, int] | None = None) -> None:

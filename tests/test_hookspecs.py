@@ -181,9 +181,10 @@ def test_a_new_hook_in_pvc_core_fails_the_check(monkeypatch):
 
 @pytest.fixture(scope="module")
 def own(daemon_factory):
-    """A daemon of its own: its own listener port, greeting and database for the example plugin."""
+    """A daemon of its own: its own listener port, greeting and database for the example plugin; metrics on."""
     port = free_port()
-    daemon = daemon_factory({"example": {"greeting": "Howdy", "listen_port": str(port)}})
+    daemon = daemon_factory({"example": {"greeting": "Howdy", "listen_port": str(port)},
+                             "metrics": {"enabled": "true"}})
     daemon.example_port = port
     yield daemon
     daemon.stop()
@@ -291,6 +292,20 @@ def test_hook_pvc_health(own):
     finally:
         os.remove(marker)
     wait_until(lambda: example()[1]["status"] == "ok", message="the example's probe to report it up again")
+
+
+def test_hook_pvc_metrics(own):
+    """The example's collector joins GET /metrics: its greeting count moves with the greetings served."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def hellos() -> float:
+        families = text_string_to_metric_families(own.get("/metrics").text)
+        return next(sample.value for family in families for sample in family.samples
+                    if sample.name == "pvc_example_hellos_total")
+    before = hellos()
+    for _ in range(3):
+        assert own.get("/example/hello").status_code == 200
+    assert hellos() == before + 3
 
 
 def test_hook_pvc_initialize_keys(daemon, clean_zk):

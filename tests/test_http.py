@@ -278,7 +278,8 @@ def test_body_shorter_than_its_content_length(small_daemon):
     request_id = head.split(b"X-Request-Id: ", 1)[1].split(b"\r\n", 1)[0].decode()
     new = wait_until(lambda: (lambda text: text if request_id in text and "pvc.access" in text else "")(
         small_daemon.log()[logged:]), message="the request was not logged")
-    assert f"WARNING pvc.api: request {request_id}: POST /api/v1/example/counter: Request body: expected" in new
+    assert (f"WARNING pvc.api: request_id={request_id} request {request_id}: POST /api/v1/example/counter: "
+            "Request body: expected") in new
     assert "Traceback" not in new and "timed out object" not in new
 
 

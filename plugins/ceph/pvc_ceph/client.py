@@ -19,6 +19,7 @@ wholly: Ceph and ZooKeeper are not left disagreeing.
 
 from __future__ import annotations
 
+import contextvars
 import errno
 import json
 import logging
@@ -201,7 +202,9 @@ class CephClient:
         if started is None or getattr(_inside, "operation", None) is not None:
             return function(*args, **kwargs)
         operation = _Operation()
-        future = self._workers.submit(self._work, operation, started, function, args, kwargs)
+        # in a copy of the request's context: the operation's log lines carry the request id
+        future = self._workers.submit(contextvars.copy_context().run, self._work, operation, started, function,
+                                      args, kwargs)
         window = self.timeout * (1 - DIAGNOSIS) if pool is not None else self.timeout  # the answer within the bound
         while True:
             wait = operation.deadline(window) - time.monotonic()

@@ -13,6 +13,7 @@ from pvc_core.health import Probe
 from . import routes, tasks
 from .client import CephClient
 from .collector import Collector
+from .metrics import CephMetrics
 from .service import CephService
 
 
@@ -123,3 +124,8 @@ def pvc_embedded(run: Any) -> Part | None:
             print(f"WARNING: the local Ceph did not start ({exc}); storage calls will answer 503", flush=True)
 
     return Part("ceph", config=CEPH_SECTION.format(data_dir=run.data_dir), start=start, stop=ceph.stop)
+
+
+@hookimpl
+def pvc_metrics(runtime: Any) -> list:
+    return [CephMetrics(runtime)]

@@ -8,6 +8,7 @@ from pvc_core import hookimpl
 from pvc_core.config import Field, Section
 
 from . import routes, tasks
+from .metrics import NodeMetrics
 from .service import NodeService
 
 
@@ -44,3 +45,8 @@ def pvc_start(runtime: Any) -> None:
 @hookimpl
 def pvc_status(runtime: Any) -> dict:
     return runtime.service("node").status()
+
+
+@hookimpl
+def pvc_metrics(runtime: Any) -> list:
+    return [NodeMetrics(runtime)]

@@ -8,6 +8,7 @@ from pvc_core import hookimpl
 from pvc_core.config import Field, Section
 
 from . import additions, routes, tasks
+from .metrics import VMMetrics
 from .service import VMService
 
 
@@ -48,3 +49,8 @@ def pvc_start(runtime: Any) -> None:
 @hookimpl
 def pvc_status(runtime: Any) -> dict:
     return runtime.service("vm").status()
+
+
+@hookimpl
+def pvc_metrics(runtime: Any) -> list:
+    return [VMMetrics(runtime)]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 from typing import Any
 
 import peewee
@@ -19,6 +21,9 @@ COUNTER_KEY = "/example_counter"
 TASK_NAME = "example.count"
 LIFECYCLE_FILE = "example-lifecycle"
 STARTED: list[str] = []
+HELLOS = [0]  # greetings served by this process (the example's metric)
+_HELLOS_LOCK = threading.Lock()
+log = logging.getLogger("pvc.example")
 
 
 class Greeting(BaseModel):
@@ -40,7 +45,10 @@ class ExampleService:
 
 
 def hello(ctx: Any, params: dict) -> dict:
+    with _HELLOS_LOCK:
+        HELLOS[0] += 1
     greeting = ctx.service("example").greeting()
+    log.info("greeting %s", params["name"])  # a plugin's line within a request: it carries the request id
     text = f"{greeting}, {params['name']}"
     if params["loud"]:
         text = text.upper()
@@ -63,8 +71,9 @@ def set_counter(ctx: Any, params: dict) -> dict:
 def start_job(ctx: Any, params: dict) -> dict:
     runtime = ctx.runtime
     runtime.ensure_schema()
+    extra = {"crash": True} if params["crash"] else {}
     record = runtime.tasks.submit(ctx.service("example").count_task, "example", params["steps"], params["fail"],
-                                  total=params["steps"])
+                                  total=params["steps"], **extra)
     return {"task_id": record.id}
 
 
@@ -120,7 +129,8 @@ def pvc_routes(runtime: Any) -> list:
         Route("POST", "/example/counter", set_counter, (Param("value", INTEGER, required=True),),
               summary="Set the counter", returns=MESSAGE, responses=CONFLICT),
         Route("POST", "/example/job", start_job, (
-            Param("steps", INTEGER, default=3, minimum=0, maximum=1000), Param("fail", BOOLEAN, default=False)),
+            Param("steps", INTEGER, default=3, minimum=0, maximum=1000), Param("fail", BOOLEAN, default=False),
+            Param("crash", BOOLEAN, default=False, help="raise an exception in the task (Huey logs the failure)")),
             summary="Run a background job", returns=obj({"task_id": STR})),
         Route("GET", "/example/crash", crash, summary="Always fails with an unhandled error", status=500,
               returns=obj({"message": STR, "request_id": STR})),
@@ -159,14 +169,18 @@ def pvc_db_models() -> list:
 @hookimpl
 def pvc_tasks(huey: Any, runtime: Any) -> None:
     @huey.task(name=TASK_NAME)
-    def count(task_id: str, steps: int, fail: bool) -> int:
+    def count(task_id: str, steps: int, fail: bool, crash: bool = False) -> int:
         # One line per execution, for the test that two consumers run each task once.
         with open(os.path.join(runtime.config["data_dir"], "example-runs.log"), "a") as runs:
             runs.write(f"{task_id} {os.getpid()}\n")
         runtime.tasks.start(task_id)
         for step in range(1, steps + 1):
             runtime.tasks.progress(task_id, step, steps, f"Step {step} of {steps}")
+        if crash:
+            runtime.tasks.fail(task_id, "asked to crash")
+            raise RuntimeError(f"example job {task_id} crashed as asked")
         if fail:
+            log.warning("example job %s failed: asked to fail", task_id)
             runtime.tasks.fail(task_id, "asked to fail")
             return -1
         runtime.tasks.succeed(task_id, {"counted": steps})
@@ -207,3 +221,16 @@ def pvc_status(runtime: Any) -> dict:
 @hookimpl
 def pvc_initialize_keys(runtime: Any) -> dict:
     return {COUNTER_KEY: 0}
+
+
+@hookimpl
+def pvc_metrics(runtime: Any) -> list:
+    return [ExampleMetrics()]
+
+
+class ExampleMetrics:
+    """Counted in memory: a scrape costs nothing."""
+
+    def collect(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily
+        yield CounterMetricFamily("pvc_example_hellos", "Greetings served by this daemon", value=HELLOS[0])
