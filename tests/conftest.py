@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -239,7 +240,15 @@ def installed(distribution: Path, target: Path) -> Iterator[None]:
     Not into the shared virtualenv: another test session running beside this
     one would see the plugin come and go under its daemons.
     """
-    pip("install", "--no-deps", "--no-build-isolation", "--target", str(target), str(distribution))
+    # Built from a copy: setuptools builds in the source tree, and two runs (or pytest-xdist workers)
+    # building one tree at once install each other's half-removed files.
+    source = Path(tempfile.mkdtemp(prefix="pvc-dist-"))
+    try:
+        shutil.copytree(distribution, source / distribution.name,
+                        ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+        pip("install", "--no-deps", "--no-build-isolation", "--target", str(target), str(source / distribution.name))
+    finally:
+        shutil.rmtree(source, ignore_errors=True)
     saved = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(target), saved]))
     sys.path.insert(0, str(target))
