@@ -41,6 +41,7 @@ PLUGINS=node,vm,network,ceph,provisioner,metadata   # every shipped plugin but s
 WHEELS=
 PIP_ARGS=
 SERVICE_USER=pvcapid
+PYTHON=/usr/bin/python3      # Debian's, the one python3-rados and python3-rbd are built for
 DATA_DIR=/var/lib/pvc        # pvc.data_dir's default, the API unit's StateDirectory=pvc
 UNITS=(pvcapid.service pvcapid-worker.service)
 
@@ -81,7 +82,7 @@ if [ -z "$WHEELS" ]; then
   WHEELS=$work/wheels
   builder=$here/.venv/bin/python
   if ! "$builder" -c 'import build, setuptools, wheel' 2>/dev/null; then
-    python3 -m venv "$work/build-venv"
+    "$PYTHON" -m venv "$work/build-venv"
     "$work/build-venv/bin/python" -m pip install -q --disable-pip-version-check build setuptools wheel
     builder=$work/build-venv/bin/python
   fi
@@ -99,7 +100,7 @@ for plugin in "${plugins[@]}"; do wheels+=("$(newest "pvc_plugin_$plugin")"); do
 # 3. The virtualenv. Ours go in by file (never by name from an index, where another project could
 #    own the name); the pvc distributions already there are removed first, so a plugin left out of
 #    --plugins this time is not loaded any more.
-[ -x "$PREFIX/bin/python" ] || python3 -m venv "$PREFIX"
+[ -x "$PREFIX/bin/python" ] || "$PYTHON" -m venv "$PREFIX"
 link_ceph_bindings "$PREFIX"
 pip=("$PREFIX/bin/python" -m pip --disable-pip-version-check)
 # shellcheck disable=SC2207
@@ -125,8 +126,8 @@ gid=$(awk -F: -v user="$SERVICE_USER" '$1 == user { print $4 }' "$(at /etc/passw
 install -d -o 0 -g "$gid" -m 0750 "$(at /etc/pvc)"
 config=$(at /etc/pvc/pvcapid.yaml)
 if [ ! -e "$config" ]; then
-  secret=$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')
-  token=$(python3 -c 'import uuid; print(uuid.uuid4())')
+  secret=$("$PYTHON" -c 'import secrets; print(secrets.token_urlsafe(32))')
+  token=$("$PYTHON" -c 'import uuid; print(uuid.uuid4())')
   (umask 077 && sed -e "s/@SECRET_KEY@/$secret/" -e "s/@TOKEN@/$token/" "$here/deploy/pvcapid.sample.yaml" > "$config")
   echo "install-service: wrote $config with a new secret key and admin token (tokens[0]); set its coordinators"
 fi
