@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 DATA_DIR ?= $(CURDIR)/.pvc-data
 PYTEST_ARGS ?=
 
-.PHONY: install run test fuzz lint bench provision-debootstrap clean
+.PHONY: install run test fuzz lint bench provision-debootstrap wheels install-service clean
 
 install:
 	@bash scripts/install.sh
@@ -34,5 +34,13 @@ bench: install
 provision-debootstrap: install
 	$(PY) bench/bench_provisioner.py --script debootstrap --size 4
 
+# The wheels of pvc-core and every plugin, in dist/ (README "Installing as a service").
+wheels: install
+	bash scripts/build-wheels.sh dist
+
+# pvcapid as a systemd service in /opt/pvcapid (as root; SERVICE_ARGS="--plugins node,vm ..." passes options).
+install-service:
+	bash scripts/install-service.sh $(SERVICE_ARGS)
+
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache dist

@@ -1,10 +1,16 @@
 """Distribution pvc-core: the pvcapid daemon core (config, server, routing, plugins)."""
 
+import runpy
+from pathlib import Path
+
 from setuptools import find_packages, setup
+
+# The version is written once, in pvc_core/version.py (read, not imported: pvc_core needs its dependencies).
+VERSION = runpy.run_path(str(Path(__file__).resolve().parent / "pvc_core" / "version.py"))["VERSION"]
 
 setup(
     name="pvc-core",
-    version="0.6.100",
+    version=VERSION,
     description="PVC cluster API daemon (v0.6 compatible), plugin core",
     packages=find_packages(include=["pvc_core", "pvc_core.*"]),
     package_data={"pvc_core": ["static/*"]},
@@ -20,6 +26,7 @@ setup(
         "redis>=4.5",
         "pyyaml>=6.0",
         "prometheus_client>=0.17",
+        "packaging>=22",
     ],
     entry_points={
         "console_scripts": [

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import select
+import sqlite3
 import time
 from typing import Any
 
@@ -70,8 +71,30 @@ def make_database(config: Any) -> peewee.Database:
             max_connections=32, stale_timeout=300, timeout=10)
     path = os.path.join(config["data_dir"], "pvc.db")
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    return peewee.SqliteDatabase(path, pragmas={"journal_mode": "wal", "busy_timeout": 10000,
-                                                "foreign_keys": 1}, timeout=10)
+    return SharedSqliteDatabase(path, pragmas={"journal_mode": "wal", "busy_timeout": 10000,
+                                               "foreign_keys": 1}, timeout=10)
+
+
+class SharedSqliteDatabase(peewee.SqliteDatabase):
+    """SQLite that keeps its WAL files for the life of the process.
+
+    The installed service shares the file between the API (user ``pvcapid``)
+    and the worker (root). SQLite deletes ``-wal`` and ``-shm`` when the last
+    connection closes and makes them again at the next open; made by root,
+    they are root's until SQLite hands them to the database's owner a moment
+    later, and an API connection opening them in between fails ("unable to
+    open database file", a 503). One connection held open from the first use
+    on keeps them: each process makes them at most once, at its start.
+    """
+
+    _keeper: sqlite3.Connection | None = None
+
+    def _initialize_connection(self, connection: sqlite3.Connection) -> None:
+        super()._initialize_connection(connection)
+        if self._keeper is None:
+            keeper = sqlite3.connect(self.database, timeout=10, check_same_thread=False)
+            keeper.execute("SELECT count(*) FROM sqlite_master").fetchone()  # maps -shm: the files stay
+            self._keeper = keeper
 
 
 def describe(database: peewee.Database) -> str:

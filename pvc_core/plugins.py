@@ -1,8 +1,9 @@
 """Plugin discovery (stevedore, entry-point group ``pvc.plugins``) and hook calling (pluggy).
 
 Nothing is skipped silently: a configured plugin that is not installed, an
-installed plugin that fails to import, or a hard dependency that is not
-enabled stops the daemon with a message that names the plugin.
+installed plugin that fails to import or was built for another core version,
+or a hard dependency that is not enabled stops the daemon with a message that
+names the plugin.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pluggy import PluginValidationError
 from stevedore import NamedExtensionManager
 
 from . import hookspecs
+from .compat import core_mismatch
 from .errors import PluginError
 
 log = logging.getLogger("pvc.plugins")
@@ -81,7 +83,12 @@ class PluginHost:
         stopping the daemon, so disabling ``ceph`` does not also require
         disabling everything that needs it.
         """
-        failures: list[str] = []
+        # A plugin built for another core is refused before it is imported.
+        entry_points = installed_plugins()
+        failures = [problem for name in names
+                    if (problem := core_mismatch(name, getattr(entry_points.get(name), "dist", None)))]
+        if failures:
+            raise PluginError("; ".join(failures))
 
         def on_failure(manager: Any, entrypoint: Any, exc: Exception) -> None:
             failures.append(f"plugin {entrypoint.name!r} failed to load: {type(exc).__name__}: {exc}")
@@ -94,8 +101,7 @@ class PluginHost:
             on_load_failure_callback=on_failure, on_missing_entrypoints_callback=on_missing)
         if failures:
             raise PluginError("; ".join(failures))
-        # stevedore's cached entry points carry no distribution; importlib's do.
-        entry_points = installed_plugins()
+        # stevedore's cached entry points carry no distribution; importlib's do (``entry_points``).
         for extension in manager.extensions:
             distribution = getattr(entry_points.get(extension.name), "dist", None)
             plugin = LoadedPlugin(

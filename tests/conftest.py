@@ -322,6 +322,7 @@ class Daemon:
         self.http = requests.Session()
         self.verify: str | bool = True  # the test CA's file for an SSL daemon
         self.env: dict[str, str] = {}  # set before start(): extra environment (systemd's NOTIFY_SOCKET)
+        self.command = [str(BIN / "pvcapid")]  # set before start(): another pvcapid, or one run through a wrapper
         self._contract: Contract | None = None
 
     @property
@@ -334,7 +335,7 @@ class Daemon:
     def start(self, timeout: float = START_TIMEOUT) -> Daemon:
         self._contract = None  # the restarted daemon may load other plugins
         log = open(self.log_path, "ab")
-        self.process = subprocess.Popen([str(BIN / "pvcapid"), "--config", str(self.config_path)],
+        self.process = subprocess.Popen([*self.command, "--config", str(self.config_path)],
                                         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         env={**os.environ, **self.env})
         log.close()
