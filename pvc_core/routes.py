@@ -53,6 +53,12 @@ class Route:
     declares ``admin`` (``ADMIN``): creating the cluster, maintenance mode,
     coordinator roles, Ceph's OSDs, flags and pools, and the provisioner's
     scripts, which the worker runs as root. ``auth=False`` routes ignore it.
+
+    ``etag`` (``pvc_core.etags``): on a GET, the handler sets the object's
+    ``ETag`` (``ctx.response_headers``) and ``If-None-Match`` may answer 304;
+    on a change, ``If-Match`` is parsed into ``ctx.if_match`` for the handler
+    to check inside its write (412 when it does not hold). The document
+    declares the headers and statuses from this one flag.
     """
 
     method: str
@@ -70,6 +76,7 @@ class Route:
     media_type: str = "application/json"
     returns: dict | None = None
     scope: str = ""
+    etag: bool = False
 
     def __post_init__(self) -> None:
         if not self.scope:

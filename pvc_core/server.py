@@ -29,7 +29,7 @@ from typing import Any
 import cherrypy
 from cherrypy.process.plugins import SimplePlugin
 
-from . import connections, deadlines, health
+from . import connections, deadlines, etags, health
 from .accesslog import AccessLog
 from .auth import forbidden, scope_allows
 from .body import BodyUnreadable, is_json, parse_query_string, plain, process_body, read_json
@@ -52,7 +52,7 @@ SERVER_INSTANCE = f"{connections.__name__}.WSGIServer"
 class RequestContext:
     """What a handler gets besides its parameters: the runtime and the request."""
 
-    __slots__ = ("runtime", "request", "request_id", "listener", "response_headers")
+    __slots__ = ("runtime", "request", "request_id", "listener", "response_headers", "if_match")
 
     def __init__(self, runtime: Any, request: Any, request_id: str, listener: str):
         self.runtime = runtime
@@ -60,6 +60,7 @@ class RequestContext:
         self.request_id = request_id
         self.listener = listener
         self.response_headers: dict[str, str] = {}
+        self.if_match: etags.Precondition | None = None  # a change's If-Match (routes with ``etag``)
 
     def header(self, name: str) -> str | None:
         return self.request.headers.get(name)
@@ -175,6 +176,7 @@ class Dispatcher:
                 # (on errors too: a misspelt option is the likeliest cause of one).
                 cherrypy.serving.response.headers[IGNORED_HEADER] = ", ".join(ignored)
             params = parse_params(route.params, values)
+            ctx.if_match = etags.if_match(route, request.headers)
             with deadlines.request():
                 result = route.handler(ctx, params, **variables)
         except ApiError as exc:
@@ -194,6 +196,9 @@ class Dispatcher:
             return internal_error_body(ctx.request_id)
         headers = cherrypy.serving.response.headers
         headers.update(ctx.response_headers)
+        if route.etag and etags.not_modified(request.headers, ctx.response_headers.get(etags.HEADER)):
+            cherrypy.serving.response.status = 304
+            return b""
         if isinstance(result, Response):
             cherrypy.serving.response.status = result.status
             headers.update(result.headers)

@@ -59,6 +59,9 @@ class SubtreeView:
         self.encoder: Callable[[str, dict], bytes] | None = None
         self.warmup_wait = 0.0
         self._mzxid: dict[str, int] = {}            # path -> mzxid of the stored value
+        # Paths whose stored mzxid is a stand-in, not ZooKeeper's (``apply`` of a commit whose reply told
+        # no zxid): an ETag (``answer``) is not made from them until a read stores the real one.
+        self._unstamped: set[str] = set()
         # One bound method for every watch: ``self._data_fired`` would make a new object per path.
         self._data_watch = self._data_fired
         self._children: set[str] = set()
@@ -102,6 +105,7 @@ class SubtreeView:
             generation = self._generation
             self._values.clear()
             self._mzxid.clear()
+            self._unstamped.clear()
             self._children.clear()
             self._encoded.clear()
             self._revisions.clear()
@@ -274,6 +278,7 @@ class SubtreeView:
                 if mzxid is not None and mzxid < self._mzxid.get(path, -1):
                     return
                 self._mzxid[path] = mzxid if mzxid is not None else 0
+            self._unstamped.discard(path)
             self._put(path, value)
 
     def _put(self, path: str, value: str | None) -> None:
@@ -286,6 +291,7 @@ class SubtreeView:
 
     def _drop(self, path: str) -> None:
         self._mzxid.pop(path, None)
+        self._unstamped.discard(path)
         old = self._values.pop(path, _ABSENT)
         if old is not _ABSENT:
             self._changed(path, old, _ABSENT)
@@ -393,6 +399,7 @@ class SubtreeView:
                     for sub in self._paths(child)[1:]:
                         if sub not in values:
                             self._put(sub, None)
+                            self._unstamped.add(sub)  # absent, as far as this write tells; its read will say
                 if rest == "" or rest in self.keys:
                     known = self._mzxid.get(path, -1)
                     if zxid is not None and zxid < known:
@@ -400,6 +407,10 @@ class SubtreeView:
                     self._put(path, value if isinstance(value, str) else str(value))
                     # Our commit is newer than any reply still in flight for this key.
                     self._mzxid[path] = zxid if zxid is not None else known + 1
+                    if zxid is None:
+                        self._unstamped.add(path)
+                    else:
+                        self._unstamped.discard(path)
             for path in deleted:
                 if not path.startswith(self.root + "/"):
                     continue
@@ -446,6 +457,44 @@ class SubtreeView:
                 return None
             entry[key] = values[path]
         return entry
+
+    def answer(self, child: str, encode: Callable[[str, dict], bytes]) -> tuple[bytes, tuple[int, ...]] | None:
+        """One child's serialized answer with the mzxid of each znode it was built from (``_paths``
+        order, 0 for an absent key), as one consistent pair; None when the child does not exist.
+
+        The pair is what an ETag is made of (``pvc_core.etags.of_zxids``): the same from every daemon
+        that holds the same state, and never one answer with the stamps of another. From memory when
+        the view holds ZooKeeper's own mzxids for every znode of the child; else (warming, unwatched,
+        right after this process's own create-only write) read directly, stats included.
+        """
+        self._await()
+        if self.ready:
+            self.zk.require()
+            with self._lock:
+                if child not in self._children:
+                    return None
+                paths = self._paths(child)
+                entry = self._entry(child)
+                stamped = entry is not None and self._unstamped.isdisjoint(paths)
+                if stamped:
+                    if entry[""] is None:
+                        return None
+                    stamps = tuple(self._mzxid.get(path, 0) for path in paths)
+                    revision = self._revisions.get(child)
+                    kept = self._encoded.get(child)
+                    if kept is not None and kept[0] == revision:
+                        return kept[1], stamps
+            if stamped:
+                data = encode(child, entry)
+                self._keep({child: (revision, data)})  # kept only if nothing changed meanwhile
+                return data, stamps
+        paths = self._paths(child)
+        found = self.zk.get_stats(paths)
+        if found[paths[0]][1] is None:
+            return None
+        entry = {"": found[paths[0]][0]}
+        entry.update((key, found[path][0]) for key, path in zip(self.keys, paths[1:], strict=True))
+        return encode(child, entry), tuple(stat.mzxid if stat is not None else 0 for _, stat in map(found.get, paths))
 
     def read_direct(self, children: Iterable[str] | None = None) -> dict[str, dict[str, str | None]]:
         """The same shape, read from ZooKeeper now (pipelined)."""

@@ -192,6 +192,19 @@ class ZooKeeper:
                 out[path] = (None, -1)
         return out
 
+    def get_stats(self, paths: Iterable[str]) -> dict[str, tuple[str | None, ZnodeStat | None]]:
+        """Values with their whole stats (None when absent): what an ETag is made of (pvc_core.etags)."""
+        self.require()
+        pending = [(path, self.client.get_async(path)) for path in paths]
+        out: dict[str, tuple[str | None, ZnodeStat | None]] = {}
+        for path, result in pending:
+            try:
+                raw, stat = self.wait(result)
+                out[path] = (decode(raw), stat)
+            except NoNodeError:
+                out[path] = (None, None)
+        return out
+
     def children(self, path: str) -> list[str] | None:
         """Sorted child names, or None when the key does not exist."""
         return self.children_many([path])[path]
@@ -270,11 +283,14 @@ class ZooKeeper:
         for observer in self.observers:
             observer.apply(values, deleted, zxid)
 
-    def write(self, values: Mapping[str, Any]) -> None:
-        """One transaction: create each missing key, set each existing one (sorted order)."""
+    def write(self, values: Mapping[str, Any], checks: Iterable[tuple[str, int]] = ()) -> None:
+        """One transaction: create each missing key, set each existing one (sorted order); ``checks``
+        (path, version) make it fail unless those znodes are still at those versions."""
         keys = sorted(values)
         present = self.exists_many(keys)
         transaction = self.client.transaction()
+        for path, version in checks:
+            transaction.check(path, version)
         for key in keys:
             if present[key]:
                 transaction.set_data(key, encode(values[key]))
@@ -300,14 +316,17 @@ class ZooKeeper:
             level = [f"{path.rstrip('/')}/{name}" for path in level for name in (kids[path] or [])]
         return found
 
-    def delete(self, roots: Iterable[str]) -> None:
-        """Recursive delete of several subtrees as one transaction (children first)."""
+    def delete(self, roots: Iterable[str], checks: Iterable[tuple[str, int]] = ()) -> None:
+        """Recursive delete of several subtrees as one transaction (children first); ``checks`` as in
+        ``write``."""
         paths: list[str] = []
         for root in roots:
             paths.extend(self.subtree(root))
         if not paths:
             return
         transaction = self.client.transaction()
+        for path, version in checks:
+            transaction.check(path, version)
         for path in sorted(set(paths), key=lambda p: (-p.count("/"), p)):
             transaction.delete(path)
         self._commit(transaction, f"deletion under {_common_root(paths)}")
