@@ -13,8 +13,9 @@ the two would still be lost. So an ETag is computed from what the write itself c
   key), hashed. The mzxid is ZooKeeper's own, so every daemon computes the same ETag for the same
   state, and any set, creation or deletion of one of those znodes changes it. A change reads the
   znodes' stats (``guard``) and, when the ETag matches, commits with a ``check(path, version)`` of
-  each in its transaction: a write that slipped in between fails the transaction, and the retry
-  (``zk.optimistic``) finds the ETag changed: 412.
+  each in its transaction (and, for a key that was absent, a creation and deletion of it, which
+  fails if it was created meanwhile): a write that slipped in between fails the transaction, and
+  the retry (``zk.optimistic``) finds the ETag changed: 412.
 * Database rows: a hash of the GET's answer (``of_content``), compared inside the write's
   transaction once the row is locked (the provisioner's store).
 """
@@ -141,18 +142,24 @@ def not_modified(headers: Mapping[str, str], etag: str | None) -> bool:
 
 @dataclass
 class Guard:
-    """An object's znodes as one change read them: its ETag, their values, and the version checks
-    that make the change's transaction fail if any of them changed meanwhile."""
+    """An object's znodes as one change read them: its ETag, their values, and the operations that
+    make the change's transaction fail if any of them changed meanwhile."""
 
     etag: str | None
     values: dict[str, str | None] = field(default_factory=dict)
-    checks: list[tuple[str, int]] = field(default_factory=list)
+    checks: list[tuple[str, int]] = field(default_factory=list)  # (path, data version) of each present one
+    absent: list[str] = field(default_factory=list)  # keys that were absent
 
     def add_to(self, transaction: Any) -> None:
-        """Add the checks; before any write of the transaction: ZooKeeper applies a multi's operations in
-        order, so a check placed after a write of its znode would meet the version that write made."""
+        """Add those operations, before any write of the transaction: ZooKeeper applies a multi's
+        operations in order, so a check placed after a write of its znode would meet the version that
+        write made. ZooKeeper has no check of absence; a creation and deletion of the key in the same
+        transaction is one (it fails if the key exists, and leaves nothing behind)."""
         for path, version in self.checks:
             transaction.check(path, version)
+        for path in self.absent:
+            transaction.create(path, b"")
+            transaction.delete(path)
 
 
 def read(zk: Any, paths: Sequence[str]) -> Guard:
@@ -160,7 +167,8 @@ def read(zk: Any, paths: Sequence[str]) -> Guard:
     found = zk.get_stats(paths)
     stats = [found[path][1] for path in paths]
     return Guard(of_stats(stats), {path: found[path][0] for path in paths},
-                 [(path, found[path][1].version) for path in paths if found[path][1] is not None])
+                 [(path, stat.version) for path, stat in zip(paths, stats, strict=True) if stat is not None],
+                 [path for path, stat in zip(paths[1:], stats[1:], strict=True) if stat is None])
 
 
 def guard(zk: Any, precondition: Precondition | None, paths: Sequence[str], what: str, location: str) -> Guard:

@@ -270,6 +270,67 @@ def test_vm_conditional_writers_racing(pair: list[Daemon], zk: KazooClient) -> N
                 answers[0]["profile"]) == ([won["limit"]], won["selector"], won["autostart"] == "true", won["profile"])
 
 
+def test_a_guard_refuses_a_write_between_its_read_and_its_commit(zk_server: Any, zk: KazooClient) -> None:
+    """The check is part of the write: a set, or the creation of a key that was absent, made after a change
+    read the object and before it commits fails the commit (which the services retry into a 412)."""
+    from kazoo.exceptions import BadVersionError, NodeExistsError
+
+    from pvc_core.zk import TransactionFailed, ZooKeeper
+    client = ZooKeeper([zk_server.address], request_timeout=START_TIMEOUT)
+    client.start(wait=START_TIMEOUT)
+    base = "/etag-guard"
+    paths = [base, f"{base}/set", f"{base}/absent"]
+    try:
+        zk.create(base, b"before")
+        zk.create(f"{base}/set", b"1")
+
+        def commit(guard: etags.Guard) -> None:
+            transaction = client.transaction()
+            guard.add_to(transaction)
+            transaction.set_data(base, b"after")
+            client.commit(transaction, "guarded write")
+
+        for between, cause in ((lambda: zk.set(f"{base}/set", b"2"), BadVersionError),
+                               (lambda: zk.create(f"{base}/absent", b"new"), NodeExistsError)):
+            guard = etags.read(client, paths)
+            assert guard.etag == zk_etag(zk, paths)
+            between()
+            with pytest.raises(TransactionFailed) as failed:
+                commit(guard)
+            assert isinstance(failed.value.cause, cause) and zk.get(base)[0] == b"before"
+        assert zk.get(f"{base}/absent")[0] == b"new"  # the other writer's key stays
+        zk.delete(f"{base}/absent")
+        commit(etags.read(client, paths))  # nothing in between: it commits, and the absence check leaves no key
+        assert zk.get(base)[0] == b"after" and zk.get_children(base) == ["set"]
+    finally:
+        client.stop()
+        zk.delete(base, recursive=True)
+
+
+def test_a_vm_with_an_absent_key(pair: list[Daemon], zk: KazooClient) -> None:
+    """A key the answer is built from may be absent (an older VM): it counts as mzxid 0, a conditional change
+    leaves it absent, and its creation by another writer changes the ETag."""
+    name, uuid = "sparse", uuid_for(2)
+    ok(define(pair[0], vm_xml(name, uuid), node="pvchv1", limit="pvchv1,pvchv2"))
+    zk.delete(f"/domains/{uuid}/profile")
+    paths = vm_paths(uuid)
+    read = zk_etag(zk, paths)
+    settled(pair, f"/vm/{name}", read)
+    ok(conditional(pair[1], "POST", f"/vm/{name}/meta", read, params={"selector": "vms"}))
+    keys = vm_keys(uuid, name, node_selector=b"vms")
+    del keys[f"/domains/{uuid}/profile"]
+    assert tree(zk, f"/domains/{uuid}") == {path: value for path, value in keys.items() if path != f"/domains/{uuid}"}
+    changed = zk_etag(zk, paths)
+    settled(pair, f"/vm/{name}", changed)
+    whole = {**OBJECT, **{key: value for key, value in pair[0].get(f"/vm/{name}").json().items()
+                          if key in ("name", "uuid", "disks", "xml")}, "node_selector": "vms", "profile": None}
+    assert pair[0].get(f"/vm/{name}").json() == pair[1].get(f"/vm/{name}").json() == whole
+    zk.create(f"/domains/{uuid}/profile", b"web")  # another writer (a v0.6 daemon) adds it
+    refused(conditional(pair[0], "POST", f"/vm/{name}/meta", changed, params={"selector": "mem"}),
+            zk_etag(zk, paths), f"VM '{name}'")
+    assert zk.get(f"/domains/{uuid}/node_selector")[0] == b"vms"
+
+
 # -- networks and ACLs ----------------------------------------------------------------------------
 
 def test_network_and_acl_two_writers_through_two_daemons(pair: list[Daemon], zk: KazooClient) -> None:

@@ -401,7 +401,7 @@ class NetworkService:
         if if_match is None:
             self.zk.delete([schema.network(vni)])
         else:
-            self.zk.optimistic(lambda: self.zk.delete([schema.network(vni)], self._guard(vni, ident, if_match).checks))
+            self.zk.optimistic(lambda: self.zk.delete([schema.network(vni)], self._guard(vni, ident, if_match)))
         return quoted(f'Network "{description}" removed successfully!')
 
     # -- DHCP leases and reservations ------------------------------------------------------

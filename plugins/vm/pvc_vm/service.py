@@ -333,7 +333,7 @@ class VMService:
         if if_match is None:
             self.zk.write(values)
             return
-        self.zk.optimistic(lambda: self.zk.write(values, self.guard(uuid, ident, if_match).checks))
+        self.zk.optimistic(lambda: self.zk.write(values, self.guard(uuid, ident, if_match)))
 
     def remove(self, ident: str, delete_disks: bool, if_match: etags.Precondition | None = None) -> str:
         uuid, entry = self.require(ident)
@@ -350,7 +350,7 @@ class VMService:
             guard = self.guard(uuid, ident, if_match)
             current = guard.values[state_key] if if_match is not None else self.zk.get(state_key)
             state = "stop" if current != "stop" else "delete"
-            self.zk.write({state_key: state}, guard.checks)
+            self.zk.write({state_key: state}, guard)
             return state
 
         if (self.zk.optimistic(first) if if_match is not None else first()) == "stop":
