@@ -384,6 +384,8 @@ def test_network_and_acl_two_writers_through_two_daemons(pair: list[Daemon], zk:
     for daemon in pair:
         wait_until(lambda daemon=daemon: daemon.get("/network/1001/acl").json() == ssh, message="the ACL stayed")
         assert daemon.get("/network/1001/acl/web").status_code == 404
+        # a change of what does not exist answers as without If-Match: 404
+        assert conditional(daemon, "DELETE", "/network/1001/acl/web", moved).status_code == 404
 
     # removal of the network: the first ETag is long stale
     refused(conditional(b, "DELETE", "/network/1001", first), second, 'Network "1001"')
@@ -392,6 +394,7 @@ def test_network_and_acl_two_writers_through_two_daemons(pair: list[Daemon], zk:
     assert zk.exists("/networks/1001") is None
     for daemon in pair:
         wait_until(lambda daemon=daemon: daemon.get("/network/1001").status_code == 404, message="it stayed")
+        assert conditional(daemon, "PUT", "/network/1001", second, params={"domain": "x.example"}).status_code == 404
 
 
 # -- provisioner rows: PostgreSQL through two daemons, SQLite through one ---------------------------
@@ -546,6 +549,10 @@ def test_provisioner_two_writers(backend: tuple[list[Daemon], Rows, str], kind: 
     ok(send(b, "DELETE", path, {}, second))
     assert rows.one(kind, name) is None
     assert a.get(path).status_code == b.get(path).status_code == 404
+    # a change of what does not exist answers as without If-Match: 404
+    for method, below, params in ((change[0], change[1], change[2]), ("DELETE", "", {})):
+        gone = send(a, method, path + below, params, second)
+        assert gone.status_code == 404 and gone.json()["message"].endswith(f'"{name}" does not exist'), gone.text
 
 
 def test_provisioner_conditional_writers_racing(backend: tuple[list[Daemon], Rows, str]) -> None:

@@ -645,13 +645,13 @@ class NetworkService:
         vni = self.resolve(ident)
 
         def attempt() -> None:
-            guard = self._acl_guard(vni, ident, description, if_match)
             guards = self.zk.get_versioned(schema.rules(vni, d) for d in schema.DIRECTIONS)
             existing = self._rules(vni)
             match = [entry for entry in existing if entry["description"] == description]
             if not match or (direction and match[0]["direction"] != direction):
                 where = f" in direction {direction}" if direction else ""
                 raise NotFound(quoted(f'ERROR: No firewall rule exists matching description "{description}"{where}!'))
+            guard = self._acl_guard(vni, ident, description, if_match)  # after the 404 it answers without If-Match
             chain_direction = match[0]["direction"]
             remaining = [entry for entry in existing if entry["direction"] == chain_direction
                          and entry["description"] != description]

@@ -111,23 +111,27 @@ class Store:
             raise NotFound(f'The {KIND[model]} "{name}" does not exist')
 
     @contextmanager
-    def _conditional(self, model: type, name: str, if_match: etags.Precondition | None) -> Iterator[None]:
+    def _conditional(self, model: type, name: str, if_match: etags.Precondition | None,
+                     creates: bool = False) -> Iterator[None]:
         """A change made only while the row's answer has the ETag ``if_match`` names (``pvc_core.etags``;
         without one, no transaction is added: v0.6's behaviour).
 
         Inside one transaction, the row is locked first (a no-op UPDATE: PostgreSQL's row lock, SQLite's
         write lock, for which a concurrent change of any daemon waits), then its answer is read and hashed
         as the element GET hashes it, then the change runs: a concurrent change is either wholly before
-        (and the ETag differs: 412) or wholly after. Needs ``session()``.
+        (and the ETag differs: 412) or wholly after. An absent row is the 404 the change answers without
+        If-Match, unless the change ``creates`` it (then If-Match cannot hold: 412). Needs ``session()``.
         """
         if if_match is None:
             yield
             return
+        label = KIND.get(model, "profile")
         with self.database.atomic():
             current = None
             if model.update(name=model.name).where(model.name == name).execute():
                 current = etags.of_content(self.shape(model, self._find(model, name)))
-            label = KIND.get(model, "profile")
+            elif not creates:
+                raise NotFound(f'The {label} "{name}" does not exist')
             if_match.require(current, f'The {label} "{name}"', f"{API_PREFIX}/provisioner/{READ_PATH[model]}/{name}")
             yield
 
@@ -199,7 +203,7 @@ class Store:
         return self._listing(SystemTemplate, limit, exact, system_object)
 
     def add_system(self, name: str, fields: dict, if_match: etags.Precondition | None = None) -> str:
-        with self.session(), self._conditional(SystemTemplate, name, if_match):
+        with self.session(), self._conditional(SystemTemplate, name, if_match, creates=True):
             self._refuse_existing(SystemTemplate, name, f'The system template "{name}" already exists')
             self._insert(SystemTemplate, name, f'Failed to create system template "{name}"',
                          vcpu_count=fields["vcpus"], vram_mb=fields["vram"], serial=fields["serial"],
@@ -246,7 +250,7 @@ class Store:
                 raise BadRequest(f"Parameter 'mac_template': expected a template rendering a unicast MAC address "
                                  f"from {{prefix}}, {{vmid}} and {{netid}}, e.g. {{prefix}}:2f:1f:{{vmid}}{{netid}}, "
                                  f"got {mac_template!r}: {exc}") from None
-        with self.session(), self._conditional(NetworkTemplate, name, if_match):
+        with self.session(), self._conditional(NetworkTemplate, name, if_match, creates=True):
             self._refuse_existing(NetworkTemplate, name, f'The network template "{name}" already exists')
             self._insert(NetworkTemplate, name, f'Failed to create network template "{name}"',
                          mac_template=mac_template)
@@ -313,7 +317,7 @@ class Store:
         return self._listing(StorageTemplate, limit, exact, self._storage_object)
 
     def add_storage(self, name: str, if_match: etags.Precondition | None = None) -> str:
-        with self.session(), self._conditional(StorageTemplate, name, if_match):
+        with self.session(), self._conditional(StorageTemplate, name, if_match, creates=True):
             self._refuse_existing(StorageTemplate, name, f'The storage template "{name}" already exists')
             self._insert(StorageTemplate, name, f'Failed to create entry "{name}"')
         return f'Added new storage template "{name}"'
@@ -372,7 +376,7 @@ class Store:
 
     def add_document(self, model: type, name: str, data: str, if_match: etags.Precondition | None = None) -> str:
         column, label = ("userdata", "userdata document") if model is Userdata else ("script", "script")
-        with self.session(), self._conditional(model, name, if_match):
+        with self.session(), self._conditional(model, name, if_match, creates=True):
             self._refuse_existing(model, name, f'The {label} "{name}" already exists')
             self._insert(model, name, f'Failed to create entry "{name}"', **{column: data})
         return (f'Created userdata document "{name}"' if model is Userdata
@@ -430,7 +434,7 @@ class Store:
 
     def add_profile(self, name: str, given: dict, arguments: list[str],
                     if_match: etags.Precondition | None = None) -> str:
-        with self.session(), self._conditional(Profile, name, if_match):
+        with self.session(), self._conditional(Profile, name, if_match, creates=True):
             self._refuse_existing(Profile, name, f'The profile "{name}" already exists')
             references = self._resolve(name, given)
             self._insert(Profile, name, f'Failed to create entry "{name}"', arguments=_join_arguments(arguments),
