@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,13 +41,15 @@ _TAG = re.compile(r'\s*(W/)?("[\x21\x23-\x7e\x80-\xff]*")\s*(?:,|$)')
 SYNTAX = 'expected * or a comma-separated list of quoted entity tags as a GET\'s ETag header gives them, e.g. "3f2a9c"'
 
 
-def _hashed(text: str) -> str:
-    return '"' + hashlib.blake2b(text.encode("utf-8"), digest_size=12).hexdigest() + '"'
-
-
 def of_zxids(zxids: Iterable[int]) -> str:
-    """The ETag of an answer built from znodes with these mzxids (in a fixed order; 0: absent)."""
-    return _hashed("z:" + ",".join(str(zxid) for zxid in zxids))
+    """The ETag of an answer built from znodes with these mzxids (in a fixed order; 0: absent).
+
+    Packed as 64-bit integers (a zxid is ZooKeeper's signed long) before hashing: formatting them
+    as text cost more than the rest of a VM's GET from memory.
+    """
+    values = tuple(zxids)
+    digest = hashlib.blake2b(struct.pack(f">{len(values)}q", *values), digest_size=12, person=b"pvc-zxids")
+    return '"' + digest.hexdigest() + '"'
 
 
 def of_stats(stats: Sequence[ZnodeStat | None]) -> str | None:
@@ -56,9 +59,17 @@ def of_stats(stats: Sequence[ZnodeStat | None]) -> str | None:
     return of_zxids(stat.mzxid if stat is not None else 0 for stat in stats)
 
 
+def of_parts(tags: Sequence[str]) -> str:
+    """The ETag of an answer made of several objects' answers, from theirs (one: that object's own)."""
+    if len(tags) == 1:
+        return tags[0]
+    return '"' + hashlib.blake2b("".join(tags).encode(), digest_size=12, person=b"pvc-parts").hexdigest() + '"'
+
+
 def of_content(value: Any) -> str:
     """The ETag of a JSON answer by its content (rows of the database, which keep no version)."""
-    return _hashed("c:" + json.dumps(value, sort_keys=True, separators=(",", ":")))
+    text = json.dumps(value, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    return '"' + hashlib.blake2b(text, digest_size=12, person=b"pvc-content").hexdigest() + '"'
 
 
 def _tags(header: str) -> list[tuple[bool, str]] | None:
@@ -180,5 +191,5 @@ def guard(zk: Any, precondition: Precondition | None, paths: Sequence[str], what
     return found
 
 
-__all__ = ["HEADER", "Guard", "Precondition", "guard", "if_match", "not_modified", "of_content", "of_stats",
-           "of_zxids", "read"]
+__all__ = ["HEADER", "Guard", "Precondition", "guard", "if_match", "not_modified", "of_content", "of_parts",
+           "of_stats", "of_zxids", "read"]

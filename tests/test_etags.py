@@ -329,6 +329,10 @@ def test_a_vm_with_an_absent_key(pair: list[Daemon], zk: KazooClient) -> None:
     refused(conditional(pair[0], "POST", f"/vm/{name}/meta", changed, params={"selector": "mem"}),
             zk_etag(zk, paths), f"VM '{name}'")
     assert zk.get(f"/domains/{uuid}/node_selector")[0] == b"vms"
+    settled(pair, f"/vm/{name}", zk_etag(zk, paths))
+    # a rewrite of a key with the value it holds (as node daemons do) is a write: both daemons' ETags follow
+    zk.set(f"/domains/{uuid}/state", b"stop")
+    settled(pair, f"/vm/{name}", zk_etag(zk, paths))
 
 
 # -- networks and ACLs ----------------------------------------------------------------------------

@@ -223,19 +223,19 @@ class NetworkService:
 
     def get_encoded(self, ident: str) -> tuple[Encoded | EncodedArray, str]:
         """The networks whose VNI or description is ``ident`` (one, collapsed, in practice), and the ETag
-        of that answer: of the mzxids of every network's keys it holds (the one's, in practice)."""
+        of that answer (the one network's, in practice)."""
         view = self._networks()
         names = view.names()
-        parts, stamps = [], []
+        parts, tags = [], []
         for vni in self._numeric(names):
             if str(int(vni)) == ident or names[vni] == ident:
                 found = view.answer(vni, self._encode_network)
                 if found is not None:
                     parts.append(found[0])
-                    stamps.extend(found[1])
+                    tags.append(found[1])
         if not parts:
             raise NotFound("Network not found.")
-        return collapse_encoded(parts), etags.of_zxids(stamps)
+        return collapse_encoded(parts), etags.of_parts(tags)
 
     def _guard(self, vni: str, ident: str, if_match: etags.Precondition | None) -> etags.Guard:
         """The network's keys as a change reads them, 412 unless ``if_match`` holds (the ETag of
@@ -573,14 +573,14 @@ class NetworkService:
         return encode_json(rule_objects(direction, {description: entry})[0])
 
     def acl(self, ident: str, description: str) -> tuple[Encoded, str]:
-        """One ACL (its chain ``in`` first, as the list) and its ETag, of the mzxids of its keys."""
+        """One ACL (its chain ``in`` first, as the list) and its ETag (of the mzxids of its keys)."""
         vni = self.resolve(ident, mutation=False)
         if is_name(description):  # else no key can hold it (and reading one would be ZooKeeper's error)
             for direction in schema.DIRECTIONS:
                 found = self._rule_view(vni, direction).answer(
                     description, lambda child, entry, direction=direction: self._encode_rule(direction, child, entry))
                 if found is not None:
-                    return Encoded(found[0]), etags.of_zxids(found[1])
+                    return Encoded(found[0]), found[1]
         raise NotFound("ACL not found.")
 
     def _acl_guard(self, vni: str, ident: str, description: str, if_match: etags.Precondition | None) -> etags.Guard:

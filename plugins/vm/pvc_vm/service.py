@@ -173,8 +173,8 @@ class VMService:
         found = self.view.answer(uuid, self._encode) if uuid is not None else None
         if found is None:
             raise NotFound(VM_NOT_FOUND)
-        data, stamps = found
-        return Encoded(data), etags.of_zxids(stamps)
+        data, etag = found
+        return Encoded(data), etag
 
     def guard(self, uuid: str, ident: str, if_match: etags.Precondition | None) -> etags.Guard:
         """The VM's keys as a change reads them, 412 unless ``if_match`` holds (the ETag of GET /vm/<vm>);
