@@ -21,18 +21,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg2
 import pytest
 from kazoo.client import KazooClient
 from test_cluster import tree
+from test_multi_daemon import NODES, connected, emptied, on_one_cluster
 from test_network import MANAGED, MANAGED_KEYS, MANAGED_OBJECT
-from test_node import seed_node
 from test_vm import OBJECT, PRETTY, UUID, XML, define, uuid_for, vm_xml
 
-from conftest import START_TIMEOUT, Daemon, empty_tree, wait_until
+from conftest import START_TIMEOUT, Daemon, wait_until
 from pvc_core import etags
 
-NODES = ("pvchv1", "pvchv2", "pvchv3")
 # The znodes the answers are built from, in order (the VM's view keys; a network's scalars; an ACL's two
 # keys): the ETag must be what ZooKeeper's own stats of exactly these give.
 VM_KEYS = ("state", "node", "lastnode", "failedreason", "node_limit", "node_selector", "node_autostart", "profile",
@@ -45,12 +43,8 @@ NETWORK_KEYS = ("nettype", "domain", "name_servers", "ip6_network", "ip6_gateway
 
 @pytest.fixture(scope="module")
 def zk(zk_server: Any) -> Iterator[KazooClient]:
-    client = KazooClient(hosts=zk_server.address)
-    client.start(timeout=START_TIMEOUT)
-    empty_tree(client)
-    yield client
-    client.stop()
-    client.close()
+    with emptied(zk_server) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
@@ -58,27 +52,14 @@ def pair(daemon_factory: Callable[..., Daemon], zk: KazooClient, postgres: dict)
     """Two daemons on one ZooKeeper and one PostgreSQL database, three registered nodes."""
     shared = {"ceph": {"collector": "False"}, "provisioner": {"database": postgres},
               "vm": {"delete_grace": "0.05"}}
-    started = [daemon_factory(shared) for _ in range(2)]
-    try:
-        assert started[0].post("/initialize").status_code == 200
-        for name in NODES:
-            seed_node(zk, name)
-        for daemon in started:
-            wait_until(lambda daemon=daemon: sorted(node["name"] for node in daemon.get("/node").json()) ==
-                       list(NODES), ignoring=(TypeError, KeyError), message="the nodes did not show")
+    with on_one_cluster(daemon_factory, zk, shared, 2) as started:
         yield started
-    finally:
-        for daemon in started:
-            daemon.stop()
 
 
 @pytest.fixture(scope="module")
 def pg(postgres: dict) -> Iterator[Any]:
-    connection = psycopg2.connect(host=postgres["host"], port=int(postgres["port"]), user=postgres["user"],
-                                  password=postgres["pass"], dbname=postgres["name"])
-    connection.autocommit = True
-    yield connection
-    connection.close()
+    with connected(postgres) as connection:
+        yield connection
 
 
 # -- helpers ------------------------------------------------------------------------------------
