@@ -89,11 +89,12 @@ class Precondition:
     """A request's ``If-Match``: ``*`` (the object exists) or entity tags, compared strongly (a weak
     tag never matches, RFC 9110 §13.1.1)."""
 
-    __slots__ = ("header", "tags")
+    __slots__ = ("header", "tags", "checked")
 
     def __init__(self, header: str, tags: frozenset[str] | None):
         self.header = header
         self.tags = tags  # None: "*"
+        self.checked = False  # set by ``require``: the dispatcher logs a change that never checked it
 
     @classmethod
     def parse(cls, header: str) -> Precondition:
@@ -111,6 +112,7 @@ class Precondition:
 
     def require(self, etag: str | None, what: str, location: str) -> None:
         """412 unless the object's current ETag (None: it does not exist) satisfies this If-Match."""
+        self.checked = True
         if self.holds(etag):
             return
         if etag is None:

@@ -194,6 +194,9 @@ class Dispatcher:
         except Exception:
             log.exception("request %s: unhandled error in %s %s", ctx.request_id, route.method, route.path)
             return internal_error_body(ctx.request_id)
+        if ctx.if_match is not None and not ctx.if_match.checked:
+            log.error("request %s: %s %s declares etag but its handler never checked If-Match (a bug of its "
+                      "plugin: the change was made unconditionally)", ctx.request_id, route.method, route.path)
         headers = cherrypy.serving.response.headers
         headers.update(ctx.response_headers)
         if route.etag and etags.not_modified(request.headers, ctx.response_headers.get(etags.HEADER)):
