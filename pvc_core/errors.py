@@ -47,6 +47,12 @@ class Conflict(ApiError):
     status = 409
 
 
+class PreconditionFailed(ApiError):
+    """An ``If-Match`` that no longer holds: the object changed (or went) since the client read it."""
+
+    status = 412
+
+
 class PayloadTooLarge(ApiError):
     status = 413
 

@@ -17,7 +17,7 @@ from typing import Any
 from . import __version__
 from .auth import SCOPES
 from .params import BOOLEAN, INTEGER, Param
-from .routes import API_PREFIX, MAIN_LISTENER, Route, RouteTable
+from .routes import API_PREFIX, MAIN_LISTENER, READ_METHODS, Route, RouteTable
 from .shapes import JSON, MESSAGE
 
 _VARIABLE = re.compile(r"<([^>]+)>")
@@ -139,10 +139,44 @@ def _responses(route: Route, path: str, components: _Components) -> dict:
         responses.setdefault(code, _message(GENERIC[code]))
     for code, declared in route.responses.items():
         responses[code] = _message(declared) if isinstance(declared, str) else components.hoist(declared, owner)
+    if route.etag:
+        _conditional_responses(route, responses)
     return {str(code): responses[code] for code in sorted(responses)}
 
 
-def _operation(route: Route, path: str, operation_ids: set[str], components: _Components) -> dict:
+# Routes with ``etag`` (pvc_core.etags): the ETag a GET answers, the If-Match a change takes.
+ETAG_HEADER = {"description": "The object's entity tag: send it back as If-Match to change the object only "
+                              "while it is still as read", "schema": {"type": "string"}}
+IF_MATCH = {"name": "If-Match", "in": "header", "required": False, "schema": {"type": "string"},
+            "description": "Change the object only while its ETag (the ETag header of {source}) is one of "
+                           "these entity tags; * only while it exists. Otherwise 412 and nothing is changed. "
+                           "Without it: unconditional."}
+IF_NONE_MATCH = {"name": "If-None-Match", "in": "header", "required": False, "schema": {"type": "string"},
+                 "description": "304 without a body when the object's ETag is one of these entity tags."}
+
+
+def _conditional_responses(route: Route, responses: dict[int, dict]) -> None:
+    if route.method in READ_METHODS:
+        responses[route.status] = {**responses[route.status], "headers": {"ETag": ETAG_HEADER}}
+        responses[304] = {"description": "Not modified: the object's ETag is one If-None-Match lists",
+                          "headers": {"ETag": ETAG_HEADER}}
+    else:
+        responses[412] = {**_message("Precondition failed: the object changed (or went) since it was read, and "
+                                     "If-Match no longer holds; nothing was changed"),
+                          "headers": {"ETag": {**ETAG_HEADER, "description": "The object's current entity tag "
+                                                                             "(absent when it does not exist)"}}}
+
+
+def etag_source(path: str, readers: list[str]) -> str:
+    """The GET whose ETag a conditional change of ``path`` takes: the object's own, or that of the object it
+    is part of (a VM's state, a template's disk): the longest GET path with an ETag that ``path`` starts with."""
+    segments = path.split("/")
+    found = [reader for reader in readers if segments[:reader.count("/") + 1] == reader.split("/")]
+    return "GET " + _openapi_path(max(found, key=len)) if found else "a GET of the object"
+
+
+def _operation(route: Route, path: str, operation_ids: set[str], components: _Components,
+               readers: list[str] | None = None) -> dict:
     base = re.sub(r"[^A-Za-z0-9]+", "_", f"{route.method.lower()}{path}").strip("_")
     operation_id, counter = base, 2
     while operation_id in operation_ids:
@@ -151,6 +185,11 @@ def _operation(route: Route, path: str, operation_ids: set[str], components: _Co
     parameters = [{"name": name, "in": "path", "required": True, "schema": dict(PATH_SEGMENT)}
                   for name in _VARIABLE.findall(path)]
     parameters += [_parameter(param) for param in route.params]
+    if route.etag and route.method in READ_METHODS:
+        parameters.append(dict(IF_NONE_MATCH))
+    elif route.etag:
+        parameters.append({**IF_MATCH, "description": IF_MATCH["description"].format(
+            source=etag_source(path, readers or []))})
     operation: dict[str, Any] = {
         "operationId": operation_id,
         "summary": route.summary or f"{route.method} {path}",
@@ -205,10 +244,12 @@ def document(table: RouteTable, plugins: dict | None = None, listener: str = MAI
     paths: dict[str, dict] = {}
     operation_ids: set[str] = set()
     components = _Components()
+    readers = [full for route in table.for_listener(listener) if route.etag and route.method in READ_METHODS
+               for full in route.full_paths()]
     for route in table.for_listener(listener):
         for full in route.full_paths():
             entry = paths.setdefault(_openapi_path(full), {})
-            entry[route.method.lower()] = _operation(route, full, operation_ids, components)
+            entry[route.method.lower()] = _operation(route, full, operation_ids, components, readers)
     if listener == MAIN_LISTENER:
         paths[API_PREFIX] = _root_redirect()
     return {

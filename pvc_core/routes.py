@@ -56,6 +56,11 @@ class Route:
 
     ``headers`` are the headers a success answer may carry beyond the
     generic ones (``X-Task-Id`` of a route that starts a task).
+    ``etag`` (``pvc_core.etags``): on a GET, the handler sets the object's
+    ``ETag`` (``ctx.response_headers``) and ``If-None-Match`` may answer 304;
+    on a change, ``If-Match`` is parsed into ``ctx.if_match`` for the handler
+    to check inside its write (412 when it does not hold). The document
+    declares the headers and statuses from this one flag.
     """
 
     method: str
@@ -76,6 +81,7 @@ class Route:
     # A JSON body is the request's document (``ctx.document``, e.g. a cluster backup), not parameters.
     json_document: bool = False
     headers: dict[str, str] = field(default_factory=dict)  # response headers of success: name -> description
+    etag: bool = False
 
     def __post_init__(self) -> None:
         if not self.scope:

@@ -29,7 +29,7 @@ from typing import Any
 import cherrypy
 from cherrypy.process.plugins import SimplePlugin
 
-from . import connections, deadlines, health, logformat
+from . import connections, deadlines, etags, health, logformat
 from .accesslog import AccessLog
 from .auth import forbidden, scope_allows
 from .body import BodyUnreadable, is_json, parse_query_string, plain, process_body, read_json
@@ -52,7 +52,8 @@ SERVER_INSTANCE = f"{connections.__name__}.WSGIServer"
 class RequestContext:
     """What a handler gets besides its parameters: the runtime and the request."""
 
-    __slots__ = ("runtime", "request", "request_id", "listener", "response_headers", "document", "task_id")
+    __slots__ = ("runtime", "request", "request_id", "listener", "response_headers", "document", "task_id",
+                 "if_match")
 
     def __init__(self, runtime: Any, request: Any, request_id: str, listener: str):
         self.runtime = runtime
@@ -62,6 +63,7 @@ class RequestContext:
         self.response_headers: dict[str, str] = {}
         self.document: Any = None  # the JSON body of a ``Route.json_document`` route
         self.task_id: str | None = None  # the task record a long route made (pvc_core.taskroutes.announce)
+        self.if_match: etags.Precondition | None = None  # a change's If-Match (routes with ``etag``)
 
     def header(self, name: str) -> str | None:
         return self.request.headers.get(name)
@@ -198,6 +200,7 @@ class Dispatcher:
                 # (on errors too: a misspelt option is the likeliest cause of one).
                 cherrypy.serving.response.headers[IGNORED_HEADER] = ", ".join(ignored)
             params = parse_params(route.params, values)
+            ctx.if_match = etags.if_match(route, request.headers)
             with deadlines.request():
                 result = route.handler(ctx, params, **variables)
         except ApiError as exc:
@@ -217,8 +220,14 @@ class Dispatcher:
         except Exception:
             log.exception("request %s: unhandled error in %s %s", ctx.request_id, route.method, route.path)
             return internal_error_body(ctx.request_id)
+        if ctx.if_match is not None and not ctx.if_match.checked:
+            log.error("request %s: %s %s declares etag but its handler never checked If-Match (a bug of its "
+                      "plugin: the change was made unconditionally)", ctx.request_id, route.method, route.path)
         headers = cherrypy.serving.response.headers
         headers.update(ctx.response_headers)
+        if route.etag and etags.not_modified(request.headers, ctx.response_headers.get(etags.HEADER)):
+            cherrypy.serving.response.status = 304
+            return b""
         if isinstance(result, Response):
             cherrypy.serving.response.status = result.status
             headers.update(result.headers)

@@ -27,7 +27,7 @@ from typing import Any
 from kazoo.exceptions import NoNodeError
 from kazoo.protocol.states import Callback, EventType, KazooState
 
-from . import zkbulk
+from . import etags, zkbulk
 from .zk import ZooKeeper, decode
 
 log = logging.getLogger("pvc.view")
@@ -54,7 +54,8 @@ class SubtreeView:
         # kept with the revision it was built from is current exactly while the two are equal.
         self._tick = 0
         self._revisions: dict[str, int] = {}
-        self._encoded: dict[str, tuple[int, bytes]] = {}
+        # child -> (revision, answer, its ETag or None until ``answer`` made it)
+        self._encoded: dict[str, tuple[int, bytes, str | None]] = {}
         # value -> children, per indexed key (an absent key counts as ""): filters and counts that do
         # not visit every child.
         self._index: dict[str, dict[str, set[str]]] = {key: {} for key in self.index_keys}
@@ -65,6 +66,9 @@ class SubtreeView:
         self.encoder: Callable[[str, dict], bytes] | None = None
         self.warmup_wait = 0.0
         self._mzxid: dict[str, int] = {}            # path -> mzxid of the stored value
+        # Paths whose stored mzxid is a stand-in, not ZooKeeper's (``apply`` of a commit whose reply told
+        # no zxid): an ETag (``answer``) is not made from them until a read stores the real one.
+        self._unstamped: set[str] = set()
         # One bound method for every watch: ``self._data_fired`` would make a new object per path.
         self._data_watch = self._data_fired
         self._children: set[str] = set()
@@ -123,6 +127,7 @@ class SubtreeView:
             generation = self._generation
             self._values.clear()
             self._mzxid.clear()
+            self._unstamped.clear()
             self._children.clear()
             self._encoded.clear()
             self._revisions.clear()
@@ -307,12 +312,32 @@ class SubtreeView:
             if value is None:
                 if not authoritative and path in self._values:
                     return
-                self._mzxid.pop(path, None)
+                self._stamp(path, None)
             else:
                 if mzxid is not None and mzxid < self._mzxid.get(path, -1):
                     return
-                self._mzxid[path] = mzxid if mzxid is not None else 0
+                self._stamp(path, mzxid if mzxid is not None else 0)
             self._put(path, value)
+
+    def _stamp(self, path: str, mzxid: int | None, own: bool = True) -> None:
+        """Record the mzxid of a stored value (None: absent) and whether it is ZooKeeper's own (``own``;
+        see ``answer``). A change of either renews the child's revision, also when the value itself is
+        the same (a rewrite of it): an ETag kept with the child's answer is then made again (caller holds
+        the lock)."""
+        before = (self._mzxid.get(path), path in self._unstamped)
+        if mzxid is None:
+            self._mzxid.pop(path, None)
+        else:
+            self._mzxid[path] = mzxid
+        if own:
+            self._unstamped.discard(path)
+        else:
+            self._unstamped.add(path)
+        if (self._mzxid.get(path), path in self._unstamped) != before:
+            child = path[len(self.root) + 1:].split("/", 1)[0]
+            if child in self._children:
+                self._tick += 1
+                self._revisions[child] = self._tick
 
     def _put(self, path: str, value: str | None) -> None:
         """Set one value (caller holds the lock), keeping revisions, indexes and names current."""
@@ -324,6 +349,7 @@ class SubtreeView:
 
     def _drop(self, path: str) -> None:
         self._mzxid.pop(path, None)
+        self._unstamped.discard(path)
         old = self._values.pop(path, _ABSENT)
         if old is not _ABSENT:
             self._changed(path, old, _ABSENT)
@@ -442,13 +468,15 @@ class SubtreeView:
                     for sub in self._paths(child)[1:]:
                         if sub not in values:
                             self._put(sub, None)
+                            self._stamp(sub, None, own=False)  # absent, as far as this write tells; its read will say
                 if rest == "" or rest in self.keys:
                     known = self._mzxid.get(path, -1)
                     if zxid is not None and zxid < known:
                         continue
                     self._put(path, value if isinstance(value, str) else str(value))
-                    # Our commit is newer than any reply still in flight for this key.
-                    self._mzxid[path] = zxid if zxid is not None else known + 1
+                    # Our commit is newer than any reply still in flight for this key (a stand-in when the
+                    # reply told no zxid: until a read stores ZooKeeper's, ``answer`` reads directly).
+                    self._stamp(path, zxid if zxid is not None else known + 1, own=zxid is not None)
             for path in deleted:
                 if not path.startswith(self.root + "/"):
                     continue
@@ -495,6 +523,55 @@ class SubtreeView:
                 return None
             entry[key] = values[path]
         return entry
+
+    def answer(self, child: str, encode: Callable[[str, dict], bytes]) -> tuple[bytes, str] | None:
+        """One child's serialized answer and its ETag, as one consistent pair; None when the child does
+        not exist.
+
+        The ETag is ``pvc_core.etags.of_zxids`` of the mzxid of each znode the answer was built from
+        (``_paths`` order, 0 for an absent key): the same from every daemon that holds the same state,
+        and never one answer with the ETag of another. From memory (kept with the answer until the
+        child's revision changes, which a new mzxid renews) when the view holds ZooKeeper's own mzxids
+        for every znode of the child; else (warming, unwatched, right after this process's own
+        create-only write) read directly, stats included.
+        """
+        self._await()
+        if self.ready:
+            self.zk.require()
+            with self._lock:
+                if child not in self._children:
+                    return None
+                revision = self._revisions.get(child)
+                kept = self._encoded.get(child)
+                if kept is not None and kept[0] == revision and kept[2] is not None:
+                    # as made: whatever changed since (a value, an mzxid, a stand-in) renewed the revision
+                    return kept[1], kept[2]
+                paths = self._paths(child)
+                values = self._values
+                # every value read (none in flight) and every mzxid ZooKeeper's own
+                stamped = all(path in values for path in paths) and self._unstamped.isdisjoint(paths)
+                if stamped:
+                    if values[paths[0]] is None:
+                        return None
+                    mzxid = self._mzxid
+                    stamps = [mzxid.get(path, 0) for path in paths]
+                    data = kept[1] if kept is not None and kept[0] == revision else None
+                    entry = self._entry(child) if data is None else None
+            if stamped:
+                if data is None:
+                    data = encode(child, entry)
+                tag = etags.of_zxids(stamps)
+                with self._lock:
+                    if revision is not None and self._revisions.get(child) == revision:  # nothing changed meanwhile
+                        self._encoded[child] = (revision, data, tag)
+                return data, tag
+        paths = self._paths(child)
+        found = self.zk.get_stats(paths)
+        if found[paths[0]][1] is None:
+            return None
+        entry = {"": found[paths[0]][0]}
+        entry.update((key, found[path][0]) for key, path in zip(self.keys, paths[1:], strict=True))
+        return encode(child, entry), etags.of_stats([stat for _, stat in map(found.get, paths)])
 
     def read_direct(self, children: Iterable[str] | None = None) -> dict[str, dict[str, str | None]]:
         """The same shape, read from ZooKeeper now (pipelined)."""
@@ -652,7 +729,7 @@ class SubtreeView:
         with self._lock:
             for child, (revision, data) in built.items():
                 if revision is not None and self._revisions.get(child) == revision:
-                    self._encoded[child] = (revision, data)
+                    self._encoded[child] = (revision, data, None)
 
     def select(self, key: str, value: str) -> set[str]:
         """Children whose indexed ``key`` equals ``value`` ("" for absent), from the index."""

@@ -207,6 +207,19 @@ class ZooKeeper:
                 out[path] = (None, -1)
         return out
 
+    def get_stats(self, paths: Iterable[str]) -> dict[str, tuple[str | None, ZnodeStat | None]]:
+        """Values with their whole stats (None when absent): what an ETag is made of (pvc_core.etags)."""
+        self.require()
+        pending = [(path, self.client.get_async(path)) for path in paths]
+        out: dict[str, tuple[str | None, ZnodeStat | None]] = {}
+        for path, result in pending:
+            try:
+                raw, stat = self.wait(result)
+                out[path] = (decode(raw), stat)
+            except NoNodeError:
+                out[path] = (None, None)
+        return out
+
     def children(self, path: str) -> list[str] | None:
         """Sorted child names, or None when the key does not exist."""
         return self.children_many([path])[path]
@@ -271,25 +284,40 @@ class ZooKeeper:
         """Tell the views what this process just committed (write-through).
 
         A set's reply carries the transaction's zxid (all operations of a multi
-        share it), which orders the write against the views' own reads.
+        share it), which orders the write against the views' own reads. The
+        operations are taken in order: a key deleted and created again (or, as
+        an If-Match guard asserts a key's absence, created and deleted) ends as
+        the last operation left it.
         """
         values: dict[str, str] = {}
-        deleted: list[str] = []
+        deleted: dict[str, None] = {}
+        fresh: set[str] = set()  # created here, absent before the transaction
         zxid = next((result.mzxid for result in results if isinstance(result, ZnodeStat)), None)
         for op in operations:
             kind = type(op).__name__
             if kind in ("Create", "SetData"):
                 values[op.path] = decode(op.data) or ""
+                if kind == "Create" and op.path not in deleted:
+                    fresh.add(op.path)
+                deleted.pop(op.path, None)
             elif kind == "Delete":
-                deleted.append(op.path)
+                values.pop(op.path, None)
+                if op.path in fresh:  # absent before the transaction and after it: nothing to tell
+                    fresh.discard(op.path)
+                else:
+                    deleted[op.path] = None
         for observer in self.observers:
-            observer.apply(values, deleted, zxid)
+            observer.apply(values, list(deleted), zxid)
 
-    def write(self, values: Mapping[str, Any]) -> None:
-        """One transaction: create each missing key, set each existing one (sorted order)."""
+    def write(self, values: Mapping[str, Any], guard: Any = None) -> None:
+        """One transaction: create each missing key, set each existing one (sorted order). ``guard``
+        (``pvc_core.etags.Guard``) adds its checks first: the transaction fails unless the znodes it
+        read are still as read."""
         keys = sorted(values)
         present = self.exists_many(keys)
         transaction = self.client.transaction()
+        if guard is not None:
+            guard.add_to(transaction)
         for key in keys:
             if present[key]:
                 transaction.set_data(key, encode(values[key]))
@@ -315,14 +343,17 @@ class ZooKeeper:
             level = [f"{path.rstrip('/')}/{name}" for path in level for name in (kids[path] or [])]
         return found
 
-    def delete(self, roots: Iterable[str]) -> None:
-        """Recursive delete of several subtrees as one transaction (children first)."""
+    def delete(self, roots: Iterable[str], guard: Any = None) -> None:
+        """Recursive delete of several subtrees as one transaction (children first); ``guard`` as in
+        ``write``."""
         paths: list[str] = []
         for root in roots:
             paths.extend(self.subtree(root))
         if not paths:
             return
         transaction = self.client.transaction()
+        if guard is not None:
+            guard.add_to(transaction)
         for path in sorted(set(paths), key=lambda p: (-p.count("/"), p)):
             transaction.delete(path)
         self._commit(transaction, f"deletion under {_common_root(paths)}")

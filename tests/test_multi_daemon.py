@@ -41,6 +41,7 @@ module takes about 15 s (20 s on a loaded machine).
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import secrets
 import threading
 from collections import Counter
@@ -69,23 +70,31 @@ Outcome = tuple[Any, int, str]  # (payload, status, body)
 
 # -- the cluster ------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def zk(zk_server: Any) -> Iterator[KazooClient]:
-    """This module's own client on an emptied tree (the daemons below live for the whole module)."""
+@contextlib.contextmanager
+def emptied(zk_server: Any) -> Iterator[KazooClient]:
+    """A client of a module's own on an emptied tree (for daemons that live for the whole module)."""
     client = KazooClient(hosts=zk_server.address)
     client.start(timeout=START_TIMEOUT)
     empty_tree(client)
-    yield client
-    client.stop()
-    client.close()
+    try:
+        yield client
+    finally:
+        client.stop()
+        client.close()
 
 
 @pytest.fixture(scope="module")
-def daemons(daemon_factory: Callable[..., Daemon], zk: KazooClient, postgres: dict,
-            redis_server: dict) -> Iterator[list[Daemon]]:
-    """Three daemons on one ZooKeeper, one PostgreSQL database and one Redis queue; auth off."""
-    shared = {"ceph": {"collector": "False"}, "provisioner": {"database": postgres, "queue": redis_server}}
-    started = [daemon_factory(shared) for _ in range(DAEMONS)]
+def zk(zk_server: Any) -> Iterator[KazooClient]:
+    with emptied(zk_server) as client:
+        yield client
+
+
+@contextlib.contextmanager
+def on_one_cluster(daemon_factory: Callable[..., Daemon], zk: KazooClient, extra: dict,
+                   count: int) -> Iterator[list[Daemon]]:
+    """``count`` daemons configured with ``extra`` on one initialized cluster whose NODES have registered
+    (each daemon sees them); stopped at the end. Also tests/test_etags.py's."""
+    started = [daemon_factory(extra) for _ in range(count)]
     try:
         assert started[0].post("/initialize").status_code == 200
         for name in NODES:
@@ -99,13 +108,31 @@ def daemons(daemon_factory: Callable[..., Daemon], zk: KazooClient, postgres: di
             daemon.stop()
 
 
-@pytest.fixture(scope="module")
-def database(postgres: dict) -> Iterator[Any]:
+@contextlib.contextmanager
+def connected(postgres: dict) -> Iterator[Any]:
+    """A connection of the test's own (autocommit) to the suite's PostgreSQL database."""
     connection = psycopg2.connect(host=postgres["host"], port=int(postgres["port"]), user=postgres["user"],
                                   password=postgres["pass"], dbname=postgres["name"])
     connection.autocommit = True
-    yield connection
-    connection.close()
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+@pytest.fixture(scope="module")
+def daemons(daemon_factory: Callable[..., Daemon], zk: KazooClient, postgres: dict,
+            redis_server: dict) -> Iterator[list[Daemon]]:
+    """Three daemons on one ZooKeeper, one PostgreSQL database and one Redis queue; auth off."""
+    shared = {"ceph": {"collector": "False"}, "provisioner": {"database": postgres, "queue": redis_server}}
+    with on_one_cluster(daemon_factory, zk, shared, DAEMONS) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def database(postgres: dict) -> Iterator[Any]:
+    with connected(postgres) as connection:
+        yield connection
 
 
 # -- concurrent writers -----------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pvc_core import etags
 from pvc_core.params import BOOLEAN, INTEGER, STRING, Param
 from pvc_core.routes import CONFLICT, NO_MATCH, Encoded, EncodedArray, Route, collapse
 from pvc_core.shapes import INT, MESSAGE, STR, array, named, obj, one_or_many
@@ -58,22 +59,24 @@ def list_networks(ctx: Any, params: dict) -> Encoded | EncodedArray:
 
 def add_network(ctx: Any, params: dict, vni: str | None = None) -> dict:
     text = service(ctx).add(vni if vni is not None else params["vni"], params["description"],
-                            params["nettype"], _fields(params))
+                            params["nettype"], _fields(params), ctx.if_match)
     return {"message": text}
 
 
 def get_network(ctx: Any, params: dict, vni: str) -> Encoded | EncodedArray:
-    return service(ctx).get_encoded(vni)
+    answer, etag = service(ctx).get_encoded(vni)
+    ctx.response_headers[etags.HEADER] = etag
+    return answer
 
 
 def modify_network(ctx: Any, params: dict, vni: str) -> dict:
     changes = _fields(params)
     changes["description"] = params["description"]
-    return {"message": service(ctx).modify(vni, changes)}
+    return {"message": service(ctx).modify(vni, changes, ctx.if_match)}
 
 
 def remove_network(ctx: Any, params: dict, vni: str) -> dict:
-    return {"message": service(ctx).remove(vni)}
+    return {"message": service(ctx).remove(vni, ctx.if_match)}
 
 
 def list_leases(ctx: Any, params: dict, vni: str) -> Encoded | EncodedArray:
@@ -100,16 +103,18 @@ def list_acls(ctx: Any, params: dict, vni: str) -> Any:
 
 def add_acl(ctx: Any, params: dict, vni: str, description: str | None = None) -> dict:
     text = service(ctx).add_acl(vni, description if description is not None else params["description"],
-                                params["rule"], params["direction"], params["order"])
+                                params["rule"], params["direction"], params["order"], ctx.if_match)
     return {"message": text}
 
 
-def get_acl(ctx: Any, params: dict, vni: str, description: str) -> dict:
-    return service(ctx).acl(vni, description)
+def get_acl(ctx: Any, params: dict, vni: str, description: str) -> Encoded:
+    answer, etag = service(ctx).acl(vni, description)
+    ctx.response_headers[etags.HEADER] = etag
+    return answer
 
 
 def remove_acl(ctx: Any, params: dict, vni: str, description: str) -> dict:
-    return {"message": service(ctx).remove_acl(vni, description, params["direction"])}
+    return {"message": service(ctx).remove_acl(vni, description, params["direction"], ctx.if_match)}
 
 
 RESERVATION = (Param("ipaddress", STRING, required=True, help="IPv4 address inside the network"),
@@ -129,13 +134,14 @@ def routes() -> list[Route]:
                DESCRIPTION, NETTYPE, *OPTIONS), summary="Create a network", tags=tags, returns=MESSAGE,
               responses=CONFLICT),
         Route("GET", "/network/<vni>", get_network, summary="One network by VNI or description", tags=tags,
-              returns=one_or_many(NETWORK)),
+              returns=one_or_many(NETWORK), etag=True),
         Route("POST", "/network/<vni>", add_network, (DESCRIPTION, NETTYPE, *OPTIONS),
-              summary="Create a network with the VNI in the path", tags=tags, returns=MESSAGE, responses=CONFLICT),
+              summary="Create a network with the VNI in the path", tags=tags, returns=MESSAGE, responses=CONFLICT,
+              etag=True),
         Route("PUT", "/network/<vni>", modify_network, MODIFY_OPTIONS, summary="Modify a network", tags=tags,
-              returns=MESSAGE, responses=CONFLICT),
+              returns=MESSAGE, responses=CONFLICT, etag=True),
         Route("DELETE", "/network/<vni>", remove_network, summary="Remove a network", tags=tags, returns=MESSAGE,
-              responses={409: "The network is still used by VMs, or a concurrent change"}),
+              responses={409: "The network is still used by VMs, or a concurrent change"}, etag=True),
         Route("GET", "/network/<vni>/lease", list_leases,
               (LIMIT, Param("static", BOOLEAN, default=False, help="list static reservations instead")),
               summary="List DHCP leases or reservations", aliases=("/network/<vni>/dhcp",), tags=tags,
@@ -158,11 +164,11 @@ def routes() -> list[Route]:
               (Param("description", STRING, required=True, help="rule name, unique in the network"), *RULE),
               summary="Add a firewall rule", tags=tags, returns=MESSAGE, responses=CONFLICT),
         Route("GET", "/network/<vni>/acl/<description>", get_acl, summary="One firewall rule", tags=tags,
-              returns=ACL),
+              returns=ACL, etag=True),
         Route("POST", "/network/<vni>/acl/<description>", add_acl, RULE,
               summary="Add a firewall rule (description in the path)", tags=tags, returns=MESSAGE,
-              responses=CONFLICT),
+              responses=CONFLICT, etag=True),
         Route("DELETE", "/network/<vni>/acl/<description>", remove_acl,
               (Param("direction", STRING, choices=("in", "out"), help="when given, must match the rule's"),),
-              summary="Remove a firewall rule", tags=tags, returns=MESSAGE, responses=CONFLICT),
+              summary="Remove a firewall rule", tags=tags, returns=MESSAGE, responses=CONFLICT, etag=True),
     ]

@@ -57,6 +57,17 @@ def rule(vni: str | int, direction: str, description: str) -> str:
     return f"{rules(vni, direction)}/{description}"
 
 
+def network_answer(vni: str | int) -> list[str]:
+    """The znodes a network's answer is built from, in the view's order: its ETag is made of their mzxids."""
+    return [network(vni), *(key(vni, name) for name in SCALARS)]
+
+
+def rule_answer(vni: str | int, direction: str, description: str) -> list[str]:
+    """The znodes an ACL's answer is built from, in the view's order (its ETag, as ``network_answer``)."""
+    base = rule(vni, direction, description)
+    return [base, *(f"{base}/{name}" for name in RULE_VIEW_KEYS)]
+
+
 def new_network_keys(vni: int, description: str, values: dict[str, str]) -> dict[str, str]:
     """Every key of a new network, for its one creating transaction."""
     keys = {network(vni): description}

@@ -26,9 +26,10 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pvc_core import matching
+from pvc_core import etags, matching
 from pvc_core.errors import BadRequest, Conflict, NotFound
-from pvc_core.routes import Encoded, EncodedArray, collapse_encoded, encode_json, quoted
+from pvc_core.params import is_name
+from pvc_core.routes import API_PREFIX, Encoded, EncodedArray, collapse_encoded, encode_json, quoted
 
 from . import schema, validate
 
@@ -220,11 +221,27 @@ class NetworkService:
             vnis = [vni for vni in vnis if pattern.match(str(int(vni))) or pattern.match(names[vni])]
         return self._encoded_networks(vnis)
 
-    def get_encoded(self, ident: str) -> Encoded | EncodedArray:
-        """The networks whose VNI or description is ``ident`` (one, collapsed, in practice)."""
-        names = self._networks().names()
-        return self._encoded_networks([vni for vni in self._numeric(names)
-                                       if str(int(vni)) == ident or names[vni] == ident])
+    def get_encoded(self, ident: str) -> tuple[Encoded | EncodedArray, str]:
+        """The networks whose VNI or description is ``ident`` (one, collapsed, in practice), and the ETag
+        of that answer (the one network's, in practice)."""
+        view = self._networks()
+        names = view.names()
+        parts, tags = [], []
+        for vni in self._numeric(names):
+            if str(int(vni)) == ident or names[vni] == ident:
+                found = view.answer(vni, self._encode_network)
+                if found is not None:
+                    parts.append(found[0])
+                    tags.append(found[1])
+        if not parts:
+            raise NotFound("Network not found.")
+        return collapse_encoded(parts), etags.of_parts(tags)
+
+    def _guard(self, vni: str, ident: str, if_match: etags.Precondition | None) -> etags.Guard:
+        """The network's keys as a change reads them, 412 unless ``if_match`` holds (the ETag of
+        GET /network/<vni>); the change commits with its checks (``pvc_core.etags``)."""
+        return etags.guard(self.zk, if_match, schema.network_answer(vni), f'Network "{ident}"',
+                           f"{API_PREFIX}/network/{ident}")
 
     # -- composing and checking a configuration -------------------------------------------
 
@@ -297,12 +314,16 @@ class NetworkService:
 
     # -- networks --------------------------------------------------------------------------
 
-    def add(self, vni_text: str, description: str, nettype: str, fields: dict[str, Any]) -> str:
+    def add(self, vni_text: str, description: str, nettype: str, fields: dict[str, Any],
+            if_match: etags.Precondition | None = None) -> str:
+        """``if_match`` (POST /network/<vni>): only while that network is as read; it then exists, so the
+        creation is refused as any duplicate."""
         vni = validate.vni(vni_text, nettype)
         validate.network_description(description)
         values = self.compose(nettype, description, fields)
 
         def attempt() -> None:
+            guard = self._guard(str(vni), vni_text, if_match)
             _, version = self.zk.get_versioned([schema.ROOT])[schema.ROOT]
             if version < 0:
                 raise BadRequest("ERROR: The cluster is not initialized (no /networks key); "
@@ -312,6 +333,7 @@ class NetworkService:
             if description in self._descriptions_direct().values():
                 raise BadRequest(quoted(f'ERROR: A network with description "{description}" already exists!'))
             transaction = self.zk.transaction()
+            guard.add_to(transaction)
             for path, value in sorted(schema.new_network_keys(vni, description, values).items()):
                 transaction.create(path, value.encode())
             transaction.set_data(schema.ROOT, b"", version=version)
@@ -320,10 +342,11 @@ class NetworkService:
         self.zk.optimistic(attempt)
         return quoted(f'Network "{description}" added successfully!')
 
-    def modify(self, ident: str, changes: dict[str, Any]) -> str:
+    def modify(self, ident: str, changes: dict[str, Any], if_match: etags.Precondition | None = None) -> str:
         vni = self.resolve(ident)
 
         def attempt() -> None:
+            guard = self._guard(vni, ident, if_match)
             _, root_version = self.zk.get_versioned([schema.ROOT])[schema.ROOT]
             net = self._read_direct(vni)
             if net is None:
@@ -356,6 +379,7 @@ class NetworkService:
                 merged["ip6_gateway"] = None  # re-derived from the new network (v0.6)
             values = self.compose(net["type"], description, merged)
             transaction = self.zk.transaction()
+            guard.add_to(transaction)
             transaction.set_data(schema.network(vni), description.encode())
             for name, value in values.items():
                 transaction.set_data(schema.key(vni, name), value.encode())
@@ -365,7 +389,7 @@ class NetworkService:
         self.zk.optimistic(attempt)
         return quoted(f'Network "{ident}" modified successfully!')
 
-    def remove(self, ident: str) -> str:
+    def remove(self, ident: str, if_match: etags.Precondition | None = None) -> str:
         vni = self.resolve(ident)
         description = self.zk.get(schema.network(vni))
         vm = self.runtime.service("vm", required=False)
@@ -374,7 +398,10 @@ class NetworkService:
             if users:
                 raise Conflict(quoted(f'ERROR: Network "{description}" is still used by VM(s) '
                                       f'{", ".join(sorted(users))}; remove their interfaces on vmbr{vni} first'))
-        self.zk.delete([schema.network(vni)])
+        if if_match is None:
+            self.zk.delete([schema.network(vni)])
+        else:
+            self.zk.optimistic(lambda: self.zk.delete([schema.network(vni)], self._guard(vni, ident, if_match)))
         return quoted(f'Network "{description}" removed successfully!')
 
     # -- DHCP leases and reservations ------------------------------------------------------
@@ -541,18 +568,43 @@ class NetworkService:
             raise NotFound("ACL not found.")
         return found
 
-    def acl(self, ident: str, description: str) -> dict:
+    @staticmethod
+    def _encode_rule(direction: str, description: str, entry: Entry) -> bytes:
+        return encode_json(rule_objects(direction, {description: entry})[0])
+
+    def acl(self, ident: str, description: str) -> tuple[Encoded, str]:
+        """One ACL (its chain ``in`` first, as the list) and its ETag (of the mzxids of its keys)."""
         vni = self.resolve(ident, mutation=False)
-        for entry in self._rules_viewed(vni):
-            if entry["description"] == description:
-                return entry
+        if is_name(description):  # else no key can hold it (and reading one would be ZooKeeper's error)
+            for direction in schema.DIRECTIONS:
+                found = self._rule_view(vni, direction).answer(
+                    description, lambda child, entry, direction=direction: self._encode_rule(direction, child, entry))
+                if found is not None:
+                    return Encoded(found[0]), found[1]
         raise NotFound("ACL not found.")
 
-    def _guard(self, transaction: Any, vni: str, versions: dict[str, tuple[str | None, int]]) -> None:
+    def _acl_guard(self, vni: str, ident: str, description: str, if_match: etags.Precondition | None) -> etags.Guard:
+        """``_guard`` of an ACL (the ETag of GET /network/<vni>/acl/<description>), in whichever chain holds it."""
+        if if_match is None:
+            return etags.Guard(None)
+        for direction in schema.DIRECTIONS:
+            found = etags.read(self.zk, schema.rule_answer(vni, direction, description))
+            if found.etag is not None:
+                break
+        if_match.require(found.etag, f'Firewall rule "{description}" of network "{ident}"',
+                         f"{API_PREFIX}/network/{ident}/acl/{description}")
+        return found
+
+    @staticmethod
+    def _bump(transaction: Any, versions: dict[str, tuple[str | None, int]]) -> None:
+        """Rewrite each chain's own znode at the version read: concurrent changes of a chain serialise."""
         for path, (_, version) in versions.items():
             transaction.set_data(path, b"", version=version)
 
-    def add_acl(self, ident: str, description: str, rule: str, direction: str, order: int | None) -> str:
+    def add_acl(self, ident: str, description: str, rule: str, direction: str, order: int | None,
+                if_match: etags.Precondition | None = None) -> str:
+        """``if_match`` (POST /network/<vni>/acl/<description>): only while that rule is as read; it then
+        exists, so the addition is refused as any duplicate."""
         vni = self.resolve(ident)
         validate.name("description", description)
         validate.order(order)
@@ -560,6 +612,7 @@ class NetworkService:
             raise validate.bad("rule", "an nftables rule fragment", rule)
 
         def attempt() -> None:
+            guard = self._acl_guard(vni, ident, description, if_match)
             guards = self.zk.get_versioned(schema.rules(vni, d) for d in schema.DIRECTIONS)
             if any(version < 0 for _, version in guards.values()):
                 raise BadRequest(quoted(f'ERROR: Network "{ident}" has no firewall_rules/{direction} key'))
@@ -572,6 +625,7 @@ class NetworkService:
             names.insert(position, description)
             current = {entry["description"]: entry["order"] for entry in chain}
             transaction = self.zk.transaction()
+            guard.add_to(transaction)
             for index, name in enumerate(names):
                 if name != description and current[name] != index:
                     transaction.set_data(f"{schema.rule(vni, direction, name)}/order", str(index).encode())
@@ -579,14 +633,15 @@ class NetworkService:
             transaction.create(base, b"")
             transaction.create(f"{base}/order", str(position).encode())
             transaction.create(f"{base}/rule", rule.encode())
-            self._guard(transaction, vni, guards)
+            self._bump(transaction, guards)
             self.zk.commit(transaction, f"addition of rule {description} to network {vni}")
 
         with self.zk.in_turn(self._acl_changes, "ACL changes"):
             self.zk.optimistic(attempt)
         return quoted(f'Firewall rule "{description}" added successfully!')
 
-    def remove_acl(self, ident: str, description: str, direction: str | None) -> str:
+    def remove_acl(self, ident: str, description: str, direction: str | None,
+                   if_match: etags.Precondition | None = None) -> str:
         vni = self.resolve(ident)
 
         def attempt() -> None:
@@ -596,11 +651,13 @@ class NetworkService:
             if not match or (direction and match[0]["direction"] != direction):
                 where = f" in direction {direction}" if direction else ""
                 raise NotFound(quoted(f'ERROR: No firewall rule exists matching description "{description}"{where}!'))
+            guard = self._acl_guard(vni, ident, description, if_match)  # after the 404 it answers without If-Match
             chain_direction = match[0]["direction"]
             remaining = [entry for entry in existing if entry["direction"] == chain_direction
                          and entry["description"] != description]
             base = schema.rule(vni, chain_direction, description)
             transaction = self.zk.transaction()
+            guard.add_to(transaction)
             for child in self.zk.children(base) or []:
                 transaction.delete(f"{base}/{child}")
             transaction.delete(base)
@@ -609,8 +666,8 @@ class NetworkService:
                     transaction.set_data(f"{schema.rule(vni, chain_direction, entry['description'])}/order",
                                          str(index).encode())
             # its own chain only: descriptions are unique across both, but a removal adds none
-            self._guard(transaction, vni, {path: guard for path, guard in guards.items()
-                                           if path == schema.rules(vni, chain_direction)})
+            self._bump(transaction, {path: version for path, version in guards.items()
+                                     if path == schema.rules(vni, chain_direction)})
             self.zk.commit(transaction, f"removal of rule {description} from network {vni}")
 
         with self.zk.in_turn(self._acl_changes, "ACL changes"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from pvc_core import etags
 from pvc_core.errors import BadRequest, NotFound
 from pvc_core.params import BOOLEAN, INTEGER, NAME_HELP, NAME_PATTERN, STRING, Param, is_name
 from pvc_core.routes import ADMIN, API_PREFIX, NO_MATCH, NOT_FOUND_MESSAGE, Response, Route
@@ -106,6 +107,14 @@ def _exact(in_path: str | None, params: dict) -> str | None:
     return in_path if in_path is not None else params.get("name")
 
 
+def _element(ctx: Any, answer: list, in_path: str | None) -> list:
+    """An element GET (the name in the path) answers its object's ETag: a hash of the object, as the store's
+    conditional changes compute it (``Store.shape``)."""
+    if in_path is not None:
+        ctx.response_headers[etags.HEADER] = etags.of_content(answer[0])
+    return answer
+
+
 # -- handlers ----------------------------------------------------------------------------------
 
 def placeholder(ctx: Any, params: dict) -> Any:
@@ -117,31 +126,31 @@ def templates(ctx: Any, params: dict) -> dict:
 
 
 def list_systems(ctx: Any, params: dict, template: str | None = None) -> list:
-    return store(ctx).systems(params.get("limit"), exact=_exact(template, params))
+    return _element(ctx, store(ctx).systems(params.get("limit"), exact=_exact(template, params)), template)
 
 
 def add_system(ctx: Any, params: dict, template: str | None = None) -> dict:
-    return {"message": store(ctx).add_system(_new_name(template, params), params)}
+    return {"message": store(ctx).add_system(_new_name(template, params), params, ctx.if_match)}
 
 
 def modify_system(ctx: Any, params: dict, template: str) -> dict:
-    return {"message": store(ctx).modify_system(template, params)}
+    return {"message": store(ctx).modify_system(template, params, ctx.if_match)}
 
 
 def remove_system(ctx: Any, params: dict, template: str) -> dict:
-    return {"message": store(ctx).remove_system(template)}
+    return {"message": store(ctx).remove_system(template, ctx.if_match)}
 
 
 def list_networks(ctx: Any, params: dict, template: str | None = None) -> list:
-    return store(ctx).networks(params.get("limit"), exact=_exact(template, params))
+    return _element(ctx, store(ctx).networks(params.get("limit"), exact=_exact(template, params)), template)
 
 
 def add_network(ctx: Any, params: dict, template: str | None = None) -> dict:
-    return {"message": store(ctx).add_network(_new_name(template, params), params["mac_template"])}
+    return {"message": store(ctx).add_network(_new_name(template, params), params["mac_template"], ctx.if_match)}
 
 
 def remove_network(ctx: Any, params: dict, template: str) -> dict:
-    return {"message": store(ctx).remove_network(template)}
+    return {"message": store(ctx).remove_network(template, ctx.if_match)}
 
 
 def list_nets(ctx: Any, params: dict, template: str, vni: str | None = None) -> Any:
@@ -149,23 +158,23 @@ def list_nets(ctx: Any, params: dict, template: str, vni: str | None = None) -> 
 
 
 def add_net(ctx: Any, params: dict, template: str, vni: str | None = None) -> dict:
-    return {"message": store(ctx).add_net(template, vni if vni is not None else params["vni"])}
+    return {"message": store(ctx).add_net(template, vni if vni is not None else params["vni"], ctx.if_match)}
 
 
 def remove_net(ctx: Any, params: dict, template: str, vni: str) -> dict:
-    return {"message": store(ctx).remove_net(template, vni)}
+    return {"message": store(ctx).remove_net(template, vni, ctx.if_match)}
 
 
 def list_storages(ctx: Any, params: dict, template: str | None = None) -> list:
-    return store(ctx).storages(params.get("limit"), exact=_exact(template, params))
+    return _element(ctx, store(ctx).storages(params.get("limit"), exact=_exact(template, params)), template)
 
 
 def add_storage(ctx: Any, params: dict, template: str | None = None) -> dict:
-    return {"message": store(ctx).add_storage(_new_name(template, params))}
+    return {"message": store(ctx).add_storage(_new_name(template, params), ctx.if_match)}
 
 
 def remove_storage(ctx: Any, params: dict, template: str) -> dict:
-    return {"message": store(ctx).remove_storage(template)}
+    return {"message": store(ctx).remove_storage(template, ctx.if_match)}
 
 
 def list_disks(ctx: Any, params: dict, template: str, disk_id: str | None = None) -> Any:
@@ -177,33 +186,35 @@ def add_disk(ctx: Any, params: dict, template: str, disk_id: str | None = None) 
     if not disk:
         raise BadRequest("Parameter 'disk_id': expected a target device name such as sda, got ''")
     # provisioner.md §2.6: the pool and source volume may not exist yet; creation checks them (§3.3)
-    return {"message": store(ctx).add_disk(template, disk, params)}
+    return {"message": store(ctx).add_disk(template, disk, params, ctx.if_match)}
 
 
 def remove_disk(ctx: Any, params: dict, template: str, disk_id: str) -> dict:
-    return {"message": store(ctx).remove_disk(template, disk_id)}
+    return {"message": store(ctx).remove_disk(template, disk_id, ctx.if_match)}
 
 
 def _documents(model: type) -> tuple:
     variable = "userdata" if model is Userdata else "script"
 
     def listing(ctx: Any, params: dict, **path: str) -> list:
-        return store(ctx).documents(model, params.get("limit"), exact=_exact(path.get(variable), params))
+        answer = store(ctx).documents(model, params.get("limit"), exact=_exact(path.get(variable), params))
+        return _element(ctx, answer, path.get(variable))
 
     def add(ctx: Any, params: dict, **path: str) -> dict:
-        return {"message": store(ctx).add_document(model, _new_name(path.get(variable), params), params["data"])}
+        return {"message": store(ctx).add_document(model, _new_name(path.get(variable), params), params["data"],
+                                                   ctx.if_match)}
 
     def update(ctx: Any, params: dict, **path: str) -> dict:
-        return {"message": store(ctx).update_document(model, path[variable], params["data"])}
+        return {"message": store(ctx).update_document(model, path[variable], params["data"], ctx.if_match)}
 
     def remove(ctx: Any, params: dict, **path: str) -> dict:
-        return {"message": store(ctx).remove_document(model, path[variable])}
+        return {"message": store(ctx).remove_document(model, path[variable], ctx.if_match)}
 
     return listing, add, update, remove
 
 
 def list_profiles(ctx: Any, params: dict, profile: str | None = None) -> list:
-    return store(ctx).profiles(params.get("limit"), exact=_exact(profile, params))
+    return _element(ctx, store(ctx).profiles(params.get("limit"), exact=_exact(profile, params)), profile)
 
 
 def _refs(params: dict) -> dict:
@@ -211,15 +222,16 @@ def _refs(params: dict) -> dict:
 
 
 def add_profile(ctx: Any, params: dict, profile: str | None = None) -> dict:
-    return {"message": store(ctx).add_profile(_new_name(profile, params), _refs(params), params["arg"])}
+    return {"message": store(ctx).add_profile(_new_name(profile, params), _refs(params), params["arg"],
+                                              ctx.if_match)}
 
 
 def modify_profile(ctx: Any, params: dict, profile: str) -> dict:
-    return {"message": store(ctx).modify_profile(profile, _refs(params), params["arg"])}
+    return {"message": store(ctx).modify_profile(profile, _refs(params), params["arg"], ctx.if_match)}
 
 
 def remove_profile(ctx: Any, params: dict, profile: str) -> dict:
-    return {"message": store(ctx).remove_profile(profile)}
+    return {"message": store(ctx).remove_profile(profile, ctx.if_match)}
 
 
 def create(ctx: Any, params: dict) -> Response:
@@ -254,92 +266,95 @@ def routes() -> list[Route]:
         Route("POST", f"{P}/template/system", add_system, (NAME, *SYSTEM_FIELDS), summary="Add a system template",
               returns=MESSAGE),
         Route("GET", f"{P}/template/system/<template>", list_systems, summary="One system template (a list)",
-              returns=array(SYSTEM)),
+              returns=array(SYSTEM), etag=True),
         Route("POST", f"{P}/template/system/<template>", add_system, SYSTEM_FIELDS,
-              summary="Add a system template named in the path", returns=MESSAGE),
+              summary="Add a system template named in the path", returns=MESSAGE, etag=True),
         Route("PUT", f"{P}/template/system/<template>", modify_system, SYSTEM_CHANGES,
-              summary="Modify a system template (the given fields)", returns=MESSAGE),
+              summary="Modify a system template (the given fields)", returns=MESSAGE, etag=True),
         Route("DELETE", f"{P}/template/system/<template>", remove_system, summary="Remove a system template",
-              returns=MESSAGE, responses=IN_USE),
+              returns=MESSAGE, responses=IN_USE, etag=True),
         Route("GET", f"{P}/template/network", list_networks, LISTING, summary="List network templates",
               returns=array(NETWORK), responses=NO_MATCH),
         Route("POST", f"{P}/template/network", add_network,
               (NAME, Param("mac_template", STRING, help="MAC template, e.g. {prefix}:2f:1f:{vmid}{netid}")),
               summary="Add a network template", returns=MESSAGE),
         Route("GET", f"{P}/template/network/<template>", list_networks, summary="One network template (a list)",
-              returns=array(NETWORK)),
+              returns=array(NETWORK), etag=True),
         Route("POST", f"{P}/template/network/<template>", add_network,
               (Param("mac_template", STRING, help="MAC template"),),
-              summary="Add a network template named in the path", returns=MESSAGE),
+              summary="Add a network template named in the path", returns=MESSAGE, etag=True),
         Route("DELETE", f"{P}/template/network/<template>", remove_network,
-              summary="Remove a network template and its networks", returns=MESSAGE, responses=IN_USE),
+              summary="Remove a network template and its networks", returns=MESSAGE, responses=IN_USE, etag=True),
         Route("GET", f"{P}/template/network/<template>/net", list_nets, summary="The template's networks",
               returns=array(NET)),
         Route("POST", f"{P}/template/network/<template>/net", add_net,
               (Param("vni", STRING, required=True, help="VNI of a cluster network (integer)"),),
-              summary="Append a network to the template", returns=MESSAGE),
+              summary="Append a network to the template", returns=MESSAGE, etag=True),
         Route("GET", f"{P}/template/network/<template>/net/<vni>", list_nets, summary="One network of the template",
               returns=NET),
         Route("POST", f"{P}/template/network/<template>/net/<vni>", add_net,
-              summary="Append the network in the path to the template", returns=MESSAGE),
+              summary="Append the network in the path to the template", returns=MESSAGE, etag=True),
         Route("DELETE", f"{P}/template/network/<template>/net/<vni>", remove_net,
-              summary="Remove a network from the template", returns=MESSAGE),
+              summary="Remove a network from the template", returns=MESSAGE, etag=True),
         Route("GET", f"{P}/template/storage", list_storages, LISTING, summary="List storage templates",
               returns=array(STORAGE), responses=NO_MATCH),
         Route("POST", f"{P}/template/storage", add_storage, (NAME,), summary="Add a storage template", returns=MESSAGE),
         Route("GET", f"{P}/template/storage/<template>", list_storages, summary="One storage template (a list)",
-              returns=array(STORAGE)),
+              returns=array(STORAGE), etag=True),
         Route("POST", f"{P}/template/storage/<template>", add_storage,
-              summary="Add a storage template named in the path", returns=MESSAGE),
+              summary="Add a storage template named in the path", returns=MESSAGE, etag=True),
         Route("DELETE", f"{P}/template/storage/<template>", remove_storage,
-              summary="Remove a storage template and its disks", returns=MESSAGE, responses=IN_USE),
+              summary="Remove a storage template and its disks", returns=MESSAGE, responses=IN_USE, etag=True),
         Route("GET", f"{P}/template/storage/<template>/disk", list_disks, (LIMIT,), summary="The template's disks",
               returns=array(DISK)),
         Route("POST", f"{P}/template/storage/<template>/disk", add_disk,
               (Param("disk_id", STRING, required=True, pattern=NAME_PATTERN, pattern_help=NAME_HELP,
                      help="target device, e.g. sda"), *DISK_FIELDS),
-              summary="Add a disk to the template", returns=MESSAGE),
+              summary="Add a disk to the template", returns=MESSAGE, etag=True),
         Route("GET", f"{P}/template/storage/<template>/disk/<disk_id>", list_disks,
               summary="One disk of the template", returns=DISK),
         Route("POST", f"{P}/template/storage/<template>/disk/<disk_id>", add_disk, DISK_FIELDS,
-              summary="Add the disk in the path to the template", returns=MESSAGE),
+              summary="Add the disk in the path to the template", returns=MESSAGE, etag=True),
         Route("DELETE", f"{P}/template/storage/<template>/disk/<disk_id>", remove_disk,
-              summary="Remove a disk from the template", returns=MESSAGE),
+              summary="Remove a disk from the template", returns=MESSAGE, etag=True),
         Route("GET", f"{P}/userdata", ud_list, LISTING, summary="List userdata documents",
               aliases=(ud_alias,), returns=array(USERDATA), responses=NO_MATCH),
         Route("POST", f"{P}/userdata", ud_add, (NAME, DATA), summary="Add a userdata document",
               aliases=(ud_alias,), returns=MESSAGE),
         Route("GET", f"{P}/userdata/<userdata>", ud_list, summary="One userdata document (a list)",
-              aliases=(f"{ud_alias}/<userdata>",), returns=array(USERDATA)),
+              aliases=(f"{ud_alias}/<userdata>",), returns=array(USERDATA), etag=True),
         Route("POST", f"{P}/userdata/<userdata>", ud_add, (DATA,), summary="Add a userdata document named in the path",
-              aliases=(f"{ud_alias}/<userdata>",), returns=MESSAGE),
+              aliases=(f"{ud_alias}/<userdata>",), returns=MESSAGE, etag=True),
         Route("PUT", f"{P}/userdata/<userdata>", ud_update, (DATA,), summary="Replace a userdata document",
-              aliases=(f"{ud_alias}/<userdata>",), returns=MESSAGE),
+              aliases=(f"{ud_alias}/<userdata>",), returns=MESSAGE, etag=True),
         Route("DELETE", f"{P}/userdata/<userdata>", ud_remove, summary="Remove a userdata document",
-              aliases=(f"{ud_alias}/<userdata>",), returns=MESSAGE, responses=IN_USE),
+              aliases=(f"{ud_alias}/<userdata>",), returns=MESSAGE, responses=IN_USE, etag=True),
         Route("GET", f"{P}/script", sc_list, LISTING, summary="List provisioning scripts", returns=array(SCRIPT),
               responses=NO_MATCH),
         # Scripts are admin's: the worker runs their install() as root on its host, so uploading one is
         # running code there (userdata runs inside the VM only, and stays write).
         Route("POST", f"{P}/script", sc_add, (NAME, DATA), summary="Add a provisioning script", returns=MESSAGE,
               scope=ADMIN),
-        Route("GET", f"{P}/script/<script>", sc_list, summary="One script (a list)", returns=array(SCRIPT)),
+        Route("GET", f"{P}/script/<script>", sc_list, summary="One script (a list)", returns=array(SCRIPT), etag=True),
         Route("POST", f"{P}/script/<script>", sc_add, (DATA,), summary="Add a script named in the path",
-              returns=MESSAGE, scope=ADMIN),
+              returns=MESSAGE, scope=ADMIN, etag=True),
         Route("PUT", f"{P}/script/<script>", sc_update, (DATA,), summary="Replace a script", returns=MESSAGE,
-              scope=ADMIN),
+              scope=ADMIN, etag=True),
         Route("DELETE", f"{P}/script/<script>", sc_remove, summary="Remove a script",
-              returns=MESSAGE, responses=IN_USE, scope=ADMIN),
+              returns=MESSAGE, responses=IN_USE, scope=ADMIN, etag=True),
         Route("GET", f"{P}/profile", list_profiles, LISTING, summary="List profiles", returns=array(PROFILE),
               responses=NO_MATCH),
         Route("POST", f"{P}/profile", add_profile, (NAME, *PROFILE_REFS, ARG), summary="Add a profile",
               returns=MESSAGE),
-        Route("GET", f"{P}/profile/<profile>", list_profiles, summary="One profile (a list)", returns=array(PROFILE)),
+        Route("GET", f"{P}/profile/<profile>", list_profiles, summary="One profile (a list)", returns=array(PROFILE),
+              etag=True),
         Route("POST", f"{P}/profile/<profile>", add_profile, (*PROFILE_REFS, ARG),
-              summary="Add a profile named in the path", returns=MESSAGE),
+              summary="Add a profile named in the path", returns=MESSAGE, etag=True),
         Route("PUT", f"{P}/profile/<profile>", modify_profile, (*PROFILE_CHANGES, ARG),
-              summary="Modify a profile (given references; arg replaces all arguments, arg= clears)", returns=MESSAGE),
-        Route("DELETE", f"{P}/profile/<profile>", remove_profile, summary="Remove a profile", returns=MESSAGE),
+              summary="Modify a profile (given references; arg replaces all arguments, arg= clears)", returns=MESSAGE,
+              etag=True),
+        Route("DELETE", f"{P}/profile/<profile>", remove_profile, summary="Remove a profile", returns=MESSAGE,
+              etag=True),
         Route("POST", f"{P}/create", create, (
             Param("name", STRING, required=True, help="the new VM's name"),
             Param("profile", STRING, required=True, help="profile name"),

@@ -9,12 +9,15 @@ v0.6's LIKE semantics, evaluated here so that SQLite and PostgreSQL agree
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import peewee
 
+from pvc_core import etags
 from pvc_core.errors import BadRequest, Conflict, NotFound
+from pvc_core.routes import API_PREFIX
 
 from . import domain
 from .models import Network, NetworkTemplate, Profile, Script, Storage, StorageTemplate, SystemTemplate, Userdata
@@ -25,6 +28,9 @@ NOT_FOUND = {SystemTemplate: "No system templates found", NetworkTemplate: "No n
 MAX_VNI = 16777215  # a VXLAN ID (the largest a cluster network can have)
 KIND = {SystemTemplate: "system template", NetworkTemplate: "network template",
         StorageTemplate: "storage template", Userdata: "userdata", Script: "script"}
+# Where each kind's element GET is (its ETag), for the 412 of a conditional change.
+READ_PATH = {SystemTemplate: "template/system", NetworkTemplate: "template/network",
+             StorageTemplate: "template/storage", Userdata: "userdata", Script: "script", Profile: "profile"}
 
 
 def like_filter(limit: str | None) -> Callable[[str], bool]:
@@ -47,6 +53,11 @@ def system_object(row: SystemTemplate) -> dict:
 
 def net_object(row: Network) -> dict:
     return {"id": row.id, "network_template": row.network_template_id, "vni": row.vni}
+
+
+def document_object(row: Userdata | Script) -> dict:
+    column = "userdata" if isinstance(row, Userdata) else "script"
+    return {"id": row.id, "name": row.name, column: getattr(row, column)}
 
 
 def disk_object(row: Storage) -> dict:
@@ -98,6 +109,39 @@ class Store:
         """
         if not model.update(name=model.name).where(model.id == row.id).execute():
             raise NotFound(f'The {KIND[model]} "{name}" does not exist')
+
+    @contextmanager
+    def _conditional(self, model: type, name: str, if_match: etags.Precondition | None,
+                     creates: bool = False) -> Iterator[None]:
+        """A change made only while the row's answer has the ETag ``if_match`` names (``pvc_core.etags``;
+        without one, no transaction is added: v0.6's behaviour).
+
+        Inside one transaction, the row is locked first (a no-op UPDATE: PostgreSQL's row lock, SQLite's
+        write lock, for which a concurrent change of any daemon waits), then its answer is read and hashed
+        as the element GET hashes it, then the change runs: a concurrent change is either wholly before
+        (and the ETag differs: 412) or wholly after. An absent row is the 404 the change answers without
+        If-Match, unless the change ``creates`` it (then If-Match cannot hold: 412). Needs ``session()``.
+        """
+        if if_match is None:
+            yield
+            return
+        label = KIND.get(model, "profile")
+        with self.database.atomic():
+            current = None
+            if model.update(name=model.name).where(model.name == name).execute():
+                current = etags.of_content(self.shape(model, self._find(model, name)))
+            elif not creates:
+                raise NotFound(f'The {label} "{name}" does not exist')
+            if_match.require(current, f'The {label} "{name}"', f"{API_PREFIX}/provisioner/{READ_PATH[model]}/{name}")
+            yield
+
+    def shape(self, model: type, row: Any) -> dict:
+        """The answer of one row, as its element GET gives it (and its ETag is made of)."""
+        if model is Profile:
+            return self._profile_object(row, {field: dict(ref.select(ref.id, ref.name).where(
+                ref.id == getattr(row, f"{field}_id")).tuples()) for field, ref, _label in self.REFERENCES})
+        return {SystemTemplate: system_object, NetworkTemplate: self._network_object,
+                StorageTemplate: self._storage_object, Userdata: document_object, Script: document_object}[model](row)
 
     def _rows(self, model: type, limit: str | None) -> list:
         keep = like_filter(limit)
@@ -158,8 +202,8 @@ class Store:
     def systems(self, limit: str | None, exact: str | None = None) -> list[dict]:
         return self._listing(SystemTemplate, limit, exact, system_object)
 
-    def add_system(self, name: str, fields: dict) -> str:
-        with self.session():
+    def add_system(self, name: str, fields: dict, if_match: etags.Precondition | None = None) -> str:
+        with self.session(), self._conditional(SystemTemplate, name, if_match, creates=True):
             self._refuse_existing(SystemTemplate, name, f'The system template "{name}" already exists')
             self._insert(SystemTemplate, name, f'Failed to create system template "{name}"',
                          vcpu_count=fields["vcpus"], vram_mb=fields["vram"], serial=fields["serial"],
@@ -168,12 +212,12 @@ class Store:
                          node_autostart=bool(fields["node_autostart"]))
         return f'Added new system template "{name}"'
 
-    def modify_system(self, name: str, fields: dict) -> str:
+    def modify_system(self, name: str, fields: dict, if_match: etags.Precondition | None = None) -> str:
         """v0.7's modify (§6.4), which DECISIONS adopts: each given field replaces the stored one."""
         columns = {"vcpus": "vcpu_count", "vram": "vram_mb", "serial": "serial", "vnc": "vnc",
                    "vnc_bind": "vnc_bind", "node_limit": "node_limit", "node_selector": "node_selector",
                    "node_autostart": "node_autostart"}
-        with self.session():
+        with self.session(), self._conditional(SystemTemplate, name, if_match):
             row = self._require(SystemTemplate, name)
             changes = {columns[key]: value for key, value in fields.items() if value is not None}
             vnc = changes.get("vnc", row.vnc)
@@ -183,8 +227,8 @@ class Store:
                 SystemTemplate.update(**changes).where(SystemTemplate.id == row.id).execute()
         return f'Modified system template "{name}"'
 
-    def remove_system(self, name: str) -> str:
-        with self.session():
+    def remove_system(self, name: str, if_match: etags.Precondition | None = None) -> str:
+        with self.session(), self._conditional(SystemTemplate, name, if_match):
             self._delete(SystemTemplate, name, Profile.system_template)
         return f'Removed system template "{name}"'
 
@@ -198,7 +242,7 @@ class Store:
     def networks(self, limit: str | None, exact: str | None = None) -> list[dict]:
         return self._listing(NetworkTemplate, limit, exact, self._network_object)
 
-    def add_network(self, name: str, mac_template: str | None) -> str:
+    def add_network(self, name: str, mac_template: str | None, if_match: etags.Precondition | None = None) -> str:
         if mac_template:
             try:
                 domain.check_mac_template(mac_template)
@@ -206,14 +250,14 @@ class Store:
                 raise BadRequest(f"Parameter 'mac_template': expected a template rendering a unicast MAC address "
                                  f"from {{prefix}}, {{vmid}} and {{netid}}, e.g. {{prefix}}:2f:1f:{{vmid}}{{netid}}, "
                                  f"got {mac_template!r}: {exc}") from None
-        with self.session():
+        with self.session(), self._conditional(NetworkTemplate, name, if_match, creates=True):
             self._refuse_existing(NetworkTemplate, name, f'The network template "{name}" already exists')
             self._insert(NetworkTemplate, name, f'Failed to create network template "{name}"',
                          mac_template=mac_template)
         return f'Added new network template "{name}"'
 
-    def remove_network(self, name: str) -> str:
-        with self.session():
+    def remove_network(self, name: str, if_match: etags.Precondition | None = None) -> str:
+        with self.session(), self._conditional(NetworkTemplate, name, if_match):
             self._delete(NetworkTemplate, name, Profile.network_template, children=Network)
         return f'Removed network template "{name}"'
 
@@ -235,8 +279,8 @@ class Store:
                     return net
             raise NotFound(f'The VNI "{vni}" in network template "{name}" does not exist')
 
-    def add_net(self, name: str, vni: str) -> str:
-        with self.session():
+    def add_net(self, name: str, vni: str, if_match: etags.Precondition | None = None) -> str:
+        with self.session(), self._conditional(NetworkTemplate, name, if_match):
             template = self._require(NetworkTemplate, name)
             number = _integer("vni", vni)
             if not 1 <= number <= MAX_VNI:
@@ -249,8 +293,8 @@ class Store:
                 Network.create(network_template=template.id, vni=number)
         return f'Added new network "{vni}" to network template "{name}"'
 
-    def remove_net(self, name: str, vni: str) -> str:
-        with self.session():
+    def remove_net(self, name: str, vni: str, if_match: etags.Precondition | None = None) -> str:
+        with self.session(), self._conditional(NetworkTemplate, name, if_match):
             template = self._require(NetworkTemplate, name)
             try:
                 number = int(vni)
@@ -272,14 +316,14 @@ class Store:
     def storages(self, limit: str | None, exact: str | None = None) -> list[dict]:
         return self._listing(StorageTemplate, limit, exact, self._storage_object)
 
-    def add_storage(self, name: str) -> str:
-        with self.session():
+    def add_storage(self, name: str, if_match: etags.Precondition | None = None) -> str:
+        with self.session(), self._conditional(StorageTemplate, name, if_match, creates=True):
             self._refuse_existing(StorageTemplate, name, f'The storage template "{name}" already exists')
             self._insert(StorageTemplate, name, f'Failed to create entry "{name}"')
         return f'Added new storage template "{name}"'
 
-    def remove_storage(self, name: str) -> str:
-        with self.session():
+    def remove_storage(self, name: str, if_match: etags.Precondition | None = None) -> str:
+        with self.session(), self._conditional(StorageTemplate, name, if_match):
             self._delete(StorageTemplate, name, Profile.storage_template, children=Storage)
         return f'Removed storage template "{name}"'
 
@@ -294,8 +338,8 @@ class Store:
                     return disk
             raise NotFound(f'The disk "{disk_id}" in storage template "{name}" does not exist')
 
-    def add_disk(self, name: str, disk_id: str, fields: dict) -> str:
-        with self.session():
+    def add_disk(self, name: str, disk_id: str, fields: dict, if_match: etags.Precondition | None = None) -> str:
+        with self.session(), self._conditional(StorageTemplate, name, if_match):
             template = self._require(StorageTemplate, name)
             with self.database.atomic():
                 self._hold(StorageTemplate, template, name)
@@ -316,8 +360,8 @@ class Store:
                                filesystem_args=" ".join(fields["filesystem_arg"]))
         return f'Added new disk "{disk_id}" to storage template "{name}"'
 
-    def remove_disk(self, name: str, disk_id: str) -> str:
-        with self.session():
+    def remove_disk(self, name: str, disk_id: str, if_match: etags.Precondition | None = None) -> str:
+        with self.session(), self._conditional(StorageTemplate, name, if_match):
             template = self._require(StorageTemplate, name)
             deleted = Storage.delete().where((Storage.storage_template == template.id)
                                              & (Storage.disk_id == disk_id)).execute()
@@ -328,28 +372,26 @@ class Store:
     # -- userdata and scripts (§2.7, §2.8) -----------------------------------------------------------
 
     def documents(self, model: type, limit: str | None, exact: str | None = None) -> list[dict]:
-        column = "userdata" if model is Userdata else "script"
-        return self._listing(model, limit, exact, lambda row: {"id": row.id, "name": row.name,
-                                                           column: getattr(row, column)})
+        return self._listing(model, limit, exact, document_object)
 
-    def add_document(self, model: type, name: str, data: str) -> str:
+    def add_document(self, model: type, name: str, data: str, if_match: etags.Precondition | None = None) -> str:
         column, label = ("userdata", "userdata document") if model is Userdata else ("script", "script")
-        with self.session():
+        with self.session(), self._conditional(model, name, if_match, creates=True):
             self._refuse_existing(model, name, f'The {label} "{name}" already exists')
             self._insert(model, name, f'Failed to create entry "{name}"', **{column: data})
         return (f'Created userdata document "{name}"' if model is Userdata
                 else f'Created provisioning script "{name}"')
 
-    def update_document(self, model: type, name: str, data: str) -> str:
+    def update_document(self, model: type, name: str, data: str, if_match: etags.Precondition | None = None) -> str:
         column = "userdata" if model is Userdata else "script"
-        with self.session():
+        with self.session(), self._conditional(model, name, if_match):
             row = self._require(model, name)
             model.update(**{column: data}).where(model.id == row.id).execute()
         return (f'Updated userdata document "{name}"' if model is Userdata
                 else f'Updated provisioning script "{name}"')
 
-    def remove_document(self, model: type, name: str) -> str:
-        with self.session():
+    def remove_document(self, model: type, name: str, if_match: etags.Precondition | None = None) -> str:
+        with self.session(), self._conditional(model, name, if_match):
             self._delete(model, name, Profile.userdata if model is Userdata else Profile.script)
         return (f'Removed userdata document "{name}"' if model is Userdata
                 else f'Removed provisioning script "{name}"')
@@ -390,16 +432,18 @@ class Store:
             out[field] = row.id
         return out
 
-    def add_profile(self, name: str, given: dict, arguments: list[str]) -> str:
-        with self.session():
+    def add_profile(self, name: str, given: dict, arguments: list[str],
+                    if_match: etags.Precondition | None = None) -> str:
+        with self.session(), self._conditional(Profile, name, if_match, creates=True):
             self._refuse_existing(Profile, name, f'The profile "{name}" already exists')
             references = self._resolve(name, given)
             self._insert(Profile, name, f'Failed to create entry "{name}"', arguments=_join_arguments(arguments),
                          **references)
         return f'Created VM profile "{name}"'
 
-    def modify_profile(self, name: str, given: dict, arguments: list[str]) -> str:
-        with self.session():
+    def modify_profile(self, name: str, given: dict, arguments: list[str],
+                       if_match: etags.Precondition | None = None) -> str:
+        with self.session(), self._conditional(Profile, name, if_match):
             row = self._require_profile(name)
             changes: dict[str, Any] = self._resolve(name, given)
             if arguments:
@@ -414,8 +458,8 @@ class Store:
             raise NotFound(f'The profile "{name}" does not exist')
         return row
 
-    def remove_profile(self, name: str) -> str:
-        with self.session():
+    def remove_profile(self, name: str, if_match: etags.Precondition | None = None) -> str:
+        with self.session(), self._conditional(Profile, name, if_match):
             self._require_profile(name).delete_instance()
         return f'Removed VM profile "{name}"'
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pvc_core import etags
 from pvc_core.errors import BadRequest
 from pvc_core.params import BOOLEAN, INTEGER, NAME_HELP, NAME_PATTERN, STRING, Param
 from pvc_core.routes import CONFLICT, NO_MATCH, Encoded, Route
@@ -53,19 +54,22 @@ def list_vms(ctx: Any, params: dict) -> Any:
 
 def define_vm(ctx: Any, params: dict, vm: str | None = None) -> dict:
     return {"message": service(ctx).define(params["xml"], params["node"], params["limit"], params["selector"],
-                                           params["autostart"], initial_tags=defined_tags(params))}
+                                           params["autostart"], initial_tags=defined_tags(params),
+                                           if_match=ctx.if_match, path_vm=vm)}
 
 
 def get_vm(ctx: Any, params: dict, vm: str) -> Encoded:
-    return service(ctx).get(vm)
+    answer, etag = service(ctx).get(vm)
+    ctx.response_headers[etags.HEADER] = etag
+    return answer
 
 
 def modify_vm(ctx: Any, params: dict, vm: str) -> dict:
-    return {"message": service(ctx).modify(vm, params["xml"], params["restart"])}
+    return {"message": service(ctx).modify(vm, params["xml"], params["restart"], ctx.if_match)}
 
 
 def remove_vm(ctx: Any, params: dict, vm: str) -> dict:
-    return {"message": service(ctx).remove(vm, params["delete_disks"])}
+    return {"message": service(ctx).remove(vm, params["delete_disks"], ctx.if_match)}
 
 
 def get_meta(ctx: Any, params: dict, vm: str) -> dict:
@@ -79,7 +83,7 @@ def set_meta(ctx: Any, params: dict, vm: str) -> dict:
             raise BadRequest("Parameters 'autostart' and 'no-autostart' contradict each other; expected one")
         autostart = False
     return {"message": service(ctx).set_meta(vm, params["limit"], params["selector"], autostart,
-                                             params["profile"])}
+                                             params["profile"], ctx.if_match)}
 
 
 def get_state(ctx: Any, params: dict, vm: str) -> dict:
@@ -87,7 +91,7 @@ def get_state(ctx: Any, params: dict, vm: str) -> dict:
 
 
 def set_state(ctx: Any, params: dict, vm: str) -> dict:
-    return {"message": service(ctx).set_state(vm, params["state"], params["wait"], announce(ctx))}
+    return {"message": service(ctx).set_state(vm, params["state"], params["wait"], announce(ctx), ctx.if_match)}
 
 
 def get_node(ctx: Any, params: dict, vm: str) -> dict:
@@ -102,7 +106,7 @@ def set_node(ctx: Any, params: dict, vm: str) -> dict:
             raise BadRequest(f"Parameter 'permanent': expected only with action 'migrate', got action '{action}'")
         action = "move"
     return {"message": service(ctx).change_node(vm, action, params["node"], params["force"],
-                                                params["wait"], params["selector"], announce(ctx))}
+                                                params["wait"], params["selector"], announce(ctx), ctx.if_match)}
 
 
 def flush_locks(ctx: Any, params: dict, vm: str) -> dict:
@@ -125,16 +129,17 @@ def routes() -> list[Route]:
         ), summary="List VMs", tags=tags, returns=one_or_many(VM), responses=NO_MATCH),
         Route("POST", "/vm", define_vm, DEFINE, summary="Define a VM from libvirt XML", tags=tags, returns=MESSAGE,
               responses=CONFLICT),
-        Route("GET", "/vm/<vm>", get_vm, summary="One VM by name or UUID", tags=tags, returns=VM),
-        Route("POST", "/vm/<vm>", define_vm, DEFINE, summary="Define a VM (the path is ignored, as in v0.6)",
-              tags=tags, returns=MESSAGE, responses=CONFLICT),
+        Route("GET", "/vm/<vm>", get_vm, summary="One VM by name or UUID", tags=tags, returns=VM, etag=True),
+        Route("POST", "/vm/<vm>", define_vm, DEFINE,
+              summary="Define a VM (the path is ignored, as in v0.6, except by If-Match)",
+              tags=tags, returns=MESSAGE, responses=CONFLICT, etag=True),
         Route("PUT", "/vm/<vm>", modify_vm, (
             Param("restart", BOOLEAN, default=False, help="restart the VM to apply the new XML"), XML),
-            summary="Replace a VM's libvirt XML", tags=tags, returns=MESSAGE, responses=CONFLICT),
+            summary="Replace a VM's libvirt XML", tags=tags, returns=MESSAGE, responses=CONFLICT, etag=True),
         Route("DELETE", "/vm/<vm>", remove_vm, (
             Param("delete_disks", BOOLEAN, default=False, help="also remove its RBD volumes (needs ceph)"),),
             summary="Undefine a VM, optionally removing its disks", tags=tags, returns=MESSAGE,
-            responses=CONFLICT),
+            responses=CONFLICT, etag=True),
         Route("GET", "/vm/<vm>/meta", get_meta, summary="A VM's placement metadata", tags=tags, returns=META),
         Route("POST", "/vm/<vm>/meta", set_meta, (
             Param("limit", STRING, help="comma-separated node names; empty clears"),
@@ -144,14 +149,14 @@ def routes() -> list[Route]:
                   help="a bare flag (seed B): the same as autostart=false"),
             Param("profile", STRING, help="provisioner profile name"),
         ), summary="Change a VM's placement metadata (at least one argument)", tags=tags, returns=MESSAGE,
-            responses=CONFLICT),
+            responses=CONFLICT, etag=True),
         Route("GET", "/vm/<vm>/state", get_state, summary="A VM's state", tags=tags,
               returns=obj({"name": STR, "state": STR})),
         Route("POST", "/vm/<vm>/state", set_state, (
             Param("state", STRING, required=True, choices=("start", "shutdown", "stop", "restart", "disable"),
                   help="A valid state must be specified"), WAIT),
             summary="Start, stop, shut down, restart or disable a VM (shutdown, restart: a task)", tags=tags,
-            returns=MESSAGE, responses=WAITED, headers=TASK_HEADERS),
+            returns=MESSAGE, responses=WAITED, headers=TASK_HEADERS, etag=True),
         Route("GET", "/vm/<vm>/node", get_node, summary="A VM's node and previous node", tags=tags,
               returns=obj({"name": STR, "node": STR, "last_node": STR})),
         Route("POST", "/vm/<vm>/node", set_node, (
@@ -165,7 +170,7 @@ def routes() -> list[Route]:
                   help="selector for the automatic choice of target, this time only (default: the VM's own)"),
             WAIT,
         ), summary="Migrate, unmigrate or move a VM (migrate, move: a task)", tags=tags, returns=MESSAGE,
-            responses=WAITED, headers=TASK_HEADERS),
+            responses=WAITED, headers=TASK_HEADERS, etag=True),
         Route("POST", "/vm/<vm>/locks", flush_locks, summary="Remove the RBD locks of a stopped VM (needs ceph)",
               tags=tags, returns=MESSAGE),
         Route("GET", "/vm/<vm>/console", console, (

@@ -43,6 +43,11 @@ def tag_key(uuid: str, name: str, field: str) -> str:
     return f"{ROOT}/{uuid}/{TAGS}/{name}/{field}"
 
 
+def answer_keys(uuid: str) -> list[str]:
+    """The znodes a VM's answer is built from, in the view's order: its ETag is made of their mzxids."""
+    return [vm(uuid), *(key(uuid, name) for name in VIEW_KEYS)]
+
+
 def new_vm_keys(uuid: str, name: str, node: str, node_limit: str, selector: str, autostart: bool,
                 rbdlist: str, xml: str, state: str = "stop", profile: str = "None") -> dict[str, str]:
     """Every key of a newly defined VM (§5.2), for its one creating transaction."""

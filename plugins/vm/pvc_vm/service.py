@@ -14,10 +14,10 @@ import uuid as uuidlib
 from collections.abc import Callable
 from typing import Any
 
-from pvc_core import matching
+from pvc_core import etags, matching
 from pvc_core.config import parse_bool
 from pvc_core.errors import ApiError, BadRequest, NotFound, ServiceUnavailable
-from pvc_core.routes import Encoded, EncodedArray, collapse_encoded, encode_json
+from pvc_core.routes import API_PREFIX, Encoded, EncodedArray, collapse_encoded, encode_json
 
 from . import domainxml, placement, schema, tags, tasks
 
@@ -177,13 +177,19 @@ class VMService:
             raise NotFound(VM_NOT_FOUND)
         return collapse_encoded(parts)
 
-    def get(self, ident: str) -> Encoded:
-        """One VM's kept answer; by UUID or name (as ``find``) without copying its entry first."""
+    def get(self, ident: str) -> tuple[Encoded, str]:
+        """One VM's kept answer and its ETag; by UUID or name (as ``find``) without copying its entry first."""
         uuid = ident if _is_uuid(ident) else self.view.child_with_value(ident)
-        parts = self.view.encoded([uuid], self._encode) if uuid is not None else []
-        if not parts:
+        found = self.view.answer(uuid, self._encode) if uuid is not None else None
+        if found is None:
             raise NotFound(VM_NOT_FOUND)
-        return Encoded(parts[0])
+        data, etag = found
+        return Encoded(data), etag
+
+    def guard(self, uuid: str, ident: str, if_match: etags.Precondition | None) -> etags.Guard:
+        """The VM's keys as a change reads them, 412 unless ``if_match`` holds (the ETag of GET /vm/<vm>);
+        the change commits with ``checks`` so that a write in between makes it retry, and then 412."""
+        return etags.guard(self.zk, if_match, schema.answer_keys(uuid), f"VM '{ident}'", f"{API_PREFIX}/vm/{ident}")
 
     def state_of(self, ident: str) -> dict:
         _, entry = self.require(ident, NotFound(VM_NOT_FOUND))
@@ -258,13 +264,26 @@ class VMService:
 
     def define(self, xml: str, node: str | None, limit: str | None, selector: str | None,
                autostart: bool, state: str = "stop", profile: str = "None",
-               initial_tags: tags.Tags | None = None) -> str:
+               initial_tags: tags.Tags | None = None, if_match: etags.Precondition | None = None,
+               path_vm: str | None = None) -> str:
         """Check the XML against libvirt's schema, place and write the VM in one transaction.
 
         ``state="provision"`` (the provisioner) makes node daemons leave it alone
         until its disks are ready; ``profile`` links it to its userdata;
         ``initial_tags`` (PVC 1.x's ``user_tags``/``protected_tags``) are written with it.
+        ``if_match`` (POST /vm/<vm>, whose path v0.6 ignores): only while the VM
+        ``path_vm`` is as read; it then exists, so a definition of that very VM
+        is refused as any duplicate.
         """
+        guarded = None
+        if if_match is not None:
+            found = self.find(path_vm or "")
+            if found is None:
+                self.view.sync()
+                found = self.find(path_vm or "")
+            if found is None:
+                if_match.require(None, f"VM '{path_vm}'", f"{API_PREFIX}/vm/{path_vm}")
+            guarded = found[0]
         domain = self._parse_checked(xml)
         name, uuid = domain.name, domain.uuid
         selector = selector or "mem"
@@ -282,6 +301,7 @@ class VMService:
         stored = domain.pretty()
 
         def attempt() -> None:
+            guard = self.guard(guarded, path_vm or "", if_match) if guarded else etags.Guard(None)
             _, version = self.zk.get_versioned([schema.ROOT])[schema.ROOT]
             if version < 0:
                 raise BadRequest("ERROR: The cluster is not initialized (no /domains key); "
@@ -293,6 +313,7 @@ class VMService:
             if uuid in names or name in names.values():
                 raise BadRequest(f"ERROR: Specified VM '{name}' or UUID '{uuid}' matches an existing VM on the cluster")
             transaction = self.zk.transaction()
+            guard.add_to(transaction)
             keys = schema.new_vm_keys(uuid, name, target, limit or "", selector, autostart,
                                       ",".join(domain.rbd_volumes()), stored, state=state, profile=profile)
             keys.update(tags.new_keys(uuid, initial_tags or {}))
@@ -324,7 +345,7 @@ class VMService:
         self.zk.delete([schema.vm(uuid)])
         return True
 
-    def modify(self, ident: str, xml: str, restart: bool) -> str:
+    def modify(self, ident: str, xml: str, restart: bool, if_match: etags.Precondition | None = None) -> str:
         uuid, entry = self.require(ident)
         domain = self._parse_checked(xml)
         current_name = entry.get("") or ""
@@ -337,10 +358,18 @@ class VMService:
                   schema.key(uuid, "rbdlist"): ",".join(domain.rbd_volumes())}
         if restart:
             values[schema.key(uuid, "state")] = "restart"
-        self.zk.write(values)
+        self._write(uuid, ident, values, if_match)
         return f"Modified VM '{ident}'." + (" Restarting it." if restart else "")
 
-    def remove(self, ident: str, delete_disks: bool) -> str:
+    def _write(self, uuid: str, ident: str, values: dict[str, str], if_match: etags.Precondition | None) -> None:
+        """``zk.write``; with ``if_match``, only while the VM is as read (retried on a write in between,
+        which then answers 412)."""
+        if if_match is None:
+            self.zk.write(values)
+            return
+        self.zk.optimistic(lambda: self.zk.write(values, self.guard(uuid, ident, if_match)))
+
+    def remove(self, ident: str, delete_disks: bool, if_match: etags.Precondition | None = None) -> str:
         uuid, entry = self.require(ident)
         storage = self.runtime.service("ceph") if delete_disks else None  # 400 before anything if absent
         if storage is not None:
@@ -348,10 +377,19 @@ class VMService:
         disks = [disk.get("name") for disk in domainxml.info(entry.get("xml") or "")["disks"]]
         grace = self.config["vm.delete_grace"]
         state_key = schema.key(uuid, "state")
-        if self.zk.get(state_key) != "stop":
-            self.zk.write({state_key: "stop"})  # the node daemon destroys the domain
-            time.sleep(grace)
-        self.zk.write({state_key: "delete"})  # a node running a stray copy destroys it
+
+        def first() -> str:
+            """The first write of the sequence; with ``if_match``, the one made only while the VM is as read
+            (once it is made, the VM is being removed and the rest follows)."""
+            guard = self.guard(uuid, ident, if_match)
+            current = guard.values[state_key] if if_match is not None else self.zk.get(state_key)
+            state = "stop" if current != "stop" else "delete"
+            self.zk.write({state_key: state}, guard)
+            return state
+
+        if (self.zk.optimistic(first) if if_match is not None else first()) == "stop":
+            time.sleep(grace)  # the node daemon destroys the domain
+            self.zk.write({state_key: "delete"})  # a node running a stray copy destroys it
         time.sleep(grace)
         self.zk.delete([schema.vm(uuid)])
         if storage is None:
@@ -369,7 +407,7 @@ class VMService:
         return f"Removed VM '{ident}' and disks from the cluster."
 
     def set_meta(self, ident: str, limit: str | None, selector: str | None, autostart: bool | None,
-                 profile: str | None) -> str:
+                 profile: str | None, if_match: etags.Precondition | None = None) -> str:
         if limit is None and selector is None and autostart is None and profile is None:
             # v0.6 answered 200 and wrote nothing; a client that sent a misspelt option deserves to know.
             raise BadRequest("Expected at least one of 'limit', 'selector', 'autostart' (or 'no-autostart') "
@@ -385,7 +423,7 @@ class VMService:
         if profile is not None:
             values[schema.key(uuid, "profile")] = profile
         if values:
-            self.zk.write(values)
+            self._write(uuid, ident, values, if_match)
         return f"Successfully modified PVC metadata of VM '{ident}'."
 
     # -- state -----------------------------------------------------------------------------
@@ -399,19 +437,22 @@ class VMService:
     }
 
     def set_state(self, ident: str, state: str, wait: bool,
-                  on_task: Callable[[str | None], None] | None = None) -> str:
+                  on_task: Callable[[str | None], None] | None = None,
+                  if_match: etags.Precondition | None = None) -> str:
         """A shutdown or restart is followed by a task record (``pvc_vm.tasks``); ``on_task`` gets its id."""
         uuid, _ = self.require(ident)
         required, done, refused = self.STATE_RULES[state]
         path = schema.key(uuid, "state")
 
         def attempt() -> None:
+            guard = self.guard(uuid, ident, if_match)
             current, version = self.zk.get_versioned([path])[path]
             if current is None:
                 raise not_found(ident)
             if required is not None and current != required:
                 raise BadRequest(refused.format(vm=ident))
             transaction = self.zk.transaction()
+            guard.add_to(transaction)
             transaction.set_data(path, state.encode(), version=version)
             self.zk.commit(transaction, f"state change of VM {ident}")
 
@@ -456,7 +497,8 @@ class VMService:
     # -- placement -------------------------------------------------------------------------
 
     def change_node(self, ident: str, action: str, node: str | None, force: bool, wait: bool,
-                    selector: str | None = None, on_task: Callable[[str | None], None] | None = None) -> str:
+                    selector: str | None = None, on_task: Callable[[str | None], None] | None = None,
+                    if_match: etags.Precondition | None = None) -> str:
         """``selector`` (seed B) picks the target for this change only; the stored one stays. A migrate or move
         is followed by a task record (``pvc_vm.tasks``); ``on_task`` gets its id."""
         uuid, _ = self.require(ident)
@@ -465,6 +507,7 @@ class VMService:
         result: dict[str, str] = {}
 
         def attempt() -> None:
+            guard = self.guard(uuid, ident, if_match)
             read = self.zk.get_versioned(paths.values())
             current = {name: read[path][0] for name, path in paths.items()}
             if current["state"] is None:
@@ -492,6 +535,7 @@ class VMService:
                               "lastnode": keep}
                     message = f"Migrating VM '{ident}' to node '{target}'."
             transaction = self.zk.transaction()
+            guard.add_to(transaction)
             for name, path in paths.items():
                 version = read[path][1]
                 if name in writes:
