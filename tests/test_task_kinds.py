@@ -12,12 +12,14 @@ import json
 import socket
 import sqlite3
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+import requests
 from test_simnode import define, domain_state, other_vm, set_node, set_state, zk_placement, zk_value
 from test_vm import UUID, uuid_for
 
-from conftest import ANSWER_SLACK, Daemon, deep_merge, settle_timeout, sim_ready, wait_until
+from conftest import ANSWER_SLACK, REQUEST_TIMEOUT, Daemon, deep_merge, settle_timeout, sim_ready, wait_until
 
 NO_CEPH = {"plugins": {"disabled": ["ceph"]}}
 FIELDS = ("id", "name", "plugin", "kind", "state", "current", "total", "status", "result", "args", "kwargs",
@@ -160,6 +162,7 @@ def test_vm_and_node_tasks_follow_the_node_daemons(sim_factory, clean_zk):
 # what the daemon under test needs when the simulated nodes run in another daemon
 WAITS = {"vm": {"wait_timeout": str(settle_timeout())}, "node": {"wait_timeout": str(settle_timeout())}}
 FOLLOWED_AGAIN = "Followed again after its daemon restarted"
+BACKGROUND = ThreadPoolExecutor(max_workers=2, thread_name_prefix="waiting-request")
 
 
 def simnode(sim: Daemon, node: str, action: str) -> None:
@@ -181,6 +184,33 @@ def in_order(lines: list[str], *expected: str) -> bool:
     return -1 not in positions and positions == sorted(positions)
 
 
+def in_background(sim: Daemon, path: str, **params: str) -> Future:
+    """A POST answered in another thread (a wait=true request), on a connection of its own, checked against the
+    daemon's OpenAPI document as every answer is."""
+    def post() -> requests.Response:
+        answer = requests.post(sim.url(path), params=params, timeout=REQUEST_TIMEOUT)
+        sim.contract().check("POST", "/api/v1" + path, answer.status_code, answer.headers.get("Content-Type"),
+                             answer.content)
+        return answer
+    return BACKGROUND.submit(post)
+
+
+def running_task(sim: Daemon, kind: str) -> str:
+    """The id of the one running record of ``kind`` (a wait=true request names it only in its answer)."""
+    found = wait_until(lambda: sim.get("/tasks", params={"kind": kind, "state": "RUNNING"}).json(),
+                       message=f"a running {kind} record")
+    assert len(found) == 1, found
+    return found[0]["id"]
+
+
+def refused_with_task(answer: Future, task: str, *messages: str) -> None:
+    """A wait=true request whose work was cancelled: 409 (one of ``messages``), still naming its record."""
+    response = answer.result(timeout=settle_timeout())
+    assert response.status_code == 409 and response.json() in [{"message": text} for text in messages], \
+        response.text
+    assert response.headers["X-Task-Id"] == task
+
+
 def cancelled(sim: Daemon, task: str) -> dict:
     """DELETE of a running task: 202 with the record still running, marked; then its end."""
     answer = sim.delete(f"/tasks/{task}")
@@ -200,6 +230,13 @@ def test_cancel_a_migration_and_a_flush_midway(sim_factory, clean_zk):
     before); a flush cancelled after its first VM moved stops (no further VM leaves) and brings that one back;
     both end FAILURE 'Cancelled…' with their log. A ready under way cannot be cancelled (409)."""
     sim = sim_factory(NO_CEPH)
+    # the task's header is declared on the error answers that carry it, not only on success
+    operations = sim.get("/openapi.json").json()["paths"]
+    for path, statuses in (("/api/v1/vm/{vm}/node", ("200", "400", "409", "503")),
+                           ("/api/v1/node/{node}/domain-state", ("200", "409", "503"))):
+        responses = operations[path]["post"]["responses"]
+        assert sorted(code for code, answer in responses.items()
+                      if "X-Task-Id" in answer.get("headers", {})) == list(statuses), path
     vms = {f"held{index}": uuid_for(40 + index) for index in (1, 2, 3)}
     for index, name in enumerate(vms, start=41):
         define(sim, other_vm(name, index, 1024))
@@ -207,12 +244,15 @@ def test_cancel_a_migration_and_a_flush_midway(sim_factory, clean_zk):
     home = {uuid: ("start", "pvchv1", "") for uuid in vms.values()}
     simnode(sim, "pvchv1", "hold")
 
-    # a migration, cancelled while pvchv1 holds it
+    # a migration (its request waiting for it), cancelled while pvchv1 holds it
     first = uuid_for(41)
     asked = "Migrating VM 'held1' to node 'pvchv2'."
-    task = started(set_node(sim, "migrate", "pvchv2", wait=False, vm="held1"), asked)
+    waiting = in_background(sim, "/vm/held1/node", action="migrate", node="pvchv2", wait="true")
     placed(clean_zk, first, ("migrate", "pvchv2", "pvchv1"), "the migration to be held at pvchv1")
+    task = running_task(sim, "vm.migrate")
     record = cancelled(sim, task)
+    refused_with_task(waiting, task, "VM 'held1' runs on node 'pvchv1', not 'pvchv2': the migrate was cancelled "
+                                     "or superseded")
     assert record["status"] == "Cancelled: VM 'held1' put back on node 'pvchv1'"
     assert in_order(messages(record), asked, f"Cancel requested: DELETE /tasks/{task}",
                     "Cancelling: VM 'held1' put back on node 'pvchv1' (the move to 'pvchv2' is abandoned)",
@@ -222,7 +262,8 @@ def test_cancel_a_migration_and_a_flush_midway(sim_factory, clean_zk):
 
     # a flush of three VMs: the first goes (one step), the second is held; then the cancel
     asked = "Flushing hypervisor pvchv1 of running VMs."
-    task = started(domain_state(sim, "pvchv1", "flush", wait=False), asked)
+    waiting = in_background(sim, "/node/pvchv1/domain-state", state="flush", wait="true")
+    task = running_task(sim, "node.flush")
 
     def moving(count: int) -> Any:
         places = {uuid: zk_placement(clean_zk, uuid) for uuid in vms.values()}
@@ -236,6 +277,9 @@ def test_cancel_a_migration_and_a_flush_midway(sim_factory, clean_zk):
     untouched = [uuid for uuid, where in places.items() if where == home[uuid]]
     assert len(untouched) == 1
     record = cancelled(sim, task)
+    # the request sees the unflush, or already its end
+    refused_with_task(waiting, task, *(f"Node 'pvchv1' did not become flushed: its domain state is now '{state}' "
+                                       "(the flush was cancelled or superseded)" for state in ("unflush", "ready")))
     assert record["status"] == "Cancelled: flush stopped; hypervisor pvchv1 returned to service"
     assert in_order(messages(record), asked, "Flushing hypervisor pvchv1: 2 of 3 VMs still running there",
                     f"Cancel requested: DELETE /tasks/{task}",
