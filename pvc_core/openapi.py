@@ -17,7 +17,7 @@ from typing import Any
 from . import __version__
 from .auth import SCOPES
 from .params import BOOLEAN, INTEGER, Param
-from .routes import API_PREFIX, MAIN_LISTENER, READ_METHODS, Route, RouteTable
+from .routes import API_PREFIX, MAIN_LISTENER, READ_METHODS, Header, Route, RouteTable
 from .shapes import JSON, MESSAGE
 
 _VARIABLE = re.compile(r"<([^>]+)>")
@@ -118,13 +118,17 @@ def _message(description: str) -> dict:
     return {"description": description, "content": {JSON: {"schema": {"$ref": "#/components/schemas/Message"}}}}
 
 
+def _header(declared: str | Header) -> dict:
+    text = declared.description if isinstance(declared, Header) else declared
+    return {"description": text, "schema": {"type": "string"}}
+
+
 def _responses(route: Route, path: str, components: _Components) -> dict:
     owner = route.plugin or "core"
     success = {"description": "Success" if route.status < 400 else (route.summary or "The answer"),
                "content": {route.media_type: {"schema": components.hoist(route.returns or {}, owner)}}}
     if route.headers:
-        success["headers"] = {name: {"description": text, "schema": {"type": "string"}}
-                              for name, text in route.headers.items()}
+        success["headers"] = {name: _header(declared) for name, declared in route.headers.items()}
     responses: dict[int, dict] = {route.status: success}
     generic = [429, 503]
     if route.params or "{" in path or route.method in BODY_METHODS:
@@ -141,6 +145,13 @@ def _responses(route: Route, path: str, components: _Components) -> dict:
         responses[code] = _message(declared) if isinstance(declared, str) else components.hoist(declared, owner)
     if route.etag:
         _conditional_responses(route, responses)
+    for name, declared in route.headers.items():
+        for code in declared.errors if isinstance(declared, Header) else ():
+            if code not in responses:
+                raise ValueError(f"route {route.method} {route.path}: header {name} on status {code}, "
+                                 "which the route does not declare")
+            responses[code] = {**responses[code], "headers": {**responses[code].get("headers", {}),
+                                                              name: _header(declared)}}
     return {str(code): responses[code] for code in sorted(responses)}
 
 

@@ -28,6 +28,14 @@ READ_METHODS = ("GET", "HEAD")
 ADMIN = "admin"
 
 
+@dataclass(frozen=True)
+class Header:
+    """A response header of a route: on its success answer, and on the error answers ``errors`` lists."""
+
+    description: str
+    errors: tuple[int, ...] = ()
+
+
 @dataclass
 class Route:
     """One method on one path template, e.g. ``GET /vm/<vm>``.
@@ -55,7 +63,9 @@ class Route:
     scripts, which the worker runs as root. ``auth=False`` routes ignore it.
 
     ``headers`` are the headers a success answer may carry beyond the
-    generic ones (``X-Task-Id`` of a route that starts a task).
+    generic ones (``X-Task-Id`` of a route that starts a task); a ``Header``
+    also names the error statuses that may carry it (the task's header is
+    sent on an error answered after its record began).
     ``etag`` (``pvc_core.etags``): on a GET, the handler sets the object's
     ``ETag`` (``ctx.response_headers``) and ``If-None-Match`` may answer 304;
     on a change, ``If-Match`` is parsed into ``ctx.if_match`` for the handler
@@ -80,7 +90,7 @@ class Route:
     scope: str = ""
     # A JSON body is the request's document (``ctx.document``, e.g. a cluster backup), not parameters.
     json_document: bool = False
-    headers: dict[str, str] = field(default_factory=dict)  # response headers of success: name -> description
+    headers: dict[str, str | Header] = field(default_factory=dict)  # response headers: name -> description
     etag: bool = False
 
     def __post_init__(self) -> None:

@@ -210,6 +210,8 @@ class Dispatcher:
                 cherrypy.serving.response.headers.update(ctx.response_headers)
             return self._error(exc)
         except self.unavailable as exc:
+            if ctx.task_id is not None:
+                cherrypy.serving.response.headers.update(ctx.response_headers)
             return self._error(ServiceUnavailable(self.runtime.describe_unavailable(exc)))
         except cherrypy.HTTPError as exc:
             if exc.code == 413:

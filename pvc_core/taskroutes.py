@@ -12,14 +12,21 @@ from typing import Any
 
 from .errors import Conflict
 from .params import INTEGER, NUMBER, STRING, Param
-from .routes import Response, Route
+from .routes import Header, Response, Route
 from .shapes import ANY, INT, JSON, NUM, STR, array, named, nullable, obj
 from .taskrecords import ENDED, PENDING, STATES
 
 TASK_HEADER = "X-Task-Id"
-# ``Route.headers`` of a route that starts a task.
-TASK_HEADERS = {TASK_HEADER: "ID of the task record of this work: GET /api/v1/tasks/<id>, …/wait, DELETE to cancel "
-                             "(absent when the database did not answer; the work is done all the same)"}
+_TASK_HEADER_TEXT = ("ID of the task record of this work: GET /api/v1/tasks/<id>, …/wait, DELETE to cancel "
+                     "(absent when the database did not answer; the work is done all the same)")
+# ``Route.headers`` of a route that starts a task and answers once the record exists (the provisioner's 202).
+TASK_HEADERS = {TASK_HEADER: _TASK_HEADER_TEXT}
+
+
+def task_headers(*errors: int) -> dict[str, Header]:
+    """``Route.headers`` of a route whose work may still fail after its record began: the error statuses it can
+    answer then carry the header too (the server adds it to any error once ``ctx.task_id`` is set)."""
+    return {TASK_HEADER: Header(_TASK_HEADER_TEXT, errors=tuple(sorted(errors)))}
 TASK_LIMIT_MAX = 10000
 
 _FIELDS = {
@@ -128,4 +135,4 @@ def routes(runtime: Any) -> list[Route]:
     ]
 
 
-__all__ = ["TASK", "TASK_DETAIL", "TASK_HEADER", "TASK_HEADERS", "announce", "routes"]
+__all__ = ["TASK", "TASK_DETAIL", "TASK_HEADER", "TASK_HEADERS", "announce", "routes", "task_headers"]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import threading
 import time
 
 import pytest
+import requests
 from kazoo.client import KazooClient
 from test_node import eventually, seed_node
 from test_task_kinds import check, ended
@@ -298,9 +300,8 @@ def images(ceph_cluster, pool_name: str) -> list[str]:
     return sorted(out.stdout.split())
 
 
-def test_a_cancelled_copy_stops_and_leaves_nothing(cephd, cluster, pool, ceph_cluster):
-    """A copy of 1,000 allocated pieces is cancelled while it runs (DELETE /tasks/<id>): the request answers 409,
-    the record ends FAILURE 'Cancelled…', and neither Ceph nor ZooKeeper holds the partial volume."""
+def seed_big(cephd, ceph_cluster, pool: str) -> None:
+    """Volume ``big``: 1,000 allocated 4 MiB pieces (one byte written in each), so that a copy takes a while."""
     import rados
     import rbd
     made = cephd.post("/storage/ceph/volume", params={"volume": "big", "pool": pool, "size": "4000M"})
@@ -315,6 +316,12 @@ def test_a_cancelled_copy_stops_and_leaves_nothing(cephd, cluster, pool, ceph_cl
                 write.wait_for_complete_and_cb()
     finally:
         handle.shutdown()
+
+
+def test_a_cancelled_copy_stops_and_leaves_nothing(cephd, cluster, pool, ceph_cluster):
+    """A copy of 1,000 allocated pieces is cancelled while it runs (DELETE /tasks/<id>): the request answers 409,
+    the record ends FAILURE 'Cancelled…', and neither Ceph nor ZooKeeper holds the partial volume."""
+    seed_big(cephd, ceph_cluster, pool)
     answers: list = []
     copying = threading.Thread(target=lambda: answers.append(
         cephd.post("/storage/ceph/volume/vols/big/clone", params={"new_volume": "big2"})))
@@ -337,6 +344,34 @@ def test_a_cancelled_copy_stops_and_leaves_nothing(cephd, cluster, pool, ceph_cl
     assert record["cancelled"] is not None and record["current"] < 1000
     assert images(ceph_cluster, pool) == ["big"] and cluster.exists("/ceph/volumes/vols/big2") is None
     assert cephd.delete(f"/tasks/{task['id']}").status_code == 409
+
+
+def test_a_copy_interrupted_by_its_daemon_ends_failed_without_its_partial_volume(cephd, cluster, pool, ceph_cluster,
+                                                                                 daemon_factory, ceph_config):
+    """The daemon that copies is killed (SIGKILL) mid-copy; started again on its port it ends the RUNNING record
+    FAILURE 'Interrupted…' and removes the partial volume, which ZooKeeper never recorded."""
+    seed_big(cephd, ceph_cluster, pool)
+    copier = daemon_factory(ceph_config)
+
+    def copy() -> None:
+        with contextlib.suppress(requests.ConnectionError):  # its request dies with the daemon
+            copier.post("/storage/ceph/volume/vols/big/clone", params={"new_volume": "big2"})
+    copying = threading.Thread(target=copy, daemon=True)
+    copying.start()
+    (task,) = eventually(lambda: [record for record in copier.get("/tasks", params={
+        "kind": "ceph.volume.clone", "state": "RUNNING"}).json() if record["current"] >= 1])
+    copier.process.kill()
+    copier.process.wait()
+    copier.process = None
+    copying.join(timeout=REQUEST_TIMEOUT)
+    assert "big2" in images(ceph_cluster, pool)  # the partial volume, left by the dead daemon
+    copier.start()
+    record = ended(copier, task["id"])
+    assert record["state"] == "FAILURE" and record["cancelled"] is None and record["current"] < 1000
+    assert record["status"] == ("Interrupted: the API daemon that ran it stopped; the partial volume vols/big2 was "
+                                "removed")
+    assert record["worker"] == task["worker"] and record["log"][-1]["message"] == record["status"]
+    assert images(ceph_cluster, pool) == ["big"] and cluster.exists("/ceph/volumes/vols/big2") is None
 
 
 def test_volume_lifecycle(cephd, cluster, pool, ceph_cluster):

@@ -9,14 +9,17 @@ from the database.
 from __future__ import annotations
 
 import json
+import socket
 import sqlite3
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from test_simnode import define, domain_state, other_vm, set_node, set_state
-from test_vm import UUID
+import requests
+from test_simnode import define, domain_state, other_vm, set_node, set_state, zk_placement, zk_value
+from test_vm import UUID, uuid_for
 
-from conftest import ANSWER_SLACK, Daemon, settle_timeout
+from conftest import ANSWER_SLACK, REQUEST_TIMEOUT, Daemon, deep_merge, settle_timeout, sim_ready, wait_until
 
 NO_CEPH = {"plugins": {"disabled": ["ceph"]}}
 FIELDS = ("id", "name", "plugin", "kind", "state", "current", "total", "status", "result", "args", "kwargs",
@@ -149,3 +152,228 @@ def test_vm_and_node_tasks_follow_the_node_daemons(sim_factory, clean_zk):
                                          "down); nothing to cancel"}
     assert sim.delete("/tasks/no-such-task").status_code == 404
     assert ended(sim, shutdown["id"]) == shutdown  # an ended task's wait answers at once, unchanged
+
+
+# -- following across daemons, cancelling midway ------------------------------------------------
+#
+# The simulated nodes hold a migration on demand (POST /simnode/<node> action=hold, step, release): the VM
+# stays "migrate" on its target while its source holds it, so work is caught under way, by event.
+
+# what the daemon under test needs when the simulated nodes run in another daemon
+WAITS = {"vm": {"wait_timeout": str(settle_timeout())}, "node": {"wait_timeout": str(settle_timeout())}}
+FOLLOWED_AGAIN = "Followed again after its daemon restarted"
+BACKGROUND = ThreadPoolExecutor(max_workers=2, thread_name_prefix="waiting-request")
+
+
+def simnode(sim: Daemon, node: str, action: str) -> None:
+    answer = sim.post(f"/simnode/{node}", params={"action": action})
+    assert answer.status_code == 200, answer.text
+
+
+def placed(zk: Any, uuid: str, where: tuple, message: str) -> None:
+    wait_until(lambda: zk_placement(zk, uuid) == where, message=message)
+
+
+def messages(record: dict) -> list[str]:
+    return [line["message"] for line in record["log"]]
+
+
+def in_order(lines: list[str], *expected: str) -> bool:
+    """``expected`` appear in ``lines`` in this order (progress lines may come between)."""
+    positions = [lines.index(line) if line in lines else -1 for line in expected]
+    return -1 not in positions and positions == sorted(positions)
+
+
+def in_background(sim: Daemon, path: str, **params: str) -> Future:
+    """A POST answered in another thread (a wait=true request), on a connection of its own, checked against the
+    daemon's OpenAPI document as every answer is."""
+    def post() -> requests.Response:
+        answer = requests.post(sim.url(path), params=params, timeout=REQUEST_TIMEOUT)
+        sim.contract().check("POST", "/api/v1" + path, answer.status_code, answer.headers.get("Content-Type"),
+                             answer.content)
+        return answer
+    return BACKGROUND.submit(post)
+
+
+def running_task(sim: Daemon, kind: str) -> str:
+    """The id of the one running record of ``kind`` (a wait=true request names it only in its answer)."""
+    found = wait_until(lambda: sim.get("/tasks", params={"kind": kind, "state": "RUNNING"}).json(),
+                       message=f"a running {kind} record")
+    assert len(found) == 1, found
+    return found[0]["id"]
+
+
+def refused_with_task(answer: Future, task: str, *messages: str) -> None:
+    """A wait=true request whose work was cancelled: 409 (one of ``messages``), still naming its record."""
+    response = answer.result(timeout=settle_timeout())
+    assert response.status_code == 409 and response.json() in [{"message": text} for text in messages], \
+        response.text
+    assert response.headers["X-Task-Id"] == task
+
+
+def cancelled(sim: Daemon, task: str) -> dict:
+    """DELETE of a running task: 202 with the record still running, marked; then its end."""
+    answer = sim.delete(f"/tasks/{task}")
+    assert answer.status_code == 202, answer.text
+    marked = answer.json()
+    assert (marked["state"], marked["ended"]) == ("RUNNING", None) and marked["cancelled"] is not None
+    record = ended(sim, task)
+    assert record["state"] == "FAILURE" and record["cancelled"] == marked["cancelled"]
+    assert record["result"] == {"error": "cancelled", "cancelled": True}
+    assert record["created"] <= record["started"] <= record["cancelled"] <= record["ended"]
+    assert sim.delete(f"/tasks/{task}").status_code == 409  # ended: nothing to cancel any more
+    return record
+
+
+def test_cancel_a_migration_and_a_flush_midway(sim_factory, clean_zk):
+    """A migration cancelled while its VM is still 'migrate' puts the VM back on its source (lastnode as
+    before); a flush cancelled after its first VM moved stops (no further VM leaves) and brings that one back;
+    both end FAILURE 'Cancelled…' with their log. A ready under way cannot be cancelled (409)."""
+    sim = sim_factory(NO_CEPH)
+    # the task's header is declared on the error answers that carry it, not only on success
+    operations = sim.get("/openapi.json").json()["paths"]
+    for path, statuses in (("/api/v1/vm/{vm}/node", ("200", "400", "409", "503")),
+                           ("/api/v1/node/{node}/domain-state", ("200", "409", "503"))):
+        responses = operations[path]["post"]["responses"]
+        assert sorted(code for code, answer in responses.items()
+                      if "X-Task-Id" in answer.get("headers", {})) == list(statuses), path
+    vms = {f"held{index}": uuid_for(40 + index) for index in (1, 2, 3)}
+    for index, name in enumerate(vms, start=41):
+        define(sim, other_vm(name, index, 1024))
+        assert set_state(sim, "start", vm=name).status_code == 200
+    home = {uuid: ("start", "pvchv1", "") for uuid in vms.values()}
+    simnode(sim, "pvchv1", "hold")
+
+    # a migration (its request waiting for it), cancelled while pvchv1 holds it
+    first = uuid_for(41)
+    asked = "Migrating VM 'held1' to node 'pvchv2'."
+    waiting = in_background(sim, "/vm/held1/node", action="migrate", node="pvchv2", wait="true")
+    placed(clean_zk, first, ("migrate", "pvchv2", "pvchv1"), "the migration to be held at pvchv1")
+    task = running_task(sim, "vm.migrate")
+    record = cancelled(sim, task)
+    refused_with_task(waiting, task, "VM 'held1' runs on node 'pvchv1', not 'pvchv2': the migrate was cancelled "
+                                     "or superseded")
+    assert record["status"] == "Cancelled: VM 'held1' put back on node 'pvchv1'"
+    assert in_order(messages(record), asked, f"Cancel requested: DELETE /tasks/{task}",
+                    "Cancelling: VM 'held1' put back on node 'pvchv1' (the move to 'pvchv2' is abandoned)",
+                    record["status"]) and messages(record)[-1] == record["status"]
+    assert {uuid: zk_placement(clean_zk, uuid) for uuid in vms.values()} == home
+    assert sorted(zk_value(clean_zk, "/nodes/pvchv1/runningdomains").split()) == sorted(vms.values())
+
+    # a flush of three VMs: the first goes (one step), the second is held; then the cancel
+    asked = "Flushing hypervisor pvchv1 of running VMs."
+    waiting = in_background(sim, "/node/pvchv1/domain-state", state="flush", wait="true")
+    task = running_task(sim, "node.flush")
+
+    def moving(count: int) -> Any:
+        places = {uuid: zk_placement(clean_zk, uuid) for uuid in vms.values()}
+        gone = [uuid for uuid, (state, node, _) in places.items() if (state, node) != ("start", "pvchv1")]
+        held = [uuid for uuid in gone if places[uuid][0] == "migrate"]
+        return places if (len(gone), len(held)) == (count, 1) else None
+    wait_until(lambda: moving(1), message="the flush's first migration to be held")
+    simnode(sim, "pvchv1", "step")
+    places = wait_until(lambda: moving(2), message="the first VM moved and the second held")
+    wait_until(lambda: sim.get(f"/tasks/{task}").json()["current"] == 1, message="the record counting one VM moved")
+    untouched = [uuid for uuid, where in places.items() if where == home[uuid]]
+    assert len(untouched) == 1
+    record = cancelled(sim, task)
+    # the request sees the unflush, or already its end
+    refused_with_task(waiting, task, *(f"Node 'pvchv1' did not become flushed: its domain state is now '{state}' "
+                                       "(the flush was cancelled or superseded)" for state in ("unflush", "ready")))
+    assert record["status"] == "Cancelled: flush stopped; hypervisor pvchv1 returned to service"
+    assert in_order(messages(record), asked, "Flushing hypervisor pvchv1: 2 of 3 VMs still running there",
+                    f"Cancel requested: DELETE /tasks/{task}",
+                    "Cancelling: wrote domain state 'unflush'; node pvchv1 stops migrating VMs away and brings "
+                    "back those it moved", record["status"]) and messages(record)[-1] == record["status"]
+    assert record["kwargs"] == {"node": "pvchv1", "target": "ready", "_cancelling": True}
+    assert {uuid: zk_placement(clean_zk, uuid) for uuid in vms.values()} == home
+    assert zk_value(clean_zk, "/nodes/pvchv1/domainstate") == "ready"
+    assert sorted(zk_value(clean_zk, "/nodes/pvchv1/runningdomains").split()) == sorted(vms.values())
+
+    # a ready under way (its VMs held where the flush sent them) cannot be cancelled
+    simnode(sim, "pvchv1", "release")
+    assert domain_state(sim, "pvchv1", "flush").status_code == 200
+    for node in ("pvchv2", "pvchv3"):
+        simnode(sim, node, "hold")
+    task = started(domain_state(sim, "pvchv1", "ready", wait=False), "Restoring hypervisor pvchv1 to active service.")
+    wait_until(lambda: any(zk_placement(clean_zk, uuid)[:2] == ("migrate", "pvchv1") for uuid in vms.values()),
+               message="the ready's first migration back to be held")
+    refused = sim.delete(f"/tasks/{task}")
+    assert refused.status_code == 409
+    assert refused.json() == {"message": "Tasks of kind 'node.ready' cannot be cancelled once running: a ready is "
+                                         "undone by a flush, which is a request of its own"}
+    running = sim.get(f"/tasks/{task}").json()
+    assert (running["state"], running["cancelled"]) == ("RUNNING", None)
+    for node in ("pvchv2", "pvchv3"):
+        simnode(sim, node, "release")
+    check(ended(sim, task), "node.ready", "node", "Restored hypervisor pvchv1 to active service.",
+          "Restoring hypervisor pvchv1 to active service.")
+    assert {uuid: zk_placement(clean_zk, uuid) for uuid in vms.values()} == home
+
+
+def test_a_restarted_daemon_follows_its_running_records_again(sim_factory, daemon_factory, clean_zk):
+    """The daemon under test (no nodes of its own) starts a migration and a flush that the simulated nodes hold,
+    stops with both RUNNING, starts again on its port, and ends both SUCCESS once the nodes finish."""
+    sim = sim_factory(NO_CEPH)
+    api = daemon_factory(deep_merge(NO_CEPH, WAITS))
+    wait_until(lambda: sim_ready(api), message="the daemon under test seeing the simulated nodes")
+    define(sim)
+    define(sim, other_vm("small1", 1, 512), node="pvchv3")
+    for vm in ("test1", "small1"):
+        assert set_state(sim, "start", vm=vm).status_code == 200
+    for node in ("pvchv1", "pvchv3"):
+        simnode(sim, node, "hold")
+    migrate = started(set_node(api, "migrate", "pvchv2", wait=False), "Migrating VM 'test1' to node 'pvchv2'.")
+    flush = started(domain_state(api, "pvchv3", "flush", wait=False), "Flushing hypervisor pvchv3 of running VMs.")
+    placed(clean_zk, UUID, ("migrate", "pvchv2", "pvchv1"), "the migration to be held at pvchv1")
+    wait_until(lambda: zk_placement(clean_zk, uuid_for(1))[0] == "migrate", message="the flush to be held")
+    worker = api.get(f"/tasks/{migrate}").json()["worker"]
+    assert worker == f"api@{socket.gethostname()}:{api.port}"
+
+    assert api.stop() == 0
+    for task in (migrate, flush):
+        record = database_record(api, task)
+        assert (record["state"], record["worker"], record["ended"]) == ("RUNNING", worker, None)
+    api.start()
+    for node in ("pvchv1", "pvchv3"):
+        simnode(sim, node, "release")
+    record = ended(api, migrate)
+    check(record, "vm.migrate", "vm", "VM 'test1' runs on node 'pvchv2'", "Migrating VM 'test1' to node 'pvchv2'.")
+    assert FOLLOWED_AGAIN in messages(record) and record["worker"] == worker
+    record = ended(api, flush)
+    check(record, "node.flush", "node", "Flushed hypervisor pvchv3 of running VMs.",
+          "Flushing hypervisor pvchv3 of running VMs.")
+    assert FOLLOWED_AGAIN in messages(record) and record["worker"] == worker
+    assert (record["current"], record["total"]) == (1, 1)
+
+
+def test_a_record_whose_daemon_died_is_failed_by_another_after_three_heartbeats(sim_factory, daemon_factory,
+                                                                                clean_zk, postgres):
+    """One database, two daemons: the one that follows a held migration is killed (SIGKILL); the other fails
+    its record 'Abandoned: …' three heartbeats after its last mark, and the end stays when the node finishes."""
+    heartbeat = 1.0
+    shared = {"provisioner": {"database": postgres}, "tasks": {"heartbeat": str(heartbeat)}}
+    sim = sim_factory(deep_merge(NO_CEPH, shared))
+    api = daemon_factory(deep_merge(deep_merge(NO_CEPH, WAITS), shared))
+    wait_until(lambda: sim_ready(api), message="the daemon under test seeing the simulated nodes")
+    define(sim)
+    assert set_state(sim, "start").status_code == 200
+    simnode(sim, "pvchv1", "hold")
+    task = started(set_node(api, "migrate", "pvchv2", wait=False), "Migrating VM 'test1' to node 'pvchv2'.")
+    placed(clean_zk, UUID, ("migrate", "pvchv2", "pvchv1"), "the migration to be held at pvchv1")
+    api.process.kill()
+    api.process.wait()
+    api.process = None
+    record = ended(sim, task)
+    last_mark = _rows(sim, task)[0]["heartbeat"]
+    worker = f"api@{socket.gethostname()}:{api.port}"
+    assert record["worker"] == worker and record["state"] == "FAILURE"
+    assert record["status"].startswith(f"Abandoned: {worker} stopped following it (no sign of it for ")
+    assert record["status"].endswith(" s); the outcome is not known to this record")
+    silent = record["ended"] - last_mark
+    # swept by a turn of the other daemon's heartbeat (every heartbeat, looked at every poll_interval)
+    assert 3 * heartbeat <= silent <= 4 * heartbeat + 0.25 + ANSWER_SLACK, silent
+    assert messages(record)[0] == "Migrating VM 'test1' to node 'pvchv2'." and messages(record)[-1] == record["status"]
+    simnode(sim, "pvchv1", "release")
+    placed(clean_zk, UUID, ("start", "pvchv2", "pvchv1"), "the held migration to finish")
+    assert database_record(sim, task) == record  # an end is final

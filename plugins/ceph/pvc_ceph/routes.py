@@ -8,7 +8,7 @@ from pvc_core.errors import BadRequest
 from pvc_core.params import INTEGER, NUMBER, STRING, Param
 from pvc_core.routes import ADMIN, CONFLICT, NO_MATCH, Route, collapse
 from pvc_core.shapes import INT, MESSAGE, NUM, STR, array, named, nullable, obj, one_or_many
-from pvc_core.taskroutes import TASK_HEADERS, announce
+from pvc_core.taskroutes import announce, task_headers
 
 from . import tasks
 
@@ -35,6 +35,9 @@ VOLUME = named("Volume", obj({"name": STR, "pool": STR, "stats": _stats({
     "block_name_prefix": STR, "format": INT, "features": array(STR), "op_features": array(STR),
     "flags": array(STR), "create_timestamp": STR, "access_timestamp": STR, "modify_timestamp": STR})}))
 SNAPSHOT = named("Snapshot", obj({"pool": STR, "volume": STR, "snapshot": STR}))
+# after its record began, a task's request may still fail: the node daemon's or Ceph's refusal (400), a
+# cancelled copy or a busy object (409), Ceph or the node daemon not answering in time (503)
+TASK_ERRORS_TOO = task_headers(400, 409, 503)
 BUSY = {409: "Ceph refused: the object exists or is busy (e.g. a volume with snapshots)"}
 NAMED_BUSY = {404: "The pool or volume named by a parameter does not exist", **BUSY}
 
@@ -196,10 +199,10 @@ def routes() -> list[Route]:
             Param("device", STRING, required=True, help="block device, e.g. /dev/sdb (its data is destroyed)"),
             Param("weight", NUMBER, required=True, help="CRUSH weight, e.g. 1.0")),
             summary="Create an OSD on a node's disk (by that node's daemon; a task)", tags=tags, returns=MESSAGE,
-            responses=CONFLICT, scope=ADMIN, headers=TASK_HEADERS),
+            responses=CONFLICT, scope=ADMIN, headers=TASK_ERRORS_TOO),
         Route("DELETE", "/storage/ceph/osd/<osdid>", remove_osd, (CONFIRM,),
               summary="Remove an OSD (by its node's daemon; a task)", tags=tags, returns=MESSAGE, responses=CONFLICT,
-              scope=ADMIN, headers=TASK_HEADERS),
+              scope=ADMIN, headers=TASK_ERRORS_TOO),
         Route("GET", "/storage/ceph/osd/<osdid>", get_osd, summary="One OSD (as a one-element list)", tags=tags,
               returns=array(OSD)),
         Route("GET", "/storage/ceph/osd/<osdid>/state", get_osd_state, summary="An OSD's in/up state", tags=tags,
@@ -228,12 +231,12 @@ def routes() -> list[Route]:
             Param("volume", STRING, required=True, help="volume name"),
             Param("pool", STRING, required=True, help="pool name"), SIZE, SOURCE),
             summary="Create an RBD volume (or copy one with source_volume: a task)", tags=tags,
-            returns=MESSAGE, responses=NAMED_BUSY, headers=TASK_HEADERS),
+            returns=MESSAGE, responses=NAMED_BUSY, headers=TASK_ERRORS_TOO),
         Route("GET", "/storage/ceph/volume/<pool>/<volume>", get_volume, summary="One RBD volume", tags=tags,
               returns=VOLUME),
         Route("POST", "/storage/ceph/volume/<pool>/<volume>", add_volume, (SIZE, SOURCE),
               summary="Create an RBD volume (names in the path; a copy with source_volume: a task)", tags=tags,
-              returns=MESSAGE, responses=BUSY, headers=TASK_HEADERS),
+              returns=MESSAGE, responses=BUSY, headers=TASK_ERRORS_TOO),
         Route("PUT", "/storage/ceph/volume/<pool>/<volume>", modify_volume, (
             Param("size", STRING, aliases=("new_size",), help="grow the volume to this size"),
             Param("new_name", STRING, aliases=("name",), help="rename the volume"),
@@ -243,7 +246,7 @@ def routes() -> list[Route]:
               returns=MESSAGE, responses=BUSY),
         Route("POST", "/storage/ceph/volume/<pool>/<volume>/clone", clone_volume, (
             Param("new_volume", STRING, required=True, help="name of the copy, in the same pool"),),
-            summary="Copy an RBD volume (a task)", tags=tags, returns=MESSAGE, responses=BUSY, headers=TASK_HEADERS),
+            summary="Copy an RBD volume (a task)", tags=tags, returns=MESSAGE, responses=BUSY, headers=TASK_ERRORS_TOO),
         Route("GET", "/storage/ceph/snapshot", list_snapshots, (
             Param("pool", STRING, help="only this pool"), Param("volume", STRING, help="only volumes of this name"),
             Param("limit", STRING, help="regular expression on the snapshot name")),

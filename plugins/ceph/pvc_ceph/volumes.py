@@ -341,6 +341,11 @@ class Volumes(CephArea):
             return False
         with self._ioctx(pool) as ioctx:
             try:
+                # The dead copier still holds the image's exclusive lock and its watch, and Ceph refuses the removal
+                # until that watch times out (30 s): break the lock, which blocklists its owner and drops the watch.
+                with rbd.Image(ioctx, name) as image:
+                    for owner in image.lock_get_owners():
+                        image.lock_break(owner["mode"], owner["owner"])
                 rbd.RBD().remove(ioctx, name)
             except rbd.ImageNotFound:
                 return False

@@ -7,7 +7,7 @@ from typing import Any
 from pvc_core.params import BOOLEAN, STRING, Param
 from pvc_core.routes import ADMIN, CONFLICT, NO_MATCH, Route, collapse
 from pvc_core.shapes import INT, MESSAGE, NUM, STR, array, named, obj, one_or_many
-from pvc_core.taskroutes import TASK_HEADERS, announce
+from pvc_core.taskroutes import announce, task_headers
 
 from .service import NodeService
 
@@ -73,7 +73,7 @@ def routes() -> list[Route]:
                Param("wait", BOOLEAN, default=False, help="wait for the node daemon to finish "
                                                           "(bounded by pvc.node.wait_timeout)")),
               summary="Flush a node of its VMs or return it to service (a task: node.flush, node.ready)", tags=tags,
-              returns=MESSAGE, headers=TASK_HEADERS,
+              returns=MESSAGE, headers=task_headers(409, 503),
               responses={409: "The node daemon did not finish within pvc.node.wait_timeout, or a concurrent "
                               "change"}),
     ]

@@ -148,6 +148,11 @@ class NodeService:
         if not wait:
             return started
         self._wait_until_not(name, written)
+        target = "flushed" if state == "flush" else "ready"
+        now = self.runtime.zk.get(schema.key(name, "domainstate"))
+        if now != target:  # a cancel (DELETE /tasks/<id>: unflush) or a concurrent request
+            raise ApiError(f"Node '{name}' did not become {target}: its domain state is now '{now}' (the {state} "
+                           "was cancelled or superseded)", 409)
         return done
 
     def _wait_until_not(self, name: str, value: str) -> None:

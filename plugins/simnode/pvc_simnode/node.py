@@ -78,6 +78,12 @@ class SimNode:
         self._inbound: set[str] = set()  # VMs a peer is migrating here right now (it has not published yet)
         self._mutex = threading.Lock()
         self._generation = 0  # of flush/unflush: a new request aborts the running one
+        # The hold on outgoing migrations (``hold``/``step``/``release``): a slow migration on demand, so that
+        # tests and demos can follow, cancel or interrupt work under way. It outlives a restart of the daemon.
+        self._gate = threading.Condition()
+        self._held = False
+        self._passes = 0  # held migrations that ``step`` let go and that have not started yet
+        self._outgoing: set[str] = set()  # VMs whose held migration waits in a thread of its own
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -144,6 +150,56 @@ class SimNode:
             self.zk = None
         self.running_daemon = False
         log.info("simulated node %s %s", self.name, "stopped" if clean else "killed (keepalives stop)")
+
+    # -- holding outgoing migrations -------------------------------------------------------
+
+    def hold(self) -> None:
+        """From now on a live migration away from this node waits before it starts: the VM stays ``migrate``
+        with ``node`` its target and runs here, as during a long real migration, until ``step`` or
+        ``release``. A waiting migration whose VM is put back (or sent elsewhere) meanwhile is dropped."""
+        with self._gate:
+            self._held, self._passes = True, 0
+
+    def step(self) -> None:
+        """Let one held migration go (the one waiting longest, or the next one to come)."""
+        with self._gate:
+            self._passes += 1
+            self._gate.notify_all()
+
+    def release(self) -> None:
+        """Stop holding: every waiting migration goes now, later ones at once."""
+        with self._gate:
+            self._held, self._passes = False, 0
+            self._gate.notify_all()
+
+    def _leave(self, uuid: str, target: str) -> None:
+        """A migration away, at once, or in a thread of its own once the hold lets it go."""
+        with self._gate:
+            held = self._held
+        if not held:
+            self._migrate_out(uuid, target)
+            return
+        if uuid in self._outgoing:
+            return
+        self._outgoing.add(uuid)
+
+        def wait() -> None:
+            try:
+                while True:
+                    if not self.alive or not self.hypervisor.is_running(uuid) or \
+                            (self._get(schema.vm(uuid, "state")), self._get(schema.vm(uuid, "node"))) != \
+                            ("migrate", target):
+                        return  # put back, sent elsewhere or stopped: this migration is not wanted any more
+                    with self._gate:
+                        if not self._held or self._passes > 0:
+                            self._passes -= 1 if self._held else 0
+                            break
+                        # woken by step/release; the keys are looked at again every 0.05 s, as _await_incoming does
+                        self._gate.wait(0.05)
+                self._migrate_out(uuid, target)
+            finally:
+                self._outgoing.discard(uuid)
+        self._spawn("outgoing", wait)
 
     # -- ZooKeeper helpers -----------------------------------------------------------------
 
@@ -363,7 +419,7 @@ class SimNode:
                 else:
                     self._await_incoming(uuid)
             elif here:
-                self._migrate_out(uuid, home or "")
+                self._leave(uuid, home or "")
         elif state == "restart":
             if mine:
                 if here:

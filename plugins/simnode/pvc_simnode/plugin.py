@@ -116,6 +116,12 @@ def pvc_stop(runtime: Any) -> None:
         service.cluster = None
 
 
+# The hold on a node's outgoing migrations (SimNode.hold/step/release), and what each action answers.
+HOLDS = {"hold": "Holding the outgoing migrations of simulated node '{0}'.",
+         "step": "Letting one held migration of simulated node '{0}' go.",
+         "release": "Released the outgoing migrations of simulated node '{0}'."}
+
+
 def list_nodes(ctx: Any, params: dict) -> list:
     return ctx.service("simnode").require().describe()
 
@@ -125,6 +131,9 @@ def act(ctx: Any, params: dict, node: str) -> dict:
     if simulated is None:
         raise BadRequest(f"ERROR: No simulated node named '{node}'.")
     action = params["action"]
+    if action in HOLDS:
+        getattr(simulated, action)()
+        return {"message": HOLDS[action].format(node)}
     if action == "start":
         simulated.start()
         return {"message": f"Started simulated node '{node}'."}
@@ -139,10 +148,12 @@ def pvc_routes(runtime: Any) -> list:
         Route("GET", "/simnode", list_nodes, summary="The simulated nodes of this daemon", tags=tags,
               returns=array(SIMULATED), responses={404: "The simulator is not running in this process"}),
         Route("POST", "/simnode/<node>", act,
-              (Param("action", STRING, required=True, choices=("start", "stop", "kill"),
+              (Param("action", STRING, required=True, choices=("start", "stop", "kill", *HOLDS),
                      help="start the node daemon; stop it cleanly (its VMs keep running); kill it (host crash: "
-                          "keepalives stop, its VMs are gone)"),),
-              summary="Start, stop or kill a simulated node", tags=tags, returns=MESSAGE,
+                          "keepalives stop, its VMs are gone); hold its outgoing migrations (each waits, its VM "
+                          "in state migrate), step (let one go) or release them (all go)"),),
+              summary="Start, stop or kill a simulated node, or hold its outgoing migrations", tags=tags,
+              returns=MESSAGE,
               responses={404: "The simulator is not running in this process"},
               scope=ADMIN),  # admin: it stops or crashes a (simulated) node of the cluster
     ]

@@ -9,7 +9,7 @@ from pvc_core.errors import BadRequest
 from pvc_core.params import BOOLEAN, INTEGER, NAME_HELP, NAME_PATTERN, STRING, Param
 from pvc_core.routes import CONFLICT, NO_MATCH, Encoded, Route
 from pvc_core.shapes import BOOL, INT, MESSAGE, STR, array, named, nullable, obj, one_or_many
-from pvc_core.taskroutes import TASK_HEADERS, announce
+from pvc_core.taskroutes import announce, task_headers
 
 from . import schema
 from .additions import TAG, TAGS_ON_DEFINE, defined_tags
@@ -41,6 +41,8 @@ VM = named("VM", obj({
     "controllers": array(obj({"type": NSTR, "model": NSTR})),
     "xml": STR}))
 META = obj({"name": STR, "node_limit": nullable(array(STR)), "node_selector": NSTR, "node_autostart": BOOL})
+# after its record began, a task's request may still fail: a VM that failed (400), the bounded wait (409), ZooKeeper
+TASK_ERRORS_TOO = task_headers(400, 409, 503)
 WAITED = {409: "The node daemon did not finish within pvc.vm.wait_timeout, or a concurrent change"}
 
 
@@ -156,7 +158,7 @@ def routes() -> list[Route]:
             Param("state", STRING, required=True, choices=("start", "shutdown", "stop", "restart", "disable"),
                   help="A valid state must be specified"), WAIT),
             summary="Start, stop, shut down, restart or disable a VM (shutdown, restart: a task)", tags=tags,
-            returns=MESSAGE, responses=WAITED, headers=TASK_HEADERS, etag=True),
+            returns=MESSAGE, responses=WAITED, headers=TASK_ERRORS_TOO, etag=True),
         Route("GET", "/vm/<vm>/node", get_node, summary="A VM's node and previous node", tags=tags,
               returns=obj({"name": STR, "node": STR, "last_node": STR})),
         Route("POST", "/vm/<vm>/node", set_node, (
@@ -170,7 +172,7 @@ def routes() -> list[Route]:
                   help="selector for the automatic choice of target, this time only (default: the VM's own)"),
             WAIT,
         ), summary="Migrate, unmigrate or move a VM (migrate, move: a task)", tags=tags, returns=MESSAGE,
-            responses=WAITED, headers=TASK_HEADERS, etag=True),
+            responses=WAITED, headers=TASK_ERRORS_TOO, etag=True),
         Route("POST", "/vm/<vm>/locks", flush_locks, summary="Remove the RBD locks of a stopped VM (needs ceph)",
               tags=tags, returns=MESSAGE),
         Route("GET", "/vm/<vm>/console", console, (

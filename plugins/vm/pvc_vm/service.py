@@ -556,6 +556,10 @@ class VMService:
                 on_task(task_id)
         if wait and result["state"] in ("migrate", "start"):
             self._wait_state(ident, uuid, "migrate")
+            now = self.zk.get(schema.key(uuid, "node"))
+            if now != result["target"]:  # a cancel (DELETE /tasks/<id>: put back) or a concurrent change
+                raise ApiError(f"VM '{ident}' runs on node '{now}', not '{result['target']}': the {action} was "
+                               "cancelled or superseded", 409)
         return result["message"]
 
     def _target(self, ident: str, node: str | None, current: dict[str, str | None],
