@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(zookeeper default-jre-headless postgresql redis-server libvirt-dev pkg-config wrk
               python3-venv gcc python3-dev openssl
               ceph-mon ceph-mgr ceph-osd ceph-common python3-rados python3-rbd
-              rbd-fuse fuse3 e2fsprogs xfsprogs util-linux mount)
+              rbd-fuse fuse3 e2fsprogs xfsprogs util-linux mount qemu-utils)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -74,6 +74,7 @@ def pvc_routes(runtime: Any) -> list:
 @hookimpl
 def pvc_start(runtime: Any) -> None:
     service = runtime.service("ceph")
+    service.uploads.clear_leftovers()
     if runtime.config["ceph.collector"]:
         service.collector = Collector(runtime, service.client, runtime.config["ceph.interval"], service.pools,
                                       service.osds, service.volumes, runtime.config["ceph.volume_interval"])
