@@ -33,11 +33,10 @@ SEEDED = {"vm": ["web1", VM_UUID, "nosuch"], "node": ["pvchv1", "nosuch"], "vni"
 
 
 def config(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The ceph plugin loaded on a ceph.conf that names no cluster (nothing here calls Ceph), without its
-    collector (/ceph would follow a live Ceph on one side and not on the other)."""
+    """The ceph plugin loaded on a ceph.conf that does not exist (nothing here calls Ceph; /health's probe then
+    fails at once on both sides), without its collector (/ceph would follow a live Ceph on one side only)."""
     conf = tmp_path_factory.mktemp("no-ceph") / "ceph.conf"
-    conf.write_text("[global]\nmon_host = 127.0.0.1:1\n")
-    return {"ceph": {"conf": str(conf), "collector": "False", "timeout": "1"}, "metadata": {"enabled": "False"}}
+    return {"ceph": {"conf": str(conf), "collector": "False"}, "metadata": {"enabled": "False"}}
 
 
 @pytest.fixture(scope="module")
