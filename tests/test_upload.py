@@ -19,11 +19,12 @@ from pathlib import Path
 import pytest
 from kazoo.client import KazooClient
 
-from conftest import START_TIMEOUT, deep_merge, empty_tree
+from conftest import ANSWER_SLACK, CEPH_TIMEOUT, START_TIMEOUT, deep_merge, empty_tree
 
 MIB = 1024 * 1024
 POOL = "upl"
 SIZE = 32 * MIB
+BODY_TIMEOUT = 3.0
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,9 @@ def up(daemon_factory, zk_server, ceph_config) -> Iterator:
     client = KazooClient(hosts=zk_server.address)
     client.start(timeout=START_TIMEOUT)
     empty_tree(client)
-    daemon = daemon_factory(deep_merge(ceph_config, {"ceph": {"collector": "False"}}))
+    # a short body timeout: a stalled upload is cut (408) within seconds
+    daemon = daemon_factory(deep_merge(ceph_config, {"ceph": {"collector": "False"},
+                                                     "api": {"body_timeout": str(BODY_TIMEOUT)}}))
     try:
         assert daemon.post("/initialize").status_code == 200
         made = daemon.post("/storage/ceph/pool", params={"pool": POOL, "pgs": "8", "replcfg": "copies=1,mincopies=1"})
@@ -152,6 +155,22 @@ def test_refused_uploads_leave_the_volume_as_it_was(up, ceph_cluster, tmp_path):
     assert answer.status == 400 and answer.getheader("Connection") == "close"
     assert json.loads(answer.read())["message"].startswith(f"Image data: expected at most {SIZE} bytes")
     connection.close()
+
+    # a body that stops arriving after one object was written: 408 once a piece is api.body_timeout late,
+    # and the object written is rolled back
+    connection = http.client.HTTPConnection("127.0.0.1", up.port, timeout=START_TIMEOUT)
+    connection.putrequest("POST", f"/api/v1/storage/ceph/volume/{POOL}/{name}/upload?image_format=raw")
+    connection.putheader("Content-Length", str(SIZE))
+    connection.endheaders()
+    connection.send(b"\x33" * (5 * MIB))
+    started = time.monotonic()
+    answer = connection.getresponse()
+    assert answer.status == 408, answer.read()
+    # (the wait began at the server's last read, just before ``started``; the rollback is one Ceph call)
+    assert BODY_TIMEOUT - 1 < time.monotonic() - started < BODY_TIMEOUT + ANSWER_SLACK + CEPH_TIMEOUT
+    assert "api.body_timeout" in json.loads(answer.read())["message"]
+    connection.close()
+    assert image_of(ceph_cluster, name) == before
 
     # a chunked raw body found longer than the volume once the volume is written: rolled back
     def longer() -> Iterator[bytes]:
