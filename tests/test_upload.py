@@ -34,8 +34,14 @@ def up(daemon_factory, zk_server, ceph_config) -> Iterator:
     empty_tree(client)
     # a short body timeout: a stalled upload is cut (408) within seconds
     daemon = daemon_factory(deep_merge(ceph_config, {"ceph": {"collector": "False"},
-                                                     "api": {"body_timeout": str(BODY_TIMEOUT)}}))
+                                                     "api": {"body_timeout": str(BODY_TIMEOUT)}}), start=False)
+    # what a daemon that died during an upload left behind goes when the ceph plugin starts
+    stale = Path(daemon.config["data_dir"]) / "uploads" / f"{POOL}.gone.upload-0123456789ab.spool"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"x" * 1000)
+    daemon.start()
     try:
+        assert leftovers(daemon) == []
         assert daemon.post("/initialize").status_code == 200
         made = daemon.post("/storage/ceph/pool", params={"pool": POOL, "pgs": "8", "replcfg": "copies=1,mincopies=1"})
         assert made.status_code == 200, made.text
