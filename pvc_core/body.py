@@ -70,16 +70,17 @@ class _BodyReader:
     """cheroot's body stream; what fails while reading it (chunk framing, a body shorter than its
     Content-Length that ends in the socket timeout, a reset) is a BodyUnreadable."""
 
-    def __init__(self, fp: Any, length: str | None):
+    def __init__(self, fp: Any, length: str | None, clock: Any = None):
         self._fp = fp
         self._length = length
+        self._clock = clock  # the socket reader whose deadline counts (connections.body_clock), if not this thread's
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._fp, name)
 
     def _failed(self, exc: Exception) -> BodyUnreadable:
         if isinstance(exc, TimeoutError):
-            phase = deadline_passed()
+            phase = deadline_passed(self._clock)
             if phase:
                 return BodyUnreadable(timeout_message(phase), 408)
             return BodyUnreadable(f"Request body: expected the {self._length} bytes of its Content-Length, "

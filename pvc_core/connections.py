@@ -124,15 +124,30 @@ def end_of_body() -> None:
         _limit(request.conn, None)
 
 
-def deadline_passed() -> str | None:
-    """The phase ("headers", "body") whose deadline this thread's request has passed, if any."""
-    request = getattr(_serving, "request", None)
-    if request is None:
-        return None
-    raw = request.conn.rfile.raw
+def deadline_passed(raw: Any = None) -> str | None:
+    """The phase ("headers", "body") whose deadline this thread's request (or the reader ``raw`` of
+    ``body_clock``) has passed, if any."""
+    if raw is None:
+        request = getattr(_serving, "request", None)
+        if request is None:
+            return None
+        raw = request.conn.rfile.raw
     if raw.deadline is not None and time.monotonic() >= raw.deadline:
         return raw.phase
     return None
+
+
+def body_clock() -> Any:
+    """This thread's request's socket reader, whose body deadline ``renew_body_deadline`` moves (a streamed
+    body is read by a worker thread, where the request is not this module's thread-local)."""
+    request = getattr(_serving, "request", None)
+    return None if request is None else request.conn.rfile.raw
+
+
+def renew_body_deadline(raw: Any) -> None:
+    """The next piece of a streamed body must arrive within ``api.body_timeout`` from now."""
+    raw.deadline = time.monotonic() + LIMITS.body_timeout
+    raw.phase = "body"
 
 
 def timeout_message(phase: str) -> str:

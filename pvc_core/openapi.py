@@ -210,6 +210,12 @@ def _operation(route: Route, path: str, operation_ids: set[str], components: _Co
     }
     if route.json_document:
         operation["requestBody"] = {"required": False, "content": {JSON: {"schema": {"type": "object"}}}}
+    if route.stream_body:
+        binary = {"type": "string", "format": "binary"}
+        operation["requestBody"] = {"required": True, "content": {
+            "application/octet-stream": {"schema": binary},
+            "multipart/form-data": {"schema": {"type": "object", "properties": {"file": binary},
+                                               "required": ["file"]}}}}
     if route.plugin:
         operation["x-plugin"] = route.plugin
     description = []

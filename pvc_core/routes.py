@@ -92,6 +92,11 @@ class Route:
     json_document: bool = False
     headers: dict[str, str | Header] = field(default_factory=dict)  # response headers: name -> description
     etag: bool = False
+    # The body is data handed to the handler as it arrives (``ctx.body``, a ``pvc_core.stream.StreamedBody``;
+    # a disk image of many GB), never read whole: ``api.max_body_size`` does not apply (the handler bounds
+    # it, e.g. by the volume's size), parameters come from the query string only, and the body must keep
+    # arriving: each piece within ``api.body_timeout``.
+    stream_body: bool = False
 
     def __post_init__(self) -> None:
         if not self.scope:

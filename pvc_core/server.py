@@ -37,6 +37,7 @@ from .connections import close_connection
 from .errors import ApiError, PayloadTooLarge, PluginError, ServiceUnavailable
 from .params import ignored_names, json_to_multidict, merge_sources, parse_params
 from .routes import API_PREFIX, MAIN_LISTENER, Encoded, EncodedArray, Response, Route, allow_header
+from .stream import StreamedBody
 
 log = logging.getLogger("pvc.api")
 
@@ -53,7 +54,7 @@ class RequestContext:
     """What a handler gets besides its parameters: the runtime and the request."""
 
     __slots__ = ("runtime", "request", "request_id", "listener", "response_headers", "document", "task_id",
-                 "if_match")
+                 "if_match", "body")
 
     def __init__(self, runtime: Any, request: Any, request_id: str, listener: str):
         self.runtime = runtime
@@ -64,6 +65,7 @@ class RequestContext:
         self.document: Any = None  # the JSON body of a ``Route.json_document`` route
         self.task_id: str | None = None  # the task record a long route made (pvc_core.taskroutes.announce)
         self.if_match: etags.Precondition | None = None  # a change's If-Match (routes with ``etag``)
+        self.body: StreamedBody | None = None  # the body of a ``Route.stream_body`` route, unread
 
     def header(self, name: str) -> str | None:
         return self.request.headers.get(name)
@@ -143,7 +145,7 @@ class Dispatcher:
             if length is not None:
                 if not (length.isascii() and length.isdigit()):
                     raise ApiError("Content-Length: expected a non-negative integer", 400)
-                if int(length) > self.max_body:
+                if int(length) > self.max_body and not route.stream_body:
                     raise PayloadTooLarge(
                         f"Request body of {length} bytes exceeds the limit of {self.max_body} bytes "
                         "(pvc.api.max_body_size)", headers={"Connection": "close"})
@@ -183,7 +185,10 @@ class Dispatcher:
         request = ctx.request
         try:
             sources = [request.params]
-            if has_body:
+            if route.stream_body:
+                # handed to the handler as it arrives, never read here
+                ctx.body = StreamedBody(request) if has_body else None
+            elif has_body:
                 # Read here rather than in CherryPy's stage so that a malformed
                 # body becomes a 400 like any other bad input.
                 process_body(request)
@@ -222,6 +227,9 @@ class Dispatcher:
         except Exception:
             log.exception("request %s: unhandled error in %s %s", ctx.request_id, route.method, route.path)
             return internal_error_body(ctx.request_id)
+        finally:
+            if ctx.body is not None:
+                ctx.body.finish()
         if ctx.if_match is not None and not ctx.if_match.checked:
             log.error("request %s: %s %s declares etag but its handler never checked If-Match (a bug of its "
                       "plugin: the change was made unconditionally)", ctx.request_id, route.method, route.path)

@@ -10,7 +10,7 @@ APT_PACKAGES=(zookeeper default-jre-headless postgresql redis-server libvirt-dev
               python3-venv gcc python3-dev openssl
               ceph-mon ceph-mgr ceph-osd ceph-common python3-rados python3-rbd
               rbd-fuse fuse3 e2fsprogs xfsprogs util-linux mount
-              systemd)  # systemd-analyze: tests/test_service.py checks the units with it
+              systemd qemu-utils)  # systemd-analyze: tests/test_service.py checks the units with it
 apt_install_missing "${APT_PACKAGES[@]}"
 
 PYTHON="${PYTHON:-python3}"

@@ -1,18 +1,26 @@
-"""GET /backup and POST /restore (PVC 1.x): a cluster backed up, restored onto a fresh ZooKeeper, answers alike."""
+"""GET /backup and POST /restore (PVC 1.x): a cluster backed up, restored onto a fresh ZooKeeper, answers alike.
+
+One seeded source daemon serves the whole module (the first test only reads it; the second
+restores onto it and leaves it as seeded). Backup and restore never call Ceph: the storage GET
+routes read what a v0.6 node daemon records in ZooKeeper, which ``seed`` writes, so the ceph
+plugin is loaded (its routes are compared) without a Ceph cluster behind it.
+"""
 
 from __future__ import annotations
 
 import itertools
 import json
 import re
+from collections.abc import Iterator
 
+import pytest
 from kazoo.client import KazooClient
 from test_cluster import tree
 from test_network import add_acl, add_managed, seed_lease
 from test_node import eventually, seed_node
 from test_vm import vm_xml
 
-from conftest import START_TIMEOUT, deep_merge, wait_until
+from conftest import START_TIMEOUT, empty_tree, wait_until
 from pvc_core.zkserver import ZooKeeperServer
 
 VM_UUID = "00000000-0000-4000-8000-000000000b01"
@@ -24,9 +32,28 @@ SEEDED = {"vm": ["web1", VM_UUID, "nosuch"], "node": ["pvchv1", "nosuch"], "vni"
           "snapshot": ["s1", "nosuch"], "osdid": ["0", "9"]}
 
 
-def config(ceph_config: dict) -> dict:
-    # No collector: /ceph would follow the live Ceph on one side and not on the other.
-    return deep_merge(ceph_config, {"ceph": {"collector": "False"}, "metadata": {"enabled": "False"}})
+def config(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The ceph plugin loaded on a ceph.conf that does not exist (nothing here calls Ceph; /health's probe then
+    fails at once on both sides), without its collector (/ceph would follow a live Ceph on one side only)."""
+    conf = tmp_path_factory.mktemp("no-ceph") / "ceph.conf"
+    return {"ceph": {"conf": str(conf), "collector": "False"}, "metadata": {"enabled": "False"}}
+
+
+@pytest.fixture(scope="module")
+def cluster(daemon_factory, zk_server, tmp_path_factory) -> Iterator[tuple]:
+    """(source daemon, its ZooKeeper client, the configuration): seeded once for the module."""
+    client = KazooClient(hosts=zk_server.address)
+    client.start(timeout=START_TIMEOUT)
+    empty_tree(client)
+    settings = config(tmp_path_factory)
+    source = daemon_factory(settings)
+    try:
+        seed(source, client)
+        yield source, client, settings
+    finally:
+        source.stop()
+        client.stop()
+        client.close()
 
 
 def seed(daemon, zk) -> None:
@@ -82,9 +109,8 @@ def answer(response):
     return response.json() if "json" in response.headers.get("Content-Type", "") else response.text
 
 
-def test_backup_restored_on_a_fresh_zookeeper_answers_alike(daemon_factory, ceph_config, clean_zk, tmp_path):
-    source = daemon_factory(config(ceph_config))
-    seed(source, clean_zk)
+def test_backup_restored_on_a_fresh_zookeeper_answers_alike(daemon_factory, cluster, tmp_path):
+    source, clean_zk, settings = cluster
     backup = source.get("/backup")
     assert backup.status_code == 200
     document = backup.json()
@@ -95,7 +121,7 @@ def test_backup_restored_on_a_fresh_zookeeper_answers_alike(daemon_factory, ceph
     fresh = KazooClient(hosts=zookeeper.address)
     try:
         fresh.start(timeout=START_TIMEOUT)
-        target = daemon_factory(config(ceph_config), coordinator=zookeeper.address)
+        target = daemon_factory(settings, coordinator=zookeeper.address)
         # refusals first: nothing is written
         assert target.post("/restore", json=document).status_code == 400  # no confirmation
         bad = [("not json", False, "expected a JSON cluster backup"), ("[]", True, "expected a JSON object"),
@@ -137,15 +163,12 @@ def test_backup_restored_on_a_fresh_zookeeper_answers_alike(daemon_factory, ceph
     finally:
         fresh.stop()
         zookeeper.stop()
-        source.stop()
 
 
-def test_restore_replaces_and_a_failed_restore_writes_the_previous_tree_back(daemon_factory, ceph_config,
-                                                                              clean_zk, zk_server):
+def test_restore_replaces_and_a_failed_restore_writes_the_previous_tree_back(cluster, zk_server):
     """Keys the document lacks go, others' trees stay; a transaction refused half-way (a key under an
     ephemeral one, after more than one transaction of changes) leaves the tree as it was."""
-    daemon = daemon_factory(config(ceph_config))
-    seed(daemon, clean_zk)
+    daemon, clean_zk, _ = cluster
     document = daemon.get("/backup").json()
     clean_zk.create("/other-software", b"kept")
     assert daemon.post("/vm/web1/tags", params={"action": "add", "tag": "later"}).status_code == 200
@@ -169,4 +192,4 @@ def test_restore_replaces_and_a_failed_restore_writes_the_previous_tree_back(dae
         assert daemon.get("/backup").status_code == 200  # no restore record left
     finally:
         holder.stop()
-        daemon.stop()
+        clean_zk.delete("/other-software")

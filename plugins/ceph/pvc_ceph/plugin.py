@@ -77,6 +77,7 @@ def pvc_start(runtime: Any) -> None:
     service = runtime.service("ceph")
     for kind in tasks.kinds(runtime):
         runtime.task_monitor.register(kind)
+    service.uploads.clear_leftovers()
     if runtime.config["ceph.collector"]:
         service.collector = Collector(runtime, service.client, runtime.config["ceph.interval"], service.pools,
                                       service.osds, service.volumes, runtime.config["ceph.volume_interval"])

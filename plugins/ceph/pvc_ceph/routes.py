@@ -12,6 +12,8 @@ from pvc_core.taskroutes import announce, task_headers
 
 from . import tasks
 
+from .uploads import FORMATS
+
 
 def _stats(properties: dict) -> dict:
     """A stats object as its writer (the collector, or a v0.6 node daemon) left it: ``{}`` until written."""
@@ -109,6 +111,10 @@ def remove_volume(ctx: Any, params: dict, pool: str, volume: str) -> dict:
 def clone_volume(ctx: Any, params: dict, pool: str, volume: str) -> dict:
     return {"message": ctx.service("ceph").volumes.add(pool, params["new_volume"], "", source=volume,
                                                        task=tasks.VOLUME_CLONE, on_task=announce(ctx))}
+
+
+def upload_volume(ctx: Any, params: dict, pool: str, volume: str) -> dict:
+    return {"message": ctx.service("ceph").uploads.upload(pool, volume, params["image_format"], ctx.body)}
 
 
 def list_snapshots(ctx: Any, params: dict) -> Any:
@@ -247,6 +253,14 @@ def routes() -> list[Route]:
         Route("POST", "/storage/ceph/volume/<pool>/<volume>/clone", clone_volume, (
             Param("new_volume", STRING, required=True, help="name of the copy, in the same pool"),),
             summary="Copy an RBD volume (a task)", tags=tags, returns=MESSAGE, responses=BUSY, headers=TASK_ERRORS_TOO),
+        Route("POST", "/storage/ceph/volume/<pool>/<volume>/upload", upload_volume, (
+            Param("image_format", STRING, required=True, choices=FORMATS,
+                  help="format of the uploaded image (qemu-img's name; vpc is VHD); raw is written as it is, "
+                       "others converted to raw"),),
+            summary="Upload a disk image into an RBD volume (PVC 1.x): the body is the image, "
+                    "application/octet-stream or a multipart/form-data part named 'file'; at most the volume's "
+                    "size", tags=tags, returns=MESSAGE, stream_body=True,
+            responses={409: "The volume is in use (a running VM's disk, or locked by a client)"}),
         Route("GET", "/storage/ceph/snapshot", list_snapshots, (
             Param("pool", STRING, help="only this pool"), Param("volume", STRING, help="only volumes of this name"),
             Param("limit", STRING, help="regular expression on the snapshot name")),

@@ -15,6 +15,7 @@ from .client import CephClient
 from .osds import Osds
 from .pools import Pools
 from .snapshots import Snapshots
+from .uploads import Uploads
 from .volumes import Volumes
 
 
@@ -27,6 +28,7 @@ class CephService(CephArea):
         self.pools = Pools(runtime, client)
         self.volumes = Volumes(runtime, client)
         self.snapshots = Snapshots(runtime, self.volumes)
+        self.uploads = Uploads(runtime, self.volumes)
         self.osds = Osds(runtime, client)
 
     # -- a local single-host Ceph (the embedded run's, the tests'): OSDs for simulated nodes ---

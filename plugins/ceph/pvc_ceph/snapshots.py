@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from pvc_core import matching
-from pvc_core.errors import BadRequest, Conflict, NotFound
+from pvc_core.errors import BadRequest, NotFound
 from pvc_core.routes import quoted
 
 from . import schema
@@ -130,18 +130,10 @@ class Snapshots:
         self.volumes._require(pool, volume)
         if not self.zk.exists(schema.snapshot(pool, volume, name)):
             raise self._missing(pool, volume, name)
-        vms = self.runtime.service("vm", required=False)
-        users = vms.running_vms_using_volume(f"{pool}/{volume}") if vms is not None else []
-        if users:
-            raise Conflict(f"ERROR: Volume '{volume}' in pool '{pool}' is a disk of running VM(s) "
-                           f"{', '.join(users)}; stop them before rolling it back")
+        self.volumes.refuse_running_vms(pool, volume, "rolling it back")
         with self.volumes.settling(pool, volume), self._image(pool, volume) as image:
             try:
-                lockers = (image.list_lockers() or {}).get("lockers", [])
-                if lockers:
-                    holders = ", ".join(sorted({str(locker[2]) for locker in lockers}))
-                    raise Conflict(f"ERROR: Volume '{volume}' in pool '{pool}' is in use (locked by {holders}); "
-                                   "stop what uses it before rolling it back")
+                self.volumes.refuse_locked(pool, volume, image, "rolling it back")
                 image.rollback_to_snap(name)
             except rbd.ImageNotFound:
                 raise self._missing(pool, volume, name) from None

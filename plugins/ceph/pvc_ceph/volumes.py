@@ -114,6 +114,26 @@ class Volumes(CephArea):
                 "modify_timestamp": _timestamp(image.modify_timestamp()),
             }, separators=(",", ":")) + "\n"
 
+    # -- a volume in use ----------------------------------------------------------------------
+
+    def refuse_running_vms(self, pool: str, name: str, doing: str) -> None:
+        """409 while a running VM has the volume as a disk (the vm service says which): changing its data
+        under the VM corrupts what the VM holds in memory."""
+        vms = self.runtime.service("vm", required=False)
+        users = vms.running_vms_using_volume(f"{pool}/{name}") if vms is not None else []
+        if users:
+            raise Conflict(f"ERROR: Volume '{name}' in pool '{pool}' is a disk of running VM(s) "
+                           f"{', '.join(users)}; stop them before {doing}")
+
+    def refuse_locked(self, pool: str, name: str, image: Any, doing: str) -> None:
+        """409 while any client holds a lock on the open ``image`` (a VM or a mapping the cluster does not
+        know of)."""
+        lockers = (image.list_lockers() or {}).get("lockers", [])
+        if lockers:
+            holders = ", ".join(sorted({str(locker[2]) for locker in lockers}))
+            raise Conflict(f"ERROR: Volume '{name}' in pool '{pool}' is in use (locked by {holders}); "
+                           f"stop what uses it before {doing}")
+
     # -- reading (ZooKeeper) ---------------------------------------------------------------
 
     def _require_pool(self, pool: str, mutation: bool = True) -> None:

@@ -1,0 +1,227 @@
+"""A disk image uploaded into an existing RBD volume (PVC 1.x's ``POST …/volume/<pool>/<volume>/upload``).
+
+The body streams in (``pvc_core.stream``) and is never held whole:
+
+* ``raw``: written straight into the image through librbd, one RBD object
+  (4 MiB) at a time; a body longer than the volume is refused (400) at its
+  Content-Length, or as soon as it passes the volume's size.
+* other formats (qcow2, vmdk, vdi, vhdx, vpc = VHD, qed...): qemu-img needs a
+  file it can seek in. The body is spooled to ``<data_dir>/uploads/`` (at most
+  the volume's size plus a margin for the format's own tables), checked with
+  ``qemu-img info`` (its virtual size must fit the volume; a backing file, an
+  external data file or an extent outside the upload is refused: converting
+  it would copy a file of this host into the volume), converted with
+  ``qemu-img convert -O raw`` to a sparse raw file beside it and copied in
+  through librbd. Debian's qemu-img reaches RBD only with
+  ``qemu-block-extra`` (and its GlusterFS, iSCSI and NFS libraries), so the
+  copy is ours; it needs up to twice the volume's size free in the data
+  directory. Both files are removed when the request ends, and any left by a
+  daemon that died meanwhile when the plugin starts.
+
+Either way the volume's first bytes become the image (an all-zero object is
+discarded, so the volume stays sparse) and the rest of the volume is kept.
+Before the first write the volume is snapshotted; a failure after it (a cut
+upload, Ceph failing, a raw body found too long) rolls the volume back, so a
+refused or failed upload leaves it as it was. The volume must not be in use
+(a running VM's disk, or locked): 409.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import subprocess
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+from pvc_core.errors import BadRequest, ServiceUnavailable
+from pvc_core.routes import quoted
+
+from .area import bounded
+from .volumes import Volumes
+
+# qemu-img's names of the formats it reads (vpc is VHD); PVC 1.x took raw, vmdk, qcow2, qed, vdi and vpc.
+FORMATS = ("raw", "qcow2", "vmdk", "vdi", "vhdx", "vpc", "qed", "qcow", "parallels")
+SPOOL_MARGIN = 0.01  # of the volume's size, plus MARGIN_BYTES: the spooled file's format tables
+MARGIN_BYTES = 16 * 1024 * 1024
+CONVERT_RATE = 16 * 1024 * 1024  # bytes per second below which qemu-img convert is taken as stuck
+SPOOL_READ = 1024 * 1024
+SNAPSHOT_PREFIX = "pvc-upload-"
+
+log = logging.getLogger("pvc.ceph")
+
+
+class Uploads:
+    def __init__(self, runtime: Any, volumes: Volumes):
+        self.runtime = runtime
+        self.volumes = volumes
+        self.client = volumes.client
+
+    @property
+    def directory(self) -> Path:
+        return Path(self.runtime.config["data_dir"]) / "uploads"
+
+    def clear_leftovers(self) -> None:
+        """Files of uploads cut short by the daemon's end (the request removes its own otherwise)."""
+        for path in self.directory.glob("*.upload-*"):
+            with suppress(OSError):
+                path.unlink()
+
+    @bounded('upload an image to RBD volume "{1}"', pool=0)
+    def upload(self, pool: str, name: str, image_format: str, body: Any) -> str:
+        import rbd
+        self.volumes._require(pool, name)
+        if body is None:
+            raise BadRequest("Request body: expected the disk image (application/octet-stream, or "
+                             "multipart/form-data with a part named 'file'), got none")
+        self.volumes.refuse_running_vms(pool, name, "uploading an image to it")
+        with self.volumes._ioctx(pool) as ioctx:
+            try:
+                image = rbd.Image(ioctx, name)
+            except rbd.Error as exc:
+                raise self.volumes._failure(f'open RBD volume "{name}"', exc, pool) from None
+            try:
+                self.volumes.refuse_locked(pool, name, image, "uploading an image to it")
+                size, piece = image.size(), image.stat()["obj_size"]
+                with self.client.long():  # bounded piece by piece: body reads, librbd calls, qemu-img
+                    if image_format == "raw":
+                        self._raw(image, pool, name, body, size, piece)
+                    else:
+                        self._converted(image, pool, name, image_format, body, size, piece)
+                stats = self.volumes._info(ioctx, name)
+            except rbd.Error as exc:
+                raise self.volumes._failure(f'write to RBD volume "{name}"', exc, pool) from None
+            finally:
+                image.close()
+        self.volumes._record(pool, name, stats, create=False)
+        if image_format == "raw":
+            return quoted(f"Wrote uploaded file to volume '{name}' in pool '{pool}'.")
+        return quoted(f"Converted and wrote uploaded file to volume '{name}' in pool '{pool}'.")
+
+    # -- the two ways in --------------------------------------------------------------------
+
+    def _raw(self, image: Any, pool: str, name: str, body: Any, size: int, piece: int) -> None:
+        if not body.multipart() and body.length is not None and body.length > size:
+            raise BadRequest(self._too_long(pool, name, size, f"{body.length} bytes"))
+        with self._guarded(image, pool, name):
+            self._write(image, body.pieces(piece), size, piece, pool, name)
+
+    def _converted(self, image: Any, pool: str, name: str, image_format: str, body: Any, size: int,
+                   piece: int) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        stem = f"{pool}.{name}.upload-{secrets.token_hex(6)}"
+        spool, raw = self.directory / f"{stem}.spool", self.directory / f"{stem}.raw"
+        try:
+            limit = size + int(size * SPOOL_MARGIN) + MARGIN_BYTES
+            with open(spool, "wb") as out:
+                for data in body.pieces(SPOOL_READ):
+                    if out.tell() + len(data) > limit:
+                        raise BadRequest(f"Image data: expected at most {limit} bytes of {image_format} for volume "
+                                         f"'{name}' in pool '{pool}' of {size} bytes (its size and a margin for "
+                                         "the format's tables), got more; grow the volume first")
+                    out.write(data)
+            virtual = self._inspect(spool, image_format, pool, name, size)
+            self._qemu_img(["convert", "-q", "-f", image_format, "-O", "raw", str(spool), str(raw)],
+                           self.client.timeout + virtual / CONVERT_RATE, f"convert the {image_format} image")
+            spool.unlink()
+            with open(raw, "rb") as data, self._guarded(image, pool, name):
+                self._write(image, iter(lambda: data.read(piece), b""), size, piece, pool, name)
+        finally:
+            for path in (spool, raw):
+                with suppress(FileNotFoundError):
+                    path.unlink()
+
+    # -- pieces ---------------------------------------------------------------------------------
+
+    def _write(self, image: Any, pieces: Iterable[bytes], size: int, piece: int, pool: str, name: str) -> None:
+        """``pieces`` (one RBD object each, aligned) into the image from its start; an all-zero object is
+        discarded rather than written."""
+        zero = bytes(piece)
+        offset = 0
+        for data in pieces:
+            if offset + len(data) > size:
+                raise BadRequest(self._too_long(pool, name, size, "more"))
+            if len(data) == piece and data == zero:
+                image.discard(offset, piece)
+            else:
+                image.write(data, offset)
+            offset += len(data)
+        image.flush()
+
+    @staticmethod
+    def _too_long(pool: str, name: str, size: int, got: str) -> str:
+        return (f"Image data: expected at most {size} bytes (the size of volume '{name}' in pool '{pool}'), got "
+                f"{got}; grow the volume first (PUT /storage/ceph/volume/{pool}/{name}?size=...)")
+
+    # -- qemu-img -------------------------------------------------------------------------------
+
+    def _qemu_img(self, args: list[str], timeout: float, what: str) -> str:
+        try:
+            result = subprocess.run(["qemu-img", *args], capture_output=True, text=True, timeout=timeout,
+                                    stdin=subprocess.DEVNULL)
+        except FileNotFoundError:
+            raise ServiceUnavailable("qemu-img is not installed on this API host (Debian package qemu-utils); "
+                                     "only raw images can be uploaded") from None
+        except subprocess.TimeoutExpired:
+            raise ServiceUnavailable(f"qemu-img could not {what} within {timeout:.0f} s") from None
+        if result.returncode != 0:
+            raise BadRequest(f"Image data: qemu-img could not {what}: {result.stderr.strip()}")
+        return result.stdout
+
+    def _inspect(self, path: Path, image_format: str, pool: str, name: str, size: int) -> int:
+        """The image's virtual size, once it is known to be a self-contained image of ``image_format``
+        that fits the volume."""
+        what = f"read it as {image_format}"
+        info = json.loads(self._qemu_img(["info", "-f", image_format, "--output=json", str(path)],
+                                         self.client.timeout, what))
+        data = (info.get("format-specific") or {}).get("data") or {}
+        outside = [extent.get("filename") for extent in data.get("extents", [])
+                   if extent.get("filename") not in (None, str(path))]
+        if info.get("backing-filename") or data.get("data-file") or outside:
+            raise BadRequest(f"Image data: expected a self-contained {image_format} image; this one refers to "
+                             "other files (a backing file, an external data file or extents), which are not "
+                             "uploaded with it")
+        virtual = int(info.get("virtual-size", 0))
+        if virtual > size:
+            raise BadRequest(f"Image data: its virtual size of {virtual} bytes exceeds the {size} bytes of volume "
+                             f"'{name}' in pool '{pool}'; grow the volume to at least {virtual} bytes first")
+        return virtual
+
+    # -- leaving the volume as it was ----------------------------------------------------------
+
+    @contextmanager
+    def _guarded(self, image: Any, pool: str, name: str) -> Iterator[None]:
+        """The writes inside are undone (rollback to a snapshot taken first) when they fail half-way."""
+        snapshot = SNAPSHOT_PREFIX + secrets.token_hex(4)
+        image.create_snap(snapshot)
+        try:
+            yield
+        except BaseException:
+            try:
+                image.rollback_to_snap(snapshot)
+                image.remove_snap(snapshot)
+            except Exception as exc:  # noqa: BLE001 - Ceph failing now: put it back once it answers
+                log.warning("upload to %s/%s failed and its rollback too (%s); retried in the background",
+                            pool, name, exc)
+                self.client.later(f"roll back the failed upload to volume {pool}/{name}", self._put_back, pool,
+                                  name, snapshot)
+            raise
+        image.remove_snap(snapshot)
+
+    def _put_back(self, pool: str, name: str, snapshot: str) -> None:
+        import rbd
+        with self.client.ioctx(pool) as ioctx:
+            if ioctx is None:
+                return
+            try:
+                with rbd.Image(ioctx, name) as image:
+                    image.rollback_to_snap(snapshot)
+                    image.remove_snap(snapshot)
+            except rbd.ImageNotFound:
+                return
+            except rbd.Error as exc:
+                raise self.client.unavailable(f"roll back volume {pool}/{name}: {exc}") from None
+

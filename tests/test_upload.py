@@ -1,0 +1,230 @@
+"""POST /storage/ceph/volume/<pool>/<volume>/upload (PVC 1.x): disk images streamed into RBD volumes.
+
+Real Ceph (memstore), real qemu-img: an image is made with qemu-img from known bytes, uploaded, and
+the volume read back through librbd is compared with qemu-img's own raw conversion of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kazoo.client import KazooClient
+
+from conftest import ANSWER_SLACK, CEPH_TIMEOUT, START_TIMEOUT, deep_merge, empty_tree
+
+MIB = 1024 * 1024
+POOL = "upl"
+SIZE = 32 * MIB
+BODY_TIMEOUT = 3.0
+
+
+@pytest.fixture(scope="module")
+def up(daemon_factory, zk_server, ceph_config) -> Iterator:
+    client = KazooClient(hosts=zk_server.address)
+    client.start(timeout=START_TIMEOUT)
+    empty_tree(client)
+    # a short body timeout: a stalled upload is cut (408) within seconds
+    daemon = daemon_factory(deep_merge(ceph_config, {"ceph": {"collector": "False"},
+                                                     "api": {"body_timeout": str(BODY_TIMEOUT)}}), start=False)
+    # what a daemon that died during an upload left behind goes when the ceph plugin starts
+    stale = Path(daemon.config["data_dir"]) / "uploads" / f"{POOL}.gone.upload-0123456789ab.spool"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"x" * 1000)
+    daemon.start()
+    try:
+        assert leftovers(daemon) == []
+        assert daemon.post("/initialize").status_code == 200
+        made = daemon.post("/storage/ceph/pool", params={"pool": POOL, "pgs": "8", "replcfg": "copies=1,mincopies=1"})
+        assert made.status_code == 200, made.text
+        yield daemon
+        daemon.delete(f"/storage/ceph/pool/{POOL}", params={"yes-i-really-mean-it": "yes"})
+    finally:
+        daemon.stop()
+        client.stop()
+        client.close()
+
+
+def volume(daemon, name: str, size: int = SIZE) -> str:
+    made = daemon.post("/storage/ceph/volume", params={"pool": POOL, "volume": name, "size": str(size)})
+    assert made.status_code == 200, made.text
+    return name
+
+
+def upload(daemon, name: str, image_format: str, **kwargs):
+    return daemon.post(f"/storage/ceph/volume/{POOL}/{name}/upload", params={"image_format": image_format},
+                       **kwargs)
+
+
+def image_of(ceph_cluster, name: str) -> tuple[str, int, list]:
+    """(sha256 of the whole volume, its size, its snapshots), read through librbd."""
+    import rados
+    import rbd
+    with rados.Rados(conffile=ceph_cluster.conf, conf={"keyring": ceph_cluster.keyring}) as cluster, \
+            cluster.open_ioctx(POOL) as ioctx, rbd.Image(ioctx, name, read_only=True) as image:
+        digest, size = hashlib.sha256(), image.size()
+        for offset in range(0, size, 4 * MIB):
+            digest.update(image.read(offset, min(4 * MIB, size - offset)))
+        return digest.hexdigest(), size, [snap["name"] for snap in image.list_snaps()]
+
+
+def digest_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def qemu_img(*args: str) -> None:
+    subprocess.run(["qemu-img", *args], check=True, capture_output=True, timeout=START_TIMEOUT)
+
+
+def leftovers(daemon) -> list[str]:
+    directory = Path(daemon.config["data_dir"]) / "uploads"
+    return sorted(os.listdir(directory)) if directory.exists() else []
+
+
+def test_raw_and_qcow2_uploads_read_back_identical(up, ceph_cluster, tmp_path):
+    name = volume(up, "disk1")
+    first = tmp_path / "first.raw"
+    first.write_bytes(os.urandom(SIZE))
+    done = upload(up, name, "raw", data=first.open("rb"), headers={"Content-Type": "application/octet-stream"})
+    assert done.status_code == 200, done.text
+    assert done.json() == {"message": f"Wrote uploaded file to volume '{name}' in pool '{POOL}'."}
+    assert image_of(ceph_cluster, name) == (digest_of(first), SIZE, [])
+
+    # a qcow2 made by qemu-img from known bytes, with a hole where the volume now holds data
+    source = tmp_path / "source.raw"
+    source.write_bytes(os.urandom(12 * MIB) + bytes(8 * MIB) + os.urandom(12 * MIB))
+    qcow2, back = tmp_path / "image.qcow2", tmp_path / "back.raw"
+    qemu_img("convert", "-f", "raw", "-O", "qcow2", str(source), str(qcow2))
+    qemu_img("convert", "-f", "qcow2", "-O", "raw", str(qcow2), str(back))
+    assert digest_of(back) == digest_of(source)
+    with qcow2.open("rb") as image:  # as PVC 1.x's CLI sends it: a multipart part named "file"
+        done = upload(up, name, "qcow2", files={"file": ("filename", image, "application/octet-stream")})
+    assert done.status_code == 200, done.text
+    assert done.json() == {"message": f"Converted and wrote uploaded file to volume '{name}' in pool '{POOL}'."}
+    assert image_of(ceph_cluster, name) == (digest_of(back), SIZE, [])
+    assert leftovers(up) == []
+
+    recorded = up.get(f"/storage/ceph/volume/{POOL}/{name}").json()  # the volume's record follows it
+    assert recorded["name"] == name and recorded["pool"] == POOL
+    assert {key: recorded["stats"][key] for key in ("name", "size", "snapshot_count", "format", "object_size")} == \
+        {"name": name, "size": "32M", "snapshot_count": 0, "format": 2, "object_size": 4 * MIB}
+
+    # vdi, sent as a plain octet-stream body
+    vdi = tmp_path / "image.vdi"
+    qemu_img("convert", "-f", "raw", "-O", "vdi", str(first), str(vdi))
+    done = upload(up, name, "vdi", data=vdi.open("rb"))
+    assert done.status_code == 200, done.text
+    assert image_of(ceph_cluster, name) == (digest_of(first), SIZE, [])
+    assert leftovers(up) == []
+
+
+def refused(response, status: int, fragment: str) -> None:
+    assert response.status_code == status, response.text
+    assert fragment in response.json()["message"], response.json()
+
+
+def test_refused_uploads_leave_the_volume_as_it_was(up, ceph_cluster, tmp_path):
+    name = volume(up, "disk2")
+    content = tmp_path / "content.raw"
+    content.write_bytes(os.urandom(SIZE))
+    assert upload(up, name, "raw", data=content.read_bytes()).status_code == 200
+    before = image_of(ceph_cluster, name)
+    assert before == (digest_of(content), SIZE, [])
+
+    refused(upload(up, name, "iso", data=b"x" * 1000), 400, "image_format")
+    refused(upload(up, name, "raw"), 400, "expected the disk image")
+    refused(up.post(f"/storage/ceph/volume/{POOL}/nosuch/upload", params={"image_format": "raw"}, data=b"x"),
+            404, "No volume with name 'nosuch'")
+    larger = tmp_path / "larger.qcow2"
+    qemu_img("create", "-f", "qcow2", str(larger), str(2 * SIZE))
+    refused(upload(up, name, "qcow2", data=larger.read_bytes()), 400, f"virtual size of {2 * SIZE} bytes exceeds")
+    refused(upload(up, name, "qcow2", data=os.urandom(MIB)), 400, "qemu-img could not read it as qcow2")
+    backed = tmp_path / "backed.qcow2"
+    qemu_img("create", "-f", "qcow2", "-b", "/etc/hostname", "-F", "raw", str(backed), str(MIB))
+    refused(upload(up, name, "qcow2", data=backed.read_bytes()), 400, "expected a self-contained qcow2 image")
+    refused(upload(up, name, "raw", files={"image": ("f", b"x" * 100)}), 400, "part named 'file'")
+
+    # a raw body whose Content-Length passes the volume's size: refused before any byte of it is read
+    connection = http.client.HTTPConnection("127.0.0.1", up.port, timeout=START_TIMEOUT)
+    connection.putrequest("POST", f"/api/v1/storage/ceph/volume/{POOL}/{name}/upload?image_format=raw")
+    connection.putheader("Content-Length", str(SIZE + 1))
+    connection.endheaders()
+    answer = connection.getresponse()
+    assert answer.status == 400 and answer.getheader("Connection") == "close"
+    assert json.loads(answer.read())["message"].startswith(f"Image data: expected at most {SIZE} bytes")
+    connection.close()
+
+    # a body that stops arriving after one object was written: 408 once a piece is api.body_timeout late,
+    # and the object written is rolled back
+    connection = http.client.HTTPConnection("127.0.0.1", up.port, timeout=START_TIMEOUT)
+    connection.putrequest("POST", f"/api/v1/storage/ceph/volume/{POOL}/{name}/upload?image_format=raw")
+    connection.putheader("Content-Length", str(SIZE))
+    connection.endheaders()
+    connection.send(b"\x33" * (5 * MIB))
+    started = time.monotonic()
+    answer = connection.getresponse()
+    assert answer.status == 408, answer.read()
+    # (the wait began at the server's last read, just before ``started``; the rollback is one Ceph call)
+    assert BODY_TIMEOUT - 1 < time.monotonic() - started < BODY_TIMEOUT + ANSWER_SLACK + CEPH_TIMEOUT
+    assert "api.body_timeout" in json.loads(answer.read())["message"]
+    connection.close()
+    assert image_of(ceph_cluster, name) == before
+
+    # a chunked raw body found longer than the volume once the volume is written: rolled back
+    def longer() -> Iterator[bytes]:
+        for _ in range(SIZE // MIB):
+            yield b"\x5a" * MIB
+        yield b"tail"
+    refused(upload(up, name, "raw", data=longer()), 400, "got more; grow the volume first")
+
+    assert image_of(ceph_cluster, name) == before  # the same bytes, no snapshot left behind
+    assert leftovers(up) == []
+    assert up.get(f"/storage/ceph/volume/{POOL}/{name}").json()["stats"]["snapshot_count"] == 0
+
+
+def rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def test_memory_stays_flat_while_a_large_raw_image_streams(up, ceph_cluster):
+    """A 256 MiB raw image, streamed in chunks: the daemon's RSS, sampled all along, grows by far less."""
+    total = 256 * MIB
+    name = volume(up, "big", total)
+    block = os.urandom(MIB)
+    expected = hashlib.sha256()
+    for _ in range(total // MIB):
+        expected.update(block)
+    pid = up.process.pid
+    baseline, peak = rss(pid), [0]
+    sending = threading.Event()
+    sending.set()
+
+    def sample() -> None:
+        while sending.is_set():
+            peak[0] = max(peak[0], rss(pid))
+            time.sleep(0.02)  # a sampling period, not a wait for anything
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        done = upload(up, name, "raw", data=(block for _ in range(total // MIB)))
+    finally:
+        sending.clear()
+        sampler.join()
+    assert done.status_code == 200, done.text
+    growth = peak[0] - baseline
+    print(f"RSS {baseline / MIB:.0f} MiB before, peak {peak[0] / MIB:.0f} MiB: +{growth / MIB:.1f} MiB "
+          f"for a {total // MIB} MiB image")
+    assert growth < 64 * MIB, f"RSS grew by {growth / MIB:.0f} MiB while a {total // MIB} MiB image streamed"
+    assert image_of(ceph_cluster, name) == (expected.hexdigest(), total, [])
+    assert up.delete(f"/storage/ceph/volume/{POOL}/{name}").status_code == 200  # memstore holds it in memory
