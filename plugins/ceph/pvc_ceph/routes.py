@@ -11,7 +11,6 @@ from pvc_core.shapes import INT, MESSAGE, NUM, STR, array, named, nullable, obj,
 from pvc_core.taskroutes import announce, task_headers
 
 from . import tasks
-
 from .uploads import FORMATS
 
 
