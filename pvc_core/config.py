@@ -225,6 +225,17 @@ def core_schema() -> Section:
                 "key_file": Field("str", default="", required_if="api.ssl.enabled"),
             }),
         }),
+        "audit": Section({
+            "enabled": Field("bool", default=True, help="record every mutating request in the database"),
+            "retention_days": Field("int", default=90, check=_non_negative,
+                                    help="entries older than this many days are purged (0: kept for ever)"),
+            "purge_interval": Field("float", default=3600.0, check=_positive,
+                                    help="seconds between purges of old entries (one at start too)"),
+            "backlog": Field("int", default=10000, check=_positive,
+                             help="entries kept while the database does not answer; newer ones are dropped"),
+            "max_value_length": Field("int", default=1024, check=_positive,
+                                      help="characters kept of each parameter value (XML, scripts...)"),
+        }, optional=True),
         "provisioner": Section({
             "database": Section({
                 "host": Field("str"),

@@ -10,7 +10,7 @@ import copy
 import html
 from typing import Any
 
-from . import API_VERSION_MESSAGE, openapi, schema
+from . import API_VERSION_MESSAGE, audit, auditroute, openapi, schema
 from .auth import FAILED_MESSAGE
 from .config import parse_bool
 from .errors import BadRequest
@@ -162,7 +162,7 @@ def openapi_page(ctx: Any, params: dict) -> Response:
                     content_type="text/html; charset=utf-8")
 
 
-TOKEN = Param("token", STRING, help="one of the configured API tokens")
+TOKEN = Param("token", STRING, help="one of the configured API tokens", secret=True)
 # api-general.md §3.3: `state` stays a required choice; an empty value is not "true" here
 STATE_VALUE = ParamType("boolean", "true or false (or yes/no, on/off, 1/0)", parse_bool, BOOLEAN.schema)
 TASK_LIMIT_MAX = 10000
@@ -223,8 +223,14 @@ def pvc_routes(runtime: Any) -> list:
         ), summary="Task records of long operations", tags=core, returns=array(TASK)),
         Route("GET", "/tasks/<task_id>", get_task, summary="One task record with progress", tags=core,
               returns=TASK),
+        *auditroute.routes(),
         Route("GET", "/openapi.json", openapi_json, summary="This API as an OpenAPI 3 document",
               tags=core, returns=OPENAPI),
         Route("GET", "/doc", openapi_page, summary="This API as an HTML page", tags=core, media_type=HTML,
               returns=TEXT),
     ]
+
+
+@hookimpl
+def pvc_db_models() -> list:
+    return list(audit.MODELS)
