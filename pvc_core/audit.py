@@ -44,7 +44,11 @@ log = logging.getLogger("pvc.audit")
 # Requests that change nothing are not recorded.
 UNAUDITED_METHODS = frozenset(("GET", "HEAD", "OPTIONS"))
 ANONYMOUS = "anonymous"  # the token description recorded when authentication is off
-BATCH = 200  # rows per insert
+BATCH = 500  # rows per transaction at most
+# Seconds the writer waits after a transaction that emptied the backlog, so that entries arriving
+# meanwhile share the next one: one commit (an fsync) per request cost a write-heavy daemon a third
+# of its throughput on a 2-core machine.
+COALESCE = 0.5
 PATH_LIMIT = 2048  # characters of a recorded path
 RETRY_FIRST, RETRY_MAX = 0.5, 10.0  # seconds between attempts while the database does not answer
 STOP_WAIT = 10.0  # seconds a stop waits for the writer to write what is left
@@ -267,10 +271,22 @@ class AuditLog:
             self._condition.wait_for(lambda: self._stopping, seconds)
 
     def _write(self, batch: list[dict]) -> None:
+        """One transaction, on the writer's own connection, kept open between batches (opening a SQLite
+        connection costs more than the insert); a failed one is closed, so the next attempt reconnects."""
         self.ensure_schema()
-        with self.database.connection_context(), self.database.atomic():
-            for chunk in peewee.chunked(batch, 50):
-                AuditEntry.insert_many(chunk).execute()
+        try:
+            with self.database.atomic():
+                for chunk in peewee.chunked(batch, 50):
+                    AuditEntry.insert_many(chunk).execute()
+        except Exception:
+            self._close()
+            raise
+
+    def _close(self) -> None:
+        try:
+            self.database.close()
+        except Exception:  # noqa: BLE001 - a connection that is already broken
+            log.debug("closing the writer's connection failed", exc_info=True)
 
     def _write_each(self, batch: list[dict]) -> None:
         for entry in batch:
@@ -281,8 +297,11 @@ class AuditLog:
 
     def _purge(self) -> None:
         self.ensure_schema()
-        with self.database.connection_context():
+        try:
             forgotten = purge(self.retention_days)
+        except Exception:
+            self._close()
+            raise
         if forgotten:
             log.info("forgot %d entries older than %g days (pvc.audit.retention_days)", forgotten,
                      self.retention_days)
@@ -296,6 +315,7 @@ class AuditLog:
             if not batch:
                 batch = self._take(max(0.0, next_purge - time.monotonic()) if purging else None)
             stopping = self._stopping
+            coalesce = 0 < len(batch) < BATCH and not stopping
             try:
                 if batch:
                     self._write(batch)
@@ -326,7 +346,10 @@ class AuditLog:
                 self._recovered(unreachable)
                 unreachable = False
             if stopping and not self._items:
+                self._close()
                 return
+            if coalesce:
+                self._pause(COALESCE)
 
     def _recovered(self, unreachable: bool) -> None:
         with self._condition:

@@ -89,10 +89,9 @@ def matches(entry: dict, expected: dict) -> bool:
 def test_a_session_is_audited_exactly(audited):
     """Writes by tokens of two scopes and a login session (login and logout too), with a refused one (403), a
     validation failure (400), an unauthenticated one (401), an unknown path (404) and a wrong method (405),
-    each naming the token it presented: GET /audit answers
-    exactly their entries, newest first, every field as sent, the same as the database holds; secrets are
-    masked and a script's text cut to the bound; reads are not recorded; each filter selects what it says;
-    a read or write token gets 403."""
+    each naming the token it presented: GET /audit answers exactly their entries, newest first, every field
+    as sent, the same as the database holds; secrets are masked and a script's text cut to the bound; reads
+    are not recorded; each filter selects what it says; a read or write token gets 403."""
     daemon, session = audited, Session(audited)
     started = time.time()
     script = ("#!/usr/bin/env python3\nroot_password = \"hunter2\"\n\n\ndef install(**kwargs):\n"
@@ -263,7 +262,7 @@ def test_a_database_that_does_not_answer_delays_entries_never_requests(daemon_fa
         assert len([line for line in said if "does not answer" in line]) == 1, said
         assert len([line for line in said if f"the backlog of {backlog} entries is full" in line]) == 1, said
         kept = writes - dropped
-        assert backlog < kept <= backlog + writes // 2  # the backlog, and the batch the writer held when it froze
+        assert backlog <= kept <= backlog + writes // 2  # the backlog, and any batch the writer held when it froze
         rows = wait_until(lambda: (found := stored()) and len(found) == 2 + kept and found, timeout=settle_timeout(),
                           message="the backlog in PostgreSQL")
         assert [json.loads(row["params"])["value"] for row in rows[2:]] == [str(value) for value in range(kept)]
