@@ -355,7 +355,7 @@ class AuditLog:
         with self._condition:
             dropped, self._dropped = self._dropped, 0
         if unreachable:
-            log.warning("the %s answers again; %d entries were dropped meanwhile (backlog full)",
+            log.warning("the %s answers again; entries dropped meanwhile (backlog full): %d",
                         describe_database(self.database), dropped)
         elif dropped:
             log.warning("%d entries were dropped while the backlog was full", dropped)

@@ -254,8 +254,8 @@ def test_a_database_that_does_not_answer_delays_entries_never_requests(daemon_fa
                        message="the audit writer to say the database does not answer")
         finally:
             own_postgres["thaw"]()
-        recovered = wait_until(lambda: re.search(r"pvc.audit: the PostgreSQL database .* answers again; (\d+) entries "
-                                                 r"were dropped meanwhile", daemon.log()),
+        recovered = wait_until(lambda: re.search(r"pvc.audit: the PostgreSQL database .* answers again; entries "
+                                                 r"dropped meanwhile \(backlog full\): (\d+)", daemon.log()),
                                timeout=settle_timeout(), message="the audit writer to catch up")
         dropped = int(recovered.group(1))
         log = daemon.log()
