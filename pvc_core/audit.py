@@ -3,18 +3,18 @@
 Every request with a method other than GET, HEAD and OPTIONS on a listener
 with authenticated routes is recorded, refused ones too (401, 403, 404, 405,
 a 400 of validation, a 503): its arrival time, the description of the token
-or session (``anonymous`` when authentication is off, none when no
-credential was needed or it failed), remote address, method, route template
+or session (``anonymous`` when authentication is off, none when the request
+presented no valid credential), remote address, method, route template
 and path, parameters (``pvc_core.redaction``: secrets masked, large values
 cut), status, request id and the id of a task it started.
 
 An audit row must never cost a request its speed or its answer, so request
 threads only add the row (a few bounded strings) to a bounded backlog once
-the answer is sent; one writer thread inserts them in batches. When
-the database does not answer, the writer keeps the backlog (``audit.backlog``
-entries), logs that once, and retries with a growing pause; once the backlog
-is full, newer entries are dropped and counted, and the count is logged when
-the database answers again. The same thread purges rows older than
+the answer is sent; one writer thread inserts them in batches. When the
+database does not answer, the writer keeps the backlog (``audit.backlog``
+entries), logs that once, and retries with a growing pause; entries that
+arrive while the backlog is full are dropped and counted, and the count is
+logged when the database has taken the backlog. The same thread purges rows older than
 ``audit.retention_days`` at start and every ``audit.purge_interval``.
 """
 
@@ -46,8 +46,8 @@ UNAUDITED_METHODS = frozenset(("GET", "HEAD", "OPTIONS"))
 ANONYMOUS = "anonymous"  # the token description recorded when authentication is off
 BATCH = 500  # rows per transaction at most
 # Seconds the writer waits after a transaction that emptied the backlog, so that entries arriving
-# meanwhile share the next one: one commit (an fsync) per request cost a write-heavy daemon a third
-# of its throughput on a 2-core machine.
+# meanwhile share the next one: a commit per request cost a write-heavy daemon much of its throughput
+# on a 2-core machine (bench/bench_audit.py).
 COALESCE = 0.5
 PATH_LIMIT = 2048  # characters of a recorded path
 RETRY_FIRST, RETRY_MAX = 0.5, 10.0  # seconds between attempts while the database does not answer
@@ -239,8 +239,8 @@ class AuditLog:
                 self._condition.notify()
                 return
         if first:
-            log.warning("the backlog of %d entries is full; newer entries are dropped until the database "
-                        "takes them (pvc.audit.backlog)", self.backlog)
+            log.warning("the backlog of %d entries is full; entries are dropped until the database takes it "
+                        "(pvc.audit.backlog)", self.backlog)
 
     # -- the writer -----------------------------------------------------------------------------
 
