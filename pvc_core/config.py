@@ -252,6 +252,17 @@ def core_schema() -> Section:
             "auth": Field("str", default="none", check=_one_of(METRICS_AUTH),
                           help="none: no token needed; read: a token or session of scope read or above"),
         }, optional=True),
+        "audit": Section({
+            "enabled": Field("bool", default=True, help="record every mutating request in the database"),
+            "retention_days": Field("int", default=90, check=_non_negative,
+                                    help="entries older than this many days are purged (0: kept for ever)"),
+            "purge_interval": Field("float", default=3600.0, check=_positive,
+                                    help="seconds between purges of old entries (one at start too)"),
+            "backlog": Field("int", default=10000, check=_positive,
+                             help="entries kept while the database does not answer; newer ones are dropped"),
+            "max_value_length": Field("int", default=1024, check=_positive,
+                                      help="characters kept of each parameter value (XML, scripts...)"),
+        }, optional=True),
         "provisioner": Section({
             "database": Section({
                 "host": Field("str"),

@@ -10,7 +10,7 @@ import copy
 import html
 from typing import Any
 
-from . import API_VERSION_MESSAGE, backup, metrics, openapi, schema, taskroutes
+from . import API_VERSION_MESSAGE, audit, auditroute, backup, metrics, openapi, schema, taskroutes
 from .auth import FAILED_MESSAGE
 from .config import parse_bool
 from .errors import BadRequest
@@ -148,7 +148,7 @@ def openapi_page(ctx: Any, params: dict) -> Response:
                     content_type="text/html; charset=utf-8")
 
 
-TOKEN = Param("token", STRING, help="one of the configured API tokens")
+TOKEN = Param("token", STRING, help="one of the configured API tokens", secret=True)
 # api-general.md §3.3: `state` stays a required choice; an empty value is not "true" here
 STATE_VALUE = ParamType("boolean", "true or false (or yes/no, on/off, 1/0)", parse_bool, BOOLEAN.schema)
 DISABLED = {302: "Authentication is disabled: redirect to /api/v1/"}
@@ -197,6 +197,7 @@ def pvc_routes(runtime: Any) -> list:
         Route("GET", "/plugins", list_plugins, summary="Loaded plugins, their versions and routes",
               tags=core, returns=array(PLUGIN)),
         *taskroutes.routes(runtime),  # /tasks[/<id>[/wait]]
+        *auditroute.routes(),
         Route("GET", "/openapi.json", openapi_json, summary="This API as an OpenAPI 3 document",
               tags=core, returns=OPENAPI),
         Route("GET", "/doc", openapi_page, summary="This API as an HTML page", tags=core, media_type=HTML,
@@ -204,3 +205,8 @@ def pvc_routes(runtime: Any) -> list:
         *backup.routes(),
         *metrics.routes(runtime),
     ]
+
+
+@hookimpl
+def pvc_db_models() -> list:
+    return list(audit.MODELS)

@@ -71,8 +71,13 @@ def make_database(config: Any) -> peewee.Database:
             max_connections=32, stale_timeout=300, timeout=10)
     path = os.path.join(config["data_dir"], "pvc.db")
     os.makedirs(os.path.dirname(path), exist_ok=True)
+    # BEGIN IMMEDIATE: a transaction takes the write lock at its start, waiting for another writer
+    # (busy_timeout). A deferred one that read first failed at once with "database is locked" when
+    # another connection had committed since its read (the audit writer commits after nearly every
+    # mutating request, so the provisioner's read-then-insert transactions met this).
     return SharedSqliteDatabase(path, pragmas={"journal_mode": "wal", "busy_timeout": 10000,
-                                               "foreign_keys": 1}, timeout=10)
+                                               "foreign_keys": 1}, timeout=10,
+                                lock_type="IMMEDIATE")
 
 
 class SharedSqliteDatabase(peewee.SqliteDatabase):

@@ -66,7 +66,8 @@ class Param:
 
     ``aliases`` are accepted spellings (the seeds' names); the OpenAPI document
     shows ``name`` and lists the aliases. ``repeated`` keeps every value in
-    order; otherwise the last value wins (DECISIONS §9).
+    order; otherwise the last value wins (DECISIONS §9). ``secret`` values (a
+    token, a password) are masked in the audit log (``pvc_core.redaction``).
     """
 
     name: str
@@ -82,6 +83,7 @@ class Param:
     max_length: int | None = None
     pattern: str | None = None
     pattern_help: str = ""
+    secret: bool = False
 
     @property
     def names(self) -> tuple[str, ...]:

@@ -31,6 +31,7 @@ from cherrypy.process.plugins import SimplePlugin
 
 from . import connections, deadlines, etags, health, logformat
 from .accesslog import AccessLog
+from .audit import AuditLog, answered_task_id
 from .auth import forbidden, scope_allows
 from .body import BodyUnreadable, is_json, parse_query_string, plain, process_body, read_json
 from .connections import close_connection
@@ -51,7 +52,10 @@ SERVER_INSTANCE = f"{connections.__name__}.WSGIServer"
 
 
 class RequestContext:
-    """What a handler gets besides its parameters: the runtime and the request."""
+    """What a handler gets besides its parameters: the runtime and the request.
+
+    ``task_id``: a handler that starts a task sets it, for the audit log.
+    """
 
     __slots__ = ("runtime", "request", "request_id", "listener", "response_headers", "document", "task_id",
                  "if_match", "body")
@@ -97,6 +101,7 @@ class Dispatcher:
         self.reconfigure(runtime.config)
         self.access_log = AccessLog() if runtime.config["api.access_log"] else None
         self.metrics = runtime.metrics  # None unless pvc.metrics.enabled
+        self.audit_log = AuditLog.from_runtime(runtime)
 
     def reconfigure(self, config: Any) -> None:
         """What a reload (SIGHUP) may change here: the body limit and the JSON indentation."""
@@ -118,6 +123,8 @@ class Dispatcher:
         request.hooks.attach("on_end_request", self._ended)
         cherrypy.serving.response.headers[REQUEST_ID_HEADER] = request_id
         listener = self.listener_ports.get(request.local.port, MAIN_LISTENER)
+        if self.audit_log is not None:
+            self.audit_log.attach(request, listener)  # its hooks read the pvc_* attributes set below
         request.process_request_body = False
         try:
             if path_info == API_PREFIX and listener == MAIN_LISTENER:
@@ -153,8 +160,8 @@ class Dispatcher:
             elif "Transfer-Encoding" in request.headers:
                 has_body = True
             parse_query_string(request)
-            request.handler = partial(self._invoke, route, variables, has_body,
-                                      RequestContext(self.runtime, request, request_id, listener))
+            request.pvc_context = RequestContext(self.runtime, request, request_id, listener)
+            request.handler = partial(self._invoke, route, variables, has_body, request.pvc_context)
         except ApiError as exc:
             if exc.status == 405 and request.method == "OPTIONS":
                 request.handler = partial(self._options, path_info, listener)
@@ -198,7 +205,7 @@ class Dispatcher:
                     else:
                         sources.append(json_to_multidict(read_json(request)))
                 connections.end_of_body()
-            values = merge_sources(*(plain(source) for source in sources))
+            values = request.pvc_values = merge_sources(*(plain(source) for source in sources))
             ignored = ignored_names(route.params, values)
             if ignored:
                 # v0.6 ignored unknown arguments silently; they are still accepted, but said
@@ -208,6 +215,7 @@ class Dispatcher:
             ctx.if_match = etags.if_match(route, request.headers)
             with deadlines.request():
                 result = route.handler(ctx, params, **variables)
+            ctx.task_id = ctx.task_id or answered_task_id(result)
         except ApiError as exc:
             if isinstance(exc, BodyUnreadable):  # the client's fault, often a client gone: one line
                 log.warning("request %s: %s %s: %s", ctx.request_id, route.method, request.path_info, exc.message)
@@ -529,6 +537,9 @@ def serve(runtime: Any) -> None:
     if dispatcher.access_log is not None:
         engine.subscribe("start", dispatcher.access_log.start, priority=10)
         engine.subscribe("stop", dispatcher.access_log.stop, priority=90)
+    if dispatcher.audit_log is not None:  # after the runtime starts, until it stops, and the servers within
+        engine.subscribe("start", dispatcher.audit_log.start, priority=45)
+        engine.subscribe("stop", dispatcher.audit_log.stop, priority=55)
     handler = engine.signal_handler
     handler.handlers = {"SIGTERM": partial(_graceful_exit, engine), "SIGINT": partial(_graceful_exit, engine),
                         "SIGHUP": partial(_reload_later, runtime, dispatcher)}

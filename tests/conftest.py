@@ -602,13 +602,17 @@ def own_postgres() -> Iterator[dict]:
         children = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout
         return [process.pid, *(int(pid) for pid in children.split())]
 
-    def freeze() -> None:
+    def signal_all(number: int) -> None:
         for pid in processes():
-            os.kill(pid, signal.SIGSTOP)
+            # a backend that had just ended is listed until the server reaps it, which it may do meanwhile
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, number)
+
+    def freeze() -> None:
+        signal_all(signal.SIGSTOP)
 
     def thaw() -> None:
-        for pid in processes():
-            os.kill(pid, signal.SIGCONT)
+        signal_all(signal.SIGCONT)
 
     yield {"settings": {"host": "127.0.0.1", "port": str(port), "name": "postgres", "user": "postgres",
                         "pass": ""}, "freeze": freeze, "thaw": thaw}
