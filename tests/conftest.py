@@ -410,7 +410,7 @@ class Daemon:
 @pytest.fixture(scope="session")
 def daemon_factory(tmp_path_factory: pytest.TempPathFactory, zk_server: ZooKeeperServer
                    ) -> Iterator[Callable[..., Daemon]]:
-    started: list[Daemon] = []
+    started = STARTED
 
     def make(extra: dict | None = None, start: bool = True, coordinator: str | None = None,
              scheme: str = "http", verify: str | bool = True) -> Daemon:
@@ -430,6 +430,20 @@ def daemon_factory(tmp_path_factory: pytest.TempPathFactory, zk_server: ZooKeepe
 
 
 ON_OWN_ZOOKEEPER: list[Daemon] = []  # daemons of a test on a ZooKeeper of its own: stopped with their test
+STARTED: list[Daemon] = []  # every daemon of the run, in the order made
+SESSION_DAEMONS: set[int] = set()  # ids of the daemons the session fixtures share: kept to the end
+
+
+@pytest.fixture(scope="module", autouse=True)
+def stop_daemons_of_the_module() -> Iterator[None]:
+    """The daemons a module made are stopped with it: left running they keep writing to the shared
+    ZooKeeper (a Ceph collector's ``/ceph`` keys, a lock) under later modules' trees, whose
+    ``/initialize`` then finds keys it did not expect; and every one left costs the machine."""
+    first = len(STARTED)
+    yield
+    for daemon in STARTED[first:]:
+        if id(daemon) not in SESSION_DAEMONS:
+            daemon.stop()
 
 
 @pytest.fixture(autouse=True)
@@ -444,12 +458,18 @@ def stop_daemons_on_own_zookeeper() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def daemon(daemon_factory: Callable[..., Daemon]) -> Daemon:
     """Auth off, embedded database and queue: the default shape."""
-    return daemon_factory()
+    return kept(daemon_factory())
+
+
+def kept(daemon: Daemon) -> Daemon:
+    """A daemon that session fixtures share: not stopped with the module that first asked for it."""
+    SESSION_DAEMONS.add(id(daemon))
+    return daemon
 
 
 @pytest.fixture(scope="session")
 def auth_daemon(daemon_factory: Callable[..., Daemon]) -> Daemon:
-    return daemon_factory(AUTH_ON)
+    return kept(daemon_factory(AUTH_ON))
 
 
 def run_pvcapid(*args: str, env: dict | None = None, timeout: float = START_TIMEOUT) -> subprocess.CompletedProcess:
@@ -525,7 +545,7 @@ def sim_ready(daemon: Daemon, names: tuple[str, ...] = SIM_NODES) -> bool:
 def sim_factory(daemon_factory: Callable[..., Daemon], clean_zk: Any) -> Iterator[Callable[..., Daemon]]:
     """Start a daemon with simulated nodes on an empty, then initialized, cluster; it is stopped after the test
     (its nodes would otherwise keep writing keepalives into the next test's tree)."""
-    started: list[Daemon] = []
+    started = STARTED
 
     def make(extra: dict | None = None, **simnode: str) -> Daemon:
         daemon = daemon_factory(sim_config(extra, **simnode))

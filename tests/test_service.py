@@ -336,11 +336,12 @@ def confined(unit: Path, command: list[str], user: tuple[int, int] | None) -> li
 
 
 def traversable(path: Path, base: Path) -> None:
-    """Let other users through ``path`` and its parents up to ``base`` (pytest makes them 0700)."""
+    """Let other users through ``path`` and its parents up to ``base`` (pytest makes them 0700), and
+    through any ancestor above that which is closed too (pytest-xdist puts ``base`` in a 0700 one)."""
     for directory in (path, *path.parents):
-        directory.chmod(directory.stat().st_mode | 0o011)
-        if directory == base:
-            return
+        mode = directory.stat().st_mode
+        if directory.is_relative_to(base) or not mode & 0o001:
+            directory.chmod(mode | 0o011)
 
 
 def free_low_port() -> int:

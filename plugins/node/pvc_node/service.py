@@ -83,6 +83,18 @@ class NodeService:
     def exists(self, name: str) -> bool:
         return bool(name) and self.entry(name) is not None
 
+    def exists_now(self, name: str) -> bool:
+        """``exists``, and when the view says no, once more after catching it up: a node a node daemon
+        registered a moment ago is named by the next request (the view follows within a watch's latency)."""
+        if self.exists(name):
+            return True
+        self.view.sync()
+        return self.exists(name)
+
+    def catch_up(self) -> None:
+        """Catch the view up with every change committed before now (``SubtreeView.sync``)."""
+        self.view.sync()
+
     def list(self, limit: str | None) -> list[dict]:
         entries = self.entries()
         names = sorted(entries)

@@ -156,7 +156,7 @@ class VMService:
 
         ``negate`` (PVC 1.x) keeps the VMs that do not match ``node``, ``state`` and ``tag`` instead.
         """
-        if node and not self.nodes.exists(node):
+        if node and not self.nodes.exists_now(node):
             raise BadRequest(f'Specified node "{node}" is invalid.')
         self._warm()
         view = self.view
@@ -289,6 +289,9 @@ class VMService:
         selector = selector or "mem"
         limit_list = [item for item in (limit or "").split(",") if item]
         nodes = self.nodes.objects()
+        if (node and node not in nodes) or placement.select(nodes, limit_list, selector) is None:
+            self.nodes.catch_up()  # a node registered a moment ago may not be in the view yet
+            nodes = self.nodes.objects()
         note = ""
         if node and node in nodes:
             target = node
@@ -567,7 +570,7 @@ class VMService:
         limit = [item for item in (current["node_limit"] or "").split(",") if item]
         home = current["node"] or ""
         if node:
-            if not self.nodes.exists(node):
+            if not self.nodes.exists_now(node):
                 raise BadRequest(f"ERROR: Specified node '{node}' is invalid.")
             if limit and node not in limit:
                 raise BadRequest(f"ERROR: Specified node '{node}' is not in the allowed list of nodes "
@@ -577,6 +580,9 @@ class VMService:
             return node
         selector = selector or current["node_selector"]
         target = placement.select(self.nodes.objects(), limit, "mem" if selector is None else selector, home)
+        if target is None:
+            self.nodes.catch_up()
+            target = placement.select(self.nodes.objects(), limit, "mem" if selector is None else selector, home)
         if target is None:
             raise BadRequest(f"ERROR: Could not find a valid migration target for VM '{ident}'.")
         return target
