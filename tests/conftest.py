@@ -545,7 +545,7 @@ def sim_ready(daemon: Daemon, names: tuple[str, ...] = SIM_NODES) -> bool:
 def sim_factory(daemon_factory: Callable[..., Daemon], clean_zk: Any) -> Iterator[Callable[..., Daemon]]:
     """Start a daemon with simulated nodes on an empty, then initialized, cluster; it is stopped after the test
     (its nodes would otherwise keep writing keepalives into the next test's tree)."""
-    started = STARTED
+    started: list[Daemon] = []
 
     def make(extra: dict | None = None, **simnode: str) -> Daemon:
         daemon = daemon_factory(sim_config(extra, **simnode))

@@ -85,6 +85,10 @@ def seed(daemon, zk) -> None:
             zk.create(path, value.encode())
 
 
+# Answers from the daemon's own database, not from the cluster's tree: each daemon here has its own.
+OWN_DATABASE = ("/api/v1/audit",)
+
+
 def read_routes(daemon) -> list[str]:
     """Every GET path of the daemon's own document, its variables filled with every seeded value."""
     document = daemon.get("/openapi.json").json()
@@ -92,6 +96,8 @@ def read_routes(daemon) -> list[str]:
     for path, operations in sorted(document["paths"].items()):
         if "get" not in operations or operations["get"].get("x-plugin") == "example":
             continue  # the suite's example plugin is no part of the cluster (its /example/crash is a 500)
+        if path in OWN_DATABASE:
+            continue
         names = re.findall(r"{([^}]+)}", path)
         unknown = [name for name in names if name not in SEEDED]
         values = [SEEDED.get(name, ["nosuch"]) for name in names]
