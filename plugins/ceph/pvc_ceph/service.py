@@ -162,6 +162,21 @@ class CephService(CephArea):
         """Rename in Ceph, then move its keys in one transaction (a VM's rename renames its disks)."""
         return self.volumes.rename(pool, volume, new_name)
 
+    # A VM's snapshot (the vm plugin) is one RBD snapshot per disk: made, rolled back and removed here, so their
+    # /ceph/snapshots keys stay what the snapshot routes keep.
+
+    def snapshot_exists(self, pool: str, volume: str, name: str) -> bool:
+        return self.runtime.zk.exists(schema.snapshot(pool, volume, name))
+
+    def add_snapshot(self, pool: str, volume: str, name: str) -> str:
+        return self.snapshots.add(pool, volume, name)
+
+    def rollback_snapshot(self, pool: str, volume: str, name: str) -> str:
+        return self.snapshots.rollback(pool, volume, name)
+
+    def remove_snapshot(self, pool: str, volume: str, name: str) -> str:
+        return self.snapshots.remove(pool, volume, name)
+
     def remove_volume_if_exists(self, pool: str, volume: str) -> bool:
         """Remove a volume known to the cluster (its /ceph/volumes key), snapshots and keys included."""
         if not self.runtime.zk.exists(schema.volume(pool, volume)):

@@ -19,7 +19,7 @@ from pvc_core.config import parse_bool
 from pvc_core.errors import ApiError, BadRequest, NotFound, ServiceUnavailable
 from pvc_core.routes import API_PREFIX, Encoded, EncodedArray, collapse_encoded, encode_json
 
-from . import domainxml, placement, schema, tags, tasks
+from . import domainxml, placement, schema, snapshots, tags, tasks
 
 VM_NOT_FOUND = "VM not found."
 # States in which the VM runs (or is being moved while running): a migration live-migrates it.
@@ -61,6 +61,7 @@ def vm_object(uuid: str, entry: dict[str, str | None]) -> dict:
         "node_selector": entry.get("node_selector"),
         "node_autostart": autostart_value,
         "tags": tags.parse(entry.get(schema.TAGS)),
+        "snapshots": snapshots.parse(entry.get(schema.SNAPSHOTS)),
         "description": info["description"],
         "profile": entry.get("profile"),
     }
@@ -217,6 +218,15 @@ class VMService:
     def set_tag(self, ident: str, action: str, tag: str, protected: bool) -> str:
         uuid, _ = self.require(ident, NotFound(VM_NOT_FOUND))
         return tags.change(self.zk, uuid, ident, action, tag, protected)
+
+    def snapshot(self, ident: str, name: str | None) -> str:
+        return snapshots.create(self, ident, name)
+
+    def remove_snapshot(self, ident: str, name: str) -> str:
+        return snapshots.remove(self, ident, name)
+
+    def rollback_snapshot(self, ident: str, name: str) -> str:
+        return snapshots.rollback(self, ident, name)
 
     def vms_using_network(self, vni: int) -> list[str]:
         bridge = f"vmbr{vni}"

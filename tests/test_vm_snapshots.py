@@ -1,0 +1,141 @@
+"""Whole-VM snapshots (PVC 1.x's /vm/<vm>/snapshot) on a real memstore Ceph, through two daemons."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+from test_cluster import tree
+from test_vm import UUID
+from test_vm_storage import POOL, images, pair, rbd_handle, same_everywhere, storage, vm_xml, volume_keys
+
+__all__ = ["pair", "rbd_handle", "storage"]  # the module's fixtures, shared with test_vm_storage
+
+DISKS = ("snap1_sda", "snap1_sdb")
+SIZE = 4096
+
+
+def snaps(ioctx, volume: str) -> list[str]:
+    import rbd
+    with rbd.Image(ioctx, volume, read_only=True) as image:
+        return sorted(snap["name"] for snap in image.list_snaps())
+
+
+def contents(ioctx) -> list[bytes]:
+    import rbd
+    out = []
+    for volume in DISKS:
+        with rbd.Image(ioctx, volume, read_only=True) as image:
+            out.append(image.read(0, SIZE))
+    return out
+
+
+def write(ioctx, data: list[bytes]) -> None:
+    import rbd
+    for volume, chunk in zip(DISKS, data, strict=True):
+        with rbd.Image(ioctx, volume) as image:
+            image.write(chunk, 0)
+
+
+def test_snapshot_rollback_failure_and_delete_of_a_two_disk_vm(pair, storage):
+    import rbd
+    first, second = pair
+    zk, ioctx = storage
+    for volume in DISKS:
+        made = first.post("/storage/ceph/volume", params={"pool": POOL, "volume": volume, "size": "8M"})
+        assert made.status_code == 200, made.text
+    defined = first.post("/vm", params={"node": "pvchv1"},
+                         data={"xml": vm_xml("snap1", UUID, tuple(f"{POOL}/{volume}" for volume in DISKS))})
+    assert defined.status_code == 200, defined.text
+    known = [bytes(range(256)) * (SIZE // 256), bytes(reversed(range(256))) * (SIZE // 256)]
+    write(ioctx, known)
+    original = first.get("/vm/snap1").json()
+    assert original["snapshots"] == []
+    xml = zk.get(f"/domains/{UUID}/xml")[0]
+    base = f"/domains/{UUID}/snapshots"
+
+    # the snapshot: both disks under one name, the XML and the list in ZooKeeper, through both daemons
+    before = time.time()
+    made = second.post("/vm/snap1/snapshot", params={"snapshot_name": "first"})
+    assert made.json() == {"message": "Successfully created snapshot 'first' of VM 'snap1'."}, made.text
+    assert [snaps(ioctx, volume) for volume in DISKS] == [["first"], ["first"]]
+    rbd_snapshots = [f"{POOL}/{volume}@first" for volume in DISKS]
+    stored = tree(zk, base)
+    timestamp = stored[f"{base}/first/timestamp"].decode()
+    assert before - 1 <= int(timestamp) <= time.time()
+    assert stored == {f"{base}/first": b"first", f"{base}/first/timestamp": timestamp.encode(),
+                      f"{base}/first/xml": xml,
+                      f"{base}/first/rbdsnaplist": ",".join(rbd_snapshots).encode()}
+    listed = [{"name": "first", "timestamp": timestamp, "rbd_snapshots": rbd_snapshots}]
+    assert json.loads(zk.get(base)[0]) == listed
+    for volume in DISKS:
+        assert zk.exists(f"/ceph/snapshots/{POOL}/{volume}/first")
+    snapshotted = {**original, "snapshots": listed}
+    same_everywhere(pair, "snap1", snapshotted)
+    duplicate = first.post("/vm/snap1/snapshot", params={"snapshot_name": "first"})
+    assert duplicate.status_code == 400
+    assert duplicate.json() == {"message": "ERROR: Snapshot 'first' already exists for VM 'snap1'; expected a new "
+                                           "name"}
+    assert first.post("/vm/snap1/snapshot", params={"snapshot_name": "a/b"}).status_code == 400
+    assert first.post("/vm/nosuch/snapshot").status_code == 404
+
+    # overwrite both disks and change the XML; a running VM is not rolled back (409), nothing changes
+    write(ioctx, [b"\xaa" * SIZE, b"\x55" * SIZE])
+    bigger = original["xml"].replace("<memory unit='MiB'>2048</memory>", "<memory unit='MiB'>4096</memory>")
+    assert bigger != original["xml"]
+    assert first.put("/vm/snap1", data={"xml": bigger}).status_code == 200
+    changed = first.get("/vm/snap1").json()
+    assert changed["memory"] == 4096
+    assert first.post("/vm/snap1/state", params={"state": "start"}).status_code == 200
+    running = second.post("/vm/snap1/snapshot/rollback", params={"snapshot_name": "first"})
+    assert running.status_code == 409
+    assert running.json()["message"].startswith("ERROR: VM 'snap1' is not stopped (state 'start')")
+    assert contents(ioctx) == [b"\xaa" * SIZE, b"\x55" * SIZE]
+    assert first.post("/vm/snap1/state", params={"state": "stop"}).status_code == 200
+    missing = second.post("/vm/snap1/snapshot/rollback", params={"snapshot_name": "nosuch"})
+    assert missing.status_code == 404
+    assert missing.json() == {"message": "ERROR: Snapshot 'nosuch' does not exist for VM 'snap1'"}
+
+    # the rollback: both disks hold the first bytes again, the XML is the stored one, no helper snapshot stays
+    rolled = second.post("/vm/snap1/snapshot/rollback", params={"snapshot_name": "first"})
+    assert rolled.json() == {"message": "Successfully rolled back to snapshot 'first' of VM 'snap1'."}, rolled.text
+    assert contents(ioctx) == known
+    assert [snaps(ioctx, volume) for volume in DISKS] == [["first"], ["first"]]
+    assert zk.get(f"/domains/{UUID}/xml")[0] == xml
+    assert zk.get(f"/domains/{UUID}/rbdlist")[0] == ",".join(f"{POOL}/{volume}" for volume in DISKS).encode()
+    assert tree(zk, base) == stored
+    same_everywhere(pair, "snap1", {**snapshotted, "state": "stop"})
+
+    # the second disk's snapshot fails in Ceph (a snapshot of that name made there only): the first disk's
+    # is removed again and no key is written
+    with rbd.Image(ioctx, DISKS[1]) as image:
+        image.create_snap("second")
+    domains, volumes, ceph_images = tree(zk, "/domains"), volume_keys(zk), images(ioctx)
+    failed = first.post("/vm/snap1/snapshot", params={"snapshot_name": "second"})
+    assert failed.status_code == 409, failed.text
+    message = failed.json()["message"]
+    assert "second" in message and message.endswith("; the RBD snapshots already made were removed")
+    assert [snaps(ioctx, volume) for volume in DISKS] == [["first"], ["first", "second"]]
+    assert tree(zk, "/domains") == domains and volume_keys(zk) == volumes and images(ioctx) == ceph_images
+    same_everywhere(pair, "snap1", {**snapshotted, "state": "stop"})
+    with rbd.Image(ioctx, DISKS[1]) as image:
+        image.remove_snap("second")
+
+    # the default name is the time, as in PVC 1.x
+    dated = first.post("/vm/snap1/snapshot")
+    name = re.fullmatch(r"Successfully created snapshot '(\d{14})' of VM 'snap1'\.", dated.json()["message"])
+    assert name, dated.text
+    assert [snaps(ioctx, volume) for volume in DISKS] == [sorted(["first", name[1]])] * 2
+
+    # delete removes the RBD snapshots, their /ceph keys and the VM's keys; the list follows
+    assert second.delete("/vm/snap1/snapshot", params={"snapshot_name": "nosuch"}).status_code == 404
+    for snapshot in ("first", name[1]):
+        removed = second.delete("/vm/snap1/snapshot", params={"snapshot_name": snapshot})
+        assert removed.json() == {"message": f"Successfully removed snapshot '{snapshot}' of VM 'snap1'."}
+    assert [snaps(ioctx, volume) for volume in DISKS] == [[], []]
+    assert tree(zk, base) == {} and json.loads(zk.get(base)[0]) == []
+    for volume in DISKS:
+        assert zk.get_children(f"/ceph/snapshots/{POOL}/{volume}") == []
+    same_everywhere(pair, "snap1", {**original, "state": "stop"})
+    assert contents(ioctx) == known
