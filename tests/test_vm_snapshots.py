@@ -10,6 +10,8 @@ from test_cluster import tree
 from test_vm import UUID
 from test_vm_storage import POOL, images, pair, rbd_handle, same_everywhere, storage, vm_xml, volume_keys
 
+from conftest import wait_until
+
 __all__ = ["pair", "rbd_handle", "storage"]  # the module's fixtures, shared with test_vm_storage
 
 DISKS = ("snap1_sda", "snap1_sdb")
@@ -139,3 +141,14 @@ def test_snapshot_rollback_failure_and_delete_of_a_two_disk_vm(pair, storage):
         assert zk.get_children(f"/ceph/snapshots/{POOL}/{volume}") == []
     same_everywhere(pair, "snap1", {**original, "state": "stop"})
     assert contents(ioctx) == known
+
+    # an undefine with delete_disks removes the RBD snapshots of the VM's snapshots with its volumes
+    assert first.post("/vm/snap1/snapshot", params={"snapshot_name": "last"}).status_code == 200
+    gone = second.delete("/vm/snap1", params={"delete_disks": "true"})
+    assert gone.json() == {"message": "Removed VM 'snap1' and disks from the cluster."}, gone.text
+    assert not set(DISKS) & set(images(ioctx))
+    assert not zk.exists(f"/domains/{UUID}")
+    for daemon in pair:
+        wait_until(lambda daemon=daemon: daemon.get("/vm/snap1").status_code == 404, message=daemon.base)
+    assert all(not zk.exists(f"/ceph/volumes/{POOL}/{volume}") and not zk.exists(f"/ceph/snapshots/{POOL}/{volume}")
+               for volume in DISKS)

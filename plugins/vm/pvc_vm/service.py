@@ -385,6 +385,8 @@ class VMService:
         if storage is not None:
             storage.require_reachable()
         disks = [disk.get("name") for disk in domainxml.info(entry.get("xml") or "")["disks"]]
+        # the RBD snapshots of the VM's snapshots go with its disks (a volume with snapshots is not removed)
+        vm_snapshots = snapshots.rbd_snapshots_of(self.zk, uuid) if storage is not None else []
         grace = self.config["vm.delete_grace"]
         state_key = schema.key(uuid, "state")
 
@@ -409,6 +411,9 @@ class VMService:
             if name and name.count("/") == 1:
                 pool, volume = name.split("/")
                 try:
+                    for snap_pool, snap_volume, snap in vm_snapshots:
+                        if (snap_pool, snap_volume) == (pool, volume) and storage.snapshot_exists(pool, volume, snap):
+                            storage.remove_snapshot(pool, volume, snap)
                     storage.remove_volume_if_exists(pool, volume)
                 except ApiError as exc:  # the VM is gone already: report, as v0.6 answered 200 anyway
                     failed.append(f"{name} ({exc.message})")

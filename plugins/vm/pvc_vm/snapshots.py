@@ -151,6 +151,23 @@ def _undo_create(storage: Any, done: list[Disk], name: str) -> str:
     return "; the RBD snapshots already made were removed" if done else ""
 
 
+def _rbd_snapshots(rbdsnaplist: str) -> list[tuple[str, str, str]]:
+    """``(pool, volume, snapshot)`` of a stored ``rbdsnaplist``."""
+    snaps = []
+    for item in rbdsnaplist.split(","):
+        volume, _, snap = item.partition("@")
+        if volume.count("/") == 1 and snap:
+            pool, volume = volume.split("/")
+            snaps.append((pool, volume, snap))
+    return snaps
+
+
+def rbd_snapshots_of(zk: Any, uuid: str) -> list[tuple[str, str, str]]:
+    """Every RBD snapshot the VM's snapshots made: an undefine with ``delete_disks`` removes them first, since
+    a volume with snapshots is not removed."""
+    return [snap for fields in read(zk, uuid).values() for snap in _rbd_snapshots(fields["rbdsnaplist"])]
+
+
 def _stored(zk: Any, uuid: str, ident: str, name: str) -> tuple[dict[str, str], list[tuple[str, str, str]]]:
     """The snapshot's keys and its ``(pool, volume, snapshot)`` list; 404 when the VM has no such snapshot."""
     values = zk.get_many([schema.snapshot(uuid, name), *(schema.snapshot(uuid, name, f)
@@ -158,13 +175,7 @@ def _stored(zk: Any, uuid: str, ident: str, name: str) -> tuple[dict[str, str], 
     if values[schema.snapshot(uuid, name)] is None:
         raise NotFound(f"ERROR: Snapshot '{name}' does not exist for VM '{ident}'")
     fields = {field: values[schema.snapshot(uuid, name, field)] or "" for field in schema.SNAPSHOT_FIELDS}
-    snaps = []
-    for item in fields["rbdsnaplist"].split(","):
-        volume, _, snap = item.partition("@")
-        if volume.count("/") == 1 and snap:
-            pool, volume = volume.split("/")
-            snaps.append((pool, volume, snap))
-    return fields, snaps
+    return fields, _rbd_snapshots(fields["rbdsnaplist"])
 
 
 def remove(service: Any, ident: str, name: str) -> str:
