@@ -99,6 +99,23 @@ def test_snapshot_rollback_failure_and_delete_of_a_two_disk_vm(pair, storage):
     assert missing.status_code == 404
     assert missing.json() == {"message": "ERROR: Snapshot 'nosuch' does not exist for VM 'snap1'"}
 
+    # the second disk's RBD snapshot is renamed behind the cluster's back, so its rollback fails after the first
+    # disk's, which is put back from its temporary snapshot: bytes, XML and snapshots are as they were
+    changed_keys = tree(zk, "/domains")
+    with rbd.Image(ioctx, DISKS[1]) as image:
+        image.rename_snap("first", "hidden")
+    halfway = second.post("/vm/snap1/snapshot/rollback", params={"snapshot_name": "first"})
+    with rbd.Image(ioctx, DISKS[1]) as image:
+        assert sorted(snap["name"] for snap in image.list_snaps()) == ["hidden"]
+        image.rename_snap("hidden", "first")
+    assert halfway.status_code == 404, halfway.text
+    assert halfway.json()["message"] == (f"ERROR: No snapshot with name 'first' is present for volume '{DISKS[1]}' in "
+                                         f"pool '{POOL}'.; the disks already rolled back were restored")
+    assert contents(ioctx) == [b"\xaa" * SIZE, b"\x55" * SIZE]
+    assert [snaps(ioctx, volume) for volume in DISKS] == [["first"], ["first"]]
+    assert tree(zk, "/domains") == changed_keys
+    same_everywhere(pair, "snap1", {**changed, "state": "stop"})
+
     # the rollback: both disks hold the first bytes again, the XML is the stored one, no helper snapshot stays
     rolled = second.post("/vm/snap1/snapshot/rollback", params={"snapshot_name": "first"})
     assert rolled.json() == {"message": "Successfully rolled back to snapshot 'first' of VM 'snap1'."}, rolled.text
