@@ -94,10 +94,29 @@ def test_snapshot_rollback_failure_and_delete_of_a_two_disk_vm(pair, storage):
     assert running.status_code == 409
     assert running.json()["message"].startswith("ERROR: VM 'snap1' is not stopped (state 'start')")
     assert contents(ioctx) == [b"\xaa" * SIZE, b"\x55" * SIZE]
+    # a running VM is snapshotted (disk after disk, see the README) and the snapshot removed again
+    live = second.post("/vm/snap1/snapshot", params={"snapshot_name": "live"})
+    assert live.status_code == 200, live.text
+    assert [snaps(ioctx, volume) for volume in DISKS] == [["first", "live"], ["first", "live"]]
+    assert [item["name"] for item in first.get("/vm/snap1").json()["snapshots"]] in (["live", "first"],
+                                                                                      ["first", "live"])
+    assert first.delete("/vm/snap1/snapshot", params={"snapshot_name": "live"}).status_code == 200
+    assert [snaps(ioctx, volume) for volume in DISKS] == [["first"], ["first"]]
     assert first.post("/vm/snap1/state", params={"state": "stop"}).status_code == 200
     missing = second.post("/vm/snap1/snapshot/rollback", params={"snapshot_name": "nosuch"})
     assert missing.status_code == 404
     assert missing.json() == {"message": "ERROR: Snapshot 'nosuch' does not exist for VM 'snap1'"}
+
+    # a client holds the second disk's lock: 409 before anything is done
+    with rbd.Image(ioctx, DISKS[1]) as image:
+        image.lock_exclusive("test-holder")
+        locked = second.post("/vm/snap1/snapshot/rollback", params={"snapshot_name": "first"})
+        image.unlock("test-holder")
+    assert locked.status_code == 409, locked.text
+    assert locked.json()["message"].startswith(f"ERROR: Volume '{DISKS[1]}' in pool '{POOL}' is in use (locked by ")
+    assert locked.json()["message"].endswith("; stop what uses it before rolling VM 'snap1' back")
+    assert contents(ioctx) == [b"\xaa" * SIZE, b"\x55" * SIZE]
+    assert [snaps(ioctx, volume) for volume in DISKS] == [["first"], ["first"]]
 
     # the second disk's RBD snapshot is renamed behind the cluster's back, so its rollback fails after the first
     # disk's, which is put back from its temporary snapshot: bytes, XML and snapshots are as they were

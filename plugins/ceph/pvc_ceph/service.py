@@ -168,6 +168,13 @@ class CephService(CephArea):
     def snapshot_exists(self, pool: str, volume: str, name: str) -> bool:
         return self.runtime.zk.exists(schema.snapshot(pool, volume, name))
 
+    @bounded('look at the locks of RBD volume "{1}"', pool=0)
+    def refuse_in_use(self, pool: str, volume: str, doing: str) -> None:
+        """409 while a client holds a lock on the volume's image (a VM, a mapping): checked for every disk
+        before a multi-disk change starts, rather than met half-way (a locked image is read-only to us)."""
+        with self.snapshots._image(pool, volume) as image:
+            self.volumes.refuse_locked(pool, volume, image, doing)
+
     def add_snapshot(self, pool: str, volume: str, name: str) -> str:
         return self.snapshots.add(pool, volume, name)
 

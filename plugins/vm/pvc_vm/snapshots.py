@@ -214,6 +214,8 @@ def rollback(service: Any, ident: str, name: str) -> str:
                 raise Conflict(f"ERROR: RBD snapshot '{pool}/{volume}@{snap}' of snapshot '{name}' of VM '{ident}' "
                                "no longer exists; nothing was rolled back")
         storage.require_reachable()
+        for pool, volume, _ in snaps:
+            storage.refuse_in_use(pool, volume, f"rolling VM '{ident}' back")
     safety = f"pvc-rollback-{uuidlib.uuid4().hex[:12]}"
     guarded: list[tuple[str, str]] = []
     rolled: list[tuple[str, str]] = []
