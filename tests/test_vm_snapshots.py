@@ -178,13 +178,23 @@ def test_snapshot_rollback_failure_and_delete_of_a_two_disk_vm(pair, storage):
     same_everywhere(pair, "snap1", {**original, "state": "stop"})
     assert contents(ioctx) == known
 
-    # an undefine with delete_disks removes the RBD snapshots of the VM's snapshots with its volumes
+    # a rename carries the snapshots along: their XML and RBD snapshot lists name the renamed VM and volumes
     assert first.post("/vm/snap1/snapshot", params={"snapshot_name": "last"}).status_code == 200
-    gone = second.delete("/vm/snap1", params={"delete_disks": "true"})
-    assert gone.json() == {"message": "Removed VM 'snap1' and disks from the cluster."}, gone.text
-    assert not set(DISKS) & set(images(ioctx))
+    assert first.post("/vm/snap1/rename", params={"new_name": "snap2"}).status_code == 200
+    renamed = tuple(volume.replace("snap1", "snap2") for volume in DISKS)
+    assert zk.get(f"{base}/last/rbdsnaplist")[0] == ",".join(f"{POOL}/{volume}@last" for volume in renamed).encode()
+    assert zk.get(f"{base}/last/xml")[0] == zk.get(f"/domains/{UUID}/xml")[0]
+    for daemon in pair:
+        wait_until(lambda daemon=daemon: daemon.get("/vm/snap2").json()["snapshots"][0]["rbd_snapshots"] ==
+                   [f"{POOL}/{volume}@last" for volume in renamed], message=daemon.base)
+    assert second.post("/vm/snap2/snapshot/rollback", params={"snapshot_name": "last"}).status_code == 200
+
+    # an undefine with delete_disks removes the RBD snapshots of the VM's snapshots with its volumes
+    gone = second.delete("/vm/snap2", params={"delete_disks": "true"})
+    assert gone.json() == {"message": "Removed VM 'snap2' and disks from the cluster."}, gone.text
+    assert not {*DISKS, *renamed} & set(images(ioctx))
     assert not zk.exists(f"/domains/{UUID}")
     for daemon in pair:
-        wait_until(lambda daemon=daemon: daemon.get("/vm/snap1").status_code == 404, message=daemon.base)
+        wait_until(lambda daemon=daemon: daemon.get("/vm/snap2").status_code == 404, message=daemon.base)
     assert all(not zk.exists(f"/ceph/volumes/{POOL}/{volume}") and not zk.exists(f"/ceph/snapshots/{POOL}/{volume}")
-               for volume in DISKS)
+               for volume in renamed)

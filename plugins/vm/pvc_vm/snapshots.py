@@ -136,6 +136,29 @@ def create(service: Any, ident: str, name: str | None) -> str:
     return f"Successfully created snapshot '{name}' of VM '{ident}'."
 
 
+def follow_rename(zk: Any, uuid: str, transaction: Any, rename_xml: Any, moves: list[tuple[str, str, str]]) -> None:
+    """Add to a VM's rename transaction what its snapshots must say afterwards: each stored XML renamed as the
+    VM's (``rename_xml`` edits a parsed domain), each ``rbdsnaplist`` naming the renamed volumes (whose RBD
+    snapshots moved with them), and the list; guarded by the list's version. Without it a rollback would
+    restore the old name and volumes, and a delete would miss the renamed volumes' snapshots."""
+    container = schema.snapshots(uuid)
+    _, version = zk.get_versioned([container])[container]
+    if version < 0:
+        return
+    targets = {(pool, volume): target for pool, volume, target in moves}
+    current = read(zk, uuid)
+    for name, fields in current.items():
+        if fields["xml"]:
+            domain = domainxml.parse(fields["xml"])
+            rename_xml(domain)
+            fields["xml"] = domain.pretty()
+            transaction.set_data(schema.snapshot(uuid, name, "xml"), fields["xml"].encode())
+        fields["rbdsnaplist"] = ",".join(f"{pool}/{targets.get((pool, volume), volume)}@{snap}"
+                                         for pool, volume, snap in _rbd_snapshots(fields["rbdsnaplist"]))
+        transaction.set_data(schema.snapshot(uuid, name, "rbdsnaplist"), fields["rbdsnaplist"].encode())
+    transaction.set_data(container, summary(current).encode(), version=version)
+
+
 def _undo_create(storage: Any, done: list[Disk], name: str) -> str:
     """Remove the RBD snapshots already made, last first; what the answer says about it."""
     left = []
