@@ -198,3 +198,83 @@ def test_snapshot_rollback_failure_and_delete_of_a_two_disk_vm(pair, storage):
         wait_until(lambda daemon=daemon: daemon.get("/vm/snap2").status_code == 404, message=daemon.base)
     assert all(not zk.exists(f"/ceph/volumes/{POOL}/{volume}") and not zk.exists(f"/ceph/snapshots/{POOL}/{volume}")
                for volume in renamed)
+
+
+def rbd_cli(ceph_cluster, *args: str) -> None:
+    import subprocess
+    subprocess.run(["rbd", "--conf", ceph_cluster.conf, "--keyring", ceph_cluster.keyring, *args], check=True,
+                   capture_output=True, timeout=60)
+
+
+def test_export_full_then_incremental(pair, storage, ceph_cluster, tmp_path):
+    import rbd
+    first, second = pair
+    zk, ioctx = storage
+    for volume in DISKS:
+        assert first.post("/storage/ceph/volume", params={"pool": POOL, "volume": volume, "size": "8M"}).status_code \
+            == 200
+    disks = tuple(f"{POOL}/{volume}" for volume in DISKS)
+    assert first.post("/vm", params={"node": "pvchv1"}, data={"xml": vm_xml("snap1", UUID, disks)}).status_code == 200
+    old, new = [b"\x01" * SIZE, b"\x02" * SIZE], [b"\x03" * SIZE, b"\x04" * SIZE]
+    write(ioctx, old)
+    assert first.post("/vm/snap1/snapshot", params={"snapshot_name": "one"}).status_code == 200
+    write(ioctx, new)
+    assert first.post("/vm/snap1/snapshot", params={"snapshot_name": "two"}).status_code == 200
+    xml = zk.get(f"/domains/{UUID}/xml")[0].decode()
+
+    full = second.post("/vm/snap1/snapshot/export", params={"snapshot_name": "one", "export_path": str(tmp_path)})
+    target = tmp_path / "snap1" / "one"
+    assert full.json() == {"message": f"Successfully exported snapshot 'one' of VM 'snap1' (full) to '{target}'."}
+    document = json.loads((target / "snapshot.json").read_text())
+    files = [{"srcvol": f"{POOL}/{volume}", "file": f"images/{POOL}.{volume}.rbdimg"} for volume in DISKS]
+    assert {key: value for key, value in document.items() if key not in ("vm_detail", "datestring")} == {
+        "type": "full", "snapshot_name": "one", "incremental_parent": None, "export_files": files,
+        "export_size_bytes": sum((target / item["file"]).stat().st_size for item in files)}
+    assert {key: value for key, value in document["vm_detail"].items() if key != "timestamp"} == {
+        "name": "snap1", "uuid": UUID, "xml": xml, "rbd_snapshots": [f"{disk}@one" for disk in disks]}
+    assert re.fullmatch(r"\d{14}", document["datestring"])
+
+    # refused, nothing written: the same target again, a relative or missing path, an unknown parent
+    listing = sorted(path.relative_to(tmp_path) for path in tmp_path.rglob("*"))
+    again = first.post("/vm/snap1/snapshot/export", params={"snapshot_name": "one", "export_path": str(tmp_path)})
+    assert again.status_code == 400 and again.json()["message"] == (
+        f"ERROR: Export target '{target}' already exists; expected a snapshot not exported there")
+    for path in ("relative", str(tmp_path / "nosuch")):
+        bad = first.post("/vm/snap1/snapshot/export", params={"snapshot_name": "two", "export_path": path})
+        assert bad.status_code == 400 and "does not exist on the API host" in bad.json()["message"]
+    unknown = first.post("/vm/snap1/snapshot/export", params={"snapshot_name": "two", "export_path": str(tmp_path),
+                                                              "incremental_parent": "nosuch"})
+    assert unknown.json() == {"message": "Parameter 'incremental_parent': VM 'snap1' has no snapshot 'nosuch'"}
+    assert first.post("/vm/snap1/snapshot/export", params={"snapshot_name": "nosuch",
+                                                           "export_path": str(tmp_path)}).status_code == 404
+    assert sorted(path.relative_to(tmp_path) for path in tmp_path.rglob("*")) == listing
+    # the second disk's export fails (its RBD snapshot renamed behind the cluster's back): no file stays
+    other = tmp_path / "other"
+    other.mkdir()
+    with rbd.Image(ioctx, DISKS[1]) as image:
+        image.rename_snap("two", "hidden")
+    halfway = first.post("/vm/snap1/snapshot/export", params={"snapshot_name": "two", "export_path": str(other)})
+    with rbd.Image(ioctx, DISKS[1]) as image:
+        image.rename_snap("hidden", "two")
+    assert halfway.status_code == 409, halfway.text
+    assert halfway.json()["message"].startswith(f"ERROR: Failed to export {POOL}/{DISKS[1]}@two: ")
+    assert list(other.iterdir()) == []
+
+    diff = second.post("/vm/snap1/snapshot/export", params={"snapshot_name": "two", "export_path": str(tmp_path),
+                                                            "incremental_parent": "one"})
+    assert diff.status_code == 200, diff.text
+    document = json.loads((tmp_path / "snap1" / "two" / "snapshot.json").read_text())
+    assert document["type"] == "incremental" and document["incremental_parent"] == "one"
+
+    # the files hold the data: imported by the rbd CLI, the full export has the first bytes, the diff the second
+    for volume, before, after in zip(DISKS, old, new, strict=True):
+        copy = f"{volume}_copy"
+        rbd_cli(ceph_cluster, "import", str(target / "images" / f"{POOL}.{volume}.rbdimg"), f"{POOL}/{copy}")
+        with rbd.Image(ioctx, copy) as image:
+            assert image.read(0, SIZE) == before
+            image.create_snap("one")  # what an incremental import starts from
+        rbd_cli(ceph_cluster, "import-diff", str(tmp_path / "snap1" / "two" / "images" / f"{POOL}.{volume}.rbddiff"),
+                f"{POOL}/{copy}")
+        with rbd.Image(ioctx, copy, read_only=True) as image:
+            assert image.read(0, SIZE) == after
+            assert [snap["name"] for snap in image.list_snaps()] == ["one", "two"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from pvc_core.params import BOOLEAN, NAME_HELP, NAME_PATTERN, STRING, Param
-from pvc_core.routes import CONFLICT, Route
+from pvc_core.routes import ADMIN, CONFLICT, Route
 from pvc_core.shapes import BOOL, MESSAGE, STR, array, named, obj
 
 TAG_MAX = 255  # a tag is a ZooKeeper path segment
@@ -65,6 +65,11 @@ def rollback_snapshot(ctx: Any, params: dict, vm: str) -> dict:
     return {"message": ctx.service("vm").rollback_snapshot(vm, params["snapshot_name"])}
 
 
+def export_snapshot(ctx: Any, params: dict, vm: str) -> dict:
+    return {"message": ctx.service("vm").export_snapshot(vm, params["snapshot_name"], params["export_path"],
+                                                         params["incremental_parent"])}
+
+
 def routes() -> list[Route]:
     tags = ("vm",)
     return [
@@ -96,4 +101,13 @@ def routes() -> list[Route]:
             summary="Roll a stopped VM's disks and XML back to a snapshot (PVC 1.x)", tags=tags, returns=MESSAGE,
             responses={404: "The VM or the snapshot does not exist",
                        409: "The VM is not stopped (stop or disable), a disk is in use, or a concurrent change"}),
+        Route("POST", "/vm/<vm>/snapshot/export", export_snapshot, (
+            _snapshot_param("the snapshot to export", required=True),
+            Param("export_path", STRING, required=True, max_length=4096,
+                  help="absolute path of a directory on the API host; the export goes to <vm>/<snapshot> in it"),
+            Param("incremental_parent", STRING, pattern=SNAPSHOT_PATTERN, pattern_help=SNAPSHOT_HELP,
+                  max_length=TAG_MAX, help="an earlier snapshot of the VM, exported before: export only the changes"),
+        ), summary="Export a VM's snapshot to files on the API host (PVC 1.x)", tags=tags, returns=MESSAGE,
+            scope=ADMIN,  # it writes files wherever the daemon may
+            responses={404: "The VM or the snapshot does not exist", 409: "Ceph refused an export"}),
     ]

@@ -19,7 +19,7 @@ from pvc_core.config import parse_bool
 from pvc_core.errors import ApiError, BadRequest, NotFound, ServiceUnavailable
 from pvc_core.routes import API_PREFIX, Encoded, EncodedArray, collapse_encoded, encode_json
 
-from . import domainxml, placement, schema, snapshots, tags, tasks
+from . import domainxml, exports, placement, schema, snapshots, tags, tasks
 
 VM_NOT_FOUND = "VM not found."
 # States in which the VM runs (or is being moved while running): a migration live-migrates it.
@@ -227,6 +227,9 @@ class VMService:
 
     def rollback_snapshot(self, ident: str, name: str) -> str:
         return snapshots.rollback(self, ident, name)
+
+    def export_snapshot(self, ident: str, name: str, export_path: str, incremental_parent: str | None) -> str:
+        return exports.export(self, ident, name, export_path, incremental_parent)
 
     def vms_using_network(self, vni: int) -> list[str]:
         bridge = f"vmbr{vni}"

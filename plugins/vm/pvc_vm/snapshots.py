@@ -191,7 +191,7 @@ def rbd_snapshots_of(zk: Any, uuid: str) -> list[tuple[str, str, str]]:
     return [snap for fields in read(zk, uuid).values() for snap in _rbd_snapshots(fields["rbdsnaplist"])]
 
 
-def _stored(zk: Any, uuid: str, ident: str, name: str) -> tuple[dict[str, str], list[tuple[str, str, str]]]:
+def stored(zk: Any, uuid: str, ident: str, name: str) -> tuple[dict[str, str], list[tuple[str, str, str]]]:
     """The snapshot's keys and its ``(pool, volume, snapshot)`` list; 404 when the VM has no such snapshot."""
     values = zk.get_many([schema.snapshot(uuid, name), *(schema.snapshot(uuid, name, f)
                                                          for f in schema.SNAPSHOT_FIELDS)])
@@ -206,7 +206,7 @@ def remove(service: Any, ident: str, name: str) -> str:
     failed half-way), then the keys."""
     zk = service.zk
     uuid, _ = service.require(ident)
-    _, snaps = _stored(zk, uuid, ident, name)
+    _, snaps = stored(zk, uuid, ident, name)
     if snaps:
         storage = service.runtime.service("ceph")
         storage.require_reachable()
@@ -221,7 +221,7 @@ def rollback(service: Any, ident: str, name: str) -> str:
     """Roll every disk back and make the stored XML the VM's again; only for a stopped VM."""
     zk = service.zk
     uuid, _ = service.require(ident)
-    fields, snaps = _stored(zk, uuid, ident, name)
+    fields, snaps = stored(zk, uuid, ident, name)
     state_key, xml_key, rbdlist = schema.key(uuid, "state"), schema.key(uuid, "xml"), schema.key(uuid, "rbdlist")
     state = zk.get(state_key)
     if state not in STOPPED:
