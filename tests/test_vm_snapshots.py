@@ -98,8 +98,9 @@ def test_snapshot_rollback_failure_and_delete_of_a_two_disk_vm(pair, storage):
     live = second.post("/vm/snap1/snapshot", params={"snapshot_name": "live"})
     assert live.status_code == 200, live.text
     assert [snaps(ioctx, volume) for volume in DISKS] == [["first", "live"], ["first", "live"]]
-    assert [item["name"] for item in first.get("/vm/snap1").json()["snapshots"]] in (["live", "first"],
-                                                                                      ["first", "live"])
+    for daemon in (second, first):  # the writer at once, the other once its watch delivers it
+        wait_until(lambda daemon=daemon: sorted(item["name"] for item in daemon.get("/vm/snap1").json()["snapshots"])
+                   == ["first", "live"], message=daemon.base)
     assert first.delete("/vm/snap1/snapshot", params={"snapshot_name": "live"}).status_code == 200
     assert [snaps(ioctx, volume) for volume in DISKS] == [["first"], ["first"]]
     assert first.post("/vm/snap1/state", params={"state": "stop"}).status_code == 200
@@ -206,7 +207,7 @@ def rbd_cli(ceph_cluster, *args: str) -> None:
                    capture_output=True, timeout=60)
 
 
-def test_export_full_then_incremental(pair, storage, ceph_cluster, tmp_path):
+def test_export_full_then_incremental_and_import(pair, storage, ceph_cluster, tmp_path):
     import rbd
     first, second = pair
     zk, ioctx = storage
@@ -278,3 +279,33 @@ def test_export_full_then_incremental(pair, storage, ceph_cluster, tmp_path):
         with rbd.Image(ioctx, copy, read_only=True) as image:
             assert image.read(0, SIZE) == after
             assert [snap["name"] for snap in image.list_snaps()] == ["one", "two"]
+
+    # the VM gone with its disks, the import recreates both volumes from the chain (full, then the diff) and the
+    # VM from the snapshot's XML, with the two snapshots kept as the VM's
+    before = {key: value for key, value in first.get("/vm/snap1").json().items() if key != "snapshots"}
+    assert second.delete("/vm/snap1", params={"delete_disks": "true"}).status_code == 200
+    assert not set(DISKS) & set(images(ioctx))
+    # the second disk's diff is damaged: its import fails (409, rbd's reason) and both volumes are removed again
+    damaged = tmp_path / "snap1" / "two" / "images" / f"{POOL}.{DISKS[1]}.rbddiff"
+    kept = damaged.read_bytes()
+    damaged.write_bytes(b"garbage")
+    failed = first.post("/vm/snap1/snapshot/import", params={"snapshot_name": "two", "import_path": str(tmp_path)})
+    damaged.write_bytes(kept)
+    assert failed.status_code == 409, failed.text
+    assert failed.json()["message"].startswith(f"ERROR: Failed to import {damaged}: ")
+    assert not set(DISKS) & set(images(ioctx))
+    assert not any(zk.exists(f"/ceph/volumes/{POOL}/{volume}") for volume in DISKS)
+    assert not zk.exists(f"/domains/{UUID}")
+    imported = first.post("/vm/snap1/snapshot/import", params={"snapshot_name": "two", "import_path": str(tmp_path)})
+    assert imported.json() == {"message": f"Successfully imported VM 'snap1' from snapshot 'two' in '{tmp_path}'."}, \
+        imported.text
+    assert contents(ioctx) == new
+    assert [snaps(ioctx, volume) for volume in DISKS] == [["one", "two"], ["one", "two"]]
+    assert zk.get(f"/domains/{UUID}/xml")[0].decode() == xml
+    listed = [{"name": snap, "timestamp": zk.get(f"/domains/{UUID}/snapshots/{snap}/timestamp")[0].decode(),
+               "rbd_snapshots": [f"{disk}@{snap}" for disk in disks]} for snap in ("two", "one")]
+    same_everywhere(pair, "snap1", {**before, "snapshots": listed})
+    for volume in DISKS:
+        assert sorted(zk.get_children(f"/ceph/snapshots/{POOL}/{volume}")) == ["one", "two"]
+    again = first.post("/vm/snap1/snapshot/import", params={"snapshot_name": "two", "import_path": str(tmp_path)})
+    assert again.status_code == 400 and "already exists in the cluster" in again.json()["message"]

@@ -201,6 +201,35 @@ class CephService(CephArea):
                 else ["export", spec, target])
         self._rbd(args, self.client.timeout + size / EXPORT_RATE, f"export {spec}")
 
+    @bounded('import RBD volume "{1}"', pool=0)
+    def import_volume(self, pool: str, volume: str, image: str, snapshot: str, diffs: list[str]) -> None:
+        """A new volume from an export's files: ``rbd import`` of the raw image, its snapshot ``snapshot``
+        made (what the first diff starts from), then ``rbd import-diff`` of each diff in turn (each makes
+        its end snapshot). Its keys are recorded as Ceph then holds it, also when a step fails: the caller
+        removes it then (``discard_volume``)."""
+        self.volumes._require_pool(pool)
+        if self.volume_exists(pool, volume):
+            raise Conflict(f"ERROR: Volume '{volume}' already exists in pool '{pool}'")
+        spec = f"{pool}/{volume}"
+        try:
+            for step, (args, path) in enumerate([(["import", image, spec], image),
+                                                  *((["import-diff", diff, spec], diff) for diff in diffs)]):
+                self._rbd(args, self.client.timeout + os.path.getsize(path) / EXPORT_RATE, f"import {path}")
+                if step == 0:
+                    with self.snapshots._image(pool, volume) as opened:
+                        opened.create_snap(snapshot)
+        finally:
+            self.volumes.reconcile(pool, volume)
+
+    @bounded('remove RBD volume "{1}"', pool=0)
+    def discard_volume(self, pool: str, volume: str) -> None:
+        """Remove a volume with all its snapshots, and its keys (an import that failed half-way)."""
+        try:
+            self._rbd(["snap", "purge", f"{pool}/{volume}"], self.client.timeout, f"purge {pool}/{volume}")
+            self._rbd(["rm", f"{pool}/{volume}"], self.client.timeout, f"remove {pool}/{volume}")
+        finally:
+            self.volumes.reconcile(pool, volume)
+
     def _rbd(self, args: list[str], timeout: float, what: str) -> str:
         command = ["rbd", "--conf", self.client.conffile, "--name", self.client.name]
         if self.client.keyring:

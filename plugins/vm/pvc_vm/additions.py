@@ -70,6 +70,11 @@ def export_snapshot(ctx: Any, params: dict, vm: str) -> dict:
                                                          params["incremental_parent"])}
 
 
+def import_snapshot(ctx: Any, params: dict, vm: str) -> dict:
+    return {"message": ctx.service("vm").import_snapshot(vm, params["snapshot_name"], params["import_path"],
+                                                         params["retain_snapshot"])}
+
+
 def routes() -> list[Route]:
     tags = ("vm",)
     return [
@@ -110,4 +115,13 @@ def routes() -> list[Route]:
         ), summary="Export a VM's snapshot to files on the API host (PVC 1.x)", tags=tags, returns=MESSAGE,
             scope=ADMIN,  # it writes files wherever the daemon may
             responses={404: "The VM or the snapshot does not exist", 409: "Ceph refused an export"}),
+        Route("POST", "/vm/<vm>/snapshot/import", import_snapshot, (
+            _snapshot_param("the exported snapshot to import", required=True),
+            Param("import_path", STRING, required=True, max_length=4096,
+                  help="absolute path of a directory on the API host holding <vm>/<snapshot> exports"),
+            Param("retain_snapshot", BOOLEAN, default=True,
+                  help="keep the imported snapshots as the VM's snapshots"),
+        ), summary="Recreate an exported VM from its snapshot export(s) on the API host (PVC 1.x)", tags=tags,
+            returns=MESSAGE, scope=ADMIN,  # it reads files wherever the daemon may
+            responses={409: "A volume exists already, Ceph refused an import, or a concurrent change"}),
     ]

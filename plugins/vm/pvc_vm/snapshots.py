@@ -73,7 +73,7 @@ def summary(snapshots: dict[str, dict[str, str]]) -> str:
                        for name in sorted(snapshots)])
 
 
-def _commit(zk: Any, uuid: str, ident: str, name: str, values: dict[str, str] | None) -> None:
+def commit(zk: Any, uuid: str, ident: str, name: str, values: dict[str, str] | None) -> None:
     """Create (``values``) or delete (None) one snapshot's keys and rewrite the list, in one transaction
     guarded by the VM's key and the list's version."""
     container, root = schema.snapshots(uuid), schema.vm(uuid)
@@ -124,7 +124,7 @@ def create(service: Any, ident: str, name: str | None) -> str:
         for pool, volume in disks:
             storage.add_snapshot(pool, volume, name)
             done.append((pool, volume))
-        _commit(zk, uuid, ident, name, {
+        commit(zk, uuid, ident, name, {
             "timestamp": str(int(time.time())), "xml": xml,
             "rbdsnaplist": ",".join(f"{pool}/{volume}@{name}" for pool, volume in disks)})
     except ApiError as exc:
@@ -213,7 +213,7 @@ def remove(service: Any, ident: str, name: str) -> str:
         for pool, volume, snap in snaps:
             if storage.snapshot_exists(pool, volume, snap):
                 storage.remove_snapshot(pool, volume, snap)
-    _commit(zk, uuid, ident, name, None)
+    commit(zk, uuid, ident, name, None)
     return f"Successfully removed snapshot '{name}' of VM '{ident}'."
 
 
