@@ -34,7 +34,7 @@ from pvc_core import etags
 # The znodes the answers are built from, in order (the VM's view keys; a network's scalars; an ACL's two
 # keys): the ETag must be what ZooKeeper's own stats of exactly these give.
 VM_KEYS = ("state", "node", "lastnode", "failedreason", "node_limit", "node_selector", "node_autostart", "profile",
-           "xml", "tags")
+           "xml", "tags", "snapshots")
 NETWORK_KEYS = ("nettype", "domain", "name_servers", "ip6_network", "ip6_gateway", "dhcp6_flag", "ip4_network",
                 "ip4_gateway", "dhcp4_flag", "dhcp4_start", "dhcp4_end")
 

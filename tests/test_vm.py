@@ -63,7 +63,8 @@ PRETTY = """<domain type="kvm">
 OBJECT = {
     "name": "test1", "uuid": UUID, "state": "stop", "node": "pvchv1", "last_node": "", "migrated": "no",
     "failed_reason": "", "node_limit": ["pvchv1", "pvchv2"], "node_selector": "mem", "node_autostart": False,
-    "tags": [], "description": "Test VM", "profile": "None", "memory": 2048, "vcpu": 2, "vcpu_topology": "1/2/1",
+    "tags": [], "snapshots": [], "description": "Test VM", "profile": "None", "memory": 2048, "vcpu": 2,
+    "vcpu_topology": "1/2/1",
     "networks": [{"type": "bridge", "mac": "52:54:00:ab:cd:ef", "source": "vmbr100", "model": "virtio"}],
     "type": "hvm", "arch": "x86_64", "machine": "pc-i440fx-2.7", "console": "pty", "emulator": "/usr/bin/kvm",
     "features": ["acpi", "apic", "pae"],

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from typing import Any
 
 from pvc_core import schema as core_schema
-from pvc_core.errors import ServiceUnavailable
+from pvc_core.errors import Conflict, ServiceUnavailable
 
 from . import schema
 from .area import CephArea, bounded
@@ -17,6 +18,8 @@ from .pools import Pools
 from .snapshots import Snapshots
 from .uploads import Uploads
 from .volumes import Volumes
+
+EXPORT_RATE = 16 * 1024 * 1024  # bytes per second below which an rbd export is taken as stuck
 
 
 class CephService(CephArea):
@@ -161,6 +164,90 @@ class CephService(CephArea):
     def rename_volume(self, pool: str, volume: str, new_name: str) -> str:
         """Rename in Ceph, then move its keys in one transaction (a VM's rename renames its disks)."""
         return self.volumes.rename(pool, volume, new_name)
+
+    # A VM's snapshot (the vm plugin) is one RBD snapshot per disk: made, rolled back and removed here, so their
+    # /ceph/snapshots keys stay what the snapshot routes keep.
+
+    def snapshot_exists(self, pool: str, volume: str, name: str) -> bool:
+        return self.runtime.zk.exists(schema.snapshot(pool, volume, name))
+
+    @bounded('look at the locks of RBD volume "{1}"', pool=0)
+    def refuse_in_use(self, pool: str, volume: str, doing: str) -> None:
+        """409 while a client holds a lock on the volume's image (a VM, a mapping): checked for every disk
+        before a multi-disk change starts, rather than met half-way (a locked image is read-only to us)."""
+        with self.snapshots._image(pool, volume) as image:
+            self.volumes.refuse_locked(pool, volume, image, doing)
+
+    def add_snapshot(self, pool: str, volume: str, name: str) -> str:
+        return self.snapshots.add(pool, volume, name)
+
+    def rollback_snapshot(self, pool: str, volume: str, name: str) -> str:
+        return self.snapshots.rollback(pool, volume, name)
+
+    def remove_snapshot(self, pool: str, volume: str, name: str) -> str:
+        return self.snapshots.remove(pool, volume, name)
+
+    @bounded('export RBD snapshot "{2}" of volume "{1}"', pool=0)
+    def export_snapshot(self, pool: str, volume: str, name: str, target: str, from_snapshot: str | None = None) -> None:
+        """Write the snapshot to the file ``target``: ``rbd export`` (the raw image as of the snapshot), or with
+        ``from_snapshot`` ``rbd export-diff --from-snap`` (what changed since). Not PVC 1.x's ``--export-format
+        2``: measured here, that format carries every snapshot of the image and its current data whatever
+        snapshot is named, so a full export of an older snapshot imported as a newer one. The rbd CLI, as
+        librbd's Python binding has no export: a volume's export takes as long as its data, bounded by
+        ``ceph.timeout`` + 1 s per 16 MiB of its size."""
+        size = self.volume_size(pool, volume) or 0
+        spec = f"{pool}/{volume}@{name}"
+        args = (["export-diff", "--from-snap", from_snapshot, spec, target] if from_snapshot
+                else ["export", spec, target])
+        self._rbd(args, self.client.timeout + size / EXPORT_RATE, f"export {spec}")
+
+    @bounded('import RBD volume "{1}"', pool=0)
+    def import_volume(self, pool: str, volume: str, image: str, snapshot: str, diffs: list[str]) -> None:
+        """A new volume from an export's files: ``rbd import`` of the raw image, its snapshot ``snapshot``
+        made (what the first diff starts from), then ``rbd import-diff`` of each diff in turn (each makes
+        its end snapshot). Its keys are recorded as Ceph then holds it, also when a step fails: the caller
+        removes it then (``discard_volume``)."""
+        self.volumes._require_pool(pool)
+        if self.volume_exists(pool, volume):
+            raise Conflict(f"ERROR: Volume '{volume}' already exists in pool '{pool}'")
+        spec = f"{pool}/{volume}"
+        try:
+            for step, (args, path) in enumerate([(["import", image, spec], image),
+                                                  *((["import-diff", diff, spec], diff) for diff in diffs)]):
+                self._rbd(args, self.client.timeout + os.path.getsize(path) / EXPORT_RATE, f"import {path}")
+                if step == 0:
+                    with self.snapshots._image(pool, volume) as opened:
+                        opened.create_snap(snapshot)
+        finally:
+            self.volumes.reconcile(pool, volume)
+
+    @bounded('remove RBD volume "{1}"', pool=0)
+    def discard_volume(self, pool: str, volume: str) -> None:
+        """Remove a volume with all its snapshots, and its keys (an import that failed half-way)."""
+        try:
+            self._rbd(["snap", "purge", f"{pool}/{volume}"], self.client.timeout, f"purge {pool}/{volume}")
+            self._rbd(["rm", f"{pool}/{volume}"], self.client.timeout, f"remove {pool}/{volume}")
+        finally:
+            self.volumes.reconcile(pool, volume)
+
+    def _rbd(self, args: list[str], timeout: float, what: str) -> str:
+        command = ["rbd", "--conf", self.client.conffile, "--name", self.client.name]
+        if self.client.keyring:
+            command += ["--keyring", self.client.keyring]
+        if self.client.mon_host:
+            command += ["--mon-host", self.client.mon_host]
+        with self.client.long():
+            try:
+                result = subprocess.run(command + args, capture_output=True, text=True, timeout=timeout,
+                                        stdin=subprocess.DEVNULL)
+            except FileNotFoundError:
+                raise ServiceUnavailable("the rbd CLI is not installed on this API host (Debian package "
+                                         "ceph-common)") from None
+            except subprocess.TimeoutExpired:
+                raise ServiceUnavailable(f"rbd could not {what} within {timeout:.0f} s") from None
+        if result.returncode != 0:
+            raise Conflict(f"ERROR: Failed to {what}: {result.stderr.strip()}")
+        return result.stdout
 
     def remove_volume_if_exists(self, pool: str, volume: str) -> bool:
         """Remove a volume known to the cluster (its /ceph/volumes key), snapshots and keys included."""

@@ -1,7 +1,7 @@
-"""Routes PVC 1.x added to /vm after v0.6 (tags, rename), with its paths and argument names.
+"""Routes PVC 1.x added to /vm after v0.6 (tags, rename, snapshots), with its paths and argument names.
 
 Additions only: a client of v0.6 sends none of these arguments and gets the
-answers it always got (the VM object gains PVC 1.x's ``tags`` list).
+answers it always got (the VM object gains PVC 1.x's ``tags`` and ``snapshots`` lists).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from pvc_core.params import BOOLEAN, NAME_HELP, NAME_PATTERN, STRING, Param
-from pvc_core.routes import CONFLICT, Route
+from pvc_core.routes import ADMIN, CONFLICT, Route
 from pvc_core.shapes import BOOL, MESSAGE, STR, array, named, obj
 
 TAG_MAX = 255  # a tag is a ZooKeeper path segment
@@ -21,6 +21,15 @@ def _tag_param(name: str, help: str, **extra: Any) -> Param:
 
 
 TAG = named("VMTag", obj({"name": STR, "type": STR, "protected": BOOL}))
+SNAPSHOT = named("VMSnapshot", obj({"name": STR, "timestamp": STR, "rbd_snapshots": array(STR)}))
+# the RBD snapshots take the name: what librbd and the /ceph/snapshots keys accept (PVC 1.x: letters, digits, '.-_')
+SNAPSHOT_PATTERN = r"(?!\.\.?$)[A-Za-z0-9_.+-]+"
+SNAPSHOT_HELP = "letters, digits, '_', '.', '+', '-' (not '.' or '..')"
+
+
+def _snapshot_param(help: str, **extra: Any) -> Param:
+    return Param("snapshot_name", STRING, pattern=SNAPSHOT_PATTERN, pattern_help=SNAPSHOT_HELP, max_length=TAG_MAX,
+                 help=help, **extra)
 TAGS_ON_DEFINE = (
     _tag_param("user_tags", "a tag to give the VM (repeat for several)", repeated=True),
     _tag_param("protected_tags", "a protected tag to give the VM (repeat for several)", repeated=True),
@@ -44,6 +53,28 @@ def rename_vm(ctx: Any, params: dict, vm: str) -> dict:
     return {"message": ctx.service("vm").rename(vm, params["new_name"])}
 
 
+def snapshot_vm(ctx: Any, params: dict, vm: str) -> dict:
+    return {"message": ctx.service("vm").snapshot(vm, params["snapshot_name"])}
+
+
+def remove_snapshot(ctx: Any, params: dict, vm: str) -> dict:
+    return {"message": ctx.service("vm").remove_snapshot(vm, params["snapshot_name"])}
+
+
+def rollback_snapshot(ctx: Any, params: dict, vm: str) -> dict:
+    return {"message": ctx.service("vm").rollback_snapshot(vm, params["snapshot_name"])}
+
+
+def export_snapshot(ctx: Any, params: dict, vm: str) -> dict:
+    return {"message": ctx.service("vm").export_snapshot(vm, params["snapshot_name"], params["export_path"],
+                                                         params["incremental_parent"])}
+
+
+def import_snapshot(ctx: Any, params: dict, vm: str) -> dict:
+    return {"message": ctx.service("vm").import_snapshot(vm, params["snapshot_name"], params["import_path"],
+                                                         params["retain_snapshot"])}
+
+
 def routes() -> list[Route]:
     tags = ("vm",)
     return [
@@ -61,4 +92,36 @@ def routes() -> list[Route]:
                   help="A new VM name must be specified"),),
             summary="Rename a stopped VM and the RBD volumes named for it (PVC 1.x)", tags=tags, returns=MESSAGE,
             responses={409: "The VM is not stopped (stop or disable), or a concurrent change"}),
+        Route("POST", "/vm/<vm>/snapshot", snapshot_vm, (
+            _snapshot_param("the snapshot's name (default: the time, YYYYMMDDHHMMSS)"),),
+            summary="Snapshot every RBD disk of a VM under one name, with its XML (PVC 1.x)", tags=tags,
+            returns=MESSAGE, responses={409: "Ceph refused a disk's snapshot (nothing is left), or a concurrent "
+                                             "change"}),
+        Route("DELETE", "/vm/<vm>/snapshot", remove_snapshot, (
+            _snapshot_param("the snapshot to remove", required=True),),
+            summary="Remove a VM's snapshot: its RBD snapshots and keys (PVC 1.x)", tags=tags, returns=MESSAGE,
+            responses={404: "The VM or the snapshot does not exist", 409: "Ceph refused, or a concurrent change"}),
+        Route("POST", "/vm/<vm>/snapshot/rollback", rollback_snapshot, (
+            _snapshot_param("the snapshot to roll back to", required=True),),
+            summary="Roll a stopped VM's disks and XML back to a snapshot (PVC 1.x)", tags=tags, returns=MESSAGE,
+            responses={404: "The VM or the snapshot does not exist",
+                       409: "The VM is not stopped (stop or disable), a disk is in use, or a concurrent change"}),
+        Route("POST", "/vm/<vm>/snapshot/export", export_snapshot, (
+            _snapshot_param("the snapshot to export", required=True),
+            Param("export_path", STRING, required=True, max_length=4096,
+                  help="absolute path of a directory on the API host; the export goes to <vm>/<snapshot> in it"),
+            Param("incremental_parent", STRING, pattern=SNAPSHOT_PATTERN, pattern_help=SNAPSHOT_HELP,
+                  max_length=TAG_MAX, help="an earlier snapshot of the VM, exported before: export only the changes"),
+        ), summary="Export a VM's snapshot to files on the API host (PVC 1.x)", tags=tags, returns=MESSAGE,
+            scope=ADMIN,  # it writes files wherever the daemon may
+            responses={404: "The VM or the snapshot does not exist", 409: "Ceph refused an export"}),
+        Route("POST", "/vm/<vm>/snapshot/import", import_snapshot, (
+            _snapshot_param("the exported snapshot to import", required=True),
+            Param("import_path", STRING, required=True, max_length=4096,
+                  help="absolute path of a directory on the API host holding <vm>/<snapshot> exports"),
+            Param("retain_snapshot", BOOLEAN, default=True,
+                  help="keep the imported snapshots as the VM's snapshots"),
+        ), summary="Recreate an exported VM from its snapshot export(s) on the API host (PVC 1.x)", tags=tags,
+            returns=MESSAGE, scope=ADMIN,  # it reads files wherever the daemon may
+            responses={409: "A volume exists already, Ceph refused an import, or a concurrent change"}),
     ]

@@ -7,7 +7,8 @@ the ``rbd`` sources whose volume names contain the old name change; the
 volumes are renamed one by one through the ceph service (which moves their
 keys), and the VM's keys in one transaction guarded by the versions the
 checks read (its state, and ``/domains`` as a definition guards it, so no
-other VM takes the name meanwhile). When anything fails, the volumes already
+other VM takes the name meanwhile); the VM's snapshots (their XML and RBD snapshot lists) follow in the
+same transaction. When anything fails, the volumes already
 renamed are renamed back, so the VM, its XML and its disks keep one name.
 """
 
@@ -19,7 +20,7 @@ from typing import Any
 from pvc_core.errors import ApiError, BadRequest, Conflict
 from pvc_core.routes import quoted
 
-from . import domainxml, schema
+from . import domainxml, schema, snapshots
 
 log = logging.getLogger("pvc.vm")
 STOPPED = ("stop", "disable")
@@ -86,6 +87,7 @@ def rename(service: Any, ident: str, new_name: str) -> str:
         rbdlist = schema.key(uuid, "rbdlist")
         if zk.exists(rbdlist):
             transaction.set_data(rbdlist, ",".join(domain.rbd_volumes()).encode())
+        snapshots.follow_rename(zk, uuid, transaction, lambda snapshot: plan(snapshot, old_name, new_name), moves)
         zk.commit(transaction, f"rename of VM {ident}")
 
     try:

@@ -12,7 +12,7 @@ from pvc_core.shapes import BOOL, INT, MESSAGE, STR, array, named, nullable, obj
 from pvc_core.taskroutes import announce, task_headers
 
 from . import schema
-from .additions import TAG, TAGS_ON_DEFINE, defined_tags
+from .additions import SNAPSHOT, TAG, TAGS_ON_DEFINE, defined_tags
 from .service import VMService
 
 SELECTOR = Param("selector", STRING, choices=schema.SELECTORS, help="A valid selector must be specified")
@@ -32,6 +32,7 @@ NSTR = nullable(STR)
 VM = named("VM", obj({
     "name": STR, "uuid": STR, "state": STR, "node": STR, "last_node": STR, "migrated": STR, "failed_reason": STR,
     "node_limit": nullable(array(STR)), "node_selector": NSTR, "node_autostart": BOOL, "tags": array(TAG),
+    "snapshots": array(SNAPSHOT),
     "description": STR,
     "profile": NSTR, "memory": nullable(INT), "vcpu": nullable(INT), "vcpu_topology": STR,
     "networks": array(obj({"type": NSTR, "mac": NSTR, "source": NSTR, "model": NSTR})),

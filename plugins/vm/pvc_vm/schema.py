@@ -5,7 +5,7 @@ from __future__ import annotations
 ROOT = "/domains"
 # Followed by the watched view (what the VM object needs); consolelog and rbdlist are read on demand.
 VIEW_KEYS = ("state", "node", "lastnode", "failedreason", "node_limit", "node_selector", "node_autostart",
-             "profile", "xml", "tags")
+             "profile", "xml", "tags", "snapshots")
 
 # Indexed by the view: the state and node filters of GET /vm and the counts of GET /status.
 INDEXED_KEYS = ("state", "node")
@@ -41,6 +41,23 @@ def tag(uuid: str, name: str) -> str:
 
 def tag_key(uuid: str, name: str, field: str) -> str:
     return f"{ROOT}/{uuid}/{TAGS}/{name}/{field}"
+
+
+# PVC 1.x's VM snapshots (its zkhandler schema: ``domain.snapshots`` and ``snapshot``): ``<vm>/snapshots/<name>``
+# holds the name, with children ``timestamp`` (Unix seconds), ``xml`` (the domain XML when taken) and
+# ``rbdsnaplist`` (comma-separated ``pool/volume@name``). The value of ``<vm>/snapshots`` itself is the JSON
+# list of ``{name, timestamp, rbd_snapshots}`` (see snapshots.py), as with tags.
+SNAPSHOTS = "snapshots"
+SNAPSHOT_FIELDS = ("timestamp", "xml", "rbdsnaplist")
+
+
+def snapshots(uuid: str) -> str:
+    return key(uuid, SNAPSHOTS)
+
+
+def snapshot(uuid: str, name: str, field: str | None = None) -> str:
+    base = f"{ROOT}/{uuid}/{SNAPSHOTS}/{name}"
+    return f"{base}/{field}" if field else base
 
 
 def answer_keys(uuid: str) -> list[str]:

@@ -19,7 +19,7 @@ from pvc_core.config import parse_bool
 from pvc_core.errors import ApiError, BadRequest, NotFound, ServiceUnavailable
 from pvc_core.routes import API_PREFIX, Encoded, EncodedArray, collapse_encoded, encode_json
 
-from . import domainxml, placement, schema, tags, tasks
+from . import domainxml, exports, placement, schema, snapshots, tags, tasks
 
 VM_NOT_FOUND = "VM not found."
 # States in which the VM runs (or is being moved while running): a migration live-migrates it.
@@ -61,6 +61,7 @@ def vm_object(uuid: str, entry: dict[str, str | None]) -> dict:
         "node_selector": entry.get("node_selector"),
         "node_autostart": autostart_value,
         "tags": tags.parse(entry.get(schema.TAGS)),
+        "snapshots": snapshots.parse(entry.get(schema.SNAPSHOTS)),
         "description": info["description"],
         "profile": entry.get("profile"),
     }
@@ -217,6 +218,21 @@ class VMService:
     def set_tag(self, ident: str, action: str, tag: str, protected: bool) -> str:
         uuid, _ = self.require(ident, NotFound(VM_NOT_FOUND))
         return tags.change(self.zk, uuid, ident, action, tag, protected)
+
+    def snapshot(self, ident: str, name: str | None) -> str:
+        return snapshots.create(self, ident, name)
+
+    def remove_snapshot(self, ident: str, name: str) -> str:
+        return snapshots.remove(self, ident, name)
+
+    def rollback_snapshot(self, ident: str, name: str) -> str:
+        return snapshots.rollback(self, ident, name)
+
+    def export_snapshot(self, ident: str, name: str, export_path: str, incremental_parent: str | None) -> str:
+        return exports.export(self, ident, name, export_path, incremental_parent)
+
+    def import_snapshot(self, ident: str, name: str, import_path: str, retain_snapshot: bool) -> str:
+        return exports.import_(self, ident, name, import_path, retain_snapshot)
 
     def vms_using_network(self, vni: int) -> list[str]:
         bridge = f"vmbr{vni}"
@@ -378,6 +394,8 @@ class VMService:
         if storage is not None:
             storage.require_reachable()
         disks = [disk.get("name") for disk in domainxml.info(entry.get("xml") or "")["disks"]]
+        # the RBD snapshots of the VM's snapshots go with its disks (a volume with snapshots is not removed)
+        vm_snapshots = snapshots.rbd_snapshots_of(self.zk, uuid) if storage is not None else []
         grace = self.config["vm.delete_grace"]
         state_key = schema.key(uuid, "state")
 
@@ -402,6 +420,9 @@ class VMService:
             if name and name.count("/") == 1:
                 pool, volume = name.split("/")
                 try:
+                    for snap_pool, snap_volume, snap in vm_snapshots:
+                        if (snap_pool, snap_volume) == (pool, volume) and storage.snapshot_exists(pool, volume, snap):
+                            storage.remove_snapshot(pool, volume, snap)
                     storage.remove_volume_if_exists(pool, volume)
                 except ApiError as exc:  # the VM is gone already: report, as v0.6 answered 200 anyway
                     failed.append(f"{name} ({exc.message})")

@@ -1,0 +1,171 @@
+"""Exporting a VM's snapshot to files on the API host (PVC 1.x's ``POST /vm/<vm>/snapshot/export``).
+
+PVC 1.x's layout: ``<export_path>/<vm name>/<snapshot name>/`` holds ``snapshot.json`` (what was
+exported, with the VM's details and its XML as snapshotted) and ``images/<pool>.<volume>.rbdimg`` (``rbd
+export``: the raw image as of the snapshot; PVC 1.x's ``--export-format 2`` also carries later snapshots and
+the current data, see the ceph service) or, for an export with ``incremental_parent``, ``.rbddiff`` (``rbd export-diff
+--from-snap <parent>``: what changed since that earlier snapshot of the VM, which must have been exported
+before). The files are written by the ceph service; when any disk fails, the snapshot's directory (and
+the VM's, if this export made it) is removed, so a failed export leaves no partial copy that a later
+import would take for whole.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from pvc_core.errors import BadRequest, NotFound
+
+from . import snapshots
+
+_NAME = re.compile(r"(?!\.\.?$)[A-Za-z0-9_.+-]+")  # a pool's, a volume's or a file's name
+
+
+def export(service: Any, ident: str, name: str, export_path: str, incremental_parent: str | None) -> str:
+    zk = service.zk
+    uuid, entry = service.require(ident)
+    vm_name = entry.get("") or ident
+    fields, snaps = snapshots.stored(zk, uuid, ident, name)
+    parent: dict[tuple[str, str], str] = {}
+    if incremental_parent:
+        if incremental_parent == name:
+            raise BadRequest("Parameter 'incremental_parent': expected an earlier snapshot than 'snapshot_name'")
+        try:
+            _, parent_snaps = snapshots.stored(zk, uuid, ident, incremental_parent)
+        except NotFound:
+            raise BadRequest(f"Parameter 'incremental_parent': VM '{ident}' has no snapshot "
+                             f"'{incremental_parent}'") from None
+        parent = {(pool, volume): snap for pool, volume, snap in parent_snaps}
+        lacking = [f"{pool}/{volume}" for pool, volume, _ in snaps if (pool, volume) not in parent]
+        if lacking:
+            raise BadRequest(f"Parameter 'incremental_parent': snapshot '{incremental_parent}' does not hold "
+                             f"disk(s) {', '.join(lacking)}; expected a snapshot of every disk of '{name}'")
+    root = Path(export_path)
+    if not root.is_absolute() or not root.is_dir():
+        raise BadRequest(f"ERROR: Target path '{export_path}' does not exist on the API host; expected the "
+                         "absolute path of a directory")
+    vm_dir = root / vm_name
+    target = vm_dir / name
+    if target.exists():
+        raise BadRequest(f"ERROR: Export target '{target}' already exists; expected a snapshot not exported there")
+    storage = service.runtime.service("ceph") if snaps else None
+    if storage is not None:
+        storage.require_reachable()
+    made_vm_dir = not vm_dir.exists()
+    try:
+        (target / "images").mkdir(parents=True)
+    except OSError as exc:
+        raise BadRequest(f"ERROR: Cannot create export target '{target}': {exc.strerror}") from None
+    try:
+        files = []
+        for pool, volume, snap in snaps:
+            file = f"images/{pool}.{volume}.{'rbddiff' if parent else 'rbdimg'}"
+            storage.export_snapshot(pool, volume, snap, str(target / file), parent.get((pool, volume)))
+            files.append({"srcvol": f"{pool}/{volume}", "file": file})
+        document = {
+            "type": "incremental" if parent else "full",
+            "snapshot_name": name,
+            "incremental_parent": incremental_parent or None,
+            "vm_detail": {"name": vm_name, "uuid": uuid, "xml": fields["xml"], "timestamp": fields["timestamp"],
+                          "rbd_snapshots": [f"{pool}/{volume}@{snap}" for pool, volume, snap in snaps]},
+            "export_files": files,
+            "export_size_bytes": sum((target / item["file"]).stat().st_size for item in files),
+            "datestring": time.strftime("%Y%m%d%H%M%S"),
+        }
+        (target / "snapshot.json").write_text(json.dumps(document, indent=2))
+    except BaseException:
+        shutil.rmtree(vm_dir if made_vm_dir else target, ignore_errors=True)
+        raise
+    kind = f"incremental (from '{incremental_parent}')" if parent else "full"
+    return f"Successfully exported snapshot '{name}' of VM '{ident}' ({kind}) to '{target}'."
+
+
+def _document(root: Path, vm_name: str, name: str) -> dict:
+    path = root / vm_name / name / "snapshot.json"
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise BadRequest(f"ERROR: Cannot read export '{path}': {exc}; expected a snapshot exported to "
+                         f"<import_path>/{vm_name}/{name}") from None
+    if not isinstance(document, dict) or document.get("type") not in ("full", "incremental") or \
+            not isinstance(document.get("vm_detail"), dict) or not isinstance(document.get("export_files"), list):
+        raise BadRequest(f"ERROR: Export '{path}' is not a snapshot export (type, vm_detail, export_files)")
+    return document
+
+
+def import_(service: Any, ident: str, name: str, import_path: str, retain_snapshot: bool) -> str:
+    """Recreate an exported VM: its volumes from the chain of exports (the full one, then each incremental
+    one up to ``name``), then the VM from the snapshot's XML; with ``retain_snapshot`` the snapshots of the
+    chain stay, as VM snapshots. Anything made is removed again when a step fails."""
+    root = Path(import_path)
+    if not root.is_absolute() or not root.is_dir():
+        raise BadRequest(f"ERROR: Import path '{import_path}' does not exist on the API host; expected the "
+                         "absolute path of a directory")
+    if service.find(ident) is not None:
+        raise BadRequest(f"ERROR: VM '{ident}' already exists in the cluster; expected an exported VM's name "
+                         "that no VM has")
+    chain = [_document(root, ident, name)]
+    while chain[0]["type"] == "incremental":
+        parent = str(chain[0].get("incremental_parent") or "")
+        if not parent or len(chain) > 1000 or any(doc["snapshot_name"] == parent for doc in chain):
+            raise BadRequest(f"ERROR: Export '{chain[0]['snapshot_name']}' of VM '{ident}' names no usable parent")
+        chain.insert(0, _document(root, ident, parent))
+    disks = [item["srcvol"] for item in chain[-1]["export_files"]]
+    for document in chain:
+        for item in document["export_files"]:
+            parts = str(item.get("file") or "").split("/") if isinstance(item, dict) else []
+            volume = str(item.get("srcvol") or "").split("/") if isinstance(item, dict) else []
+            if len(parts) != 2 or parts[0] != "images" or not _NAME.fullmatch(parts[1]) or len(volume) != 2 or \
+                    not all(_NAME.fullmatch(part) for part in volume):
+                raise BadRequest(f"ERROR: Export '{document['snapshot_name']}' of VM '{ident}' lists a file or "
+                                 f"volume that is not of an export: {item!r}; expected images/<file> of pool/volume")
+        if [item["srcvol"] for item in document["export_files"]] != disks:
+            raise BadRequest(f"ERROR: Export '{document['snapshot_name']}' of VM '{ident}' holds other disks than "
+                             f"'{name}'; expected one chain of exports of the same disks")
+    for document in chain:
+        for item in document["export_files"]:
+            if not (root / ident / document["snapshot_name"] / item["file"]).is_file():
+                raise BadRequest(f"ERROR: Export '{document['snapshot_name']}' of VM '{ident}' lacks its file "
+                                 f"'{item['file']}'")
+    storage = service.runtime.service("ceph") if disks else None
+    if storage is not None:
+        storage.require_reachable()
+    made: list[tuple[str, str]] = []
+    defined = False
+    try:
+        for index, srcvol in enumerate(disks):
+            pool, volume = srcvol.split("/", 1)
+            files = [root / ident / document["snapshot_name"] / document["export_files"][index]["file"]
+                     for document in chain]
+            made.append((pool, volume))
+            storage.import_volume(pool, volume, str(files[0]), chain[0]["snapshot_name"], [str(f) for f in files[1:]])
+        service.define(chain[-1]["vm_detail"]["xml"], None, None, None, False)
+        defined = True
+        uuid = service.require(ident)[0]
+        for document in chain:
+            snap = document["snapshot_name"]
+            if retain_snapshot:
+                snapshots.commit(service.zk, uuid, ident, snap, {
+                    "timestamp": str(document["vm_detail"].get("timestamp") or int(time.time())),
+                    "xml": document["vm_detail"]["xml"],
+                    "rbdsnaplist": ",".join(f"{disk}@{snap}" for disk in disks)})
+            else:
+                for pool, volume in made:
+                    storage.remove_snapshot(pool, volume, snap)
+    except BaseException:
+        if defined:
+            found = service.find(ident)
+            if found is not None:
+                service.zk.delete([f"/domains/{found[0]}"])
+        for pool, volume in reversed(made):
+            try:
+                storage.discard_volume(pool, volume)
+            except Exception:  # noqa: BLE001 - the first failure is the answer
+                pass
+        raise
+    return f"Successfully imported VM '{ident}' from snapshot '{name}' in '{import_path}'."
