@@ -250,11 +250,13 @@ def test_a_database_that_does_not_answer_delays_entries_never_requests(daemon_fa
             elapsed = time.monotonic() - started
             # had a request waited for its entry, each would have waited the database's timeout
             assert elapsed < timeout + ANSWER_SLACK, elapsed
-            wait_until(lambda: "pvc.audit: the PostgreSQL database" in daemon.log(), timeout=settle_timeout(),
+            # a line of the one log format: "<time> WARNING pvc.audit: <request or task id, or -> <message>"
+            wait_until(lambda: re.search(r"pvc\.audit: \S+ the PostgreSQL database", daemon.log()),
+                       timeout=settle_timeout(),
                        message="the audit writer to say the database does not answer")
         finally:
             own_postgres["thaw"]()
-        recovered = wait_until(lambda: re.search(r"pvc.audit: the PostgreSQL database .* answers again; entries "
+        recovered = wait_until(lambda: re.search(r"pvc\.audit: \S+ the PostgreSQL database .* answers again; entries "
                                                  r"dropped meanwhile \(backlog full\): (\d+)", daemon.log()),
                                timeout=settle_timeout(), message="the audit writer to catch up")
         dropped = int(recovered.group(1))
