@@ -131,7 +131,7 @@ def faulty(daemon_factory, tmp_path):
 
 
 def check_outage(load: Load, began: float, returned: float, what: str, bound: float = REQUEST_TIMEOUT,
-                 service: str = "ZooKeeper") -> None:
+                 service: str = "ZooKeeper", return_within: float = RETURN_WITHIN) -> None:
     during = load.between(began, returned)
     assert during, f"no request was made while {service} was {what}"
     statuses = {status for _, _, _, status in load.answers}
@@ -142,8 +142,8 @@ def check_outage(load: Load, began: float, returned: float, what: str, bound: fl
                    if ended - started > bound + BEYOND_BOUND), reverse=True)
     assert not slow, f"{service} {what}: answers later than {bound:g} s + {BEYOND_BOUND:g} s: {slow[:8]}"
     assert any(status == 503 for _, _, _, status in during), f"no 503 while {service} was {what}"
-    late = [answer for answer in load.between(returned + RETURN_WITHIN, float("inf")) if answer[3] != 200]
-    assert not late, f"{service} {what}: not full service {RETURN_WITHIN:g} s after its return: {late[:5]}"
+    late = [answer for answer in load.between(returned + return_within, float("inf")) if answer[3] != 200]
+    assert not late, f"{service} {what}: not full service {return_within:g} s after its return: {late[:5]}"
 
 
 def wait_for_full_service(load: Load, returned: float) -> None:

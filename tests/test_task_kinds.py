@@ -286,9 +286,11 @@ def test_cancel_a_migration_and_a_flush_midway(sim_factory, clean_zk):
                     "Cancelling: wrote domain state 'unflush'; node pvchv1 stops migrating VMs away and brings "
                     "back those it moved", record["status"]) and messages(record)[-1] == record["status"]
     assert record["kwargs"] == {"node": "pvchv1", "target": "ready", "_cancelling": True}
-    assert {uuid: zk_placement(clean_zk, uuid) for uuid in vms.values()} == home
     assert zk_value(clean_zk, "/nodes/pvchv1/domainstate") == "ready"
-    assert sorted(zk_value(clean_zk, "/nodes/pvchv1/runningdomains").split()) == sorted(vms.values())
+    # the node is ready once it has sent the moved VMs back (v0.6's unflush); their migrations end after
+    wait_until(lambda: {uuid: zk_placement(clean_zk, uuid) for uuid in vms.values()} == home
+               and sorted(zk_value(clean_zk, "/nodes/pvchv1/runningdomains").split()) == sorted(vms.values()),
+               timeout=settle_timeout(), message="the moved VMs back home")
 
     # a ready under way (its VMs held where the flush sent them) cannot be cancelled
     simnode(sim, "pvchv1", "release")
