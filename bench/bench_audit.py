@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import secrets
 import signal
 import sqlite3
@@ -40,7 +39,7 @@ from bench_root import (  # noqa: E402 - a sibling script, not a package
     WRK,
     keep_or_remove,
     median,
-    parse_wrk,
+    run_wrk,
     start_process,
     stop_process,
     wait_ready,
@@ -49,18 +48,6 @@ from bench_root import (  # noqa: E402 - a sibling script, not a package
 PATH = "/api/v1/status"
 POST_SCRIPT = 'wrk.method = "POST"\nwrk.body = "state=false"\n' \
               'wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"\n'
-
-
-def post_wrk(url: str, connections: int, duration: int, headers: dict, script: str) -> dict:
-    argv = [WRK, "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", script]
-    for name, value in headers.items():
-        argv += ["-H", f"{name}: {value}"]
-    argv.append(url)
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 30, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"wrk exited with {done.returncode}: {done.stderr.strip()}")
-    count = re.search(r"^\s*(\d+) requests in", done.stdout, re.MULTILINE)
-    return {**parse_wrk(done.stdout), "requests": int(count.group(1)) if count else 0}
 
 
 def audited_rows(data_dir: str) -> int:
@@ -117,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrk -t1, {args.duration} s per run, {args.rounds} rounds, connections {connections}, "
               f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; POST {PATH} state=false")
         for url, headers in targets.values():  # warm-up, not recorded
-            post_wrk(url, max(connections), 1, headers, script)
+            run_wrk(url, max(connections), 1, headers, script)
         results: dict[tuple, list[dict]] = {}
         names = list(targets)
         for round_index in range(args.rounds):
@@ -125,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                 for target in (names if round_index % 2 == 0 else names[::-1]):
                     url, headers = targets[target]
                     results.setdefault((*target, conns), []).append(
-                        post_wrk(url, conns, args.duration, headers, script))
+                        run_wrk(url, conns, args.duration, headers, script))
             print(f"  round {round_index + 1} done", flush=True)
         audited = daemons["audit on"]
         before = -1
@@ -139,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                 for conns in connections:
                     for kind, headers in (("200", key), ("401", {})):
                         results.setdefault(("audit on, database locked", kind, conns), []).append(
-                            post_wrk(audited[1], conns, args.duration, headers, script))
+                            run_wrk(audited[1], conns, args.duration, headers, script))
         finally:
             locker.execute("ROLLBACK")
             locker.close()

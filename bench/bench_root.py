@@ -184,15 +184,17 @@ def parse_wrk(output: str) -> dict:
             "errors": errors.group(1).strip() if errors else ""}
 
 
-def run_wrk(url: str, connections: int, duration: int, headers: dict) -> dict:
-    argv = [WRK, "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
+def run_wrk(url: str, connections: int, duration: int, headers: dict, script: str | None = None) -> dict:
+    """wrk's figures for ``url`` (with ``script``, a Lua file: e.g. a POST), plus the requests it made."""
+    argv = [WRK, "-t1", f"-c{connections}", f"-d{duration}s", "--latency", *(["-s", script] if script else [])]
     for name, value in headers.items():
         argv += ["-H", f"{name}: {value}"]
     argv.append(url)
     done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 30, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"wrk exited with {done.returncode}: {done.stderr.strip()}")
-    return parse_wrk(done.stdout)
+    count = re.search(r"^\s*(\d+) requests in", done.stdout, re.MULTILINE)
+    return {**parse_wrk(done.stdout), "requests": int(count.group(1)) if count else 0}
 
 
 # -- reporting ---------------------------------------------------------------------------------

@@ -35,14 +35,14 @@ def cephd(daemon_factory, ceph_config):
     daemon.stop()  # its collector must not write into the trees of later tests
 
 
-@pytest.fixture
-def cluster(cephd, clean_zk):
-    # The running collectors may recreate their lock under /locks while the tree is being
-    # emptied; start over until the new cluster initializes (a race of the tests' cleanup only).
+def initialize_with_a_node(daemon, clean_zk) -> None:
+    """A new cluster with node pvchv1, as ``daemon`` sees it. The running collectors may recreate their
+    lock under /locks while the tree is being emptied; start over until the new cluster initializes
+    (a race of the tests' cleanup only)."""
     from kazoo.exceptions import NoNodeError, NotEmptyError
 
     def initialized() -> bool:
-        if cephd.post("/initialize").status_code == 200:
+        if daemon.post("/initialize").status_code == 200:
             return True
         for child in clean_zk.get_children("/"):
             if child != "zookeeper":
@@ -51,7 +51,12 @@ def cluster(cephd, clean_zk):
 
     eventually(initialized, ignoring=(NoNodeError, NotEmptyError), message="could not initialize a clean cluster")
     seed_node(clean_zk, "pvchv1")
-    eventually(lambda: cephd.get("/node/pvchv1").status_code == 200)
+    eventually(lambda: daemon.get("/node/pvchv1").status_code == 200)
+
+
+@pytest.fixture
+def cluster(cephd, clean_zk):
+    initialize_with_a_node(cephd, clean_zk)
     return clean_zk
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from test_ceph import initialize_with_a_node
 from test_cluster import tree
-from test_node import eventually, seed_node
 from test_vm import UUID, XML
 
 from conftest import REQUEST_TIMEOUT, deep_merge, wait_until
@@ -42,20 +42,8 @@ def rbd_handle(ceph_cluster):
 
 @pytest.fixture
 def storage(pair, clean_zk, rbd_handle):
-    from kazoo.exceptions import NoNodeError, NotEmptyError
     first, _ = pair
-
-    def initialized() -> bool:
-        if first.post("/initialize").status_code == 200:
-            return True
-        for child in clean_zk.get_children("/"):
-            if child != "zookeeper":
-                clean_zk.delete("/" + child, recursive=True)
-        return False
-
-    eventually(initialized, ignoring=(NoNodeError, NotEmptyError), message="could not initialize a clean cluster")
-    seed_node(clean_zk, "pvchv1")
-    eventually(lambda: first.get("/node/pvchv1").status_code == 200)
+    initialize_with_a_node(first, clean_zk)
     made = first.post("/storage/ceph/pool", params={"pool": POOL, "pgs": "8", "replcfg": "copies=1,mincopies=1"})
     assert made.status_code == 200, made.text
     rbd_handle.wait_for_latest_osdmap()  # the pool of the same name a previous test removed is gone

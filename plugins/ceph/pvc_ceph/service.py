@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from typing import Any
 
 from pvc_core import schema as core_schema
 from pvc_core.errors import Conflict, ServiceUnavailable
 
-from . import schema
+from . import schema, tools
 from .area import CephArea, bounded
 from .client import CephClient
 from .osds import Osds
@@ -237,17 +236,9 @@ class CephService(CephArea):
         if self.client.mon_host:
             command += ["--mon-host", self.client.mon_host]
         with self.client.long():
-            try:
-                result = subprocess.run(command + args, capture_output=True, text=True, timeout=timeout,
-                                        stdin=subprocess.DEVNULL)
-            except FileNotFoundError:
-                raise ServiceUnavailable("the rbd CLI is not installed on this API host (Debian package "
-                                         "ceph-common)") from None
-            except subprocess.TimeoutExpired:
-                raise ServiceUnavailable(f"rbd could not {what} within {timeout:.0f} s") from None
-        if result.returncode != 0:
-            raise Conflict(f"ERROR: Failed to {what}: {result.stderr.strip()}")
-        return result.stdout
+            return tools.run(command + args, timeout, what,
+                             "the rbd CLI is not installed on this API host (Debian package ceph-common)",
+                             lambda stderr: Conflict(f"ERROR: Failed to {what}: {stderr}"))
 
     def remove_volume_if_exists(self, pool: str, volume: str) -> bool:
         """Remove a volume known to the cluster (its /ceph/volumes key), snapshots and keys included."""

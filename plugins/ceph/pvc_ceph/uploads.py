@@ -31,15 +31,15 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-import subprocess
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from pvc_core.errors import BadRequest, ServiceUnavailable
+from pvc_core.errors import BadRequest
 from pvc_core.routes import quoted
 
+from . import tools
 from .area import bounded
 from .volumes import Volumes
 
@@ -159,17 +159,10 @@ class Uploads:
     # -- qemu-img -------------------------------------------------------------------------------
 
     def _qemu_img(self, args: list[str], timeout: float, what: str) -> str:
-        try:
-            result = subprocess.run(["qemu-img", *args], capture_output=True, text=True, timeout=timeout,
-                                    stdin=subprocess.DEVNULL)
-        except FileNotFoundError:
-            raise ServiceUnavailable("qemu-img is not installed on this API host (Debian package qemu-utils); "
-                                     "only raw images can be uploaded") from None
-        except subprocess.TimeoutExpired:
-            raise ServiceUnavailable(f"qemu-img could not {what} within {timeout:.0f} s") from None
-        if result.returncode != 0:
-            raise BadRequest(f"Image data: qemu-img could not {what}: {result.stderr.strip()}")
-        return result.stdout
+        return tools.run(["qemu-img", *args], timeout, what,
+                         "qemu-img is not installed on this API host (Debian package qemu-utils); "
+                         "only raw images can be uploaded",
+                         lambda stderr: BadRequest(f"Image data: qemu-img could not {what}: {stderr}"))
 
     def _inspect(self, path: Path, image_format: str, pool: str, name: str, size: int) -> int:
         """The image's virtual size, once it is known to be a self-contained image of ``image_format``

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 ROOT = "/domains"
 # Followed by the watched view (what the VM object needs); consolelog and rbdlist are read on demand.
 VIEW_KEYS = ("state", "node", "lastnode", "failedreason", "node_limit", "node_selector", "node_autostart",
@@ -58,6 +60,20 @@ def snapshots(uuid: str) -> str:
 def snapshot(uuid: str, name: str, field: str | None = None) -> str:
     base = f"{ROOT}/{uuid}/{SNAPSHOTS}/{name}"
     return f"{base}/{field}" if field else base
+
+
+def stored_items(value: str | None) -> list[dict]:
+    """The named items of a JSON list kept as a key's value (tags, snapshots): the value is written by
+    this daemon, but other tooling may have left anything there, so what is not such a list is none."""
+    if not value:
+        return []
+    try:
+        items = json.loads(value)
+    except ValueError:
+        return []
+    if not isinstance(items, list):
+        return []
+    return [item for item in items if isinstance(item, dict) and isinstance(item.get("name"), str)]
 
 
 def answer_keys(uuid: str) -> list[str]:

@@ -40,17 +40,9 @@ def default_name() -> str:
 
 def parse(value: str | None) -> list[dict]:
     """The VM answer's ``snapshots`` (PVC 1.x: ``[{name, timestamp, rbd_snapshots}]``, newest first)."""
-    if not value:
-        return []
-    try:
-        items = json.loads(value)
-    except ValueError:
-        return []
-    if not isinstance(items, list):
-        return []
     out = [{"name": item["name"], "timestamp": str(item.get("timestamp") or ""),
             "rbd_snapshots": [str(snap) for snap in item.get("rbd_snapshots") or []]}
-           for item in items if isinstance(item, dict) and isinstance(item.get("name"), str)]
+           for item in schema.stored_items(value)]
     return sorted(out, key=lambda item: (item["timestamp"], item["name"]), reverse=True)
 
 

@@ -26,17 +26,8 @@ Tags = dict[str, dict[str, Any]]  # name -> {"type": str, "protected": bool}
 
 def parse(value: str | None) -> list[dict]:
     """The VM answer's ``tags`` (PVC 1.x: ``[{name, type, protected}]``, by name) from the stored list."""
-    if not value:
-        return []
-    try:
-        items = json.loads(value)
-    except ValueError:
-        return []
-    if not isinstance(items, list):
-        return []
     return [{"name": item["name"], "type": str(item.get("type") or schema.TAG_USER),
-             "protected": item.get("protected") is True}
-            for item in items if isinstance(item, dict) and isinstance(item.get("name"), str)]
+             "protected": item.get("protected") is True} for item in schema.stored_items(value)]
 
 
 def has(value: str | None, name: str) -> bool:
