@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from kazoo.exceptions import NoNodeError
@@ -29,6 +30,8 @@ from .errors import ApiError, BadRequest, Conflict
 from .params import STRING, Param
 from .routes import ADMIN, Route
 from .shapes import MESSAGE, STR, map_of, nullable
+from .taskmonitor import Cancelled, Kind
+from .taskroutes import announce, task_headers
 
 log = logging.getLogger("pvc.backup")
 
@@ -38,6 +41,7 @@ CHUNK_OPS = 500
 CHUNK_BYTES = 512 * 1024
 PVC_ROOTS = sorted({"/" + path.split("/")[1] for path in schema.BASE_TREE} | {schema.DAEMON_ROOT})
 DOCUMENT = map_of(nullable(STR))
+RESTORE = "core.restore"
 
 
 def read_tree(zk: Any) -> tuple[dict[str, str], set[str]]:
@@ -136,8 +140,11 @@ def _plan(current: dict[str, str], pinned: set[str], target: dict[str, str]) -> 
     return ops
 
 
-def _apply(zk: Any, ops: list[tuple[str, str, str]], what: str) -> int:
-    """Commit ``ops`` in bounded transactions; how many were committed (raises on the first failure)."""
+def _apply(zk: Any, ops: list[tuple[str, str, str]], what: str,
+           between: Callable[[int, int], None] | None = None) -> int:
+    """Commit ``ops`` in bounded transactions; how many were committed (raises on the first failure).
+    ``between(done, total)`` is called before each transaction and after the last (a task's progress, and
+    where a cancel stops it)."""
     chunks: list[list[tuple[str, str, str]]] = [[]]
     size = 0
     for op in ops:
@@ -148,7 +155,10 @@ def _apply(zk: Any, ops: list[tuple[str, str, str]], what: str) -> int:
         chunks[-1].append(op)
         size += cost
     done = 0
-    for index, chunk in enumerate(chunk for chunk in chunks if chunk):
+    chunks = [chunk for chunk in chunks if chunk]
+    for index, chunk in enumerate(chunks):
+        if between is not None:
+            between(index, len(chunks))
         transaction = zk.transaction()
         for kind, path, value in chunk:
             if kind == "delete":
@@ -159,6 +169,8 @@ def _apply(zk: Any, ops: list[tuple[str, str, str]], what: str) -> int:
                 transaction.set_data(path, value.encode())
         zk.commit(transaction, f"{what} (transaction {index + 1})")
         done += 1
+    if between is not None:
+        between(done, len(chunks))
     return done
 
 
@@ -188,23 +200,48 @@ def restore(ctx: Any, params: dict) -> dict:
     record = {MARKER: json.dumps({"started": time.time(), "keys": len(target)})}
     if not zk.exists(schema.DAEMON_ROOT):  # a fresh ensemble: the record's parent is made for it
         record[schema.DAEMON_ROOT] = ""
-    zk.write(record)
-    try:
-        count = _apply(zk, ops, "restore")
-    except ApiError as exc:
-        log.error("restore failed (%s); writing the previous tree back", exc.message)
+
+    def apply(handle: Any) -> str:
+        def between(done: int, total: int) -> None:
+            if done:
+                handle.step(done, total, f"Committed {done} of {total} transactions")
+            if done < total:
+                handle.stop_if_cancelled(f"the restore after {done} of {total} transactions")
+
+        zk.write(record)
         try:
-            now, pinned_now = read_tree(zk)
-            _apply(zk, _plan(now, pinned_now, current), "undo of a failed restore")
-            _unrecord(zk, current)
-        except ApiError as undo:
-            raise ApiError(f"Restore failed ({exc.message}) and so did writing the previous tree back "
-                           f"({undo.message}): the tree is part old, part restored, as {MARKER} records. POST the "
-                           "same document again to finish the restore", undo.status) from None
-        raise ApiError(f"Restore failed ({exc.message}); the previous tree was written back, nothing was changed",
-                       exc.status) from None
-    _unrecord(zk, target)
-    return {"message": f"Restore completed successfully: {len(ops)} changes in {count} transactions."}
+            count = _apply(zk, ops, "restore", between)
+        except ApiError as exc:
+            log.error("restore failed (%s); writing the previous tree back", exc.message)
+            try:
+                now, pinned_now = read_tree(zk)
+                _apply(zk, _plan(now, pinned_now, current), "undo of a failed restore")
+                _unrecord(zk, current)
+            except ApiError as undo:
+                raise ApiError(f"Restore failed ({exc.message}) and so did writing the previous tree back "
+                               f"({undo.message}): the tree is part old, part restored, as {MARKER} records. POST "
+                               "the same document again to finish the restore", undo.status) from None
+            if isinstance(exc, Cancelled):
+                raise Cancelled(f"{exc.message}; the previous tree was written back, nothing was changed") from None
+            raise ApiError(f"Restore failed ({exc.message}); the previous tree was written back, nothing was "
+                           "changed", exc.status) from None
+        _unrecord(zk, target)
+        return f"Restore completed successfully: {len(ops)} changes in {count} transactions."
+    return {"message": ctx.runtime.task_monitor.run(RESTORE, {"keys": len(target), "changes": len(ops)},
+                                                    f"Restoring {len(target)} keys ({len(ops)} changes)", apply,
+                                                    announce(ctx))}
+
+
+def recover(runtime: Any, args: dict) -> str:
+    """A restore cut by its daemon's end cannot be undone (the tree before it was only in that process)."""
+    if runtime.zk.exists(MARKER):
+        return (f"the tree is part old, part restored, as {MARKER} records: POST the same document to /restore "
+                "again to finish it")
+    return "the restore had been completed"
+
+
+def kinds(runtime: Any) -> list[Kind]:
+    return [Kind(RESTORE, "core", lambda: 30 * 86400.0, "a month", recover=lambda args: recover(runtime, args))]
 
 
 CONFIRM = Param("yes-i-really-mean-it", STRING, required=True, aliases=("yes_i_really_mean_it",),
@@ -220,7 +257,8 @@ def routes() -> list[Route]:
         Route("POST", "/restore", restore, (
             CONFIRM,
             Param("cluster_data", STRING, help="the backup as JSON text (PVC 1.x); or send it as the JSON body"),
-        ), summary="Replace the cluster's ZooKeeper tree with a backup (PVC 1.x)", tags=core, returns=MESSAGE,
-            responses={409: "A concurrent change during the restore (the previous tree was written back)"},
-            scope=ADMIN, json_document=True),
+        ), summary="Replace the cluster's ZooKeeper tree with a backup (PVC 1.x; a task)", tags=core,
+            returns=MESSAGE, headers=task_headers(409, 503), scope=ADMIN, json_document=True,
+            responses={409: "A concurrent change during the restore, or a cancel (DELETE /tasks/<id>); the previous "
+                            "tree was written back"}),
     ]

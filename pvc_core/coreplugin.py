@@ -210,3 +210,9 @@ def pvc_routes(runtime: Any) -> list:
 @hookimpl
 def pvc_db_models() -> list:
     return list(audit.MODELS)
+
+
+@hookimpl
+def pvc_start(runtime: Any) -> None:
+    for kind in backup.kinds(runtime):
+        runtime.task_monitor.register(kind)

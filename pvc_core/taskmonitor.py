@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ApiError
+from .errors import ApiError, Conflict
 from .taskrecords import ENDED, PENDING, RUNNING, SUCCESS, TaskRecord
 
 log = logging.getLogger("pvc.tasks")
@@ -85,6 +85,11 @@ class _Follow:
     cancelling: bool = False
 
 
+class Cancelled(Conflict):
+    """Work run here stopped at a step because ``DELETE /tasks/<id>`` asked it to (after undoing what it made;
+    the undo's outcome is appended to the message, which the record keeps after "Cancelled: ")."""
+
+
 class Handle:
     """A task that runs in this process (in a request): its record, and whether a cancel was asked for.
 
@@ -112,6 +117,16 @@ class Handle:
         if now - self._last_progress >= every or current >= total:
             self._last_progress = now
             self._record(self.monitor.runtime.tasks.progress, current, total, status, log=False)
+
+    def step(self, current: int, total: int, status: str) -> None:
+        """A step of few (a disk of a VM, a transaction of a restore): recorded and logged, each one."""
+        self._last_progress = time.monotonic()
+        self._record(self.monitor.runtime.tasks.progress, current, total, status, log=True)
+
+    def stop_if_cancelled(self, where: str) -> None:
+        """Called between the steps of the work: a cancel asked for stops it here (409 to its request)."""
+        if self.cancelled.is_set():
+            raise Cancelled(f"ERROR: Cancelled {where} (DELETE /tasks/{self.id})")
 
     def succeed(self, status: str, result: Any = None) -> None:
         self._record(self.monitor.runtime.tasks.succeed, result, status)
@@ -194,6 +209,26 @@ class TaskMonitor:
             with self._lock:
                 self._handles[handle.id] = handle
         return handle
+
+    def run(self, kind_name: str, args: dict, status: str, work: Callable[[Handle], str],
+            on_task: Callable[[str | None], None] | None = None, total: int = 1) -> str:
+        """Run ``work`` in the caller's thread under a record (``begin``): its message ends the record as SUCCESS,
+        its exception as FAILURE with the exception's message (a ``Cancelled`` one as cancelled), and the
+        exception goes on to the request. ``on_task`` learns the record's id first (the X-Task-Id header)."""
+        handle = self.begin(kind_name, args, status, total)
+        if on_task is not None:
+            on_task(handle.id)
+        try:
+            message = work(handle)
+        except Cancelled as exc:
+            handle.fail(f"Cancelled: {exc.message}", {"error": "cancelled", "cancelled": True})
+            raise
+        except BaseException as exc:
+            handle.fail(getattr(exc, "task_status", None) or getattr(exc, "message", None)
+                        or f"Failed: {type(exc).__name__}")
+            raise
+        handle.succeed(message)
+        return message
 
     def release(self, task_id: str | None) -> None:
         with self._lock:

@@ -6,6 +6,7 @@ the volume read back through librbd is compared with qemu-img's own raw conversi
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import json
@@ -17,7 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 from kazoo.client import KazooClient
+from test_task_kinds import check, ended
 
 from conftest import ANSWER_SLACK, CEPH_TIMEOUT, START_TIMEOUT, ceph_timeout, deep_merge, empty_tree, wait_until
 
@@ -230,3 +233,61 @@ def test_memory_stays_flat_while_a_large_raw_image_streams(up, ceph_cluster):
     assert growth < 64 * MIB, f"RSS grew by {growth / MIB:.0f} MiB while a {total // MIB} MiB image streamed"
     assert image_of(ceph_cluster, name) == (expected.hexdigest(), total, [])
     assert up.delete(f"/storage/ceph/volume/{POOL}/{name}").status_code == 200  # memstore holds it in memory
+
+
+def test_an_upload_is_a_task_that_a_cancel_or_the_daemons_end_rolls_back(up, ceph_cluster, tmp_path):
+    """The record counts the bytes written and ends with the answer. A cancel between two pieces stops the
+    upload (409) and rolls the volume back; so does the restart of a daemon killed under an upload."""
+    name = volume(up, "tasked")
+    first = tmp_path / "first.raw"
+    first.write_bytes(os.urandom(8 * MIB))
+    done = upload(up, name, "raw", data=first.open("rb"), headers={"Content-Type": "application/octet-stream"})
+    assert done.status_code == 200, done.text
+    record = ended(up, done.headers["X-Task-Id"])
+    check(record, "ceph.volume.upload", "ceph", done.json()["message"],
+          f"Uploading a raw image to RBD volume {POOL}/{name}")
+    assert (record["current"], record["total"]) == (8 * MIB, 8 * MIB)
+    assert record["kwargs"] == {"pool": POOL, "volume": name, "image_format": "raw"}
+    before = image_of(ceph_cluster, name)
+
+    def written() -> dict:
+        """The running record, once it shows the first piece (4 MiB) written."""
+        return wait_until(lambda: [task for task in up.get("/tasks", params={
+            "kind": "ceph.volume.upload", "state": "RUNNING"}).json() if task["current"] >= 4 * MIB],
+            message="the upload's first piece written")[0]
+
+    seen: list = []
+
+    def cancelled_after_one_piece() -> Iterator[bytes]:
+        yield b"\x77" * (4 * MIB)
+        seen.append(written())
+        assert up.delete(f"/tasks/{seen[0]['id']}").status_code == 202
+        yield b"\x78" * (4 * MIB)  # read, not written: the cancel is met before the next piece
+    answer = upload(up, name, "raw", data=cancelled_after_one_piece())
+    assert answer.status_code == 409 and answer.headers["X-Task-Id"] == seen[0]["id"], answer.text
+    assert answer.json()["message"].startswith(f"ERROR: Cancelled the upload to RBD volume '{name}' in pool '{POOL}' "
+                                               f"after writing {4 * MIB} bytes; the volume was rolled back")
+    record = ended(up, seen[0]["id"])
+    assert record["state"] == "FAILURE" and record["status"] == f"Cancelled: {answer.json()['message']}"
+    assert record["cancelled"] is not None and record["current"] == 4 * MIB
+    assert image_of(ceph_cluster, name) == before
+
+    # the daemon killed after the first piece: its restart rolls the volume back and ends the record
+    killed: list = []
+
+    def killed_after_one_piece() -> Iterator[bytes]:
+        yield b"\x79" * (4 * MIB)
+        killed.append(written())
+        up.process.kill()
+        up.process.wait()
+        yield b"\x7a" * (4 * MIB)
+    with contextlib.suppress(requests.ConnectionError):
+        upload(up, name, "raw", data=killed_after_one_piece())
+    assert image_of(ceph_cluster, name)[0] != before[0]  # the first piece is in, over a snapshot
+    up.process = None
+    up.start()
+    record = ended(up, killed[0]["id"])
+    assert (record["state"], record["status"]) == (
+        "FAILURE", f"Interrupted: the API daemon that ran it stopped; volume {POOL}/{name} was rolled back to what "
+                   "it held before the upload")
+    assert image_of(ceph_cluster, name) == before

@@ -113,7 +113,8 @@ def clone_volume(ctx: Any, params: dict, pool: str, volume: str) -> dict:
 
 
 def upload_volume(ctx: Any, params: dict, pool: str, volume: str) -> dict:
-    return {"message": ctx.service("ceph").uploads.upload(pool, volume, params["image_format"], ctx.body)}
+    return {"message": ctx.service("ceph").uploads.upload(pool, volume, params["image_format"], ctx.body,
+                                                          announce(ctx))}
 
 
 def list_snapshots(ctx: Any, params: dict) -> Any:
@@ -139,7 +140,7 @@ def remove_snapshot(ctx: Any, params: dict, pool: str, volume: str, snapshot: st
 
 
 def rollback_snapshot(ctx: Any, params: dict, pool: str, volume: str, snapshot: str) -> dict:
-    return {"message": ctx.service("ceph").snapshots.rollback(pool, volume, snapshot)}
+    return {"message": ctx.service("ceph").snapshots.rollback(pool, volume, snapshot, announce(ctx))}
 
 
 def list_osds(ctx: Any, params: dict) -> list:
@@ -258,8 +259,9 @@ def routes() -> list[Route]:
                        "others converted to raw"),),
             summary="Upload a disk image into an RBD volume (PVC 1.x): the body is the image, "
                     "application/octet-stream or a multipart/form-data part named 'file'; at most the volume's "
-                    "size", tags=tags, returns=MESSAGE, stream_body=True,
-            responses={409: "The volume is in use (a running VM's disk, or locked by a client)"}),
+                    "size (a task)", tags=tags, returns=MESSAGE, stream_body=True, headers=TASK_ERRORS_TOO,
+            responses={409: "The volume is in use (a running VM's disk, or locked by a client), or the upload "
+                            "was cancelled (DELETE /tasks/<id>; the volume was rolled back)"}),
         Route("GET", "/storage/ceph/snapshot", list_snapshots, (
             Param("pool", STRING, help="only this pool"), Param("volume", STRING, help="only volumes of this name"),
             Param("limit", STRING, help="regular expression on the snapshot name")),
@@ -282,6 +284,7 @@ def routes() -> list[Route]:
         Route("DELETE", SNAPSHOT_ELEMENT, remove_snapshot, summary="Remove an RBD snapshot",
               aliases=SNAPSHOT_ELEMENT_SEED, tags=tags, returns=MESSAGE, responses=BUSY),
         Route("POST", SNAPSHOT_ELEMENT + "/rollback", rollback_snapshot,
-              summary="Roll an RBD volume back to a snapshot (PVC 1.x)", tags=tags, returns=MESSAGE,
+              summary="Roll an RBD volume back to a snapshot (PVC 1.x; a task)", tags=tags, returns=MESSAGE,
+              headers=task_headers(404, 409, 503),
               responses={409: "The volume is in use (a running VM's disk, or locked by a client)"}),
     ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -10,7 +10,7 @@ from pvc_core import matching
 from pvc_core.errors import BadRequest, NotFound
 from pvc_core.routes import quoted
 
-from . import schema
+from . import schema, tasks
 from .area import bounded
 from .volumes import NAME, Volumes
 
@@ -119,8 +119,10 @@ class Snapshots:
         return quoted(f'Renamed RBD volume snapshot "{name}" to "{new_name}" for volume {volume} on pool "{pool}".')
 
     @bounded('roll back RBD volume "{1}" to snapshot "{2}"', pool=0)
-    def rollback(self, pool: str, volume: str, name: str) -> str:
-        """Put the volume's data back as it was at the snapshot (librbd ``rollback_to_snap``).
+    def rollback(self, pool: str, volume: str, name: str,
+                 on_task: Callable[[str | None], None] | None = None) -> str:
+        """Put the volume's data back as it was at the snapshot (librbd ``rollback_to_snap``), as a task
+        (``pvc_ceph.tasks``; ``on_task`` gets its id).
 
         Refused (409) while a running VM has the volume as a disk (the vm service says which), or
         while any client holds a lock on the image (a VM or a mapping the cluster does not know of):
@@ -131,16 +133,21 @@ class Snapshots:
         if not self.zk.exists(schema.snapshot(pool, volume, name)):
             raise self._missing(pool, volume, name)
         self.volumes.refuse_running_vms(pool, volume, "rolling it back")
-        with self.volumes.settling(pool, volume), self._image(pool, volume) as image:
-            try:
-                self.volumes.refuse_locked(pool, volume, image, "rolling it back")
-                image.rollback_to_snap(name)
-            except rbd.ImageNotFound:
-                raise self._missing(pool, volume, name) from None
-            except rbd.Error as exc:
-                raise self.volumes._failure(f'roll back RBD volume "{volume}" to snapshot "{name}"', exc,
-                                            pool) from None
-        return quoted(f'Rolled back RBD volume "{volume}" in pool "{pool}" to snapshot "{name}".')
+
+        def roll_back(handle: Any) -> str:
+            with self.volumes.settling(pool, volume), self._image(pool, volume) as image:
+                try:
+                    self.volumes.refuse_locked(pool, volume, image, "rolling it back")
+                    image.rollback_to_snap(name)
+                except rbd.ImageNotFound:
+                    raise self._missing(pool, volume, name) from None
+                except rbd.Error as exc:
+                    raise self.volumes._failure(f'roll back RBD volume "{volume}" to snapshot "{name}"', exc,
+                                                pool) from None
+            return quoted(f'Rolled back RBD volume "{volume}" in pool "{pool}" to snapshot "{name}".')
+        return self.runtime.task_monitor.run(
+            tasks.SNAPSHOT_ROLLBACK, {"pool": pool, "volume": volume, "snapshot": name},
+            f"Rolling RBD volume {pool}/{volume} back to snapshot {name}", roll_back, on_task)
 
     @bounded('remove RBD snapshot "{2}" of volume "{1}"', pool=0)
     def remove(self, pool: str, volume: str, name: str) -> str:

@@ -11,6 +11,14 @@ A copy (``POST /storage/ceph/volume`` with ``source_volume``, or
 shows the pieces copied, and a cancel stops it at the next piece and
 removes the partial volume (which ZooKeeper never recorded). A daemon that
 stopped under a copy removes that partial volume when it starts again.
+
+An upload (``…/<volume>/upload``) runs here too: the record counts the
+bytes written, a cancel stops it at the next 4 MiB piece and rolls the
+volume back to the snapshot taken before the first write, and a daemon
+that stopped under an upload rolls the volume back when it starts again. A
+snapshot rollback is one librbd call: recorded, not cancelled; one
+interrupted by the daemon's end leaves the volume part rolled back, which
+its record says (roll back again).
 """
 
 from __future__ import annotations
@@ -24,7 +32,10 @@ from . import schema
 
 OSD_ADD, OSD_REMOVE = "ceph.osd.add", "ceph.osd.remove"
 VOLUME_COPY, VOLUME_CLONE = "ceph.volume.copy", "ceph.volume.clone"
+VOLUME_UPLOAD, SNAPSHOT_ROLLBACK = "ceph.volume.upload", "ceph.snapshot.rollback"
 ONE_STEP = "the node daemon runs the command in one step"
+ONE_CALL = "librbd rolls the volume back in one call, which cannot be stopped midway"
+A_MONTH = 30 * 86400.0  # work run here has no deadline of its own beyond Ceph answering each call
 
 
 def check_osd(runtime: Any, args: dict) -> Observation:
@@ -50,6 +61,10 @@ def recover_copy(runtime: Any, args: dict) -> str:
         f"no partial volume {args['pool']}/{args['volume']} was left"
 
 
+def recover_upload(runtime: Any, args: dict) -> str:
+    return runtime.service("ceph").uploads.put_back(args["pool"], args["volume"])
+
+
 def kinds(runtime: Any) -> list[Kind]:
     config = runtime.config
     return [
@@ -57,7 +72,10 @@ def kinds(runtime: Any) -> list[Kind]:
              check=lambda args: check_osd(runtime, args), refusal=ONE_STEP),
         Kind(OSD_REMOVE, "ceph", lambda: config["ceph.osd_remove_timeout"], "pvc.ceph.osd_remove_timeout",
              check=lambda args: check_osd(runtime, args), refusal=ONE_STEP),
-        # a copy reports every piece; it has no deadline of its own beyond Ceph answering each call
-        *(Kind(name, "ceph", lambda: 30 * 86400.0, "a month", recover=lambda args: recover_copy(runtime, args))
+        *(Kind(name, "ceph", lambda: A_MONTH, "a month", recover=lambda args: recover_copy(runtime, args))
           for name in (VOLUME_COPY, VOLUME_CLONE)),
+        Kind(VOLUME_UPLOAD, "ceph", lambda: A_MONTH, "a month", recover=lambda args: recover_upload(runtime, args)),
+        Kind(SNAPSHOT_ROLLBACK, "ceph", lambda: A_MONTH, "a month", refusal=ONE_CALL,
+             recover=lambda args: f"RBD volume {args['pool']}/{args['volume']} may be part rolled back; roll it "
+                                  f"back to snapshot {args['snapshot']} again"),
     ]

@@ -31,15 +31,15 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from pvc_core.errors import BadRequest
+from pvc_core.errors import ApiError, BadRequest
 from pvc_core.routes import quoted
 
-from . import tools
+from . import tasks, tools
 from .area import bounded
 from .volumes import Volumes
 
@@ -71,46 +71,54 @@ class Uploads:
                 path.unlink()
 
     @bounded('upload an image to RBD volume "{1}"', pool=0)
-    def upload(self, pool: str, name: str, image_format: str, body: Any) -> str:
+    def upload(self, pool: str, name: str, image_format: str, body: Any,
+               on_task: Callable[[str | None], None] | None = None) -> str:
+        """As a task (``pvc_ceph.tasks``; ``on_task`` gets its id): the record counts the bytes written."""
         import rbd
         self.volumes._require(pool, name)
         if body is None:
             raise BadRequest("Request body: expected the disk image (application/octet-stream, or "
                              "multipart/form-data with a part named 'file'), got none")
         self.volumes.refuse_running_vms(pool, name, "uploading an image to it")
-        with self.volumes._ioctx(pool) as ioctx:
-            try:
-                image = rbd.Image(ioctx, name)
-            except rbd.Error as exc:
-                raise self.volumes._failure(f'open RBD volume "{name}"', exc, pool) from None
-            try:
-                self.volumes.refuse_locked(pool, name, image, "uploading an image to it")
-                size, piece = image.size(), image.stat()["obj_size"]
-                with self.client.long():  # bounded piece by piece: body reads, librbd calls, qemu-img
-                    if image_format == "raw":
-                        self._raw(image, pool, name, body, size, piece)
-                    else:
-                        self._converted(image, pool, name, image_format, body, size, piece)
-                stats = self.volumes._info(ioctx, name)
-            except rbd.Error as exc:
-                raise self.volumes._failure(f'write to RBD volume "{name}"', exc, pool) from None
-            finally:
-                image.close()
-        self.volumes._record(pool, name, stats, create=False)
-        if image_format == "raw":
-            return quoted(f"Wrote uploaded file to volume '{name}' in pool '{pool}'.")
-        return quoted(f"Converted and wrote uploaded file to volume '{name}' in pool '{pool}'.")
+
+        def write(handle: Any) -> str:
+            with self.volumes._ioctx(pool) as ioctx:
+                try:
+                    image = rbd.Image(ioctx, name)
+                except rbd.Error as exc:
+                    raise self.volumes._failure(f'open RBD volume "{name}"', exc, pool) from None
+                try:
+                    self.volumes.refuse_locked(pool, name, image, "uploading an image to it")
+                    size, piece = image.size(), image.stat()["obj_size"]
+                    with self.client.long():  # bounded piece by piece: body reads, librbd calls, qemu-img
+                        if image_format == "raw":
+                            self._raw(image, pool, name, body, size, piece, handle)
+                        else:
+                            self._converted(image, pool, name, image_format, body, size, piece, handle)
+                    stats = self.volumes._info(ioctx, name)
+                except rbd.Error as exc:
+                    raise self.volumes._failure(f'write to RBD volume "{name}"', exc, pool) from None
+                finally:
+                    image.close()
+            self.volumes._record(pool, name, stats, create=False)
+            if image_format == "raw":
+                return quoted(f"Wrote uploaded file to volume '{name}' in pool '{pool}'.")
+            return quoted(f"Converted and wrote uploaded file to volume '{name}' in pool '{pool}'.")
+        return self.runtime.task_monitor.run(
+            tasks.VOLUME_UPLOAD, {"pool": pool, "volume": name, "image_format": image_format},
+            f"Uploading a {image_format} image to RBD volume {pool}/{name}", write, on_task)
 
     # -- the two ways in --------------------------------------------------------------------
 
-    def _raw(self, image: Any, pool: str, name: str, body: Any, size: int, piece: int) -> None:
+    def _raw(self, image: Any, pool: str, name: str, body: Any, size: int, piece: int, handle: Any) -> None:
         if not body.multipart() and body.length is not None and body.length > size:
             raise BadRequest(self._too_long(pool, name, size, f"{body.length} bytes"))
         with self._guarded(image, pool, name):
-            self._write(image, body.pieces(piece), size, piece, pool, name)
+            self._write(image, body.pieces(piece), size, piece, pool, name, handle,
+                        body.length if body.length is not None and not body.multipart() else size)
 
     def _converted(self, image: Any, pool: str, name: str, image_format: str, body: Any, size: int,
-                   piece: int) -> None:
+                   piece: int, handle: Any) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         stem = f"{pool}.{name}.upload-{secrets.token_hex(6)}"
         spool, raw = self.directory / f"{stem}.spool", self.directory / f"{stem}.raw"
@@ -123,12 +131,18 @@ class Uploads:
                                          f"'{name}' in pool '{pool}' of {size} bytes (its size and a margin for "
                                          "the format's tables), got more; grow the volume first")
                     out.write(data)
+                    handle.stop_if_cancelled(f"the upload to RBD volume '{name}' in pool '{pool}' after receiving "
+                                             f"{out.tell()} bytes; the volume was not written")
+                    handle.progress(out.tell(), body.length or limit, f"Received {out.tell()} bytes of the "
+                                                                      f"{image_format} image")
             virtual = self._inspect(spool, image_format, pool, name, size)
             self._qemu_img(["convert", "-q", "-f", image_format, "-O", "raw", str(spool), str(raw)],
                            self.client.timeout + virtual / CONVERT_RATE, f"convert the {image_format} image")
             spool.unlink()
+            handle.log(f"Converted the {image_format} image ({virtual} bytes raw); writing it")
             with open(raw, "rb") as data, self._guarded(image, pool, name):
-                self._write(image, iter(lambda: data.read(piece), b""), size, piece, pool, name)
+                self._write(image, iter(lambda: data.read(piece), b""), size, piece, pool, name, handle,
+                            raw.stat().st_size)
         finally:
             for path in (spool, raw):
                 with suppress(FileNotFoundError):
@@ -136,12 +150,15 @@ class Uploads:
 
     # -- pieces ---------------------------------------------------------------------------------
 
-    def _write(self, image: Any, pieces: Iterable[bytes], size: int, piece: int, pool: str, name: str) -> None:
+    def _write(self, image: Any, pieces: Iterable[bytes], size: int, piece: int, pool: str, name: str,
+               handle: Any, total: int) -> None:
         """``pieces`` (one RBD object each, aligned) into the image from its start; an all-zero object is
-        discarded rather than written."""
+        discarded rather than written. A cancel stops it between pieces (the caller's guard rolls back)."""
         zero = bytes(piece)
         offset = 0
         for data in pieces:
+            handle.stop_if_cancelled(f"the upload to RBD volume '{name}' in pool '{pool}' after writing {offset} "
+                                     "bytes; the volume was rolled back to what it held before")
             if offset + len(data) > size:
                 raise BadRequest(self._too_long(pool, name, size, "more"))
             if len(data) == piece and data == zero:
@@ -149,6 +166,7 @@ class Uploads:
             else:
                 image.write(data, offset)
             offset += len(data)
+            handle.progress(offset, max(total, offset), f"Wrote {offset} of {max(total, offset)} bytes")
         image.flush()
 
     @staticmethod
@@ -203,6 +221,30 @@ class Uploads:
                                   name, snapshot)
             raise
         image.remove_snap(snapshot)
+
+    def put_back(self, pool: str, name: str) -> str:
+        """After the daemon ended under an upload (its record's recovery): the volume rolled back to the
+        snapshot taken before the first write, which is then removed; unless a running VM has the volume
+        now, which would see its disk change under it."""
+        import rbd
+        try:
+            self.volumes.refuse_running_vms(pool, name, "rolling back the upload cut short")
+        except ApiError as exc:
+            return f"volume {pool}/{name} was left as it is: {exc.message}"
+        with self.volumes._ioctx(pool) as ioctx:
+            try:
+                with rbd.Image(ioctx, name) as image:
+                    taken = sorted((snap["id"], snap["name"]) for snap in image.list_snaps()
+                                   if snap["name"].startswith(SNAPSHOT_PREFIX))
+                    if not taken:
+                        return f"volume {pool}/{name} had not been written"
+                    self.volumes.break_dead_owner(image)
+                    image.rollback_to_snap(taken[0][1])
+                    for _, snapshot in taken:
+                        image.remove_snap(snapshot)
+            except rbd.ImageNotFound:
+                return f"volume {pool}/{name} is gone"
+        return f"volume {pool}/{name} was rolled back to what it held before the upload"
 
     def _put_back(self, pool: str, name: str, snapshot: str) -> None:
         import rbd

@@ -282,23 +282,15 @@ class Volumes(CephArea):
             self._make(pool, name, size, None, None)
             return quoted(f'Created new RBD volume "{name}" of size "{size_text}" on pool "{pool}".')
         self._require(pool, source)
-        handle = None
-        if task is not None:
-            handle = self.runtime.task_monitor.begin(task, {"pool": pool, "source": source, "volume": name},
-                                                     f"Copying RBD volume {pool}/{source} to {name}")
-            if on_task is not None:
-                on_task(handle.id)
-        try:
-            self._make(pool, name, None, source, handle)
-        except Exception as exc:
-            if handle is not None:
-                handle.fail(getattr(exc, "task_status", None) or getattr(exc, "message", None)
-                            or f"Failed: {type(exc).__name__}")
-            raise
         message = quoted(f'Cloned RBD volume "{source}" to "{name}" on pool "{pool}".')
-        if handle is not None:
-            handle.succeed(message)
-        return message
+
+        def copy(handle: Any) -> str:
+            self._make(pool, name, None, source, handle)
+            return message
+        if task is None:
+            return copy(None)
+        return self.runtime.task_monitor.run(task, {"pool": pool, "source": source, "volume": name},
+                                             f"Copying RBD volume {pool}/{source} to {name}", copy, on_task)
 
     def _make(self, pool: str, name: str, size: int | None, source: str | None, handle: Any) -> None:
         import rbd
@@ -354,6 +346,14 @@ class Volumes(CephArea):
                     log.exception("could not remove the partial copy %s/%s", pool, name)
                 raise
 
+    @staticmethod
+    def break_dead_owner(image: Any) -> None:
+        """Work cut by its daemon's end (a copy, an upload) left the image's exclusive lock and watch to the dead
+        client: Ceph keeps the image read-only to others until that watch times out (30 s). Breaking the lock
+        blocklists its owner and drops the watch. Only for images the caller knows no live client uses."""
+        for owner in image.lock_get_owners():
+            image.lock_break(owner["mode"], owner["owner"])
+
     def remove_partial(self, pool: str, name: str) -> bool:
         """An image left by a copy that its daemon did not finish (ZooKeeper never recorded it) is removed."""
         import rbd
@@ -361,11 +361,8 @@ class Volumes(CephArea):
             return False
         with self._ioctx(pool) as ioctx:
             try:
-                # The dead copier still holds the image's exclusive lock and its watch, and Ceph refuses the removal
-                # until that watch times out (30 s): break the lock, which blocklists its owner and drops the watch.
                 with rbd.Image(ioctx, name) as image:
-                    for owner in image.lock_get_owners():
-                        image.lock_break(owner["mode"], owner["owner"])
+                    self.break_dead_owner(image)
                 rbd.RBD().remove(ioctx, name)
             except rbd.ImageNotFound:
                 return False

@@ -11,8 +11,12 @@ from typing import Any
 from pvc_core.params import BOOLEAN, NAME_HELP, NAME_PATTERN, STRING, Param
 from pvc_core.routes import ADMIN, CONFLICT, Route
 from pvc_core.shapes import BOOL, MESSAGE, STR, array, named, obj
+from pvc_core.taskroutes import announce, task_headers
 
-TAG_MAX = 255  # a tag is a ZooKeeper path segment
+TAG_MAX = 255
+# after its record began, a snapshot task may still fail: a file it cannot write or read (400), Ceph's refusal, a
+# concurrent change or a cancel (409), Ceph not answering (503)
+TASK_ERRORS_TOO = task_headers(400, 409, 503)  # a tag is a ZooKeeper path segment
 
 
 def _tag_param(name: str, help: str, **extra: Any) -> Param:
@@ -62,17 +66,17 @@ def remove_snapshot(ctx: Any, params: dict, vm: str) -> dict:
 
 
 def rollback_snapshot(ctx: Any, params: dict, vm: str) -> dict:
-    return {"message": ctx.service("vm").rollback_snapshot(vm, params["snapshot_name"])}
+    return {"message": ctx.service("vm").rollback_snapshot(vm, params["snapshot_name"], announce(ctx))}
 
 
 def export_snapshot(ctx: Any, params: dict, vm: str) -> dict:
     return {"message": ctx.service("vm").export_snapshot(vm, params["snapshot_name"], params["export_path"],
-                                                         params["incremental_parent"])}
+                                                         params["incremental_parent"], announce(ctx))}
 
 
 def import_snapshot(ctx: Any, params: dict, vm: str) -> dict:
     return {"message": ctx.service("vm").import_snapshot(vm, params["snapshot_name"], params["import_path"],
-                                                         params["retain_snapshot"])}
+                                                         params["retain_snapshot"], announce(ctx))}
 
 
 def routes() -> list[Route]:
@@ -103,25 +107,30 @@ def routes() -> list[Route]:
             responses={404: "The VM or the snapshot does not exist", 409: "Ceph refused, or a concurrent change"}),
         Route("POST", "/vm/<vm>/snapshot/rollback", rollback_snapshot, (
             _snapshot_param("the snapshot to roll back to", required=True),),
-            summary="Roll a stopped VM's disks and XML back to a snapshot (PVC 1.x)", tags=tags, returns=MESSAGE,
+            summary="Roll a stopped VM's disks and XML back to a snapshot (PVC 1.x; a task)", tags=tags,
+            returns=MESSAGE, headers=TASK_ERRORS_TOO,
             responses={404: "The VM or the snapshot does not exist",
-                       409: "The VM is not stopped (stop or disable), a disk is in use, or a concurrent change"}),
+                       409: "The VM is not stopped (stop or disable), a disk is in use, a concurrent change, or "
+                            "the rollback was cancelled (DELETE /tasks/<id>; the disks were put back)"}),
         Route("POST", "/vm/<vm>/snapshot/export", export_snapshot, (
             _snapshot_param("the snapshot to export", required=True),
             Param("export_path", STRING, required=True, max_length=4096,
                   help="absolute path of a directory on the API host; the export goes to <vm>/<snapshot> in it"),
             Param("incremental_parent", STRING, pattern=SNAPSHOT_PATTERN, pattern_help=SNAPSHOT_HELP,
                   max_length=TAG_MAX, help="an earlier snapshot of the VM, exported before: export only the changes"),
-        ), summary="Export a VM's snapshot to files on the API host (PVC 1.x)", tags=tags, returns=MESSAGE,
-            scope=ADMIN,  # it writes files wherever the daemon may
-            responses={404: "The VM or the snapshot does not exist", 409: "Ceph refused an export"}),
+        ), summary="Export a VM's snapshot to files on the API host (PVC 1.x; a task)", tags=tags, returns=MESSAGE,
+            scope=ADMIN, headers=TASK_ERRORS_TOO,  # admin: it writes files wherever the daemon may
+            responses={404: "The VM or the snapshot does not exist",
+                       409: "Ceph refused an export, or it was cancelled (DELETE /tasks/<id>; its files were "
+                            "removed)"}),
         Route("POST", "/vm/<vm>/snapshot/import", import_snapshot, (
             _snapshot_param("the exported snapshot to import", required=True),
             Param("import_path", STRING, required=True, max_length=4096,
                   help="absolute path of a directory on the API host holding <vm>/<snapshot> exports"),
             Param("retain_snapshot", BOOLEAN, default=True,
                   help="keep the imported snapshots as the VM's snapshots"),
-        ), summary="Recreate an exported VM from its snapshot export(s) on the API host (PVC 1.x)", tags=tags,
-            returns=MESSAGE, scope=ADMIN,  # it reads files wherever the daemon may
-            responses={409: "A volume exists already, Ceph refused an import, or a concurrent change"}),
+        ), summary="Recreate an exported VM from its snapshot export(s) on the API host (PVC 1.x; a task)",
+            tags=tags, returns=MESSAGE, scope=ADMIN, headers=TASK_ERRORS_TOO,  # admin: it reads files anywhere
+            responses={409: "A volume exists already, Ceph refused an import, a concurrent change, or it was "
+                            "cancelled (DELETE /tasks/<id>; what it made was removed)"}),
     ]

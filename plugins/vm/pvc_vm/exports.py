@@ -13,20 +13,25 @@ import would take for whole.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pvc_core.errors import BadRequest, NotFound
 
-from . import snapshots
+from . import snapshots, tasks
 
+log = logging.getLogger("pvc.vm")
 _NAME = re.compile(r"(?!\.\.?$)[A-Za-z0-9_.+-]+")  # a pool's, a volume's or a file's name
 
 
-def export(service: Any, ident: str, name: str, export_path: str, incremental_parent: str | None) -> str:
+def export(service: Any, ident: str, name: str, export_path: str, incremental_parent: str | None,
+           on_task: Callable[[str | None], None] | None = None) -> str:
+    """As a task (``tasks.SNAPSHOT_EXPORT``; ``on_task`` gets its id), one disk after the other."""
     zk = service.zk
     uuid, entry = service.require(ident)
     vm_name = entry.get("") or ident
@@ -57,32 +62,56 @@ def export(service: Any, ident: str, name: str, export_path: str, incremental_pa
     if storage is not None:
         storage.require_reachable()
     made_vm_dir = not vm_dir.exists()
-    try:
-        (target / "images").mkdir(parents=True)
-    except OSError as exc:
-        raise BadRequest(f"ERROR: Cannot create export target '{target}': {exc.strerror}") from None
-    try:
-        files = []
-        for pool, volume, snap in snaps:
-            file = f"images/{pool}.{volume}.{'rbddiff' if parent else 'rbdimg'}"
-            storage.export_snapshot(pool, volume, snap, str(target / file), parent.get((pool, volume)))
-            files.append({"srcvol": f"{pool}/{volume}", "file": file})
-        document = {
-            "type": "incremental" if parent else "full",
-            "snapshot_name": name,
-            "incremental_parent": incremental_parent or None,
-            "vm_detail": {"name": vm_name, "uuid": uuid, "xml": fields["xml"], "timestamp": fields["timestamp"],
-                          "rbd_snapshots": [f"{pool}/{volume}@{snap}" for pool, volume, snap in snaps]},
-            "export_files": files,
-            "export_size_bytes": sum((target / item["file"]).stat().st_size for item in files),
-            "datestring": time.strftime("%Y%m%d%H%M%S"),
-        }
-        (target / "snapshot.json").write_text(json.dumps(document, indent=2))
-    except BaseException:
-        shutil.rmtree(vm_dir if made_vm_dir else target, ignore_errors=True)
-        raise
     kind = f"incremental (from '{incremental_parent}')" if parent else "full"
-    return f"Successfully exported snapshot '{name}' of VM '{ident}' ({kind}) to '{target}'."
+
+    def write(handle: Any) -> str:
+        try:
+            (target / "images").mkdir(parents=True)
+        except OSError as exc:
+            raise BadRequest(f"ERROR: Cannot create export target '{target}': {exc.strerror}") from None
+        try:
+            files = []
+            for index, (pool, volume, snap) in enumerate(snaps):
+                handle.stop_if_cancelled(f"the export of snapshot '{name}' of VM '{ident}' after {index} of "
+                                         f"{len(snaps)} disks; the files written were removed")
+                file = f"images/{pool}.{volume}.{'rbddiff' if parent else 'rbdimg'}"
+                storage.export_snapshot(pool, volume, snap, str(target / file), parent.get((pool, volume)))
+                files.append({"srcvol": f"{pool}/{volume}", "file": file})
+                handle.step(index + 1, len(snaps), f"Exported {index + 1} of {len(snaps)} disks ({pool}/{volume})")
+            document = {
+                "type": "incremental" if parent else "full",
+                "snapshot_name": name,
+                "incremental_parent": incremental_parent or None,
+                "vm_detail": {"name": vm_name, "uuid": uuid, "xml": fields["xml"], "timestamp": fields["timestamp"],
+                              "rbd_snapshots": [f"{pool}/{volume}@{snap}" for pool, volume, snap in snaps]},
+                "export_files": files,
+                "export_size_bytes": sum((target / item["file"]).stat().st_size for item in files),
+                "datestring": time.strftime("%Y%m%d%H%M%S"),
+            }
+            # written last, whole: its presence says the export is complete (a restart keeps it)
+            partial = target / "snapshot.json.partial"
+            partial.write_text(json.dumps(document, indent=2))
+            partial.rename(target / "snapshot.json")
+        except BaseException:
+            shutil.rmtree(vm_dir if made_vm_dir else target, ignore_errors=True)
+            raise
+        return f"Successfully exported snapshot '{name}' of VM '{ident}' ({kind}) to '{target}'."
+    return service.runtime.task_monitor.run(
+        tasks.SNAPSHOT_EXPORT, {"vm": ident, "snapshot": name, "target": str(target),
+                                "vm_dir": str(vm_dir) if made_vm_dir else None},
+        f"Exporting snapshot '{name}' of VM '{ident}' ({kind}) to '{target}'", write, on_task,
+        total=max(len(snaps), 1))
+
+
+def recover_export(service: Any, args: dict) -> str:
+    """After the daemon ended under an export: an export without its ``snapshot.json`` is partial and goes."""
+    target = Path(args["target"])
+    if (target / "snapshot.json").is_file():
+        return f"the export in '{target}' had been completed"
+    made = Path(args["vm_dir"]) if args.get("vm_dir") else None
+    alone = made is not None and made.is_dir() and all(path == target for path in made.iterdir())
+    shutil.rmtree(made if alone else target, ignore_errors=True)
+    return f"the partial export in '{target}' was removed"
 
 
 def _document(root: Path, vm_name: str, name: str) -> dict:
@@ -98,10 +127,12 @@ def _document(root: Path, vm_name: str, name: str) -> dict:
     return document
 
 
-def import_(service: Any, ident: str, name: str, import_path: str, retain_snapshot: bool) -> str:
+def import_(service: Any, ident: str, name: str, import_path: str, retain_snapshot: bool,
+            on_task: Callable[[str | None], None] | None = None) -> str:
     """Recreate an exported VM: its volumes from the chain of exports (the full one, then each incremental
     one up to ``name``), then the VM from the snapshot's XML; with ``retain_snapshot`` the snapshots of the
-    chain stay, as VM snapshots. Anything made is removed again when a step fails."""
+    chain stay, as VM snapshots. Anything made is removed again when a step fails. As a task
+    (``tasks.SNAPSHOT_IMPORT``; ``on_task`` gets its id), one disk after the other."""
     root = Path(import_path)
     if not root.is_absolute() or not root.is_dir():
         raise BadRequest(f"ERROR: Import path '{import_path}' does not exist on the API host; expected the "
@@ -135,37 +166,68 @@ def import_(service: Any, ident: str, name: str, import_path: str, retain_snapsh
     storage = service.runtime.service("ceph") if disks else None
     if storage is not None:
         storage.require_reachable()
-    made: list[tuple[str, str]] = []
-    defined = False
-    try:
-        for index, srcvol in enumerate(disks):
-            pool, volume = srcvol.split("/", 1)
-            files = [root / ident / document["snapshot_name"] / document["export_files"][index]["file"]
-                     for document in chain]
-            made.append((pool, volume))
-            storage.import_volume(pool, volume, str(files[0]), chain[0]["snapshot_name"], [str(f) for f in files[1:]])
-        service.define(chain[-1]["vm_detail"]["xml"], None, None, None, False)
-        defined = True
-        uuid = service.require(ident)[0]
-        for document in chain:
-            snap = document["snapshot_name"]
-            if retain_snapshot:
-                snapshots.commit(service.zk, uuid, ident, snap, {
-                    "timestamp": str(document["vm_detail"].get("timestamp") or int(time.time())),
-                    "xml": document["vm_detail"]["xml"],
-                    "rbdsnaplist": ",".join(f"{disk}@{snap}" for disk in disks)})
-            else:
-                for pool, volume in made:
-                    storage.remove_snapshot(pool, volume, snap)
-    except BaseException:
-        if defined:
-            found = service.find(ident)
-            if found is not None:
-                service.zk.delete([f"/domains/{found[0]}"])
-        for pool, volume in reversed(made):
-            try:
-                storage.discard_volume(pool, volume)
-            except Exception:  # noqa: BLE001 - the first failure is the answer
-                pass
-        raise
-    return f"Successfully imported VM '{ident}' from snapshot '{name}' in '{import_path}'."
+
+    def recreate(handle: Any) -> str:
+        made: list[tuple[str, str]] = []
+        defined = False
+        try:
+            for index, srcvol in enumerate(disks):
+                handle.stop_if_cancelled(f"the import of VM '{ident}' from snapshot '{name}' after {index} of "
+                                         f"{len(disks)} disks; the volumes imported were removed")
+                pool, volume = srcvol.split("/", 1)
+                files = [root / ident / document["snapshot_name"] / document["export_files"][index]["file"]
+                         for document in chain]
+                made.append((pool, volume))
+                storage.import_volume(pool, volume, str(files[0]), chain[0]["snapshot_name"],
+                                      [str(f) for f in files[1:]])
+                handle.step(index + 1, len(disks), f"Imported {index + 1} of {len(disks)} disks ({srcvol})")
+            handle.stop_if_cancelled(f"the import of VM '{ident}' from snapshot '{name}' before its definition; "
+                                     "the volumes imported were removed")
+            service.define(chain[-1]["vm_detail"]["xml"], None, None, None, False)
+            defined = True
+            uuid = service.require(ident)[0]
+            for document in chain:
+                snap = document["snapshot_name"]
+                if retain_snapshot:
+                    snapshots.commit(service.zk, uuid, ident, snap, {
+                        "timestamp": str(document["vm_detail"].get("timestamp") or int(time.time())),
+                        "xml": document["vm_detail"]["xml"],
+                        "rbdsnaplist": ",".join(f"{disk}@{snap}" for disk in disks)})
+                else:
+                    for pool, volume in made:
+                        storage.remove_snapshot(pool, volume, snap)
+        except BaseException:
+            _discard(service, ident if defined else None, storage, made)
+            raise
+        return f"Successfully imported VM '{ident}' from snapshot '{name}' in '{import_path}'."
+    return service.runtime.task_monitor.run(
+        tasks.SNAPSHOT_IMPORT, {"vm": ident, "snapshot": name, "import_path": import_path, "volumes": disks},
+        f"Importing VM '{ident}' from snapshot '{name}' in '{import_path}'", recreate, on_task,
+        total=max(len(disks), 1))
+
+
+def _discard(service: Any, vm: str | None, storage: Any, volumes: list[tuple[str, str]]) -> None:
+    """Remove what an import made: the VM's keys (when it was defined) and the volumes, last first."""
+    if vm is not None:
+        found = service.find(vm)
+        if found is not None:
+            service.zk.delete([f"/domains/{found[0]}"])
+    for pool, volume in reversed(volumes):
+        try:
+            storage.discard_volume(pool, volume)
+        except Exception:  # noqa: BLE001 - the first failure is the answer
+            log.exception("import of a VM: could not remove volume %s/%s again", pool, volume)
+
+
+def recover_import(service: Any, args: dict) -> str:
+    """After the daemon ended under an import: an import that had not defined its VM yet made only volumes
+    (the import refuses volumes that exist), which go; a VM that was defined stays, as imported."""
+    if service.find(args["vm"]) is not None:
+        return f"VM '{args['vm']}' had been defined; its snapshots may not all be recorded"
+    disks = [tuple(disk.split("/", 1)) for disk in args.get("volumes") or []]
+    if not disks:
+        return "no volume had been imported"
+    storage = service.runtime.service("ceph")
+    present = [(pool, volume) for pool, volume in disks if storage.volume_exists(pool, volume)]
+    _discard(service, None, storage, present)
+    return f"the volumes imported were removed ({', '.join(f'{p}/{v}' for p, v in present) or 'none left'})"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from pvc_core.schema import DAEMON_ROOT
+
 ROOT = "/domains"
 # Followed by the watched view (what the VM object needs); consolelog and rbdlist are read on demand.
 VIEW_KEYS = ("state", "node", "lastnode", "failedreason", "node_limit", "node_selector", "node_autostart",
@@ -60,6 +62,16 @@ def snapshots(uuid: str) -> str:
 def snapshot(uuid: str, name: str, field: str | None = None) -> str:
     base = f"{ROOT}/{uuid}/{SNAPSHOTS}/{name}"
     return f"{base}/{field}" if field else base
+
+
+# Not in v0.6: a VM rollback under way, named for its temporary RBD snapshots, with what a restarted daemon needs to
+# undo it (JSON ``{uuid, vm, snapshot, disks}``). The rollback's ZooKeeper commit deletes it in the same
+# transaction, so its presence alone says the disks may be part rolled back and the XML is not yet restored.
+ROLLBACKS = f"{DAEMON_ROOT}/vm-rollbacks"
+
+
+def rollback_marker(safety: str) -> str:
+    return f"{ROLLBACKS}/{safety}"
 
 
 def stored_items(value: str | None) -> list[dict]:

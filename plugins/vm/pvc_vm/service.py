@@ -225,14 +225,16 @@ class VMService:
     def remove_snapshot(self, ident: str, name: str) -> str:
         return snapshots.remove(self, ident, name)
 
-    def rollback_snapshot(self, ident: str, name: str) -> str:
-        return snapshots.rollback(self, ident, name)
+    def rollback_snapshot(self, ident: str, name: str, on_task: Callable[[str | None], None] | None = None) -> str:
+        return snapshots.rollback(self, ident, name, on_task)
 
-    def export_snapshot(self, ident: str, name: str, export_path: str, incremental_parent: str | None) -> str:
-        return exports.export(self, ident, name, export_path, incremental_parent)
+    def export_snapshot(self, ident: str, name: str, export_path: str, incremental_parent: str | None,
+                        on_task: Callable[[str | None], None] | None = None) -> str:
+        return exports.export(self, ident, name, export_path, incremental_parent, on_task)
 
-    def import_snapshot(self, ident: str, name: str, import_path: str, retain_snapshot: bool) -> str:
-        return exports.import_(self, ident, name, import_path, retain_snapshot)
+    def import_snapshot(self, ident: str, name: str, import_path: str, retain_snapshot: bool,
+                        on_task: Callable[[str | None], None] | None = None) -> str:
+        return exports.import_(self, ident, name, import_path, retain_snapshot, on_task)
 
     def vms_using_network(self, vni: int) -> list[str]:
         bridge = f"vmbr{vni}"

@@ -21,12 +21,14 @@ import json
 import logging
 import time
 import uuid as uuidlib
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from pvc_core.errors import ApiError, BadRequest, Conflict, NotFound
+from pvc_core.schema import DAEMON_ROOT
 
-from . import domainxml, schema
+from . import domainxml, schema, tasks
 
 log = logging.getLogger("pvc.vm")
 STOPPED = ("stop", "disable")
@@ -209,8 +211,10 @@ def remove(service: Any, ident: str, name: str) -> str:
     return f"Successfully removed snapshot '{name}' of VM '{ident}'."
 
 
-def rollback(service: Any, ident: str, name: str) -> str:
-    """Roll every disk back and make the stored XML the VM's again; only for a stopped VM."""
+def rollback(service: Any, ident: str, name: str, on_task: Callable[[str | None], None] | None = None) -> str:
+    """Roll every disk back and make the stored XML the VM's again; only for a stopped VM. A task
+    (``tasks.SNAPSHOT_ROLLBACK``; ``on_task`` gets its id): one step per disk, and a cancel between them
+    puts the disks already rolled back as they were."""
     zk = service.zk
     uuid, _ = service.require(ident)
     fields, snaps = stored(zk, uuid, ident, name)
@@ -232,38 +236,96 @@ def rollback(service: Any, ident: str, name: str) -> str:
         for pool, volume, _ in snaps:
             storage.refuse_in_use(pool, volume, f"rolling VM '{ident}' back")
     safety = f"pvc-rollback-{uuidlib.uuid4().hex[:12]}"
-    guarded: list[tuple[str, str]] = []
-    rolled: list[tuple[str, str]] = []
-    kept: list[tuple[str, str]] = []  # disks left on their safety snapshot's data: it stays
-    try:
-        for pool, volume, _ in snaps:
-            storage.add_snapshot(pool, volume, safety)
-            guarded.append((pool, volume))
-        for pool, volume, snap in snaps:
-            storage.rollback_snapshot(pool, volume, snap)
-            rolled.append((pool, volume))
+    disks = [f"{pool}/{volume}" for pool, volume, _ in snaps]
+    marker = schema.rollback_marker(safety)
 
-        def attempt() -> None:
-            current = zk.get_versioned([state_key, xml_key])
-            if current[state_key][0] not in STOPPED:
-                raise Conflict(f"ERROR: VM '{ident}' left the stopped state during its rollback")
-            transaction = zk.transaction()
-            transaction.check(state_key, current[state_key][1])
-            transaction.set_data(xml_key, domain.pretty().encode(), version=current[xml_key][1])
-            if zk.exists(rbdlist):
-                transaction.set_data(rbdlist, ",".join(domain.rbd_volumes()).encode())
-            zk.commit(transaction, f"rollback of VM {ident}")
+    def roll_back(handle: Any) -> str:
+        guarded: list[tuple[str, str]] = []
+        rolled: list[tuple[str, str]] = []
+        kept: list[tuple[str, str]] = []  # disks left on their safety snapshot's data: it stays
+        if snaps:
+            _mark(zk, marker, {"uuid": uuid, "vm": ident, "snapshot": name, "disks": disks})
+        try:
+            for pool, volume, _ in snaps:
+                storage.add_snapshot(pool, volume, safety)
+                guarded.append((pool, volume))
+            for index, (pool, volume, snap) in enumerate(snaps):
+                handle.stop_if_cancelled(f"the rollback of VM '{ident}' to snapshot '{name}' after {index} of "
+                                         f"{len(snaps)} disks")
+                storage.rollback_snapshot(pool, volume, snap)
+                rolled.append((pool, volume))
+                handle.step(index + 1, len(snaps), f"Rolled back {index + 1} of {len(snaps)} disks "
+                                                   f"({pool}/{volume})")
 
-        zk.optimistic(attempt)
-    except ApiError as exc:
-        exc.message = f"{exc.message}{_undo_rollback(storage, rolled, safety, kept)}"
-        raise
-    except Exception:
-        _undo_rollback(storage, rolled, safety, kept)
-        raise
-    finally:
-        _drop(storage, [disk for disk in guarded if disk not in kept], safety)
-    return f"Successfully rolled back to snapshot '{name}' of VM '{ident}'."
+            def attempt() -> None:
+                current = zk.get_versioned([state_key, xml_key])
+                if current[state_key][0] not in STOPPED:
+                    raise Conflict(f"ERROR: VM '{ident}' left the stopped state during its rollback")
+                transaction = zk.transaction()
+                transaction.check(state_key, current[state_key][1])
+                transaction.set_data(xml_key, domain.pretty().encode(), version=current[xml_key][1])
+                if zk.exists(rbdlist):
+                    transaction.set_data(rbdlist, ",".join(domain.rbd_volumes()).encode())
+                if snaps:
+                    transaction.delete(marker)  # committed: a restart finds no rollback to undo
+                zk.commit(transaction, f"rollback of VM {ident}")
+
+            zk.optimistic(attempt)
+        except ApiError as exc:
+            exc.message = f"{exc.message}{_undo_rollback(storage, rolled, safety, kept)}"
+            _unmark(zk, marker, kept)
+            raise
+        except Exception:
+            _undo_rollback(storage, rolled, safety, kept)
+            _unmark(zk, marker, kept)
+            raise
+        finally:
+            _drop(storage, [disk for disk in guarded if disk not in kept], safety)
+        return f"Successfully rolled back to snapshot '{name}' of VM '{ident}'."
+    return service.runtime.task_monitor.run(
+        tasks.SNAPSHOT_ROLLBACK, {"vm": ident, "uuid": uuid, "snapshot": name, "safety": safety, "disks": disks},
+        f"Rolling VM '{ident}' back to snapshot '{name}'", roll_back, on_task, total=max(len(snaps), 1))
+
+
+def _mark(zk: Any, marker: str, record: dict) -> None:
+    """Record the rollback in ZooKeeper before any disk changes (``schema.ROLLBACKS``)."""
+    parents = [path for path in (DAEMON_ROOT, schema.ROLLBACKS) if not zk.exists(path)]
+    zk.create({**{path: "" for path in parents}, marker: json.dumps(record)})
+
+
+def _unmark(zk: Any, marker: str, kept: list[tuple[str, str]]) -> None:
+    """An undone rollback leaves no record, unless a disk could not be put back: a restart tries again."""
+    if not kept:
+        try:
+            zk.delete([marker])
+        except ApiError as exc:
+            log.error("rollback of a VM: could not remove its record %s: %s", marker, exc.message)
+
+
+def recover_rollback(service: Any, args: dict) -> str:
+    """After the daemon ended under a rollback (its record's recovery). Its ZooKeeper record present: not
+    committed, so every disk is put back from its temporary snapshot (a disk not rolled yet is put back to
+    what it holds already), after breaking the locks the dead daemon's librbd left on them; absent: either
+    committed (temporary snapshots left: they go) or not begun."""
+    zk = service.zk
+    safety, marker = args["safety"], schema.rollback_marker(args["safety"])
+    disks = [tuple(disk.split("/", 1)) for disk in args.get("disks") or []]
+    storage = service.runtime.service("ceph") if disks else None
+    present = [(pool, volume) for pool, volume in disks if storage.snapshot_exists(pool, volume, safety)]
+    if not zk.exists(marker):
+        _drop(storage, present, safety)
+        return ("the rollback had been committed; its temporary snapshots were removed" if present else
+                "no disk had been changed")
+    state = zk.get(schema.key(args["uuid"], "state"))
+    if state is not None and state not in STOPPED:
+        return (f"the rollback had not been committed, but VM '{args['vm']}' is in state '{state}' now: its disks "
+                f"were left as they are, with their snapshots '{safety}' ({marker} records it)")
+    storage.remove_locks([f"{pool}/{volume}" for pool, volume in present])
+    kept: list[tuple[str, str]] = []
+    left = _undo_rollback(storage, present, safety, kept)
+    _drop(storage, [disk for disk in present if disk not in kept], safety)
+    _unmark(zk, marker, kept)
+    return f"the rollback had not been committed: the disks were put back as they were before it{left}"
 
 
 def _undo_rollback(storage: Any, rolled: list[tuple[str, str]], safety: str, kept: list[tuple[str, str]]) -> str:

@@ -8,6 +8,12 @@ A migration or move still under way is cancelled by putting the VM back:
 it running and the target stops waiting for it; the record then follows
 that to its end. A shutdown or restart is one step of the node daemon and
 is not cancelled.
+
+A whole-VM snapshot's rollback, export and import run here, in their
+request, one disk at a time: the record counts the disks, and a cancel
+stops the work before the next disk and undoes what it made (the disks put
+back, the files or the volumes and keys removed). A daemon that stopped
+under one undoes it when it starts again (``recover``).
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from . import schema
 MIGRATE, MOVE, SHUTDOWN, RESTART = "vm.migrate", "vm.move", "vm.shutdown", "vm.restart"
 PLACEMENT = {"migrate": MIGRATE, "move": MOVE}
 STATES = {"shutdown": SHUTDOWN, "restart": RESTART}
+SNAPSHOT_ROLLBACK, SNAPSHOT_EXPORT, SNAPSHOT_IMPORT = "vm.snapshot.rollback", "vm.snapshot.export", "vm.snapshot.import"
+A_MONTH = 30 * 86400.0  # work run here has no deadline of its own beyond Ceph answering each step
 ONE_STEP = "the node daemon does it in one step, which cannot be stopped midway"
 
 
@@ -98,4 +106,13 @@ def kinds(runtime: Any) -> list[Kind]:
     return [Kind(name, "vm", timeout, setting, check=lambda args: check_placement(runtime, args),
                  cancel=lambda args: cancel_placement(runtime, args)) for name in (MIGRATE, MOVE)] + [
         Kind(name, "vm", timeout, setting, check=lambda args: check_state(runtime, args), refusal=ONE_STEP)
-        for name in (SHUTDOWN, RESTART)]
+        for name in (SHUTDOWN, RESTART)] + [
+        Kind(name, "vm", lambda: A_MONTH, "a month", recover=lambda args, name=name: _recover(runtime, name, args))
+        for name in (SNAPSHOT_ROLLBACK, SNAPSHOT_EXPORT, SNAPSHOT_IMPORT)]
+
+
+def _recover(runtime: Any, name: str, args: dict) -> str:
+    from . import exports, snapshots
+    undo = {SNAPSHOT_ROLLBACK: snapshots.recover_rollback, SNAPSHOT_EXPORT: exports.recover_export,
+            SNAPSHOT_IMPORT: exports.recover_import}[name]
+    return undo(runtime.service("vm"), args)

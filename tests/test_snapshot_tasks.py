@@ -1,0 +1,272 @@
+"""Snapshot export, import and rollback, volume snapshot rollback and upload as tasks, on a real memstore Ceph.
+
+Each route answers as before and names its record in ``X-Task-Id``; the record counts the disks (or
+bytes) done, ends with the answer's message, and is read back through the API and straight from the
+daemon's database (``ended``). A cancel (``DELETE /tasks/<id>``) stops the work between two disks and
+undoes it; a daemon killed under a rollback undoes it when it starts again. To stop the work at a known
+point, the test freezes Ceph's OSD (SIGSTOP) while the work waits on it, and thaws it once the cancel is
+recorded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import signal
+import threading
+from collections.abc import Iterator
+
+import requests
+from test_cluster import tree
+from test_task_kinds import check, ended
+from test_vm import UUID
+from test_vm_storage import POOL, images, pair, rbd_handle, storage, vm_xml, volume_keys
+
+from conftest import REQUEST_TIMEOUT, deep_merge, wait_until
+
+__all__ = ["pair", "rbd_handle", "storage"]  # the fixtures, shared with test_vm_storage
+
+MIB = 1024 * 1024
+DISKS = ("task1_sda", "task1_sdb")
+
+
+def define_vm(daemon, sizes: tuple[str, str] = ("8M", "8M")) -> None:
+    for volume, size in zip(DISKS, sizes, strict=True):
+        made = daemon.post("/storage/ceph/volume", params={"pool": POOL, "volume": volume, "size": size})
+        assert made.status_code == 200, made.text
+    disks = tuple(f"{POOL}/{volume}" for volume in DISKS)
+    assert daemon.post("/vm", params={"node": "pvchv1"}, data={"xml": vm_xml("task1", UUID, disks)}).status_code \
+        == 200
+
+
+def fill(ioctx, volume: str, byte: bytes, objects: int) -> None:
+    """One byte in each of the first ``objects`` 4 MiB objects: a rollback of the volume then takes a while."""
+    import rbd
+    with rbd.Image(ioctx, volume) as image:
+        writes = [image.aio_write(byte, index * 4 * MIB, lambda completion: None) for index in range(objects)]
+        for write in writes:
+            write.wait_for_complete_and_cb()
+
+
+def digests(ioctx) -> list[str]:
+    import rbd
+    out = []
+    for volume in DISKS:
+        with rbd.Image(ioctx, volume, read_only=True) as image:
+            digest = hashlib.sha256()
+            for offset in range(0, image.size(), 4 * MIB):
+                digest.update(image.read(offset, min(4 * MIB, image.size() - offset)))
+            out.append(digest.hexdigest())
+    return out
+
+
+def rbd_snaps(ioctx) -> list[list[str]]:
+    import rbd
+    out = []
+    for volume in DISKS:
+        with rbd.Image(ioctx, volume, read_only=True) as image:
+            out.append(sorted(snap["name"] for snap in image.list_snaps()))
+    return out
+
+
+def osd_signal(ceph_cluster, sig: int) -> None:
+    for name, pid in ceph_cluster.pids().items():
+        if name.startswith("osd"):
+            os.kill(pid, sig)
+
+
+@contextlib.contextmanager
+def osd_frozen(ceph_cluster) -> Iterator[None]:
+    osd_signal(ceph_cluster, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        osd_signal(ceph_cluster, signal.SIGCONT)
+
+
+def running(daemon, kind: str) -> dict:
+    (record,) = wait_until(lambda: daemon.get("/tasks", params={"kind": kind, "state": "RUNNING"}).json(),
+                           message=f"a RUNNING {kind} record")
+    return record
+
+
+def in_background(call) -> tuple[threading.Thread, list]:
+    answers: list = []
+
+    def run() -> None:
+        with contextlib.suppress(requests.ConnectionError):  # a request whose daemon is killed
+            answers.append(call())
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, answers
+
+
+def cancelled(daemon, thread: threading.Thread, answers: list, record: dict, ceph_cluster) -> dict:
+    """Cancel the record while the OSD is frozen, thaw it, and return the ended record after the 409."""
+    try:
+        cancel = daemon.delete(f"/tasks/{record['id']}")
+        assert cancel.status_code == 202, cancel.text
+    finally:
+        osd_signal(ceph_cluster, signal.SIGCONT)
+    thread.join(timeout=REQUEST_TIMEOUT)
+    (answer,) = answers
+    assert answer.status_code == 409 and answer.headers["X-Task-Id"] == record["id"], answer.text
+    assert answer.json()["message"].startswith("ERROR: Cancelled ")
+    done = ended(daemon, record["id"])
+    assert done["state"] == "FAILURE" and done["cancelled"] is not None
+    assert done["status"] == f"Cancelled: {answer.json()['message']}"
+    assert done["result"] == {"error": "cancelled", "cancelled": True}
+    return done
+
+
+def test_export_rollback_and_import_are_recorded_as_tasks(pair, storage, tmp_path):
+    first, _ = pair
+    zk, ioctx = storage
+    define_vm(first)
+    fill(ioctx, DISKS[0], b"\x01", 2)
+    fill(ioctx, DISKS[1], b"\x02", 2)
+    assert first.post("/vm/task1/snapshot", params={"snapshot_name": "one"}).status_code == 200
+    at_one = digests(ioctx)
+
+    exported = first.post("/vm/task1/snapshot/export", params={"snapshot_name": "one", "export_path": str(tmp_path)})
+    assert exported.status_code == 200, exported.text
+    record = ended(first, exported.headers["X-Task-Id"])
+    check(record, "vm.snapshot.export", "vm", exported.json()["message"],
+          f"Exporting snapshot 'one' of VM 'task1' (full) to '{tmp_path / 'task1' / 'one'}'")
+    assert (record["current"], record["total"]) == (2, 2)
+    assert [line["message"] for line in record["log"][1:-1]] == [
+        f"Exported 1 of 2 disks ({POOL}/{DISKS[0]})", f"Exported 2 of 2 disks ({POOL}/{DISKS[1]})"]
+    assert record["kwargs"] == {"vm": "task1", "snapshot": "one", "target": str(tmp_path / "task1" / "one"),
+                                "vm_dir": str(tmp_path / "task1")}
+
+    fill(ioctx, DISKS[0], b"\x03", 2)
+    fill(ioctx, DISKS[1], b"\x04", 2)
+    assert first.post("/vm/task1/state", params={"state": "stop"}).status_code == 200
+    rolled = first.post("/vm/task1/snapshot/rollback", params={"snapshot_name": "one"})
+    assert rolled.status_code == 200, rolled.text
+    record = ended(first, rolled.headers["X-Task-Id"])
+    check(record, "vm.snapshot.rollback", "vm", rolled.json()["message"], "Rolling VM 'task1' back to snapshot 'one'")
+    assert (record["current"], record["total"]) == (2, 2) and record["kwargs"]["disks"] == [
+        f"{POOL}/{volume}" for volume in DISKS]
+    assert digests(ioctx) == at_one and rbd_snaps(ioctx) == [["one"], ["one"]]
+    assert not zk.exists(f"/pvcapid/vm-rollbacks/{record['kwargs']['safety']}")
+
+    # one volume back to its RBD snapshot: one librbd call, recorded; it cannot be cancelled once running
+    fill(ioctx, DISKS[0], b"\x05", 1)
+    volume = first.post(f"/storage/ceph/snapshot/{POOL}/{DISKS[0]}/one/rollback")
+    assert volume.status_code == 200, volume.text
+    record = ended(first, volume.headers["X-Task-Id"])
+    check(record, "ceph.snapshot.rollback", "ceph", volume.json()["message"],
+          f"Rolling RBD volume {POOL}/{DISKS[0]} back to snapshot one")
+    assert digests(ioctx) == at_one
+
+    assert first.delete("/vm/task1", params={"delete_disks": "true"}).status_code == 200
+    imported = first.post("/vm/task1/snapshot/import", params={"snapshot_name": "one", "import_path": str(tmp_path)})
+    assert imported.status_code == 200, imported.text
+    record = ended(first, imported.headers["X-Task-Id"])
+    check(record, "vm.snapshot.import", "vm", imported.json()["message"],
+          f"Importing VM 'task1' from snapshot 'one' in '{tmp_path}'")
+    assert (record["current"], record["total"]) == (2, 2)
+    assert digests(ioctx) == at_one
+    # refused before any work: no record
+    before = len(first.get("/tasks").json())
+    assert first.post("/vm/task1/snapshot/import", params={"snapshot_name": "one",
+                                                           "import_path": str(tmp_path)}).status_code == 400
+    assert "X-Task-Id" not in first.post("/vm/nosuch/snapshot/rollback", params={"snapshot_name": "one"}).headers
+    assert len(first.get("/tasks").json()) == before
+
+
+def test_cancelled_export_and_import_remove_what_they_made(pair, storage, ceph_cluster, tmp_path):
+    first, _ = pair
+    zk, ioctx = storage
+    define_vm(first)
+    fill(ioctx, DISKS[0], b"\x11", 2)
+    fill(ioctx, DISKS[1], b"\x12", 2)
+    assert first.post("/vm/task1/snapshot", params={"snapshot_name": "one"}).status_code == 200
+    at_one = digests(ioctx)
+
+    # the export waits on the frozen OSD at its first disk; cancelled there, it removes its files
+    target = tmp_path / "cancelled"
+    target.mkdir()
+    with osd_frozen(ceph_cluster):
+        thread, answers = in_background(lambda: first.post("/vm/task1/snapshot/export", params={
+            "snapshot_name": "one", "export_path": str(target)}))
+        record = running(first, "vm.snapshot.export")
+        done = cancelled(first, thread, answers, record, ceph_cluster)
+    assert done["status"].startswith("Cancelled: ERROR: Cancelled the export of snapshot 'one' of VM 'task1' after 1 "
+                                     "of 2 disks"), done["status"]
+    assert list(target.iterdir()) == []
+
+    # a whole export, then the import of it cancelled at its first disk: no volume, key or VM stays
+    assert first.post("/vm/task1/snapshot/export", params={"snapshot_name": "one",
+                                                           "export_path": str(tmp_path)}).status_code == 200
+    assert first.delete("/vm/task1", params={"delete_disks": "true"}).status_code == 200
+    keys = volume_keys(zk)
+    with osd_frozen(ceph_cluster):
+        thread, answers = in_background(lambda: first.post("/vm/task1/snapshot/import", params={
+            "snapshot_name": "one", "import_path": str(tmp_path)}))
+        record = running(first, "vm.snapshot.import")
+        done = cancelled(first, thread, answers, record, ceph_cluster)
+    assert "after 1 of 2 disks; the volumes imported were removed" in done["status"], done["status"]
+    assert not set(DISKS) & set(images(ioctx)) and volume_keys(zk) == keys
+    assert not zk.exists(f"/domains/{UUID}") and first.get("/vm/task1").status_code == 404
+
+    imported = first.post("/vm/task1/snapshot/import", params={"snapshot_name": "one", "import_path": str(tmp_path)})
+    assert imported.status_code == 200, imported.text
+    assert digests(ioctx) == at_one
+
+
+def test_a_cancelled_or_interrupted_rollback_puts_the_disks_back(pair, storage, ceph_cluster, daemon_factory,
+                                                                  ceph_config):
+    """The first disk has 500 objects, so that its rollback takes a while: the OSD is frozen as soon as the
+    record runs, and the cancel (or the daemon's end) comes before the second disk."""
+    import rbd
+    first, _ = pair
+    zk, ioctx = storage
+    define_vm(first, ("2000M", "8M"))
+    fill(ioctx, DISKS[0], b"\x21", 500)
+    fill(ioctx, DISKS[1], b"\x22", 2)
+    assert first.post("/vm/task1/snapshot", params={"snapshot_name": "one"}).status_code == 200
+    fill(ioctx, DISKS[0], b"\x23", 500)
+    fill(ioctx, DISKS[1], b"\x24", 2)
+    assert first.post("/vm/task1/state", params={"state": "stop"}).status_code == 200
+    later = digests(ioctx)
+    xml = zk.get(f"/domains/{UUID}/xml")[0]
+    vm = first.get("/vm/task1").json()
+
+    thread, answers = in_background(lambda: first.post("/vm/task1/snapshot/rollback", params={"snapshot_name": "one"}))
+    record = running(first, "vm.snapshot.rollback")
+    osd_signal(ceph_cluster, signal.SIGSTOP)
+    done = cancelled(first, thread, answers, record, ceph_cluster)
+    assert "the disks already rolled back were restored" in done["status"] or "after 0 of 2 disks" in done["status"]
+    assert digests(ioctx) == later and rbd_snaps(ioctx) == [["one"], ["one"]]
+    assert zk.get(f"/domains/{UUID}/xml")[0] == xml and first.get("/vm/task1").json() == vm
+    assert tree(zk, "/pvcapid/vm-rollbacks") == {}
+
+    # a daemon killed under the rollback: started again on its port, it puts the disks back and ends the record
+    roller = daemon_factory(deep_merge(ceph_config, {"vm": {"delete_grace": "0.05"}}))
+    thread, answers = in_background(lambda: roller.post("/vm/task1/snapshot/rollback",
+                                                        params={"snapshot_name": "one"}))
+    record = running(roller, "vm.snapshot.rollback")
+    wait_until(lambda: zk.exists(f"/pvcapid/vm-rollbacks/{record['kwargs']['safety']}"),
+               message="the rollback's record in ZooKeeper")  # it has begun to change the disks
+    with osd_frozen(ceph_cluster):
+        roller.process.kill()
+        roller.process.wait()
+        roller.process = None
+    thread.join(timeout=REQUEST_TIMEOUT)
+    roller.start()
+    done = ended(roller, record["id"])
+    assert done["state"] == "FAILURE" and done["status"].startswith(
+        "Interrupted: the API daemon that ran it stopped; the rollback had not been committed: the disks were put "
+        "back as they were before it"), done["status"]
+    assert digests(ioctx) == later and rbd_snaps(ioctx) == [["one"], ["one"]]
+    assert zk.get(f"/domains/{UUID}/xml")[0] == xml and first.get("/vm/task1").json() == vm
+    assert tree(zk, "/pvcapid/vm-rollbacks") == {}
+    roller.stop()
+    # and the rollback itself still works
+    rolled = first.post("/vm/task1/snapshot/rollback", params={"snapshot_name": "one"})
+    assert rolled.status_code == 200, rolled.text
+    with rbd.Image(ioctx, DISKS[1], read_only=True) as image:
+        assert image.read(0, 1) == b"\x22"
