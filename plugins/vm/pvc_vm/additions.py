@@ -72,7 +72,7 @@ def export_snapshot(ctx: Any, params: dict, vm: str) -> dict:
 
 def import_snapshot(ctx: Any, params: dict, vm: str) -> dict:
     return {"message": ctx.service("vm").import_snapshot(vm, params["snapshot_name"], params["import_path"],
-                                                         params["retain_snapshot"])}
+                                                         params["retain_snapshot"], params["new_name"])}
 
 
 def routes() -> list[Route]:
@@ -121,6 +121,9 @@ def routes() -> list[Route]:
                   help="absolute path of a directory on the API host holding <vm>/<snapshot> exports"),
             Param("retain_snapshot", BOOLEAN, default=True,
                   help="keep the imported snapshots as the VM's snapshots"),
+            Param("new_name", STRING, pattern=NAME_PATTERN, pattern_help=NAME_HELP,
+                  help="import as a new VM of this name (a new UUID; each rbd disk's volume name must contain the "
+                       "exported VM's name, replaced by this one), also while the exported VM exists"),
         ), summary="Recreate an exported VM from its snapshot export(s) on the API host (PVC 1.x)", tags=tags,
             returns=MESSAGE, scope=ADMIN,  # it reads files wherever the daemon may
             responses={409: "A volume exists already, Ceph refused an import, or a concurrent change"}),

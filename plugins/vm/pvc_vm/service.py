@@ -231,8 +231,9 @@ class VMService:
     def export_snapshot(self, ident: str, name: str, export_path: str, incremental_parent: str | None) -> str:
         return exports.export(self, ident, name, export_path, incremental_parent)
 
-    def import_snapshot(self, ident: str, name: str, import_path: str, retain_snapshot: bool) -> str:
-        return exports.import_(self, ident, name, import_path, retain_snapshot)
+    def import_snapshot(self, ident: str, name: str, import_path: str, retain_snapshot: bool,
+                        new_name: str | None = None) -> str:
+        return exports.import_(self, ident, name, import_path, retain_snapshot, new_name)
 
     def vms_using_network(self, vni: int) -> list[str]:
         bridge = f"vmbr{vni}"
