@@ -398,6 +398,10 @@ def test_import_under_a_new_name_beside_the_original(pair, storage, tmp_path):
     assert taken.status_code == 400
     assert taken.json() == {"message": "A VM named 'lone' is already present in the cluster"}
     assert import_two(first, new_name="a/b").status_code == 400
+    spaced = import_two(second, new_name="copy 1")  # a VM name, but no volume name
+    assert spaced.status_code == 400 and spaced.json() == {
+        "message": f"Parameter 'new_name': volume name(s) {POOL}/copy 1_sda, {POOL}/copy 1_sdb of VM 'copy 1' are "
+                   "not RBD volume names; expected a name that leaves them of letters, digits, '_', '.', '+', '-'"}
     unnamed = second.post("/vm/lone/snapshot/import", params={"snapshot_name": "s", "import_path": str(tmp_path),
                                                               "new_name": "lone2"})
     assert unnamed.status_code == 400

@@ -120,6 +120,10 @@ def _as_copy(chain: list[dict], disks: list[str], ident: str, new_name: str) -> 
         raise BadRequest(f"ERROR: Disk volume(s) {', '.join(kept)} of exported VM '{ident}' are not named for it, so "
                          f"VM '{new_name}' would take the original's volume names; expected every rbd disk's volume "
                          f"name to contain '{ident}' (replaced by '{new_name}'), or an import without new_name")
+    unfit = [target for target in renamed.values() if not _NAME.fullmatch(target.split("/")[1])]
+    if unfit:
+        raise BadRequest(f"Parameter 'new_name': volume name(s) {', '.join(unfit)} of VM '{new_name}' are not RBD "
+                         "volume names; expected a name that leaves them of letters, digits, '_', '.', '+', '-'")
     return xmls, {disk: renamed[disk] for disk in disks}
 
 
