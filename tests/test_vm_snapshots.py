@@ -8,7 +8,7 @@ import time
 
 from test_cluster import tree
 from test_vm import UUID
-from test_vm_storage import POOL, images, pair, rbd_handle, same_everywhere, storage, vm_xml, volume_keys
+from test_vm_storage import OTHER_UUID, POOL, images, pair, rbd_handle, same_everywhere, storage, vm_xml, volume_keys
 
 from conftest import wait_until
 
@@ -309,3 +309,171 @@ def test_export_full_then_incremental_and_import(pair, storage, ceph_cluster, tm
         assert sorted(zk.get_children(f"/ceph/snapshots/{POOL}/{volume}")) == ["one", "two"]
     again = first.post("/vm/snap1/snapshot/import", params={"snapshot_name": "two", "import_path": str(tmp_path)})
     assert again.status_code == 400 and "already exists in the cluster" in again.json()["message"]
+
+
+def fill(ioctx, seed: int) -> None:
+    """Known bytes (from ``seed``) at the start, the middle and the end of each disk."""
+    import random
+
+    import rbd
+    for index, volume in enumerate(DISKS):
+        known = random.Random(seed * 10 + index)
+        with rbd.Image(ioctx, volume) as image:
+            size = image.size()
+            for offset in (0, size // 2 + 512, size - SIZE):
+                image.write(known.randbytes(SIZE), offset)
+
+
+def checksum(ioctx, volume: str, snapshot: str | None = None) -> str:
+    """sha256 of the whole image (as of ``snapshot``)."""
+    import hashlib
+
+    import rbd
+    digest = hashlib.sha256()
+    with rbd.Image(ioctx, volume, snapshot=snapshot, read_only=True) as image:
+        size = image.size()
+        for offset in range(0, size, 1 << 20):
+            digest.update(image.read(offset, min(1 << 20, size - offset)))
+    return digest.hexdigest()
+
+
+def test_import_under_a_new_name_beside_the_original(pair, storage, tmp_path):
+    from lxml import etree
+    first, second = pair
+    zk, ioctx = storage
+    for volume in (*DISKS, "lone_sda", "plain"):
+        assert first.post("/storage/ceph/volume", params={"pool": POOL, "volume": volume, "size": "8M"}).status_code \
+            == 200
+    assert first.post("/vm", params={"node": "pvchv1"},
+                      data={"xml": vm_xml("snap1", UUID, tuple(f"{POOL}/{volume}" for volume in DISKS))}) \
+        .status_code == 200
+    fill(ioctx, 1)
+    assert first.post("/vm/snap1/snapshot", params={"snapshot_name": "one"}).status_code == 200
+    assert second.post("/vm/snap1/snapshot/export", params={"snapshot_name": "one", "export_path": str(tmp_path)}) \
+        .status_code == 200
+    fill(ioctx, 2)
+    assert first.post("/vm/snap1/snapshot", params={"snapshot_name": "two"}).status_code == 200
+    diff = second.post("/vm/snap1/snapshot/export", params={"snapshot_name": "two", "export_path": str(tmp_path),
+                                                            "incremental_parent": "one"})
+    assert diff.status_code == 200, diff.text
+    fill(ioctx, 3)  # the original moves on: the copy must hold 'two', not the current data
+    at = {snap: {volume: checksum(ioctx, volume, snap) for volume in DISKS} for snap in ("one", "two")}
+    assert len({*at["one"].values(), *at["two"].values(), *(checksum(ioctx, volume) for volume in DISKS)}) == 6
+    copies = tuple(volume.replace("snap1", "copy1") for volume in DISKS)
+
+    def original() -> dict:
+        """The original VM as far as an import could touch it: object, keys, volumes' keys, bytes, snapshots."""
+        return {"vm": first.get("/vm/snap1").json(), "keys": tree(zk, f"/domains/{UUID}"),
+                "volumes": {path: value for path, value in volume_keys(zk).items() if path.split("/")[4] in DISKS},
+                "bytes": {(volume, snap): checksum(ioctx, volume, snap) for volume in DISKS
+                          for snap in (None, "one", "two")},
+                "snaps": [snaps(ioctx, volume) for volume in DISKS]}
+
+    def untouched() -> tuple:
+        return tree(zk, "/domains"), volume_keys(zk), images(ioctx)
+
+    kept = original()
+    assert len(kept["vm"]["snapshots"]) == 2
+
+    def import_two(daemon, **extra: str):
+        return daemon.post("/vm/snap1/snapshot/import",
+                           params={"snapshot_name": "two", "import_path": str(tmp_path), **extra})
+
+    # refused before anything is made: the original's own name (with or without new_name), a name a VM has,
+    # a VM with a disk not named for it, a volume of the copy's name existing already
+    assert first.post("/vm", params={"node": "pvchv1"},
+                      data={"xml": vm_xml("lone", OTHER_UUID, (f"{POOL}/lone_sda", f"{POOL}/plain"))}).status_code \
+        == 200
+    assert first.post("/vm/lone/snapshot", params={"snapshot_name": "s"}).status_code == 200
+    assert first.post("/vm/lone/snapshot/export", params={"snapshot_name": "s", "export_path": str(tmp_path)}) \
+        .status_code == 200
+    before = untouched()
+    exists = import_two(first)
+    assert exists.status_code == 400 and "already exists in the cluster" in exists.json()["message"]
+    same = import_two(second, new_name="snap1")
+    assert same.status_code == 400 and same.json() == {
+        "message": "Parameter 'new_name': 'snap1' is the exported VM's own name; expected another name, or no "
+                   "new_name to import VM 'snap1' as it was exported"}
+    taken = import_two(first, new_name="lone")
+    assert taken.status_code == 400
+    assert taken.json() == {"message": "A VM named 'lone' is already present in the cluster"}
+    assert import_two(first, new_name="a/b").status_code == 400
+    spaced = import_two(second, new_name="copy 1")  # a VM name, but no volume name
+    assert spaced.status_code == 400 and spaced.json() == {
+        "message": f"Parameter 'new_name': volume name(s) {POOL}/copy 1_sda, {POOL}/copy 1_sdb of VM 'copy 1' are "
+                   "not RBD volume names; expected a name that leaves them of letters, digits, '_', '.', '+', '-'"}
+    unnamed = second.post("/vm/lone/snapshot/import", params={"snapshot_name": "s", "import_path": str(tmp_path),
+                                                              "new_name": "lone2"})
+    assert unnamed.status_code == 400
+    assert unnamed.json() == {"message": f"ERROR: Disk volume(s) {POOL}/plain of exported VM 'lone' are not named "
+                                         "for it, so VM 'lone2' would take the original's volume names; expected "
+                                         "every rbd disk's volume name to contain 'lone' (replaced by 'lone2'), or "
+                                         "an import without new_name"}
+    assert untouched() == before
+    assert first.post("/storage/ceph/volume", params={"pool": POOL, "volume": copies[1], "size": "4M"}) \
+        .status_code == 200
+    before = untouched()
+    occupied = import_two(second, new_name="copy1")
+    assert occupied.status_code == 409 and occupied.json() == {
+        "message": f"ERROR: Volume '{copies[1]}' already exists in pool '{POOL}'; expected no volume of that name "
+                   "for the imported VM 'copy1' (nothing was imported)"}
+    assert untouched() == before  # the volume that was there stays
+    assert first.delete(f"/storage/ceph/volume/{POOL}/{copies[1]}").status_code == 200
+
+    # the second disk's diff is damaged: its import fails and nothing of the copy stays (volumes, their RBD
+    # snapshots, keys under /ceph and /domains)
+    before = untouched()
+    damaged = tmp_path / "snap1" / "two" / "images" / f"{POOL}.{DISKS[1]}.rbddiff"
+    whole = damaged.read_bytes()
+    damaged.write_bytes(b"garbage")
+    failed = import_two(first, new_name="copy1")
+    damaged.write_bytes(whole)
+    assert failed.status_code == 409, failed.text
+    assert failed.json()["message"].startswith(f"ERROR: Failed to import {damaged}: ")
+    assert untouched() == before
+    assert not set(copies) & set(images(ioctx))
+    assert not any(zk.exists(f"/ceph/{kind}/{POOL}/{volume}") for kind in ("volumes", "snapshots")
+                   for volume in copies)
+    for daemon in pair:
+        assert daemon.get("/vm/copy1").status_code == 404
+    assert original() == kept
+
+    # the copy: a new UUID, its name and renamed volumes in its XML and in its snapshots, every disk as the
+    # original's at 'two' (and at 'one' through the kept snapshot), the original as it was
+    imported = import_two(second, new_name="copy1")
+    assert imported.status_code == 200, imported.text
+    answer = re.fullmatch(rf"Successfully imported VM 'snap1' as 'copy1' \(UUID '([0-9a-f-]{{36}})'\) from snapshot "
+                          rf"'two' in '{re.escape(str(tmp_path))}'\.", imported.json()["message"])
+    assert answer, imported.text
+    new_uuid = answer[1]
+    assert sorted(zk.get_children("/domains")) == sorted([UUID, OTHER_UUID, new_uuid]) and new_uuid != UUID
+    for volume, copy in zip(DISKS, copies, strict=True):
+        assert checksum(ioctx, copy) == at["two"][volume]
+        assert checksum(ioctx, copy, "two") == at["two"][volume] and checksum(ioctx, copy, "one") == at["one"][volume]
+        assert snaps(ioctx, copy) == ["one", "two"]
+        assert zk.exists(f"/ceph/volumes/{POOL}/{copy}")
+        assert sorted(zk.get_children(f"/ceph/snapshots/{POOL}/{copy}")) == ["one", "two"]
+    assert original() == kept
+
+    def swapped(text: str) -> str:
+        return text.replace("snap1", "copy1").replace(UUID, new_uuid)
+
+    xml = etree.fromstring(zk.get(f"/domains/{new_uuid}/xml")[0])
+    assert (xml.findtext("name"), xml.findtext("uuid")) == ("copy1", new_uuid)
+    assert [source.get("name") for source in xml.iterfind("devices/disk/source")] == \
+        [f"{POOL}/{copy}" for copy in copies]
+    assert tree(zk, f"/domains/{new_uuid}") == {swapped(path): swapped(value.decode()).encode()
+                                                for path, value in kept["keys"].items()}
+    same_everywhere(pair, "copy1", json.loads(swapped(json.dumps(kept["vm"]))))
+    assert kept["vm"]["snapshots"][0]["rbd_snapshots"] == [f"{POOL}/{volume}@two" for volume in DISKS]
+
+    # again: the name is taken now; the copy's kept snapshot rolls it back, and only it
+    before = untouched()
+    again = import_two(first, new_name="copy1")
+    assert again.status_code == 400
+    assert again.json() == {"message": "A VM named 'copy1' is already present in the cluster"}
+    assert untouched() == before
+    rolled = first.post("/vm/copy1/snapshot/rollback", params={"snapshot_name": "one"})
+    assert rolled.status_code == 200, rolled.text
+    assert [checksum(ioctx, copy) for copy in copies] == [at["one"][volume] for volume in DISKS]
+    assert original() == kept

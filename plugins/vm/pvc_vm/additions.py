@@ -76,7 +76,8 @@ def export_snapshot(ctx: Any, params: dict, vm: str) -> dict:
 
 def import_snapshot(ctx: Any, params: dict, vm: str) -> dict:
     return {"message": ctx.service("vm").import_snapshot(vm, params["snapshot_name"], params["import_path"],
-                                                         params["retain_snapshot"], announce(ctx))}
+                                                         params["retain_snapshot"], params["new_name"],
+                                                         announce(ctx))}
 
 
 def routes() -> list[Route]:
@@ -129,6 +130,9 @@ def routes() -> list[Route]:
                   help="absolute path of a directory on the API host holding <vm>/<snapshot> exports"),
             Param("retain_snapshot", BOOLEAN, default=True,
                   help="keep the imported snapshots as the VM's snapshots"),
+            Param("new_name", STRING, pattern=NAME_PATTERN, pattern_help=NAME_HELP,
+                  help="import as a new VM of this name (a new UUID; each rbd disk's volume name must contain the "
+                       "exported VM's name, replaced by this one), also while the exported VM exists"),
         ), summary="Recreate an exported VM from its snapshot export(s) on the API host (PVC 1.x; a task)",
             tags=tags, returns=MESSAGE, scope=ADMIN, headers=TASK_ERRORS_TOO,  # admin: it reads files anywhere
             responses={409: "A volume exists already, Ceph refused an import, a concurrent change, or it was "

@@ -17,13 +17,14 @@ import logging
 import re
 import shutil
 import time
+import uuid as uuidlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pvc_core.errors import BadRequest, NotFound
+from pvc_core.errors import BadRequest, Conflict, NotFound
 
-from . import snapshots, tasks
+from . import domainxml, rename, snapshots, tasks
 
 log = logging.getLogger("pvc.vm")
 _NAME = re.compile(r"(?!\.\.?$)[A-Za-z0-9_.+-]+")  # a pool's, a volume's or a file's name
@@ -127,17 +128,51 @@ def _document(root: Path, vm_name: str, name: str) -> dict:
     return document
 
 
+def _as_copy(chain: list[dict], disks: list[str], ident: str, new_name: str) -> tuple[list[str], dict[str, str]]:
+    """The chain's XML documents as those of a new VM ``new_name`` beside the original: a new UUID, and
+    ``<name>`` and the rbd disks named for ``ident`` renamed as a rename would (``rename.plan``), so that a
+    rollback of the copy's snapshots keeps it the copy; and each disk's new ``pool/volume``. A disk not named
+    for the VM would be imported under the original's volume name: 400 before anything is made."""
+    uuid = str(uuidlib.uuid4())
+    xmls, moves = [], []
+    for document in chain:
+        domain = domainxml.parse(str(document["vm_detail"].get("xml") or ""))
+        if not domain.name or not domain.uuid:
+            raise BadRequest(f"ERROR: The XML of export '{document['snapshot_name']}' of VM '{ident}' has no "
+                             "<name> or <uuid>; expected a libvirt domain's XML")
+        moves = rename.plan(domain, ident, new_name)
+        domain.root.find("uuid").text = uuid
+        xmls.append(domain.pretty())
+    renamed = {f"{pool}/{volume}": f"{pool}/{target}" for pool, volume, target in moves}
+    kept = [disk for disk in disks if disk not in renamed]
+    if kept:
+        raise BadRequest(f"ERROR: Disk volume(s) {', '.join(kept)} of exported VM '{ident}' are not named for it, so "
+                         f"VM '{new_name}' would take the original's volume names; expected every rbd disk's volume "
+                         f"name to contain '{ident}' (replaced by '{new_name}'), or an import without new_name")
+    unfit = [target for target in renamed.values() if not _NAME.fullmatch(target.split("/")[1])]
+    if unfit:
+        raise BadRequest(f"Parameter 'new_name': volume name(s) {', '.join(unfit)} of VM '{new_name}' are not RBD "
+                         "volume names; expected a name that leaves them of letters, digits, '_', '.', '+', '-'")
+    return xmls, {disk: renamed[disk] for disk in disks}
+
+
 def import_(service: Any, ident: str, name: str, import_path: str, retain_snapshot: bool,
-            on_task: Callable[[str | None], None] | None = None) -> str:
+            new_name: str | None = None, on_task: Callable[[str | None], None] | None = None) -> str:
     """Recreate an exported VM: its volumes from the chain of exports (the full one, then each incremental
     one up to ``name``), then the VM from the snapshot's XML; with ``retain_snapshot`` the snapshots of the
-    chain stay, as VM snapshots. Anything made is removed again when a step fails. As a task
-    (``tasks.SNAPSHOT_IMPORT``; ``on_task`` gets its id), one disk after the other."""
+    chain stay, as VM snapshots. With ``new_name`` the VM is made as a copy (``_as_copy``), also while the
+    original exists. Anything made is removed again when a step fails. As a task (``tasks.SNAPSHOT_IMPORT``;
+    ``on_task`` gets its id), one disk after the other."""
     root = Path(import_path)
     if not root.is_absolute() or not root.is_dir():
         raise BadRequest(f"ERROR: Import path '{import_path}' does not exist on the API host; expected the "
                          "absolute path of a directory")
-    if service.find(ident) is not None:
+    if new_name == ident:
+        raise BadRequest(f"Parameter 'new_name': '{new_name}' is the exported VM's own name; expected another "
+                         f"name, or no new_name to import VM '{ident}' as it was exported")
+    if new_name is not None:
+        rename.refuse_taken(service, new_name)
+    elif service.find(ident) is not None:
         raise BadRequest(f"ERROR: VM '{ident}' already exists in the cluster; expected an exported VM's name "
                          "that no VM has")
     chain = [_document(root, ident, name)]
@@ -163,9 +198,17 @@ def import_(service: Any, ident: str, name: str, import_path: str, retain_snapsh
             if not (root / ident / document["snapshot_name"] / item["file"]).is_file():
                 raise BadRequest(f"ERROR: Export '{document['snapshot_name']}' of VM '{ident}' lacks its file "
                                  f"'{item['file']}'")
+    vm, xmls, targets = ident, [doc["vm_detail"]["xml"] for doc in chain], {disk: disk for disk in disks}
+    if new_name is not None:
+        vm, (xmls, targets) = new_name, _as_copy(chain, disks, ident, new_name)
     storage = service.runtime.service("ceph") if disks else None
     if storage is not None:
         storage.require_reachable()
+        for disk in targets.values():  # met by the import instead, its undo would remove that volume
+            pool, volume = disk.split("/", 1)
+            if storage.volume_exists(pool, volume):
+                raise Conflict(f"ERROR: Volume '{volume}' already exists in pool '{pool}'; expected no volume of "
+                               f"that name for the imported VM '{vm}' (nothing was imported)")
 
     def recreate(handle: Any) -> str:
         made: list[tuple[str, str]] = []
@@ -174,35 +217,38 @@ def import_(service: Any, ident: str, name: str, import_path: str, retain_snapsh
             for index, srcvol in enumerate(disks):
                 handle.stop_if_cancelled(f"the import of VM '{ident}' from snapshot '{name}' after {index} of "
                                          f"{len(disks)} disks; the volumes imported were removed")
-                pool, volume = srcvol.split("/", 1)
+                pool, volume = targets[srcvol].split("/", 1)
                 files = [root / ident / document["snapshot_name"] / document["export_files"][index]["file"]
                          for document in chain]
                 made.append((pool, volume))
                 storage.import_volume(pool, volume, str(files[0]), chain[0]["snapshot_name"],
                                       [str(f) for f in files[1:]])
-                handle.step(index + 1, len(disks), f"Imported {index + 1} of {len(disks)} disks ({srcvol})")
+                handle.step(index + 1, len(disks), f"Imported {index + 1} of {len(disks)} disks ({pool}/{volume})")
             handle.stop_if_cancelled(f"the import of VM '{ident}' from snapshot '{name}' before its definition; "
                                      "the volumes imported were removed")
-            service.define(chain[-1]["vm_detail"]["xml"], None, None, None, False)
+            service.define(xmls[-1], None, None, None, False)
             defined = True
-            uuid = service.require(ident)[0]
-            for document in chain:
+            uuid = service.require(vm)[0]
+            for document, xml in zip(chain, xmls, strict=True):
                 snap = document["snapshot_name"]
                 if retain_snapshot:
-                    snapshots.commit(service.zk, uuid, ident, snap, {
+                    snapshots.commit(service.zk, uuid, vm, snap, {
                         "timestamp": str(document["vm_detail"].get("timestamp") or int(time.time())),
-                        "xml": document["vm_detail"]["xml"],
-                        "rbdsnaplist": ",".join(f"{disk}@{snap}" for disk in disks)})
+                        "xml": xml,
+                        "rbdsnaplist": ",".join(f"{disk}@{snap}" for disk in targets.values())})
                 else:
                     for pool, volume in made:
                         storage.remove_snapshot(pool, volume, snap)
         except BaseException:
-            _discard(service, ident if defined else None, storage, made)
+            _discard(service, vm if defined else None, storage, made)
             raise
-        return f"Successfully imported VM '{ident}' from snapshot '{name}' in '{import_path}'."
+        copy = f" as '{vm}' (UUID '{uuid}')" if new_name is not None else ""
+        return f"Successfully imported VM '{ident}'{copy} from snapshot '{name}' in '{import_path}'."
+    copy = f" as '{vm}'" if new_name is not None else ""
     return service.runtime.task_monitor.run(
-        tasks.SNAPSHOT_IMPORT, {"vm": ident, "snapshot": name, "import_path": import_path, "volumes": disks},
-        f"Importing VM '{ident}' from snapshot '{name}' in '{import_path}'", recreate, on_task,
+        tasks.SNAPSHOT_IMPORT, {"vm": vm, "snapshot": name, "import_path": import_path,
+                                "volumes": list(targets.values())},
+        f"Importing VM '{ident}'{copy} from snapshot '{name}' in '{import_path}'", recreate, on_task,
         total=max(len(disks), 1))
 
 

@@ -41,6 +41,14 @@ def plan(domain: domainxml.Domain, old: str, new: str) -> list[tuple[str, str, s
     return moves
 
 
+def refuse_taken(service: Any, new_name: str) -> None:
+    """400 when a VM has the name; the view first takes in every VM committed before (one defined a moment
+    ago through another daemon counts)."""
+    service.view.sync()
+    if new_name in service.view.names().values():
+        raise BadRequest(f"A VM named '{new_name}' is already present in the cluster")
+
+
 def rename(service: Any, ident: str, new_name: str) -> str:
     zk = service.zk
     uuid, entry = service.require(ident)
@@ -53,9 +61,7 @@ def rename(service: Any, ident: str, new_name: str) -> str:
     if state not in STOPPED:
         raise Conflict(f"ERROR: VM '{ident}' is not in stopped state ('{state}'); VMs cannot be renamed "
                        "while running. Stop or disable it first.")
-    service.view.sync()
-    if new_name in service.view.names().values():
-        raise BadRequest(f"A VM named '{new_name}' is already present in the cluster")
+    refuse_taken(service, new_name)
     domain = domainxml.parse(read[schema.key(uuid, "xml")][0] or "")
     moves = plan(domain, old_name, new_name)
     stored = domain.pretty()
@@ -76,9 +82,7 @@ def rename(service: Any, ident: str, new_name: str) -> str:
         current = zk.get_versioned(paths)
         if current[schema.key(uuid, "state")][0] not in STOPPED:
             raise Conflict(f"ERROR: VM '{ident}' left the stopped state during its rename; nothing was renamed")
-        service.view.sync()
-        if new_name in service.view.names().values():
-            raise BadRequest(f"A VM named '{new_name}' is already present in the cluster")
+        refuse_taken(service, new_name)
         transaction = zk.transaction()
         transaction.set_data(schema.ROOT, b"", version=current[schema.ROOT][1])
         transaction.set_data(schema.vm(uuid), new_name.encode(), version=current[schema.vm(uuid)][1])

@@ -233,8 +233,8 @@ class VMService:
         return exports.export(self, ident, name, export_path, incremental_parent, on_task)
 
     def import_snapshot(self, ident: str, name: str, import_path: str, retain_snapshot: bool,
-                        on_task: Callable[[str | None], None] | None = None) -> str:
-        return exports.import_(self, ident, name, import_path, retain_snapshot, on_task)
+                        new_name: str | None = None, on_task: Callable[[str | None], None] | None = None) -> str:
+        return exports.import_(self, ident, name, import_path, retain_snapshot, new_name, on_task)
 
     def vms_using_network(self, vni: int) -> list[str]:
         bridge = f"vmbr{vni}"
