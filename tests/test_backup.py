@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -18,9 +19,10 @@ from kazoo.client import KazooClient
 from test_cluster import tree
 from test_network import add_acl, add_managed, seed_lease
 from test_node import eventually, seed_node
+from test_task_kinds import ended
 from test_vm import vm_xml
 
-from conftest import START_TIMEOUT, empty_tree, wait_until
+from conftest import REQUEST_TIMEOUT, START_TIMEOUT, empty_tree, wait_until
 from pvc_core.zkserver import ZooKeeperServer
 
 VM_UUID = "00000000-0000-4000-8000-000000000b01"
@@ -203,3 +205,34 @@ def test_restore_replaces_and_a_failed_restore_writes_the_previous_tree_back(clu
     finally:
         holder.stop()
         clean_zk.delete("/other-software")
+
+
+def test_a_cancelled_restore_writes_the_previous_tree_back(cluster):
+    """A restore of 30,000 more keys takes 60 transactions: cancelled once the first is committed, it stops
+    before the next, writes the previous tree back (409), and its record ends cancelled."""
+    daemon, clean_zk, _ = cluster
+    document = daemon.get("/backup").json()
+    bulk = f"/domains/{VM_UUID}/bulk"
+    large = {**document, bulk: "", **{f"{bulk}/key{index:05}": "value" for index in range(30_000)}}
+    before = tree(clean_zk)
+    answers: list = []
+    restoring = threading.Thread(target=lambda: answers.append(
+        daemon.post("/restore", params={"yes-i-really-mean-it": "yes"}, json=large)))
+    restoring.start()
+    try:
+        (record,) = wait_until(lambda: [task for task in daemon.get("/tasks", params={
+            "kind": "core.restore", "state": "RUNNING"}).json() if task["current"] >= 1],
+            message="the restore's first transaction committed")
+        assert daemon.delete(f"/tasks/{record['id']}").status_code == 202
+    finally:
+        restoring.join(timeout=REQUEST_TIMEOUT)
+    (answer,) = answers
+    assert answer.status_code == 409 and answer.headers["X-Task-Id"] == record["id"], answer.text
+    message = answer.json()["message"]
+    assert message.startswith("ERROR: Cancelled the restore after ") and message.endswith(
+        "transactions (DELETE /tasks/" + record["id"] + "); the previous tree was written back, nothing was changed")
+    done = ended(daemon, record["id"])
+    assert (done["state"], done["status"]) == ("FAILURE", f"Cancelled: {message}") and done["total"] >= 60
+    assert 1 <= done["current"] < done["total"] and done["cancelled"] is not None
+    assert tree(clean_zk) == before
+    assert daemon.get("/backup").json() == document  # no restore record left
