@@ -309,3 +309,75 @@ def test_export_full_then_incremental_and_import(pair, storage, ceph_cluster, tm
         assert sorted(zk.get_children(f"/ceph/snapshots/{POOL}/{volume}")) == ["one", "two"]
     again = first.post("/vm/snap1/snapshot/import", params={"snapshot_name": "two", "import_path": str(tmp_path)})
     assert again.status_code == 400 and "already exists in the cluster" in again.json()["message"]
+
+
+def two_disk_vm(daemon, name: str = "snap1") -> tuple[str, ...]:
+    """A VM ``name`` with the two disks ``DISKS`` (8 MiB volumes); their ``pool/volume`` names."""
+    for volume in DISKS:
+        made = daemon.post("/storage/ceph/volume", params={"pool": POOL, "volume": volume, "size": "8M"})
+        assert made.status_code == 200, made.text
+    disks = tuple(f"{POOL}/{volume}" for volume in DISKS)
+    defined = daemon.post("/vm", params={"node": "pvchv1"}, data={"xml": vm_xml(name, UUID, disks)})
+    assert defined.status_code == 200, defined.text
+    return disks
+
+
+def lock_refusal(ioctx, volume: str, vm: str | None, refused: str = "makes no snapshot of") -> str:
+    """The 409's message for ``volume`` locked as its lockers are now (ceph's Volumes.lock_refusal)."""
+    import rbd
+    with rbd.Image(ioctx, volume, read_only=True) as image:
+        lockers = image.list_lockers()["lockers"]
+    assert lockers, f"{volume} is not locked"
+    held = "; ".join(f"{client} (lock '{cookie}', from {address})" for client, cookie, address in lockers)
+    ways = [f"POST /vm/{vm}/locks (VM '{vm}' stopped)"] if vm else []
+    ways += [f"rbd lock rm {POOL}/{volume} '{cookie}' {client}" for client, cookie, _ in lockers]
+    return (f"ERROR: Volume '{volume}' in pool '{POOL}' is locked by another client: {held}, and Ceph {refused} a "
+            f"volume locked by another client; release the lock ({' or '.join(ways)}) and try again")
+
+
+def test_a_disk_locked_by_another_client_is_refused_with_409_and_nothing_left(pair, storage, ceph_cluster):
+    import rbd
+    first, second = pair
+    zk, ioctx = storage
+    two_disk_vm(first)
+    original = first.get("/vm/snap1").json()
+    unchanged = (tree(zk, "/domains"), volume_keys(zk), images(ioctx))
+
+    def nothing_left() -> None:
+        assert [snaps(ioctx, volume) for volume in DISKS] == [[], []]
+        assert (tree(zk, "/domains"), volume_keys(zk), images(ioctx)) == unchanged
+        same_everywhere(pair, "snap1", original)
+
+    # the second disk locked through librbd (held while the request runs): the first disk's snapshot, made
+    # before, is removed again, and the answer names the lock and how to release it
+    with rbd.Image(ioctx, DISKS[1]) as image:
+        image.lock_exclusive("test-holder")
+        expected = lock_refusal(ioctx, DISKS[1], "snap1")
+        locked = second.post("/vm/snap1/snapshot", params={"snapshot_name": "locked"})
+        image.unlock("test-holder")
+    assert locked.status_code == 409, locked.text
+    assert locked.json() == {"message": f"{expected}; the RBD snapshots already made were removed"}
+    nothing_left()
+
+    # a lock left by a client that is gone (the rbd CLI's `lock add`) on the first disk: refused before any
+    # snapshot is made; the way the answer offers (POST /vm/<vm>/locks, the VM stopped) releases it
+    rbd_cli(ceph_cluster, "lock", "add", f"{POOL}/{DISKS[0]}", "cli-holder")
+    expected = lock_refusal(ioctx, DISKS[0], "snap1")
+    locked = first.post("/vm/snap1/snapshot", params={"snapshot_name": "locked"})
+    assert locked.status_code == 409, locked.text
+    assert locked.json() == {"message": expected}
+    nothing_left()
+
+    # the volume snapshot routes refuse the same way (409, no RBD snapshot, no key), in both forms
+    for path, params in (("/storage/ceph/snapshot", {"pool": POOL, "volume": DISKS[0], "snapshot": "plain"}),
+                         (f"/storage/ceph/snapshot/{POOL}/{DISKS[0]}/plain", {})):
+        refused = second.post(path, params=params)
+        assert refused.status_code == 409, refused.text
+        assert refused.json() == {"message": expected}
+        assert not zk.exists(f"/ceph/snapshots/{POOL}/{DISKS[0]}/plain")
+        nothing_left()
+
+    assert first.post("/vm/snap1/locks").json() == {"message": "Flushed locks on VM 'snap1'"}
+    made = second.post("/vm/snap1/snapshot", params={"snapshot_name": "unlocked"})
+    assert made.status_code == 200, made.text
+    assert [snaps(ioctx, volume) for volume in DISKS] == [["unlocked"], ["unlocked"]]

@@ -95,8 +95,9 @@ def routes() -> list[Route]:
         Route("POST", "/vm/<vm>/snapshot", snapshot_vm, (
             _snapshot_param("the snapshot's name (default: the time, YYYYMMDDHHMMSS)"),),
             summary="Snapshot every RBD disk of a VM under one name, with its XML (PVC 1.x)", tags=tags,
-            returns=MESSAGE, responses={409: "Ceph refused a disk's snapshot (nothing is left), or a concurrent "
-                                             "change"}),
+            returns=MESSAGE, responses={409: "A disk is locked by another client (the message names the lock and "
+                                             "how to release it), Ceph refused a disk's snapshot otherwise (nothing "
+                                             "is left), or a concurrent change"}),
         Route("DELETE", "/vm/<vm>/snapshot", remove_snapshot, (
             _snapshot_param("the snapshot to remove", required=True),),
             summary="Remove a VM's snapshot: its RBD snapshots and keys (PVC 1.x)", tags=tags, returns=MESSAGE,
