@@ -381,3 +381,69 @@ def test_a_disk_locked_by_another_client_is_refused_with_409_and_nothing_left(pa
     made = second.post("/vm/snap1/snapshot", params={"snapshot_name": "unlocked"})
     assert made.status_code == 200, made.text
     assert [snaps(ioctx, volume) for volume in DISKS] == [["unlocked"], ["unlocked"]]
+
+
+def digest(ioctx, volume: str, snapshot: str | None = None) -> str:
+    """sha256 of the whole volume (as of ``snapshot``)."""
+    import hashlib
+
+    import rbd
+    with rbd.Image(ioctx, volume, snapshot=snapshot, read_only=True) as image:
+        return hashlib.sha256(image.read(0, image.size())).hexdigest()
+
+
+def consistent_keys(zk, ioctx) -> None:
+    """ZooKeeper records each disk and exactly the RBD snapshots Ceph holds of it."""
+    import rbd
+    for volume in DISKS:
+        with rbd.Image(ioctx, volume, read_only=True) as image:
+            size = image.size()
+        assert json.loads(zk.get(f"/ceph/volumes/{POOL}/{volume}/stats")[0])["size"] == size
+        assert sorted(zk.get_children(f"/ceph/snapshots/{POOL}/{volume}")) == snaps(ioctx, volume)
+
+
+def test_import_of_pvc1_export_format_2(pair, storage, ceph_cluster, tmp_path):
+    first, second = pair
+    zk, ioctx = storage
+    disks = two_disk_vm(first)
+    write(ioctx, [b"\x11" * SIZE, b"\x12" * SIZE])
+    assert first.post("/vm/snap1/snapshot", params={"snapshot_name": "one"}).status_code == 200
+    write(ioctx, [b"\x21" * SIZE, b"\x22" * SIZE])
+    assert first.post("/vm/snap1/snapshot", params={"snapshot_name": "two"}).status_code == 200
+    write(ioctx, [b"\x31" * SIZE, b"\x32" * SIZE])  # the data after the last snapshot
+    expected = {snap: [digest(ioctx, volume, snap) for volume in DISKS] for snap in ("one", "two", None)}
+    assert len({tuple(value) for value in expected.values()}) == 3
+    before = {key: value for key, value in first.get("/vm/snap1").json().items() if key != "snapshots"}
+
+    # our exporter lays out the directories and snapshot.json; its images are replaced by PVC 1.x's (rbd export
+    # --export-format 2 of the snapshot), which carry both snapshots and the data after the last one
+    for name, parent in (("one", None), ("two", "one")):
+        params = {"snapshot_name": name, "export_path": str(tmp_path), **({"incremental_parent": parent} if parent
+                                                                        else {})}
+        assert second.post("/vm/snap1/snapshot/export", params=params).status_code == 200
+    target = tmp_path / "snap1" / "one"
+    for volume in DISKS:
+        image = target / "images" / f"{POOL}.{volume}.rbdimg"
+        image.unlink()
+        rbd_cli(ceph_cluster, "export", "--export-format", "2", f"{POOL}/{volume}@one", str(image))
+        assert image.read_bytes().startswith(b"rbd image v2\n")
+    document = json.loads((target / "snapshot.json").read_text())
+    document["export_size_bytes"] = sum((target / item["file"]).stat().st_size for item in document["export_files"])
+    (target / "snapshot.json").write_text(json.dumps(document, indent=2))
+
+    for name, chain in (("one", ["one"]), ("two", ["one", "two"])):
+        assert second.delete("/vm/snap1", params={"delete_disks": "true"}).status_code == 200
+        assert not set(DISKS) & set(images(ioctx))
+        imported = first.post("/vm/snap1/snapshot/import", params={"snapshot_name": name,
+                                                                    "import_path": str(tmp_path)})
+        assert imported.status_code == 200, imported.text
+        # the snapshot's bytes (not the data the v2 file carries after it), only the chain's snapshots
+        assert [digest(ioctx, volume) for volume in DISKS] == expected[name]
+        assert [digest(ioctx, volume, snap) for volume in DISKS for snap in chain] == \
+            [expected[snap][index] for index in range(len(DISKS)) for snap in chain]
+        assert [snaps(ioctx, volume) for volume in DISKS] == [chain, chain]
+        consistent_keys(zk, ioctx)
+        listed = [{"name": snap, "timestamp": zk.get(f"/domains/{UUID}/snapshots/{snap}/timestamp")[0].decode(),
+                   "rbd_snapshots": [f"{disk}@{snap}" for disk in disks]} for snap in reversed(chain)]
+        assert json.loads(zk.get(f"/domains/{UUID}/snapshots")[0]) == sorted(listed, key=lambda item: item["name"])
+        same_everywhere(pair, "snap1", {**before, "snapshots": listed})
