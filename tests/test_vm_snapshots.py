@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 import time
@@ -16,6 +17,12 @@ __all__ = ["pair", "rbd_handle", "storage"]  # the module's fixtures, shared wit
 
 DISKS = ("snap1_sda", "snap1_sdb")
 SIZE = 4096
+
+
+def xml_diff(snapshot_xml: str, current_xml: str) -> list[str]:
+    """PVC 1.x's ``xml_diff_lines``: from the current XML to the snapshot's, one line of context."""
+    return list(difflib.unified_diff(current_xml.split("\n"), snapshot_xml.split("\n"), fromfile="current",
+                                     tofile="snapshot", fromfiledate="", tofiledate="", n=1, lineterm=""))
 
 
 def snaps(ioctx, volume: str) -> list[str]:
@@ -69,8 +76,9 @@ def test_snapshot_rollback_failure_and_delete_of_a_two_disk_vm(pair, storage):
     assert stored == {f"{base}/first": b"first", f"{base}/first/timestamp": timestamp.encode(),
                       f"{base}/first/xml": xml,
                       f"{base}/first/rbdsnaplist": ",".join(rbd_snapshots).encode()}
-    listed = [{"name": "first", "timestamp": timestamp, "rbd_snapshots": rbd_snapshots}]
-    assert json.loads(zk.get(base)[0]) == listed
+    listed = [{"name": "first", "timestamp": timestamp, "xml_diff_lines": [], "rbd_snapshots": rbd_snapshots}]
+    summary = [{"name": "first", "timestamp": timestamp, "rbd_snapshots": rbd_snapshots, "xml": xml.decode()}]
+    assert json.loads(zk.get(base)[0]) == summary
     for volume in DISKS:
         assert zk.exists(f"/ceph/snapshots/{POOL}/{volume}/first")
     snapshotted = {**original, "snapshots": listed}
@@ -89,6 +97,17 @@ def test_snapshot_rollback_failure_and_delete_of_a_two_disk_vm(pair, storage):
     assert first.put("/vm/snap1", data={"xml": bigger}).status_code == 200
     changed = first.get("/vm/snap1").json()
     assert changed["memory"] == 4096
+    # the snapshot's xml_diff_lines now say what a rollback changes, through both daemons; ZooKeeper keeps the
+    # snapshot's XML only (the diff is made by the daemons, never stored)
+    current = zk.get(f"/domains/{UUID}/xml")[0].decode()
+    diff = xml_diff(xml.decode(), current)
+    assert diff == ["--- current", "+++ snapshot", "@@ -4,3 +4,3 @@", "   <description>Test VM</description>",
+                    '-  <memory unit="MiB">4096</memory>', '+  <memory unit="MiB">2048</memory>',
+                    "   <vcpu>2</vcpu>"], diff
+    assert changed == {**original, "memory": 4096, "xml": changed["xml"],
+                       "snapshots": [{**listed[0], "xml_diff_lines": diff}]}
+    same_everywhere(pair, "snap1", changed)
+    assert json.loads(zk.get(base)[0]) == summary and tree(zk, base) == stored
     assert first.post("/vm/snap1/state", params={"state": "start"}).status_code == 200
     running = second.post("/vm/snap1/snapshot/rollback", params={"snapshot_name": "first"})
     assert running.status_code == 409
@@ -207,6 +226,18 @@ def rbd_cli(ceph_cluster, *args: str) -> None:
                    capture_output=True, timeout=60)
 
 
+def imported_snapshots(zk, disks: tuple[str, ...], chain: list[str]) -> list[dict]:
+    """The VM answer's ``snapshots`` once the exports ``chain`` (oldest first) are imported and kept as the VM's
+    snapshots (each with the imported VM's XML: no diff); ZooKeeper's list is checked on the way."""
+    xml = zk.get(f"/domains/{UUID}/xml")[0].decode()
+    timestamps = {snap: zk.get(f"/domains/{UUID}/snapshots/{snap}/timestamp")[0].decode() for snap in chain}
+    assert json.loads(zk.get(f"/domains/{UUID}/snapshots")[0]) == [
+        {"name": snap, "timestamp": timestamps[snap], "rbd_snapshots": [f"{disk}@{snap}" for disk in disks],
+         "xml": xml} for snap in sorted(chain)]
+    return [{"name": snap, "timestamp": timestamps[snap], "xml_diff_lines": [],
+             "rbd_snapshots": [f"{disk}@{snap}" for disk in disks]} for snap in reversed(chain)]
+
+
 def test_export_full_then_incremental_and_import(pair, storage, ceph_cluster, tmp_path):
     import rbd
     first, second = pair
@@ -302,9 +333,7 @@ def test_export_full_then_incremental_and_import(pair, storage, ceph_cluster, tm
     assert contents(ioctx) == new
     assert [snaps(ioctx, volume) for volume in DISKS] == [["one", "two"], ["one", "two"]]
     assert zk.get(f"/domains/{UUID}/xml")[0].decode() == xml
-    listed = [{"name": snap, "timestamp": zk.get(f"/domains/{UUID}/snapshots/{snap}/timestamp")[0].decode(),
-               "rbd_snapshots": [f"{disk}@{snap}" for disk in disks]} for snap in ("two", "one")]
-    same_everywhere(pair, "snap1", {**before, "snapshots": listed})
+    same_everywhere(pair, "snap1", {**before, "snapshots": imported_snapshots(zk, disks, ["one", "two"])})
     for volume in DISKS:
         assert sorted(zk.get_children(f"/ceph/snapshots/{POOL}/{volume}")) == ["one", "two"]
     again = first.post("/vm/snap1/snapshot/import", params={"snapshot_name": "two", "import_path": str(tmp_path)})
@@ -443,7 +472,20 @@ def test_import_of_pvc1_export_format_2(pair, storage, ceph_cluster, tmp_path):
             [expected[snap][index] for index in range(len(DISKS)) for snap in chain]
         assert [snaps(ioctx, volume) for volume in DISKS] == [chain, chain]
         consistent_keys(zk, ioctx)
-        listed = [{"name": snap, "timestamp": zk.get(f"/domains/{UUID}/snapshots/{snap}/timestamp")[0].decode(),
-                   "rbd_snapshots": [f"{disk}@{snap}" for disk in disks]} for snap in reversed(chain)]
-        assert json.loads(zk.get(f"/domains/{UUID}/snapshots")[0]) == sorted(listed, key=lambda item: item["name"])
-        same_everywhere(pair, "snap1", {**before, "snapshots": listed})
+        same_everywhere(pair, "snap1", {**before, "snapshots": imported_snapshots(zk, disks, chain)})
+
+
+def test_xml_diff_lines_made_once_per_pair_of_xmls():
+    from pvc_vm import xmldiff
+    current = "<domain>\n  <name>a</name>\n  <memory>1</memory>\n</domain>\n"
+    older = current.replace("<memory>1", "<memory>2")
+    assert xmldiff.diff_lines(current, current) == []
+    made = xmldiff.diff_lines(older, current)
+    assert made == xml_diff(older, current) == ["--- current", "+++ snapshot", "@@ -2,3 +2,3 @@", "   <name>a</name>",
+                                                "-  <memory>1</memory>", "+  <memory>2</memory>", " </domain>"]
+    key = next(reversed(xmldiff._cache))  # kept, and a caller's change of its copy does not reach it
+    kept = xmldiff._cache[key]
+    made.clear()
+    assert xmldiff.diff_lines(older, current) == xml_diff(older, current)
+    assert xmldiff._cache[key] is kept  # not made again
+    assert xmldiff.diff_lines(current, older) == xml_diff(current, older)  # the other way round: another pair

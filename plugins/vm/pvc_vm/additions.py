@@ -21,7 +21,8 @@ def _tag_param(name: str, help: str, **extra: Any) -> Param:
 
 
 TAG = named("VMTag", obj({"name": STR, "type": STR, "protected": BOOL}))
-SNAPSHOT = named("VMSnapshot", obj({"name": STR, "timestamp": STR, "rbd_snapshots": array(STR)}))
+SNAPSHOT = named("VMSnapshot", obj({"name": STR, "timestamp": STR, "xml_diff_lines": array(STR),
+                                    "rbd_snapshots": array(STR)}))
 # the RBD snapshots take the name: what librbd and the /ceph/snapshots keys accept (PVC 1.x: letters, digits, '.-_')
 SNAPSHOT_PATTERN = r"(?!\.\.?$)[A-Za-z0-9_.+-]+"
 SNAPSHOT_HELP = "letters, digits, '_', '.', '+', '-' (not '.' or '..')"

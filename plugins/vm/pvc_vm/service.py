@@ -61,7 +61,7 @@ def vm_object(uuid: str, entry: dict[str, str | None]) -> dict:
         "node_selector": entry.get("node_selector"),
         "node_autostart": autostart_value,
         "tags": tags.parse(entry.get(schema.TAGS)),
-        "snapshots": snapshots.parse(entry.get(schema.SNAPSHOTS)),
+        "snapshots": snapshots.parse(entry.get(schema.SNAPSHOTS), xml),
         "description": info["description"],
         "profile": entry.get("profile"),
     }
