@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 import time
@@ -16,6 +17,12 @@ __all__ = ["pair", "rbd_handle", "storage"]  # the module's fixtures, shared wit
 
 DISKS = ("snap1_sda", "snap1_sdb")
 SIZE = 4096
+
+
+def xml_diff(snapshot_xml: str, current_xml: str) -> list[str]:
+    """PVC 1.x's ``xml_diff_lines``: from the current XML to the snapshot's, one line of context."""
+    return list(difflib.unified_diff(current_xml.split("\n"), snapshot_xml.split("\n"), fromfile="current",
+                                     tofile="snapshot", fromfiledate="", tofiledate="", n=1, lineterm=""))
 
 
 def snaps(ioctx, volume: str) -> list[str]:
@@ -69,8 +76,9 @@ def test_snapshot_rollback_failure_and_delete_of_a_two_disk_vm(pair, storage):
     assert stored == {f"{base}/first": b"first", f"{base}/first/timestamp": timestamp.encode(),
                       f"{base}/first/xml": xml,
                       f"{base}/first/rbdsnaplist": ",".join(rbd_snapshots).encode()}
-    listed = [{"name": "first", "timestamp": timestamp, "rbd_snapshots": rbd_snapshots}]
-    assert json.loads(zk.get(base)[0]) == listed
+    listed = [{"name": "first", "timestamp": timestamp, "xml_diff_lines": [], "rbd_snapshots": rbd_snapshots}]
+    summary = [{"name": "first", "timestamp": timestamp, "rbd_snapshots": rbd_snapshots, "xml": xml.decode()}]
+    assert json.loads(zk.get(base)[0]) == summary
     for volume in DISKS:
         assert zk.exists(f"/ceph/snapshots/{POOL}/{volume}/first")
     snapshotted = {**original, "snapshots": listed}
@@ -89,6 +97,17 @@ def test_snapshot_rollback_failure_and_delete_of_a_two_disk_vm(pair, storage):
     assert first.put("/vm/snap1", data={"xml": bigger}).status_code == 200
     changed = first.get("/vm/snap1").json()
     assert changed["memory"] == 4096
+    # the snapshot's xml_diff_lines now say what a rollback changes, through both daemons; ZooKeeper keeps the
+    # snapshot's XML only (the diff is made by the daemons, never stored)
+    current = zk.get(f"/domains/{UUID}/xml")[0].decode()
+    diff = xml_diff(xml.decode(), current)
+    assert diff == ["--- current", "+++ snapshot", "@@ -4,3 +4,3 @@", "   <description>Test VM</description>",
+                    '-  <memory unit="MiB">4096</memory>', '+  <memory unit="MiB">2048</memory>',
+                    "   <vcpu>2</vcpu>"], diff
+    assert changed == {**original, "memory": 4096, "xml": changed["xml"],
+                       "snapshots": [{**listed[0], "xml_diff_lines": diff}]}
+    same_everywhere(pair, "snap1", changed)
+    assert json.loads(zk.get(base)[0]) == summary and tree(zk, base) == stored
     assert first.post("/vm/snap1/state", params={"state": "start"}).status_code == 200
     running = second.post("/vm/snap1/snapshot/rollback", params={"snapshot_name": "first"})
     assert running.status_code == 409
@@ -207,6 +226,18 @@ def rbd_cli(ceph_cluster, *args: str) -> None:
                    capture_output=True, timeout=60)
 
 
+def imported_snapshots(zk, disks: tuple[str, ...], chain: list[str]) -> list[dict]:
+    """The VM answer's ``snapshots`` once the exports ``chain`` (oldest first) are imported and kept as the VM's
+    snapshots (each with the imported VM's XML: no diff); ZooKeeper's list is checked on the way."""
+    xml = zk.get(f"/domains/{UUID}/xml")[0].decode()
+    timestamps = {snap: zk.get(f"/domains/{UUID}/snapshots/{snap}/timestamp")[0].decode() for snap in chain}
+    assert json.loads(zk.get(f"/domains/{UUID}/snapshots")[0]) == [
+        {"name": snap, "timestamp": timestamps[snap], "rbd_snapshots": [f"{disk}@{snap}" for disk in disks],
+         "xml": xml} for snap in sorted(chain)]
+    return [{"name": snap, "timestamp": timestamps[snap], "xml_diff_lines": [],
+             "rbd_snapshots": [f"{disk}@{snap}" for disk in disks]} for snap in reversed(chain)]
+
+
 def test_export_full_then_incremental_and_import(pair, storage, ceph_cluster, tmp_path):
     import rbd
     first, second = pair
@@ -302,9 +333,7 @@ def test_export_full_then_incremental_and_import(pair, storage, ceph_cluster, tm
     assert contents(ioctx) == new
     assert [snaps(ioctx, volume) for volume in DISKS] == [["one", "two"], ["one", "two"]]
     assert zk.get(f"/domains/{UUID}/xml")[0].decode() == xml
-    listed = [{"name": snap, "timestamp": zk.get(f"/domains/{UUID}/snapshots/{snap}/timestamp")[0].decode(),
-               "rbd_snapshots": [f"{disk}@{snap}" for disk in disks]} for snap in ("two", "one")]
-    same_everywhere(pair, "snap1", {**before, "snapshots": listed})
+    same_everywhere(pair, "snap1", {**before, "snapshots": imported_snapshots(zk, disks, ["one", "two"])})
     for volume in DISKS:
         assert sorted(zk.get_children(f"/ceph/snapshots/{POOL}/{volume}")) == ["one", "two"]
     again = first.post("/vm/snap1/snapshot/import", params={"snapshot_name": "two", "import_path": str(tmp_path)})
@@ -477,3 +506,154 @@ def test_import_under_a_new_name_beside_the_original(pair, storage, tmp_path):
     assert rolled.status_code == 200, rolled.text
     assert [checksum(ioctx, copy) for copy in copies] == [at["one"][volume] for volume in DISKS]
     assert original() == kept
+
+
+def two_disk_vm(daemon, name: str = "snap1") -> tuple[str, ...]:
+    """A VM ``name`` with the two disks ``DISKS`` (8 MiB volumes); their ``pool/volume`` names."""
+    for volume in DISKS:
+        made = daemon.post("/storage/ceph/volume", params={"pool": POOL, "volume": volume, "size": "8M"})
+        assert made.status_code == 200, made.text
+    disks = tuple(f"{POOL}/{volume}" for volume in DISKS)
+    defined = daemon.post("/vm", params={"node": "pvchv1"}, data={"xml": vm_xml(name, UUID, disks)})
+    assert defined.status_code == 200, defined.text
+    return disks
+
+
+def lock_refusal(ioctx, volume: str, vm: str | None, refused: str = "makes no snapshot of") -> str:
+    """The 409's message for ``volume`` locked as its lockers are now (ceph's Volumes.lock_refusal)."""
+    import rbd
+    with rbd.Image(ioctx, volume, read_only=True) as image:
+        lockers = image.list_lockers()["lockers"]
+    assert lockers, f"{volume} is not locked"
+    held = "; ".join(f"{client} (lock '{cookie}', from {address})" for client, cookie, address in lockers)
+    ways = [f"POST /vm/{vm}/locks (VM '{vm}' stopped)"] if vm else []
+    ways += [f"rbd lock rm {POOL}/{volume} '{cookie}' {client}" for client, cookie, _ in lockers]
+    return (f"ERROR: Volume '{volume}' in pool '{POOL}' is locked by another client: {held}, and Ceph {refused} a "
+            f"volume locked by another client; release the lock ({' or '.join(ways)}) and try again")
+
+
+def test_a_disk_locked_by_another_client_is_refused_with_409_and_nothing_left(pair, storage, ceph_cluster):
+    import rbd
+    first, second = pair
+    zk, ioctx = storage
+    two_disk_vm(first)
+    original = first.get("/vm/snap1").json()
+    unchanged = (tree(zk, "/domains"), volume_keys(zk), images(ioctx))
+
+    def nothing_left() -> None:
+        assert [snaps(ioctx, volume) for volume in DISKS] == [[], []]
+        assert (tree(zk, "/domains"), volume_keys(zk), images(ioctx)) == unchanged
+        same_everywhere(pair, "snap1", original)
+
+    # the second disk locked through librbd (held while the request runs): the first disk's snapshot, made
+    # before, is removed again, and the answer names the lock and how to release it
+    with rbd.Image(ioctx, DISKS[1]) as image:
+        image.lock_exclusive("test-holder")
+        expected = lock_refusal(ioctx, DISKS[1], "snap1")
+        locked = second.post("/vm/snap1/snapshot", params={"snapshot_name": "locked"})
+        image.unlock("test-holder")
+    assert locked.status_code == 409, locked.text
+    assert locked.json() == {"message": f"{expected}; the RBD snapshots already made were removed"}
+    nothing_left()
+
+    # a lock left by a client that is gone (the rbd CLI's `lock add`) on the first disk: refused before any
+    # snapshot is made; the way the answer offers (POST /vm/<vm>/locks, the VM stopped) releases it
+    rbd_cli(ceph_cluster, "lock", "add", f"{POOL}/{DISKS[0]}", "cli-holder")
+    expected = lock_refusal(ioctx, DISKS[0], "snap1")
+    locked = first.post("/vm/snap1/snapshot", params={"snapshot_name": "locked"})
+    assert locked.status_code == 409, locked.text
+    assert locked.json() == {"message": expected}
+    nothing_left()
+
+    # the volume snapshot routes refuse the same way (409, no RBD snapshot, no key), in both forms
+    for path, params in (("/storage/ceph/snapshot", {"pool": POOL, "volume": DISKS[0], "snapshot": "plain"}),
+                         (f"/storage/ceph/snapshot/{POOL}/{DISKS[0]}/plain", {})):
+        refused = second.post(path, params=params)
+        assert refused.status_code == 409, refused.text
+        assert refused.json() == {"message": expected}
+        assert not zk.exists(f"/ceph/snapshots/{POOL}/{DISKS[0]}/plain")
+        nothing_left()
+
+    assert first.post("/vm/snap1/locks").json() == {"message": "Flushed locks on VM 'snap1'"}
+    made = second.post("/vm/snap1/snapshot", params={"snapshot_name": "unlocked"})
+    assert made.status_code == 200, made.text
+    assert [snaps(ioctx, volume) for volume in DISKS] == [["unlocked"], ["unlocked"]]
+
+
+def digest(ioctx, volume: str, snapshot: str | None = None) -> str:
+    """sha256 of the whole volume (as of ``snapshot``)."""
+    import hashlib
+
+    import rbd
+    with rbd.Image(ioctx, volume, snapshot=snapshot, read_only=True) as image:
+        return hashlib.sha256(image.read(0, image.size())).hexdigest()
+
+
+def consistent_keys(zk, ioctx) -> None:
+    """ZooKeeper records each disk and exactly the RBD snapshots Ceph holds of it."""
+    import rbd
+    for volume in DISKS:
+        with rbd.Image(ioctx, volume, read_only=True) as image:
+            size = image.size()
+        assert json.loads(zk.get(f"/ceph/volumes/{POOL}/{volume}/stats")[0])["size"] == size
+        assert sorted(zk.get_children(f"/ceph/snapshots/{POOL}/{volume}")) == snaps(ioctx, volume)
+
+
+def test_import_of_pvc1_export_format_2(pair, storage, ceph_cluster, tmp_path):
+    first, second = pair
+    zk, ioctx = storage
+    disks = two_disk_vm(first)
+    write(ioctx, [b"\x11" * SIZE, b"\x12" * SIZE])
+    assert first.post("/vm/snap1/snapshot", params={"snapshot_name": "one"}).status_code == 200
+    write(ioctx, [b"\x21" * SIZE, b"\x22" * SIZE])
+    assert first.post("/vm/snap1/snapshot", params={"snapshot_name": "two"}).status_code == 200
+    write(ioctx, [b"\x31" * SIZE, b"\x32" * SIZE])  # the data after the last snapshot
+    expected = {snap: [digest(ioctx, volume, snap) for volume in DISKS] for snap in ("one", "two", None)}
+    assert len({tuple(value) for value in expected.values()}) == 3
+    before = {key: value for key, value in first.get("/vm/snap1").json().items() if key != "snapshots"}
+
+    # our exporter lays out the directories and snapshot.json; its images are replaced by PVC 1.x's (rbd export
+    # --export-format 2 of the snapshot), which carry both snapshots and the data after the last one
+    for name, parent in (("one", None), ("two", "one")):
+        params = {"snapshot_name": name, "export_path": str(tmp_path), **({"incremental_parent": parent} if parent
+                                                                        else {})}
+        assert second.post("/vm/snap1/snapshot/export", params=params).status_code == 200
+    target = tmp_path / "snap1" / "one"
+    for volume in DISKS:
+        image = target / "images" / f"{POOL}.{volume}.rbdimg"
+        image.unlink()
+        rbd_cli(ceph_cluster, "export", "--export-format", "2", f"{POOL}/{volume}@one", str(image))
+        assert image.read_bytes().startswith(b"rbd image v2\n")
+    document = json.loads((target / "snapshot.json").read_text())
+    document["export_size_bytes"] = sum((target / item["file"]).stat().st_size for item in document["export_files"])
+    (target / "snapshot.json").write_text(json.dumps(document, indent=2))
+
+    for name, chain in (("one", ["one"]), ("two", ["one", "two"])):
+        assert second.delete("/vm/snap1", params={"delete_disks": "true"}).status_code == 200
+        assert not set(DISKS) & set(images(ioctx))
+        imported = first.post("/vm/snap1/snapshot/import", params={"snapshot_name": name,
+                                                                    "import_path": str(tmp_path)})
+        assert imported.status_code == 200, imported.text
+        # the snapshot's bytes (not the data the v2 file carries after it), only the chain's snapshots
+        assert [digest(ioctx, volume) for volume in DISKS] == expected[name]
+        assert [digest(ioctx, volume, snap) for volume in DISKS for snap in chain] == \
+            [expected[snap][index] for index in range(len(DISKS)) for snap in chain]
+        assert [snaps(ioctx, volume) for volume in DISKS] == [chain, chain]
+        consistent_keys(zk, ioctx)
+        same_everywhere(pair, "snap1", {**before, "snapshots": imported_snapshots(zk, disks, chain)})
+
+
+def test_xml_diff_lines_made_once_per_pair_of_xmls():
+    from pvc_vm import xmldiff
+    current = "<domain>\n  <name>a</name>\n  <memory>1</memory>\n</domain>\n"
+    older = current.replace("<memory>1", "<memory>2")
+    assert xmldiff.diff_lines(current, current) == []
+    made = xmldiff.diff_lines(older, current)
+    assert made == xml_diff(older, current) == ["--- current", "+++ snapshot", "@@ -2,3 +2,3 @@", "   <name>a</name>",
+                                                "-  <memory>1</memory>", "+  <memory>2</memory>", " </domain>"]
+    key = next(reversed(xmldiff._cache))  # kept, and a caller's change of its copy does not reach it
+    kept = xmldiff._cache[key]
+    made.clear()
+    assert xmldiff.diff_lines(older, current) == xml_diff(older, current)
+    assert xmldiff._cache[key] is kept  # not made again
+    assert xmldiff.diff_lines(current, older) == xml_diff(current, older)  # the other way round: another pair

@@ -41,6 +41,9 @@ SNAPSHOT = named("Snapshot", obj({"pool": STR, "volume": STR, "snapshot": STR}))
 TASK_ERRORS_TOO = task_headers(400, 409, 503)
 BUSY = {409: "Ceph refused: the object exists or is busy (e.g. a volume with snapshots)"}
 NAMED_BUSY = {404: "The pool or volume named by a parameter does not exist", **BUSY}
+# Ceph refuses a snapshot of an image whose lock another client holds (librbd: read-only image)
+SNAPSHOT_BUSY = {409: "The volume is locked by another client (the message names the lock and how to release "
+                      "it), or Ceph refused otherwise"}
 
 
 def storage(ctx: Any, params: dict) -> dict:
@@ -272,11 +275,11 @@ def routes() -> list[Route]:
             Param("volume", STRING, required=True, help="volume name"),
             Param("pool", STRING, required=True, help="pool name")),
             summary="Snapshot an RBD volume", aliases=("/storage/ceph/volume/snapshot",), tags=tags,
-            returns=MESSAGE, responses=NAMED_BUSY),
+            returns=MESSAGE, responses={**NAMED_BUSY, **SNAPSHOT_BUSY}),
         Route("GET", SNAPSHOT_ELEMENT, get_snapshot, summary="One RBD snapshot", aliases=SNAPSHOT_ELEMENT_SEED,
               tags=tags, returns=SNAPSHOT),
         Route("POST", SNAPSHOT_ELEMENT, add_snapshot, summary="Snapshot an RBD volume (names in the path)",
-              aliases=SNAPSHOT_ELEMENT_SEED, tags=tags, returns=MESSAGE, responses=BUSY),
+              aliases=SNAPSHOT_ELEMENT_SEED, tags=tags, returns=MESSAGE, responses=SNAPSHOT_BUSY),
         Route("PUT", SNAPSHOT_ELEMENT, rename_snapshot,
               (Param("new_name", STRING, required=True, help="new snapshot name"),),
               summary="Rename an RBD snapshot", aliases=SNAPSHOT_ELEMENT_SEED, tags=tags,

@@ -19,6 +19,17 @@ from .uploads import Uploads
 from .volumes import Volumes
 
 EXPORT_RATE = 16 * 1024 * 1024  # bytes per second below which an rbd export is taken as stuck
+V2_BANNER = b"rbd image v2\n"  # how a file of `rbd export --export-format 2` (PVC 1.x's full exports) starts
+
+
+def export_format(path: str) -> str:
+    """``"2"`` for a file ``rbd export --export-format 2`` wrote, else ``"1"`` (a raw image): ``rbd import``
+    without the option takes a v2 file for raw data and makes a volume of its bytes, banner and all."""
+    try:
+        with open(path, "rb") as file:
+            return "2" if file.read(len(V2_BANNER)) == V2_BANNER else "1"
+    except OSError:
+        return "1"  # rbd's own refusal to read it is the answer
 
 
 class CephService(CephArea):
@@ -202,23 +213,52 @@ class CephService(CephArea):
 
     @bounded('import RBD volume "{1}"', pool=0)
     def import_volume(self, pool: str, volume: str, image: str, snapshot: str, diffs: list[str]) -> None:
-        """A new volume from an export's files: ``rbd import`` of the raw image, its snapshot ``snapshot``
-        made (what the first diff starts from), then ``rbd import-diff`` of each diff in turn (each makes
-        its end snapshot). Its keys are recorded as Ceph then holds it, also when a step fails: the caller
-        removes it then (``discard_volume``)."""
+        """A new volume from an export's files: ``rbd import`` of the image (with ``--export-format 2`` for a
+        file that format wrote, PVC 1.x's), the volume put at its snapshot ``snapshot`` (``_start_at``: what
+        the first diff starts from), then ``rbd import-diff`` of each diff in turn (each makes its end
+        snapshot). Its keys are recorded as Ceph then holds it, also when a step fails: the caller removes it
+        then (``discard_volume``)."""
         self.volumes._require_pool(pool)
         if self.volume_exists(pool, volume):
             raise Conflict(f"ERROR: Volume '{volume}' already exists in pool '{pool}'")
         spec = f"{pool}/{volume}"
+        version = export_format(image)
+        options = ["--export-format", version] if version != "1" else []
         try:
-            for step, (args, path) in enumerate([(["import", image, spec], image),
+            for step, (args, path) in enumerate([(["import", *options, image, spec], image),
                                                   *((["import-diff", diff, spec], diff) for diff in diffs)]):
                 self._rbd(args, self.client.timeout + os.path.getsize(path) / EXPORT_RATE, f"import {path}")
                 if step == 0:
-                    with self.snapshots._image(pool, volume) as opened:
-                        opened.create_snap(snapshot)
+                    self._start_at(pool, volume, snapshot)
         finally:
             self.volumes.reconcile(pool, volume)
+
+    def _start_at(self, pool: str, volume: str, snapshot: str) -> None:
+        """Make the freshly imported volume hold ``snapshot`` and nothing else, with the snapshot's data.
+
+        A raw image is the snapshot's data: the snapshot is made. A v2 file (PVC 1.x's ``rbd export
+        --export-format 2 <volume>@<snapshot>``) carries every snapshot the source had when exported, older
+        and newer, and the source's data of that moment, whatever snapshot it was made of; ``rbd import``
+        makes them all (measured on this Ceph). The volume is rolled back to ``snapshot`` when its data
+        differ (the export is of that point: the VM is defined with that snapshot's XML, and a diff from
+        it applies to its data only), and the other snapshots are removed: no VM snapshot holds them, a
+        later diff of the chain would find its end snapshot made already, and they would keep the volume
+        from being removed with its VM."""
+        import rbd
+        with self.snapshots._image(pool, volume) as opened, self.client.long():
+            try:
+                carried = {snap["name"]: snap["size"] for snap in opened.list_snaps()}
+                if snapshot not in carried:
+                    opened.create_snap(snapshot)
+                elif carried[snapshot] != opened.size() or _changed_since(opened, snapshot):
+                    opened.rollback_to_snap(snapshot)
+                for name in sorted(set(carried) - {snapshot}):
+                    if opened.is_protected_snap(name):
+                        opened.unprotect_snap(name)
+                    opened.remove_snap(name)
+            except rbd.Error as exc:
+                raise self.volumes._failure(f'put imported RBD volume "{volume}" at snapshot "{snapshot}"', exc,
+                                            pool) from None
 
     @bounded('remove RBD volume "{1}"', pool=0)
     def discard_volume(self, pool: str, volume: str) -> None:
@@ -246,3 +286,12 @@ class CephService(CephArea):
             return False
         self.volumes.remove(pool, volume)
         return True
+
+
+def _changed_since(image: Any, snapshot: str) -> bool:
+    """Whether the open image's data differ from its ``snapshot``'s (whole objects, from the object map
+    where the image has one: a false "changed" costs a rollback, never a wrong volume)."""
+    changed: list[int] = []
+    image.diff_iterate(0, image.size(), snapshot, lambda offset, length, exists: changed.append(offset),
+                       whole_object=True)
+    return bool(changed)

@@ -83,6 +83,8 @@ class Snapshots:
         with self.volumes.settling(pool, volume), self._image(pool, volume) as image:
             try:
                 image.create_snap(name)
+            except rbd.ReadOnlyImage:
+                raise self.volumes.lock_refusal(pool, volume, image, "makes no snapshot of") from None
             except rbd.Error as exc:
                 raise self.volumes._failure(f'create RBD snapshot "{name}"', exc, pool) from None
         base = schema.snapshot(pool, volume)

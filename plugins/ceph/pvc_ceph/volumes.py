@@ -81,7 +81,8 @@ class Volumes(CephArea):
     def _failure(self, what: str, exc: Exception, pool: str | None = None) -> ApiError:
         import rbd
         reason = str(exc) or type(exc).__name__
-        if isinstance(exc, (rbd.ImageExists, rbd.ImageBusy, rbd.ImageHasSnapshots)):
+        # ReadOnlyImage (EROFS): another client holds the image's lock (see ``lock_refusal``)
+        if isinstance(exc, (rbd.ImageExists, rbd.ImageBusy, rbd.ImageHasSnapshots, rbd.ReadOnlyImage)):
             return Conflict(f"ERROR: Failed to {what}: {reason}")
         if isinstance(exc, (rbd.ConnectionShutdown, rbd.Timeout)):
             # The monitors answered (the pool was opened): an operation that times out on a
@@ -133,6 +134,26 @@ class Volumes(CephArea):
             holders = ", ".join(sorted({str(locker[2]) for locker in lockers}))
             raise Conflict(f"ERROR: Volume '{name}' in pool '{pool}' is in use (locked by {holders}); "
                            f"stop what uses it before {doing}")
+
+    def lock_refusal(self, pool: str, name: str, image: Any, refused: str) -> Conflict:
+        """409 for a change Ceph refused because another client holds the image's lock (librbd answers
+        "read-only image", EROFS: with the exclusive-lock feature it writes only as the lock's owner, and it
+        cannot ask a lock taken with ``rbd lock add`` or ``lock_exclusive`` to hand over, as it asks a
+        running VM's). Says whose lock it is and how to release it; ``refused`` completes "Ceph …"."""
+        import rbd
+        try:
+            lockers = (image.list_lockers() or {}).get("lockers", [])
+        except rbd.Error:
+            lockers = []  # the lock went meanwhile, or Ceph fails now: the refusal stands as it is
+        held = "; ".join(f"{client} (lock '{cookie}', from {address})" for client, cookie, address in lockers)
+        vms = self.runtime.service("vm", required=False)
+        users = sorted(vms.vms_using_volume(f"{pool}/{name}")) if vms is not None else []
+        ways = [f"POST /vm/{vm}/locks (VM '{vm}' stopped)" for vm in users]
+        ways += [f"rbd lock rm {pool}/{name} '{cookie}' {client}" for client, cookie, _ in lockers]
+        holder = f": {held}" if held else ""
+        how = f" ({' or '.join(ways)})" if ways else ""
+        return Conflict(f"ERROR: Volume '{name}' in pool '{pool}' is locked by another client{holder}, and Ceph "
+                        f"{refused} a volume locked by another client; release the lock{how} and try again")
 
     # -- reading (ZooKeeper) ---------------------------------------------------------------
 

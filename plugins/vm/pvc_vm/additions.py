@@ -25,7 +25,8 @@ def _tag_param(name: str, help: str, **extra: Any) -> Param:
 
 
 TAG = named("VMTag", obj({"name": STR, "type": STR, "protected": BOOL}))
-SNAPSHOT = named("VMSnapshot", obj({"name": STR, "timestamp": STR, "rbd_snapshots": array(STR)}))
+SNAPSHOT = named("VMSnapshot", obj({"name": STR, "timestamp": STR, "xml_diff_lines": array(STR),
+                                    "rbd_snapshots": array(STR)}))
 # the RBD snapshots take the name: what librbd and the /ceph/snapshots keys accept (PVC 1.x: letters, digits, '.-_')
 SNAPSHOT_PATTERN = r"(?!\.\.?$)[A-Za-z0-9_.+-]+"
 SNAPSHOT_HELP = "letters, digits, '_', '.', '+', '-' (not '.' or '..')"
@@ -100,8 +101,9 @@ def routes() -> list[Route]:
         Route("POST", "/vm/<vm>/snapshot", snapshot_vm, (
             _snapshot_param("the snapshot's name (default: the time, YYYYMMDDHHMMSS)"),),
             summary="Snapshot every RBD disk of a VM under one name, with its XML (PVC 1.x)", tags=tags,
-            returns=MESSAGE, responses={409: "Ceph refused a disk's snapshot (nothing is left), or a concurrent "
-                                             "change"}),
+            returns=MESSAGE, responses={409: "A disk is locked by another client (the message names the lock and "
+                                             "how to release it), Ceph refused a disk's snapshot otherwise (nothing "
+                                             "is left), or a concurrent change"}),
         Route("DELETE", "/vm/<vm>/snapshot", remove_snapshot, (
             _snapshot_param("the snapshot to remove", required=True),),
             summary="Remove a VM's snapshot: its RBD snapshots and keys (PVC 1.x)", tags=tags, returns=MESSAGE,

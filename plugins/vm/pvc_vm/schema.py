@@ -50,7 +50,7 @@ def tag_key(uuid: str, name: str, field: str) -> str:
 # PVC 1.x's VM snapshots (its zkhandler schema: ``domain.snapshots`` and ``snapshot``): ``<vm>/snapshots/<name>``
 # holds the name, with children ``timestamp`` (Unix seconds), ``xml`` (the domain XML when taken) and
 # ``rbdsnaplist`` (comma-separated ``pool/volume@name``). The value of ``<vm>/snapshots`` itself is the JSON
-# list of ``{name, timestamp, rbd_snapshots}`` (see snapshots.py), as with tags.
+# list of ``{name, timestamp, rbd_snapshots, xml}`` (see snapshots.py), as with tags.
 SNAPSHOTS = "snapshots"
 SNAPSHOT_FIELDS = ("timestamp", "xml", "rbdsnaplist")
 

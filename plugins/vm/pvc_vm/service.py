@@ -61,7 +61,7 @@ def vm_object(uuid: str, entry: dict[str, str | None]) -> dict:
         "node_selector": entry.get("node_selector"),
         "node_autostart": autostart_value,
         "tags": tags.parse(entry.get(schema.TAGS)),
-        "snapshots": snapshots.parse(entry.get(schema.SNAPSHOTS)),
+        "snapshots": snapshots.parse(entry.get(schema.SNAPSHOTS), xml),
         "description": info["description"],
         "profile": entry.get("profile"),
     }
@@ -241,13 +241,18 @@ class VMService:
         return sorted(entry.get("") or uuid for uuid, entry in self.entries().items()
                       if any(source == bridge for _, source in domainxml.interfaces(entry.get("xml") or "")))
 
+    def vms_using_volume(self, volume: str) -> dict[str, str]:
+        """Name -> state of every VM with ``pool/volume`` as an rbd disk (the ceph plugin names them when it
+        refuses a change of the volume)."""
+        return {entry.get("") or uuid: entry.get("state") or "" for uuid, entry in self.entries().items()
+                if any(disk.get("type") == "rbd" and disk.get("name") == volume
+                       for disk in domainxml.info(entry.get("xml") or "")["disks"])}
+
     def running_vms_using_volume(self, volume: str) -> list[str]:
         """Names of the VMs not stopped (stop, disable, fail) with ``pool/volume`` as an rbd disk (the ceph
         plugin's snapshot rollback refuses then)."""
-        return sorted(entry.get("") or uuid for uuid, entry in self.entries().items()
-                      if (entry.get("state") or "") not in ("stop", "disable", "fail")
-                      and any(disk.get("type") == "rbd" and disk.get("name") == volume
-                              for disk in domainxml.info(entry.get("xml") or "")["disks"]))
+        return sorted(name for name, state in self.vms_using_volume(volume).items()
+                      if state not in ("stop", "disable", "fail"))
 
     def with_mac(self, mac: str) -> dict | None:
         """``{"uuid", "name", "profile"}`` of the first VM with an interface of this MAC (any case), or None.

@@ -28,7 +28,7 @@ from typing import Any
 from pvc_core.errors import ApiError, BadRequest, Conflict, NotFound
 from pvc_core.schema import DAEMON_ROOT
 
-from . import domainxml, schema, tasks
+from . import domainxml, schema, tasks, xmldiff
 
 log = logging.getLogger("pvc.vm")
 STOPPED = ("stop", "disable")
@@ -40,9 +40,13 @@ def default_name() -> str:
     return datetime.now().strftime("%Y%m%d%H%M%S")
 
 
-def parse(value: str | None) -> list[dict]:
-    """The VM answer's ``snapshots`` (PVC 1.x: ``[{name, timestamp, rbd_snapshots}]``, newest first)."""
+def parse(value: str | None, current_xml: str = "") -> list[dict]:
+    """The VM answer's ``snapshots`` (PVC 1.x: ``[{name, timestamp, xml_diff_lines, rbd_snapshots}]``, newest
+    first); ``xml_diff_lines`` against ``current_xml`` (xmldiff.py), empty for a list written without the
+    snapshots' XML."""
     out = [{"name": item["name"], "timestamp": str(item.get("timestamp") or ""),
+            "xml_diff_lines": xmldiff.diff_lines(item["xml"], current_xml) if isinstance(item.get("xml"), str)
+            else [],
             "rbd_snapshots": [str(snap) for snap in item.get("rbd_snapshots") or []]}
            for item in schema.stored_items(value)]
     return sorted(out, key=lambda item: (item["timestamp"], item["name"]), reverse=True)
@@ -62,8 +66,11 @@ def read(zk: Any, uuid: str) -> dict[str, dict[str, str]]:
 
 
 def summary(snapshots: dict[str, dict[str, str]]) -> str:
+    """The list kept as ``<vm>/snapshots``'s value, with each snapshot's XML: the watched view has it then
+    for ``xml_diff_lines``."""
     return json.dumps([{"name": name, "timestamp": snapshots[name]["timestamp"],
-                        "rbd_snapshots": [item for item in snapshots[name]["rbdsnaplist"].split(",") if item]}
+                        "rbd_snapshots": [item for item in snapshots[name]["rbdsnaplist"].split(",") if item],
+                        "xml": snapshots[name]["xml"]}
                        for name in sorted(snapshots)])
 
 
