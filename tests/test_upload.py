@@ -79,6 +79,14 @@ def image_of(ceph_cluster, name: str) -> tuple[str, int, list]:
         return digest.hexdigest(), size, [snap["name"] for snap in image.list_snaps()]
 
 
+def snapshots_of(ceph_cluster, name: str) -> list[str]:
+    import rados
+    import rbd
+    with rados.Rados(conffile=ceph_cluster.conf, conf={"keyring": ceph_cluster.keyring}) as cluster, \
+            cluster.open_ioctx(POOL) as ioctx, rbd.Image(ioctx, name, read_only=True) as image:
+        return [snap["name"] for snap in image.list_snaps()]
+
+
 def digest_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -164,6 +172,20 @@ def test_refused_uploads_leave_the_volume_as_it_was(up, ceph_cluster, tmp_path):
     assert answer.status == 400 and answer.getheader("Connection") == "close"
     assert json.loads(answer.read())["message"].startswith(f"Image data: expected at most {SIZE} bytes")
     connection.close()
+    # one that fits a (thin) volume of 12 GiB, but not the pool (on a memstore of 10 GiB): refused the same way
+    huge = volume(up, "huge", 12 * 1024 * MIB)
+    connection = http.client.HTTPConnection("127.0.0.1", up.port, timeout=START_TIMEOUT)
+    connection.putrequest("POST", f"/api/v1/storage/ceph/volume/{POOL}/{huge}/upload?image_format=raw")
+    connection.putheader("Content-Length", str(11 * 1024 * MIB))
+    connection.endheaders()
+    answer = connection.getresponse()
+    assert answer.status == 400
+    message = json.loads(answer.read())["message"]
+    assert message.startswith(f"Image data: its Content-Length is {11 * 1024 * MIB} bytes, but pool '{POOL}' can "
+                              "store only "), message
+    connection.close()
+    assert snapshots_of(ceph_cluster, huge) == [] and up.delete(f"/storage/ceph/volume/{POOL}/{huge}").status_code \
+        == 200
 
     # a body that stops arriving after one object was written: 408 once a piece is api.body_timeout late,
     # and the object written is rolled back

@@ -262,9 +262,11 @@ def routes() -> list[Route]:
                        "others converted to raw"),),
             summary="Upload a disk image into an RBD volume (PVC 1.x): the body is the image, "
                     "application/octet-stream or a multipart/form-data part named 'file'; at most the volume's "
-                    "size (a task)", tags=tags, returns=MESSAGE, stream_body=True, headers=TASK_ERRORS_TOO,
+                    "size and the pool's room (a task)", tags=tags, returns=MESSAGE, stream_body=True,
+            headers=task_headers(400, 409, 503, 507),
             responses={409: "The volume is in use (a running VM's disk, or locked by a client), or the upload "
-                            "was cancelled (DELETE /tasks/<id>; the volume was rolled back)"}),
+                            "was cancelled (DELETE /tasks/<id>; the volume was rolled back)",
+                       507: "No space left in the API host's data directory to spool or convert a non-raw image"}),
         Route("GET", "/storage/ceph/snapshot", list_snapshots, (
             Param("pool", STRING, help="only this pool"), Param("volume", STRING, help="only volumes of this name"),
             Param("limit", STRING, help="regular expression on the snapshot name")),

@@ -28,6 +28,7 @@ refused or failed upload leaves it as it was. The volume must not be in use
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import secrets
@@ -111,8 +112,10 @@ class Uploads:
     # -- the two ways in --------------------------------------------------------------------
 
     def _raw(self, image: Any, pool: str, name: str, body: Any, size: int, piece: int, handle: Any) -> None:
-        if not body.multipart() and body.length is not None and body.length > size:
-            raise BadRequest(self._too_long(pool, name, size, f"{body.length} bytes"))
+        if not body.multipart() and body.length is not None:
+            if body.length > size:
+                raise BadRequest(self._too_long(pool, name, size, f"{body.length} bytes"))
+            self._fits_pool(pool, name, body.length, "its Content-Length")
         with self._guarded(image, pool, name):
             self._write(image, body.pieces(piece), size, piece, pool, name, handle,
                         body.length if body.length is not None and not body.multipart() else size)
@@ -124,7 +127,7 @@ class Uploads:
         spool, raw = self.directory / f"{stem}.spool", self.directory / f"{stem}.raw"
         try:
             limit = size + int(size * SPOOL_MARGIN) + MARGIN_BYTES
-            with open(spool, "wb") as out:
+            with self._host_space(), open(spool, "wb") as out:
                 for data in body.pieces(SPOOL_READ):
                     if out.tell() + len(data) > limit:
                         raise BadRequest(f"Image data: expected at most {limit} bytes of {image_format} for volume "
@@ -136,9 +139,11 @@ class Uploads:
                     handle.progress(out.tell(), body.length or limit, f"Received {out.tell()} bytes of the "
                                                                       f"{image_format} image")
             virtual = self._inspect(spool, image_format, pool, name, size)
-            self._qemu_img(["convert", "-q", "-f", image_format, "-O", "raw", str(spool), str(raw)],
-                           self.client.timeout + virtual / CONVERT_RATE, f"convert the {image_format} image")
+            with self._host_space():
+                self._qemu_img(["convert", "-q", "-f", image_format, "-O", "raw", str(spool), str(raw)],
+                               self.client.timeout + virtual / CONVERT_RATE, f"convert the {image_format} image")
             spool.unlink()
+            self._fits_pool(pool, name, raw.stat().st_blocks * 512, "the data of its raw conversion")
             handle.log(f"Converted the {image_format} image ({virtual} bytes raw); writing it")
             with open(raw, "rb") as data, self._guarded(image, pool, name):
                 self._write(image, iter(lambda: data.read(piece), b""), size, piece, pool, name, handle,
@@ -147,6 +152,39 @@ class Uploads:
             for path in (spool, raw):
                 with suppress(FileNotFoundError):
                     path.unlink()
+
+    # -- room for it -------------------------------------------------------------------------
+
+    def _fits_pool(self, pool: str, name: str, needed: int, what: str) -> None:
+        """400 before the first write when the pool cannot take the image: Ceph would block the writes of a full
+        pool (every client's, not only this one's) rather than refuse them. The volume's own data is no room:
+        the snapshot taken before the first write keeps it until the upload ends."""
+        free = self.runtime.service("ceph").pool_free_bytes([pool]).get(pool)
+        if free is None:
+            return  # Ceph's df does not list the pool yet: the writes find out
+        if needed > free:
+            raise BadRequest(f"Image data: {what} is {needed} bytes, but pool '{pool}' can store only {free} more "
+                             f"bytes (Ceph's max_avail) while volume '{name}' keeps its present data until the "
+                             "upload ends; expected an image that fits the pool: free space in it first")
+
+    @contextmanager
+    def _host_space(self) -> Iterator[None]:
+        """The spooled and converted files live on the API host: its disk filling up is the host's problem
+        (507), not the client's, and said so rather than answered as a failure of the daemon."""
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            raise ApiError(f"The API host's data directory {self.directory} has no space left for the upload "
+                           "(a non-raw image is spooled and converted there: up to twice the volume's size); "
+                           "free space there or upload a raw image, which is written straight through", 507) \
+                from None
+        except BadRequest as exc:
+            if "No space left on device" not in exc.message:
+                raise
+            raise ApiError(f"The API host's data directory {self.directory} has no space left to convert the image "
+                           f"({exc.message}); free space there or upload a raw image", 507) from None
 
     # -- pieces ---------------------------------------------------------------------------------
 
