@@ -70,6 +70,8 @@ def test_a_running_vm_is_snapshotted_frozen_and_thawed_also_when_a_disk_fails(fr
     define_with_volumes(sim, "frz1", UUID, DISKS)
     assert set_state(sim, "start", vm="frz1").status_code == 200
     assert zk.get(f"/domains/{UUID}/state")[0] == b"start"
+    original = shows(lambda: (found := sim.get("/vm/frz1").json())["state"] == "start" and found, "frz1 running")
+    xml = zk.get(f"/domains/{UUID}/xml")[0]
     before = logs(zk)
 
     # frozen by its node, both disks snapshotted in between, thawed
@@ -85,14 +87,16 @@ def test_a_running_vm_is_snapshotted_frozen_and_thawed_also_when_a_disk_fails(fr
         assert int(freeze["time"]) <= snapshot_time(ioctx, volume, "live") <= thaw["time"]
     assert frozen_domains(sim) == NONE_FROZEN
     assert zk.get("/cmd/domains")[0] == b""
+    # the snapshot as it is recorded once thawed: straight from ZooKeeper, through both daemons
     base = f"/domains/{UUID}/snapshots"
     stored = tree(zk, base)
-    assert stored[f"{base}/live/rbdsnaplist"] == ",".join(f"{POOL}/{volume}@live" for volume in DISKS).encode()
-    assert thaw["time"] - 1 <= int(stored[f"{base}/live/timestamp"]) <= time.time()
-    expected = sim.get("/vm/frz1").json()
-    assert expected["snapshots"] == [{"name": "live", "timestamp": stored[f"{base}/live/timestamp"].decode(),
-                                      "rbd_snapshots": [f"{POOL}/{volume}@live" for volume in DISKS]}]
-    same_everywhere((sim, reader), "frz1", expected)
+    timestamp = stored[f"{base}/live/timestamp"]
+    rbd_snapshots = [f"{POOL}/{volume}@live" for volume in DISKS]
+    assert stored == {f"{base}/live": b"live", f"{base}/live/timestamp": timestamp, f"{base}/live/xml": xml,
+                      f"{base}/live/rbdsnaplist": ",".join(rbd_snapshots).encode()}
+    assert int(thaw["time"]) <= int(timestamp) <= time.time()
+    same_everywhere((sim, reader), "frz1", {**original, "snapshots": [
+        {"name": "live", "timestamp": timestamp.decode(), "rbd_snapshots": rbd_snapshots}]})
 
     # the second disk's snapshot fails in Ceph (a snapshot of that name made there only): thawed all the same
     with rbd.Image(ioctx, DISKS[1]) as image:
@@ -122,6 +126,7 @@ def test_without_an_answer_from_the_node_the_snapshot_is_taken_unfrozen_in_bound
     zk = clean_zk
     define_with_volumes(sim, "frz1", UUID, DISKS[:1])
     assert set_state(sim, "start", vm="frz1").status_code == 200
+    original = shows(lambda: (found := sim.get("/vm/frz1").json())["state"] == "start" and found, "frz1 running")
 
     # the VM's node daemon is stopped (its VM keeps running): nobody takes the command, no thaw is sent
     assert sim.post("/simnode/pvchv1", params={"action": "stop"}).status_code == 200
@@ -135,6 +140,9 @@ def test_without_an_answer_from_the_node_the_snapshot_is_taken_unfrozen_in_bound
     assert zk.get("/cmd/domains")[0] == b""
     assert new_entries(zk, before) == {node: [] for node in SIM_NODES}
     assert snaps(ioctx, DISKS[0]) == ["unfrozen"]
+    timestamp = zk.get(f"/domains/{UUID}/snapshots/unfrozen/timestamp")[0].decode()
+    same_everywhere((sim, reader), "frz1", {**original, "snapshots": [
+        {"name": "unfrozen", "timestamp": timestamp, "rbd_snapshots": [f"{POOL}/{DISKS[0]}@unfrozen"]}]})
 
     # a node that takes the command and never answers (it holds its lock): each wait ends after the timeout,
     # and the thaw is sent all the same (the guest may be frozen by now)
