@@ -36,12 +36,11 @@ FREEZE, THAW = "domain_fsfreeze", "domain_fsthaw"
 class Freeze:
     """What happened to the guest's filesystems: ``note`` ends the answer's message (with its own brackets)."""
 
-    frozen: bool = False
     note: str = ""
 
 
 def _ask(channel: CommandChannel, command: str, uuid: str, node: str, timeout: float) -> tuple[bool | None, str]:
-    """(True: done, False: refused or not taken, None: not known), and why not."""
+    """(True: done, False: refused or not taken, None: not known, so the guest may be frozen), and why not."""
     try:
         token = channel.ask(f"{command} {uuid}", timeout)
     except ServiceUnavailable as exc:
@@ -49,11 +48,11 @@ def _ask(channel: CommandChannel, command: str, uuid: str, node: str, timeout: f
     if token == f"success-{command}":
         return True, ""
     if token == f"failure-{command}":
-        return False, f"node '{node}' could not do it (check its log)"
+        return False, f"node '{node}' answered 'failure-{command}' (its log says why)"
     if token == command:
         return False, (f"no node daemon took '{command}' (node '{node}' may be down, or its daemon may predate "
                        "this command)")
-    return False, f"the node's answer to '{command}' was lost ('{token}' in {schema.CMD_DOMAINS})"
+    return None, f"the node's answer to '{command}' was lost ({schema.CMD_DOMAINS} held '{token}')"
 
 
 @contextmanager
@@ -70,7 +69,7 @@ def frozen(service: Any, uuid: str, wanted: bool = True) -> Iterator[Freeze]:
     done, why = _ask(channel, FREEZE, uuid, node, timeout)
     said = f"the guest filesystems were frozen through node '{node}'" if done else \
         f"the guest filesystems were not frozen: {why}"
-    result = Freeze(bool(done), f" ({said})")
+    result = Freeze(f" ({said})")
     try:
         yield result
     finally:
