@@ -12,6 +12,7 @@ import time
 from datetime import UTC
 
 import pytest
+from test_ceph import play_ceph_node
 from test_cluster import tree
 from test_simnode import NONE_FROZEN, events, freeze_log, frozen_domains, set_state, shows
 from test_vm import UUID
@@ -121,7 +122,8 @@ def test_a_running_vm_is_snapshotted_frozen_and_thawed_also_when_a_disk_fails(fr
     assert [snaps(ioctx, volume) for volume in DISKS] == [["cold", "live"]] * 2
 
 
-def test_without_an_answer_from_the_node_the_snapshot_is_taken_unfrozen_in_bounded_time(frozen_cluster, clean_zk):
+def test_without_an_answer_from_the_node_the_snapshot_is_taken_unfrozen_in_bounded_time(frozen_cluster, clean_zk,
+                                                                                         zk_server):
     sim, reader, ioctx = frozen_cluster
     zk = clean_zk
     define_with_volumes(sim, "frz1", UUID, DISKS[:1])
@@ -154,6 +156,7 @@ def test_without_an_answer_from_the_node_the_snapshot_is_taken_unfrozen_in_bound
         took = time.monotonic() - begun
     finally:
         lock.release()
+        zk.set("/cmd/domains", b"")  # what the API would have reset, had the node answered
     assert 2 * TIMEOUT <= took < 2 * (TIMEOUT + 0.5) + ANSWER_SLACK
     assert late.json() == {"message": "Successfully created snapshot 'late' of VM 'frz1' (the guest filesystems "
                                       f"were not frozen: The node did not finish 'domain_fsfreeze' within {TIMEOUT:g} "
@@ -161,6 +164,20 @@ def test_without_an_answer_from_the_node_the_snapshot_is_taken_unfrozen_in_bound
                                       f"node did not finish 'domain_fsthaw' within {TIMEOUT:g} s; it may still be "
                                       "working (check its log))."}, late.text
     assert snaps(ioctx, DISKS[0]) == ["late", "unfrozen"]
+
+    # a node that answers failure (say, no guest agent in the VM): unfrozen, and no thaw is sent
+    played, seen = play_ceph_node(zk_server.address, "pvchv1", answer="failure", mailbox="/cmd/domains"), []
+    zk.DataWatch("/cmd/domains", lambda data, stat: seen.append(data))
+    try:
+        refused = sim.post("/vm/frz1/snapshot", params={"snapshot_name": "refused"})
+    finally:
+        played.stop()
+    assert refused.json() == {"message": "Successfully created snapshot 'refused' of VM 'frz1' (the guest "
+                                         "filesystems were not frozen: node 'pvchv1' answered "
+                                         "'failure-domain_fsfreeze' (its log says why))."}, refused.text
+    # (a watch may skip a value that was replaced at once, never one that stayed 0.5 s)
+    assert f"failure-domain_fsfreeze {UUID}".encode() in seen and not [data for data in seen if b"thaw" in data]
+    assert snaps(ioctx, DISKS[0]) == ["late", "refused", "unfrozen"]
 
     # its daemon back, the node freezes again
     assert sim.post("/simnode/pvchv1", params={"action": "start"}).status_code == 200
