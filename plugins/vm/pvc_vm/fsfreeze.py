@@ -9,9 +9,9 @@ crash-consistent, the answer saying why it was not frozen: a snapshot must
 not depend on a guest agent.
 
 Every wait is bounded by ``vm.fsfreeze_timeout``. The thaw is sent whenever
-the guest may be frozen (the node said so, or did not answer in time), also
-when a disk's snapshot failed; a node also thaws by itself after its own
-bound, should this daemon die in between.
+the guest may be frozen (the node said so, did not answer in time, or its
+answer was lost), also when a disk's snapshot failed; a node also thaws by
+itself after its own bound, should this daemon die in between.
 """
 
 from __future__ import annotations
