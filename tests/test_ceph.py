@@ -601,10 +601,11 @@ def test_osd_add_and_remove_through_the_node(cephd, cluster, daemon_factory, cep
 
 
 def play_ceph_node(address: str, node: str, hold: float = 0.2, answer: str = "success",
-                   release: threading.Event | None = None, workers: list[threading.Thread] | None = None):
+                   release: threading.Event | None = None, workers: list[threading.Thread] | None = None,
+                   mailbox: str = "/cmd/ceph"):
     """A v0.6 node daemon that fails, or holds its lock too long (a simulated one does neither): on a
-    command, take the write lock, write ``answer``, keep the lock ``hold`` seconds (or until ``release``
-    is set when one is given); the threads doing the work are appended to ``workers``.
+    command in ``mailbox``, take the write lock, write ``answer``, keep the lock ``hold`` seconds (or until
+    ``release`` is set when one is given); the threads doing the work are appended to ``workers``.
     """
     client = KazooClient(hosts=address)
     client.start(timeout=START_TIMEOUT)
@@ -617,15 +618,15 @@ def play_ceph_node(address: str, node: str, hold: float = 0.2, answer: str = "su
             return True
 
         def work():
-            with client.WriteLock("/cmd/ceph", "node-" + node):
-                client.set("/cmd/ceph", f"{answer}-{command}".encode())
+            with client.WriteLock(mailbox, "node-" + node):
+                client.set(mailbox, f"{answer}-{command}".encode())
                 release.wait(hold)
 
         workers.append(threading.Thread(target=work))
         workers[-1].start()
         return True
 
-    client.DataWatch("/cmd/ceph", react)
+    client.DataWatch(mailbox, react)
     return client
 
 

@@ -18,7 +18,7 @@ from kazoo.exceptions import NoNodeError
 from test_node import seed_node
 from test_vm import UUID, XML, uuid_for, vm_xml
 
-from conftest import SIM_NODES, Daemon, node_map, settle_timeout, sim_config, sim_ready, wait_until
+from conftest import SIM_NODES, SLOWDOWN, Daemon, node_map, settle_timeout, sim_config, sim_ready, wait_until
 
 NO_CEPH = {"plugins": {"disabled": ["ceph"]}}
 IDLE = ([], 0, 0, 0)
@@ -503,3 +503,72 @@ def test_osds_are_added_and_removed_by_the_simulated_nodes(sim_factory, ceph_con
         for leftover in set(ceph_osds(ceph_cluster)) - set(original):
             ceph_cluster.remove_osd(leftover)
         ceph_cluster.ceph("osd", "pool", "rm", "drain", "drain", "--yes-i-really-really-mean-it", check=False)
+
+
+# -- guest filesystem freeze (/cmd/domains: domain_fsfreeze, domain_fsthaw) -------------------
+
+def freeze_log(zk: Any, node: str) -> list[dict]:
+    """The node's record of freezes and thaws, oldest first; each entry with its znode's creation zxid."""
+    base = f"/nodes/{node}/simnode/fsfreeze"
+    entries = []
+    for child in sorted(zk.get_children(base)) if zk.exists(base) else []:
+        data, stat = zk.get(f"{base}/{child}")
+        entries.append({**json.loads(data), "czxid": stat.czxid})
+    return entries
+
+
+def events(entries: list[dict]) -> list[tuple[str, str, str]]:
+    return [(entry["event"], entry["uuid"], entry["result"]) for entry in entries]
+
+
+def frozen_domains(sim: Daemon) -> dict[str, list[str]]:
+    """What GET /simnode says each node's host holds frozen."""
+    return {entry["name"]: entry["frozen"] for entry in sim.get("/simnode").json()}
+
+
+def domains_command(zk: Any, command: str) -> str:
+    """Put a command into /cmd/domains as the API does and wait for a node's answer: its first token."""
+    zk.set("/cmd/domains", command.encode())
+    answered = (f"success-{command}", f"failure-{command}")
+    return shows(lambda: zk_value(zk, "/cmd/domains") in answered and zk_value(zk, "/cmd/domains"),
+                 f"an answer to {command}").split()[0]
+
+
+NONE_FROZEN = {name: [] for name in SIM_NODES}
+
+
+def test_a_guest_is_frozen_and_thawed_by_its_node_and_thawed_by_itself_after_the_limit(sim_factory, clean_zk):
+    limit = 8.0 * SLOWDOWN  # long enough to look at the frozen guest first
+    sim = sim_factory(NO_CEPH, fsfreeze_limit=str(limit))
+    define(sim)
+    define(sim, other_vm("small1", 1, 512), node="pvchv2")  # stays stopped
+    assert set_state(sim, "start").status_code == 200
+
+    # the node that runs the VM freezes and thaws it; the other nodes leave the command alone
+    assert domains_command(clean_zk, f"domain_fsfreeze {UUID}") == "success-domain_fsfreeze"
+    assert frozen_domains(sim) == {**NONE_FROZEN, "pvchv1": [UUID]}
+    assert domains_command(clean_zk, f"domain_fsthaw {UUID}") == "success-domain_fsthaw"
+    assert frozen_domains(sim) == NONE_FROZEN
+    # a VM its node does not run: failure, nothing frozen
+    assert domains_command(clean_zk, f"domain_fsfreeze {uuid_for(1)}") == "failure-domain_fsfreeze"
+    assert frozen_domains(sim) == NONE_FROZEN
+
+    # frozen and never thawed (an API that died): the node thaws it by itself once the limit has passed
+    assert domains_command(clean_zk, f"domain_fsfreeze {UUID}") == "success-domain_fsfreeze"
+    shows(lambda: events(freeze_log(clean_zk, "pvchv1"))[-1][0] == "auto-thaw", "the thaw after the limit",
+          timeout=limit + settle_timeout())
+    assert frozen_domains(sim) == NONE_FROZEN
+    log = freeze_log(clean_zk, "pvchv1")
+    assert events(log) == [("freeze", UUID, "success"), ("thaw", UUID, "success"), ("freeze", UUID, "success"),
+                           ("auto-thaw", UUID, "success")]
+    assert limit - 1 <= log[3]["time"] - log[2]["time"] < limit + settle_timeout()
+    assert [(entry["event"], entry["result"], entry["reason"]) for entry in freeze_log(clean_zk, "pvchv2")] == \
+        [("freeze", "failure", "the domain is not running on this host")]
+    assert freeze_log(clean_zk, "pvchv3") == []
+
+    # a guest stopped while frozen is not frozen when it starts again
+    assert domains_command(clean_zk, f"domain_fsfreeze {UUID}") == "success-domain_fsfreeze"
+    assert set_state(sim, "stop").status_code == 200
+    assert frozen_domains(sim) == NONE_FROZEN
+    assert set_state(sim, "start").status_code == 200
+    assert frozen_domains(sim) == NONE_FROZEN

@@ -9,7 +9,18 @@ import time
 
 from test_cluster import tree
 from test_vm import UUID
-from test_vm_storage import OTHER_UUID, POOL, images, pair, rbd_handle, same_everywhere, storage, vm_xml, volume_keys
+from test_vm_storage import (
+    OTHER_UUID,
+    POOL,
+    define_with_volumes,
+    images,
+    pair,
+    rbd_handle,
+    same_everywhere,
+    storage,
+    vm_xml,
+    volume_keys,
+)
 
 from conftest import wait_until
 
@@ -51,12 +62,7 @@ def test_snapshot_rollback_failure_and_delete_of_a_two_disk_vm(pair, storage):
     import rbd
     first, second = pair
     zk, ioctx = storage
-    for volume in DISKS:
-        made = first.post("/storage/ceph/volume", params={"pool": POOL, "volume": volume, "size": "8M"})
-        assert made.status_code == 200, made.text
-    defined = first.post("/vm", params={"node": "pvchv1"},
-                         data={"xml": vm_xml("snap1", UUID, tuple(f"{POOL}/{volume}" for volume in DISKS))})
-    assert defined.status_code == 200, defined.text
+    define_with_volumes(first, "snap1", UUID, DISKS)
     known = [bytes(range(256)) * (SIZE // 256), bytes(reversed(range(256))) * (SIZE // 256)]
     write(ioctx, known)
     original = first.get("/vm/snap1").json()

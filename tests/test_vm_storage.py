@@ -22,6 +22,16 @@ def vm_xml(name: str, uuid: str, disks: tuple[str, ...]) -> str:
     return (XML[:start] + devices + XML[end:]).replace("test1", name).replace(UUID, uuid)
 
 
+def define_with_volumes(daemon, name: str, uuid: str, volumes: tuple[str, ...]) -> None:
+    """Volumes of 8 MiB in POOL, and a VM (on pvchv1) whose rbd disks they are."""
+    for volume in volumes:
+        made = daemon.post("/storage/ceph/volume", params={"pool": POOL, "volume": volume, "size": "8M"})
+        assert made.status_code == 200, made.text
+    defined = daemon.post("/vm", params={"node": "pvchv1"},
+                          data={"xml": vm_xml(name, uuid, tuple(f"{POOL}/{volume}" for volume in volumes))})
+    assert defined.status_code == 200, defined.text
+
+
 @pytest.fixture(scope="module")
 def pair(daemon_factory, ceph_config):
     config = deep_merge(ceph_config, {"vm": {"delete_grace": "0.05"}})

@@ -14,12 +14,12 @@ from contextlib import contextmanager
 from typing import Any
 
 from pvc_core import matching
+from pvc_core.cmdchannel import IGNORED, CommandChannel
 from pvc_core.errors import ApiError, BadRequest, NotFound
 from pvc_core.routes import quoted
 
 from . import schema, tasks
 from .area import CephArea, bounded
-from .cmdchannel import IGNORED, CommandChannel
 
 OPTION = re.compile(r"^[a-z0-9_-]+$")
 DEVICE = re.compile(r"^/[A-Za-z0-9_./:+-]+$")

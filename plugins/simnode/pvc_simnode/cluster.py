@@ -165,7 +165,8 @@ class SimCluster:
 
     def describe(self) -> list[dict]:
         return [{"name": node.name, "mode": node.mode, "daemon": "run" if node.alive else "stopped",
-                 "host": "on" if node.hypervisor.on else "off", "domains": node.hypervisor.running()}
+                 "host": "on" if node.hypervisor.on else "off", "domains": node.hypervisor.running(),
+                 "frozen": node.hypervisor.frozen()}
                 for node in self.nodes.values()]
 
     def node(self, name: str) -> SimNode | None:

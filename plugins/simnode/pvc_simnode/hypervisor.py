@@ -6,6 +6,10 @@ domains; "running" means a real libvirt domain was created from the VM's
 XML, so an XML libvirt rejects fails to start exactly as on a node. Live
 migration is libvirt's job between hosts, so it is modelled here too: the
 domain is created on the target host, then destroyed on the source.
+A guest's filesystems are frozen and thawed through libvirt's own
+virDomainFSFreeze/Thaw, which the test driver implements as a guest agent
+would; since libvirt cannot say whether a guest is frozen, the host keeps
+that itself (a destroyed or migrated domain leaves it).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ class Hypervisor:
         self.memory_mib = memory_mib
         self._lock = threading.RLock()
         self._connection: Any = None
+        self._frozen: set[str] = set()
 
     def power_on(self) -> None:
         """A fresh host with no domains (a rebooted or newly installed node)."""
@@ -44,6 +49,7 @@ class Hypervisor:
     def power_off(self) -> None:
         """Every domain goes with the host."""
         with self._lock:
+            self._frozen.clear()
             if self._connection is not None:
                 try:
                     self._connection.close()
@@ -95,6 +101,7 @@ class Hypervisor:
         with self._lock:
             if self._connection is None:
                 return
+            self._frozen.discard(uuid)
             domain = self._domain(uuid)
             if domain is not None:
                 try:
@@ -126,3 +133,33 @@ class Hypervisor:
                     memory += current // 1024
                     vcpus += count
             return memory, vcpus
+
+    def freeze(self, uuid: str) -> str | None:
+        """Freeze the running guest's filesystems; None on success, else why not."""
+        return self._agent(uuid, freeze=True)
+
+    def thaw(self, uuid: str) -> str | None:
+        """Thaw them (a guest that is not frozen is thawed already: success, as with libvirt)."""
+        return self._agent(uuid, freeze=False)
+
+    def _agent(self, uuid: str, freeze: bool) -> str | None:
+        import libvirt
+        with self._lock:
+            domain = self._domain(uuid) if self._connection is not None else None
+            if domain is None or not domain.isActive():
+                return "the domain is not running on this host"
+            try:
+                if freeze:
+                    domain.fsFreeze()
+                    self._frozen.add(uuid)
+                else:
+                    domain.fsThaw()
+                    self._frozen.discard(uuid)
+            except libvirt.libvirtError as exc:
+                return str(exc)
+            return None
+
+    def frozen(self) -> list[str]:
+        """UUIDs of the running domains whose filesystems are frozen, sorted."""
+        with self._lock:
+            return sorted(self._frozen)

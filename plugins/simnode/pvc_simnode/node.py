@@ -4,8 +4,8 @@ It has a ZooKeeper session of its own, as a real node daemon does, so what
 it writes reaches the API's watched views from outside, and stopping it
 really stops its keepalives. Watch callbacks only queue events; one worker
 thread acts on them in order, and what must wait (a flush, an incoming
-migration, a Ceph command) runs in a thread of its own so that the worker
-keeps answering (a flushing node still migrates its VMs away).
+migration, a command of a mailbox) runs in a thread of its own so that the
+worker keeps answering (a flushing node still migrates its VMs away).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 from kazoo.client import KazooClient
 from kazoo.exceptions import BadVersionError, KazooException, NodeExistsError, NoNodeError
 
-from . import schema
+from . import guestagent, schema
 from .hypervisor import Hypervisor
 
 log = logging.getLogger("pvc.simnode")
@@ -54,6 +54,7 @@ class Options:
     session_timeout: float = 10.0
     base_memory: int = 512  # MiB the host itself uses
     ready_on_register: bool = True  # a new node registers flushed; ask for it to be readied, as an operator would
+    fsfreeze_limit: float = 30.0  # seconds a guest stays frozen at most (then the node thaws it itself)
 
 
 class SimNode:
@@ -66,6 +67,7 @@ class SimNode:
         self.peers = peers
         self.storage = storage
         self.hypervisor = Hypervisor(directory, name, options.cpus, options.memory)
+        self.agent = guestagent.GuestAgent(name, self.hypervisor, options.fsfreeze_limit, lambda: self.zk)
         self.staticdata = f"{options.cpus} {schema.KERNEL} GNU/Linux x86_64"
         self.zk: KazooClient | None = None
         self.alive = False
@@ -118,7 +120,8 @@ class SimNode:
         zk = self.zk
         zk.DataWatch(schema.PRIMARY_NODE, self._watch(("primary",)))
         zk.DataWatch(schema.node(self.name, "domainstate"), self._watch(("domainstate",)))
-        zk.DataWatch(schema.CMD_CEPH, self._watch(("command",)))
+        zk.DataWatch(schema.CMD_CEPH, self._watch(("command", schema.CMD_CEPH)))
+        zk.DataWatch(schema.CMD_DOMAINS, self._watch(("command", schema.CMD_DOMAINS)))
         zk.ChildrenWatch(schema.DOMAINS, self._domains_changed)
         log.info("simulated node %s started (%s)", self.name, self.mode)
 
@@ -286,7 +289,7 @@ class SimNode:
 
     def _work(self, events: queue.Queue) -> None:
         handlers = {"primary": self._primary_changed, "domainstate": self._domainstate_changed,
-                    "command": lambda: self._spawn("command", self._command), "vm": self._reconcile}
+                    "command": lambda path: self._spawn("command", self._command, path), "vm": self._reconcile}
         while True:
             event = events.get()
             if event is None or not self.alive:
@@ -594,28 +597,39 @@ class SimNode:
                 best, bound = name, value
         return best
 
-    # -- the Ceph command mailbox (zookeeper-schema.md §8.2) -------------------------------
+    # -- the command mailboxes (zookeeper-schema.md §8.2) ---------------------------------
 
-    def _command(self) -> None:
-        value = self._get(schema.CMD_CEPH) or ""
+    def _work_for(self, path: str, command: str, args: list[str]) -> Callable[[], bool] | None:
+        """What this node does for a command, or None when it is another node's (or one the API runs itself)."""
+        if path == schema.CMD_DOMAINS:
+            if command in guestagent.COMMANDS and len(args) == 1 and \
+                    self._get(schema.vm(args[0], "node")) == self.name:
+                return lambda: self.agent.run(command, args[0])
+        elif command == "osd_add" and len(args) == 3 and args[0] == self.name:
+            return lambda: self._osd_add(args[1], args[2])
+        elif command == "osd_remove" and len(args) == 1 and self._get(schema.osd(args[0], "node")) == self.name:
+            return lambda: self._osd_remove(args[0])
+        return None
+
+    def _command(self, path: str) -> None:
+        value = self._get(path) or ""
         parts = value.split()
         if len(parts) != 2 or value.startswith(("success-", "failure-")):
             return
         command, args = parts[0], parts[1].split(",")
-        if command == "osd_add" and len(args) == 3 and args[0] == self.name:
-            work: Callable[[], bool] = lambda: self._osd_add(args[1], args[2])  # noqa: E731
-        elif command == "osd_remove" and len(args) == 1 and self._get(schema.osd(args[0], "node")) == self.name:
-            work = lambda: self._osd_remove(args[0])  # noqa: E731
-        else:
-            return  # another node's command, or one the API runs itself
-        lock = self.zk.WriteLock(schema.CMD_CEPH, str(uuidlib.uuid1()))
+        work = self._work_for(path, command, args)
+        if work is None:
+            return
+        lock = self.zk.WriteLock(path, str(uuidlib.uuid1()))
         with lock:
+            if self._get(path) != value:
+                return  # the API gave up on it (or another command came) before this node took its lock
             try:
                 ok = work()
             except Exception:
                 log.exception("simulated node %s: %s failed", self.name, command)
                 ok = False
-            self._write({schema.CMD_CEPH: f"{'success' if ok else 'failure'}-{value}"})
+            self._write({path: f"{'success' if ok else 'failure'}-{value}"})
             time.sleep(1)
 
     def _local_ceph(self) -> Any:

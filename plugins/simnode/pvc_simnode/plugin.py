@@ -23,7 +23,7 @@ from .cluster import Refused, SimCluster
 from .node import Options
 
 SIMULATED = named("SimulatedNode", obj({"name": STR, "mode": STR, "daemon": STR, "host": STR,
-                                        "domains": array(STR)}))
+                                        "domains": array(STR), "frozen": array(STR)}))
 
 
 class SimnodeService:
@@ -69,6 +69,9 @@ def pvc_config_fields() -> Section:
                                  else "mem, vcpus, load or vms", help="selector for VMs that have none"),
         "ready_on_register": Field("bool", default=True, help="ask a newly registered node (which v0.6 "
                                    "registers flushed) to be readied, as an operator would"),
+        "fsfreeze_limit": Field("float", default=30.0, check=_positive,
+                                help="seconds a guest stays frozen (domain_fsfreeze) at most before its node "
+                                     "thaws it by itself, s"),
         "directory": Field("str", default="", help="where the libvirt host definitions live "
                                                    "(default: <data_dir>/simnode)"),
     }, optional=True)})
@@ -88,6 +91,7 @@ def _cluster(runtime: Any) -> SimCluster:
                       console_log_lines=config["simnode.console_log_lines"],
                       target_selector=config["simnode.target_selector"],
                       ready_on_register=config["simnode.ready_on_register"],
+                      fsfreeze_limit=config["simnode.fsfreeze_limit"],
                       session_timeout=config.get("zookeeper.session_timeout", 10.0))
     names = [f"{config['simnode.prefix']}{index}" for index in range(1, config["simnode.nodes"] + 1)]
     directory = config["simnode.directory"] or os.path.join(config["data_dir"], "simnode")

@@ -2,9 +2,9 @@
 
 The simulator is the other party of the ZooKeeper contract, not an API
 area: it writes the node keys the node plugin only reads, acts on the VM
-keys the vm plugin writes, and answers the ``/cmd/ceph`` mailbox. So it
-names those paths itself, in this one module (tests/test_plugin_isolation.py
-knows why this plugin may).
+keys the vm plugin writes, and answers the ``/cmd/ceph`` and ``/cmd/domains``
+mailboxes. So it names those paths itself, in this one module
+(tests/test_plugin_isolation.py knows why this plugin may).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ MAINTENANCE = "/maintenance"
 NODES = "/nodes"
 DOMAINS = "/domains"
 CMD_CEPH = "/cmd/ceph"
+CMD_DOMAINS = "/cmd/domains"
 OSDS = "/ceph/osds"
 # Held (a kazoo Lock) by the one simulator that runs this cluster's nodes.
 LOCK = "/locks/simnode"
@@ -24,6 +25,11 @@ KERNEL = "pvc-simnode"
 
 def node(name: str, key: str = "") -> str:
     return f"{NODES}/{name}/{key}" if key else f"{NODES}/{name}"
+
+
+def freeze_log(name: str) -> str:
+    """The simulator's own record of a node's guest filesystem freezes and thaws (guestagent.py); no v0.6 key."""
+    return node(name, "simnode/fsfreeze")
 
 
 def vm(uuid: str, key: str = "") -> str:

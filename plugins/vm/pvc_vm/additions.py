@@ -100,7 +100,8 @@ def routes() -> list[Route]:
             responses={409: "The VM is not stopped (stop or disable), or a concurrent change"}),
         Route("POST", "/vm/<vm>/snapshot", snapshot_vm, (
             _snapshot_param("the snapshot's name (default: the time, YYYYMMDDHHMMSS)"),),
-            summary="Snapshot every RBD disk of a VM under one name, with its XML (PVC 1.x)", tags=tags,
+            summary="Snapshot every RBD disk of a VM under one name, with its XML (PVC 1.x); a running VM's guest "
+                    "filesystems frozen through its node meanwhile", tags=tags,
             returns=MESSAGE, responses={409: "A disk is locked by another client (the message names the lock and "
                                              "how to release it), Ceph refused a disk's snapshot otherwise (nothing "
                                              "is left), or a concurrent change"}),

@@ -24,6 +24,9 @@ def pvc_config_fields() -> Section:
         "wait_timeout": Field("float", default=300.0, help="longest wait of state/node wait=true, seconds"),
         "delete_grace": Field("float", default=2.0, help="pause after each state write of an undefine (v0.6: 2)"),
         "watch": Field("bool", default=True, help="serve lists from a watched view of /domains"),
+        "fsfreeze_timeout": Field("float", default=30.0, check=lambda value: None if value > 0 else "more than 0",
+                                  help="longest wait for a running VM's node to freeze or thaw its guest "
+                                       "filesystems around a snapshot (then it is taken unfrozen), seconds"),
         "warmup_wait": Field("float", default=30.0, check=lambda value: None if value > 0 else "more than 0",
                              help="longest wait of a list for the watched view to load (then 503), seconds"),
     }, optional=True)})

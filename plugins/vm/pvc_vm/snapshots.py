@@ -28,7 +28,7 @@ from typing import Any
 from pvc_core.errors import ApiError, BadRequest, Conflict, NotFound
 from pvc_core.schema import DAEMON_ROOT
 
-from . import domainxml, schema, tasks, xmldiff
+from . import domainxml, fsfreeze, schema, tasks, xmldiff
 
 log = logging.getLogger("pvc.vm")
 STOPPED = ("stop", "disable")
@@ -122,9 +122,10 @@ def create(service: Any, ident: str, name: str | None) -> str:
         storage.require_reachable()
     done: list[Disk] = []
     try:
-        for pool, volume in disks:
-            storage.add_snapshot(pool, volume, name)
-            done.append((pool, volume))
+        with fsfreeze.frozen(service, uuid, bool(disks)) as guest:  # a running VM's disks at one point in time
+            for pool, volume in disks:
+                storage.add_snapshot(pool, volume, name)
+                done.append((pool, volume))
         commit(zk, uuid, ident, name, {
             "timestamp": str(int(time.time())), "xml": xml,
             "rbdsnaplist": ",".join(f"{pool}/{volume}@{name}" for pool, volume in disks)})
@@ -134,7 +135,7 @@ def create(service: Any, ident: str, name: str | None) -> str:
     except Exception:
         _undo_create(storage, done, name)
         raise
-    return f"Successfully created snapshot '{name}' of VM '{ident}'."
+    return f"Successfully created snapshot '{name}' of VM '{ident}'{guest.note}."
 
 
 def follow_rename(zk: Any, uuid: str, transaction: Any, rename_xml: Any, moves: list[tuple[str, str, str]]) -> None:
