@@ -97,7 +97,7 @@ def test_a_running_vm_is_snapshotted_frozen_and_thawed_also_when_a_disk_fails(fr
                       f"{base}/live/rbdsnaplist": ",".join(rbd_snapshots).encode()}
     assert int(thaw["time"]) <= int(timestamp) <= time.time()
     same_everywhere((sim, reader), "frz1", {**original, "snapshots": [
-        {"name": "live", "timestamp": timestamp.decode(), "rbd_snapshots": rbd_snapshots}]})
+        {"name": "live", "timestamp": timestamp.decode(), "xml_diff_lines": [], "rbd_snapshots": rbd_snapshots}]})
 
     # the second disk's snapshot fails in Ceph (a snapshot of that name made there only): thawed all the same
     with rbd.Image(ioctx, DISKS[1]) as image:
@@ -144,7 +144,8 @@ def test_without_an_answer_from_the_node_the_snapshot_is_taken_unfrozen_in_bound
     assert snaps(ioctx, DISKS[0]) == ["unfrozen"]
     timestamp = zk.get(f"/domains/{UUID}/snapshots/unfrozen/timestamp")[0].decode()
     same_everywhere((sim, reader), "frz1", {**original, "snapshots": [
-        {"name": "unfrozen", "timestamp": timestamp, "rbd_snapshots": [f"{POOL}/{DISKS[0]}@unfrozen"]}]})
+        {"name": "unfrozen", "timestamp": timestamp, "xml_diff_lines": [],
+         "rbd_snapshots": [f"{POOL}/{DISKS[0]}@unfrozen"]}]})
 
     # a node that takes the command and never answers (it holds its lock): each wait ends after the timeout,
     # and the thaw is sent all the same (the guest may be frozen by now)

@@ -260,6 +260,11 @@ class CephService(CephArea):
                 raise self.volumes._failure(f'put imported RBD volume "{volume}" at snapshot "{snapshot}"', exc,
                                             pool) from None
 
+    def reconcile_volume(self, pool: str, volume: str) -> None:
+        """Record the volume's snapshots as Ceph holds them (work cut by its daemon's end may have made one in
+        Ceph without its key)."""
+        self.volumes.reconcile(pool, volume)
+
     @bounded('remove RBD volume "{1}"', pool=0)
     def discard_volume(self, pool: str, volume: str) -> None:
         """Remove a volume with all its snapshots, and its keys (an import that failed half-way)."""

@@ -274,6 +274,9 @@ def recover_import(service: Any, args: dict) -> str:
     if not disks:
         return "no volume had been imported"
     storage = service.runtime.service("ceph")
+    for pool, volume in disks:  # an image the dead daemon made in Ceph without its keys is found too
+        storage.reconcile_volume(pool, volume)
     present = [(pool, volume) for pool, volume in disks if storage.volume_exists(pool, volume)]
+    storage.remove_locks([f"{pool}/{volume}" for pool, volume in present])  # the dead daemon's librbd's
     _discard(service, None, storage, present)
     return f"the volumes imported were removed ({', '.join(f'{p}/{v}' for p, v in present) or 'none left'})"

@@ -311,24 +311,32 @@ def _unmark(zk: Any, marker: str, kept: list[tuple[str, str]]) -> None:
 
 
 def recover_rollback(service: Any, args: dict) -> str:
-    """After the daemon ended under a rollback (its record's recovery). Its ZooKeeper record present: not
-    committed, so every disk is put back from its temporary snapshot (a disk not rolled yet is put back to
-    what it holds already), after breaking the locks the dead daemon's librbd left on them; absent: either
-    committed (temporary snapshots left: they go) or not begun."""
+    """After the daemon ended under a rollback (its record's recovery). The dead daemon's librbd may have left
+    a temporary snapshot made in Ceph but not recorded, and its exclusive locks on the disks: the disks'
+    snapshots are recorded as Ceph holds them, and, the VM being stopped, the locks broken. Then, with the
+    rollback's ZooKeeper record present (not committed), every disk is put back from its temporary snapshot
+    (a disk not rolled yet is put back to what it holds already); absent, either committed (the temporary
+    snapshots go) or not begun."""
     zk = service.zk
     safety, marker = args["safety"], schema.rollback_marker(args["safety"])
     disks = [tuple(disk.split("/", 1)) for disk in args.get("disks") or []]
-    storage = service.runtime.service("ceph") if disks else None
+    if not disks:
+        return "no disk had been changed"
+    storage = service.runtime.service("ceph")
+    state = zk.get(schema.key(args["uuid"], "state"))
+    stopped = state is None or state in STOPPED
+    if stopped:
+        storage.remove_locks([f"{pool}/{volume}" for pool, volume in disks])
+    for pool, volume in disks:
+        storage.reconcile_volume(pool, volume)
     present = [(pool, volume) for pool, volume in disks if storage.snapshot_exists(pool, volume, safety)]
     if not zk.exists(marker):
         _drop(storage, present, safety)
         return ("the rollback had been committed; its temporary snapshots were removed" if present else
                 "no disk had been changed")
-    state = zk.get(schema.key(args["uuid"], "state"))
-    if state is not None and state not in STOPPED:
+    if not stopped:
         return (f"the rollback had not been committed, but VM '{args['vm']}' is in state '{state}' now: its disks "
                 f"were left as they are, with their snapshots '{safety}' ({marker} records it)")
-    storage.remove_locks([f"{pool}/{volume}" for pool, volume in present])
     kept: list[tuple[str, str]] = []
     left = _undo_rollback(storage, present, safety, kept)
     _drop(storage, [disk for disk in present if disk not in kept], safety)
