@@ -25,8 +25,8 @@ import requests
 from contract import Contract
 from test_cli_requests import node_domain_state, node_list, vm_list, vm_node, vm_start
 
-from conftest import BIN, REQUEST_TIMEOUT, START_TIMEOUT, settle_timeout, wait_until
-from pvc_core.zkserver import four_letter_word, free_port
+from conftest import BIN, REQUEST_TIMEOUT, START_TIMEOUT, quiet_port, settle_timeout, wait_until
+from pvc_core.zkserver import four_letter_word
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 UUID = "0f8c5d2e-6a1b-4c3d-9e8f-7a6b5c4d3e2f"
@@ -287,7 +287,7 @@ def cli_commands(cli: Client) -> None:
 
 def test_readme_walkthrough_and_a_second_run(tmp_path):
     data_dir = tmp_path / "data"
-    port, zk_port = free_port(), free_port()
+    port, zk_port = quiet_port(), quiet_port()  # both taken again by the second run
     api = Api(port)
     blocks = walkthrough()
     expected = checks(api, data_dir)
