@@ -121,20 +121,31 @@ def cancelled(daemon, thread: threading.Thread, answers: list, record: dict, cep
     return done
 
 
+def recorded(daemon, answer, kind: str, first: str) -> dict:
+    """The answer's record, ended SUCCESS with the answer's message, its first log line ``first``."""
+    assert answer.status_code == 200, answer.text
+    record = ended(daemon, answer.headers["X-Task-Id"])
+    check(record, kind, kind.split(".")[0], answer.json()["message"], first)
+    return record
+
+
+def snapshotted(daemon, ioctx, first: bytes, second: bytes) -> list[str]:
+    """The two-disk VM with known bytes, snapshotted as 'one'; the disks' digests then."""
+    define_vm(daemon)
+    fill(ioctx, DISKS[0], first, 2)
+    fill(ioctx, DISKS[1], second, 2)
+    assert daemon.post("/vm/task1/snapshot", params={"snapshot_name": "one"}).status_code == 200
+    return digests(ioctx)
+
+
 def test_export_rollback_and_import_are_recorded_as_tasks(pair, storage, tmp_path):
     first, _ = pair
     zk, ioctx = storage
-    define_vm(first)
-    fill(ioctx, DISKS[0], b"\x01", 2)
-    fill(ioctx, DISKS[1], b"\x02", 2)
-    assert first.post("/vm/task1/snapshot", params={"snapshot_name": "one"}).status_code == 200
-    at_one = digests(ioctx)
+    at_one = snapshotted(first, ioctx, b"\x01", b"\x02")
 
     exported = first.post("/vm/task1/snapshot/export", params={"snapshot_name": "one", "export_path": str(tmp_path)})
-    assert exported.status_code == 200, exported.text
-    record = ended(first, exported.headers["X-Task-Id"])
-    check(record, "vm.snapshot.export", "vm", exported.json()["message"],
-          f"Exporting snapshot 'one' of VM 'task1' (full) to '{tmp_path / 'task1' / 'one'}'")
+    record = recorded(first, exported, "vm.snapshot.export",
+                      f"Exporting snapshot 'one' of VM 'task1' (full) to '{tmp_path / 'task1' / 'one'}'")
     assert (record["current"], record["total"]) == (2, 2)
     assert [line["message"] for line in record["log"][1:-1]] == [
         f"Exported 1 of 2 disks ({POOL}/{DISKS[0]})", f"Exported 2 of 2 disks ({POOL}/{DISKS[1]})"]
@@ -145,9 +156,7 @@ def test_export_rollback_and_import_are_recorded_as_tasks(pair, storage, tmp_pat
     fill(ioctx, DISKS[1], b"\x04", 2)
     assert first.post("/vm/task1/state", params={"state": "stop"}).status_code == 200
     rolled = first.post("/vm/task1/snapshot/rollback", params={"snapshot_name": "one"})
-    assert rolled.status_code == 200, rolled.text
-    record = ended(first, rolled.headers["X-Task-Id"])
-    check(record, "vm.snapshot.rollback", "vm", rolled.json()["message"], "Rolling VM 'task1' back to snapshot 'one'")
+    record = recorded(first, rolled, "vm.snapshot.rollback", "Rolling VM 'task1' back to snapshot 'one'")
     assert (record["current"], record["total"]) == (2, 2) and record["kwargs"]["disks"] == [
         f"{POOL}/{volume}" for volume in DISKS]
     assert digests(ioctx) == at_one and rbd_snaps(ioctx) == [["one"], ["one"]]
@@ -156,18 +165,13 @@ def test_export_rollback_and_import_are_recorded_as_tasks(pair, storage, tmp_pat
     # one volume back to its RBD snapshot: one librbd call, recorded; it cannot be cancelled once running
     fill(ioctx, DISKS[0], b"\x05", 1)
     volume = first.post(f"/storage/ceph/snapshot/{POOL}/{DISKS[0]}/one/rollback")
-    assert volume.status_code == 200, volume.text
-    record = ended(first, volume.headers["X-Task-Id"])
-    check(record, "ceph.snapshot.rollback", "ceph", volume.json()["message"],
-          f"Rolling RBD volume {POOL}/{DISKS[0]} back to snapshot one")
+    recorded(first, volume, "ceph.snapshot.rollback", f"Rolling RBD volume {POOL}/{DISKS[0]} back to snapshot one")
     assert digests(ioctx) == at_one
 
     assert first.delete("/vm/task1", params={"delete_disks": "true"}).status_code == 200
     imported = first.post("/vm/task1/snapshot/import", params={"snapshot_name": "one", "import_path": str(tmp_path)})
-    assert imported.status_code == 200, imported.text
-    record = ended(first, imported.headers["X-Task-Id"])
-    check(record, "vm.snapshot.import", "vm", imported.json()["message"],
-          f"Importing VM 'task1' from snapshot 'one' in '{tmp_path}'")
+    record = recorded(first, imported, "vm.snapshot.import",
+                      f"Importing VM 'task1' from snapshot 'one' in '{tmp_path}'")
     assert (record["current"], record["total"]) == (2, 2)
     assert digests(ioctx) == at_one
     # refused before any work: no record
@@ -181,11 +185,7 @@ def test_export_rollback_and_import_are_recorded_as_tasks(pair, storage, tmp_pat
 def test_cancelled_export_and_import_remove_what_they_made(pair, storage, ceph_cluster, tmp_path):
     first, _ = pair
     zk, ioctx = storage
-    define_vm(first)
-    fill(ioctx, DISKS[0], b"\x11", 2)
-    fill(ioctx, DISKS[1], b"\x12", 2)
-    assert first.post("/vm/task1/snapshot", params={"snapshot_name": "one"}).status_code == 200
-    at_one = digests(ioctx)
+    at_one = snapshotted(first, ioctx, b"\x11", b"\x12")
 
     # the export waits on the frozen OSD at its first disk; cancelled there, it removes its files
     target = tmp_path / "cancelled"

@@ -59,16 +59,8 @@ class Snapshots:
     @contextmanager
     def _image(self, pool: str, volume: str) -> Iterator[Any]:
         """The volume's RBD image, open (with its pool's I/O context) for the calls made inside."""
-        import rbd
-        with self.volumes._ioctx(pool) as ioctx:
-            try:
-                image = rbd.Image(ioctx, volume)
-            except rbd.Error as exc:
-                raise self.volumes._failure(f'open RBD volume "{volume}"', exc, pool) from None
-            try:
-                yield image
-            finally:
-                image.close()
+        with self.volumes.opened(pool, volume) as (_, image):
+            yield image
 
     @bounded('create RBD snapshot "{2}" of volume "{1}"', pool=0)
     def add(self, pool: str, volume: str, name: str) -> str:

@@ -83,11 +83,7 @@ class Uploads:
         self.volumes.refuse_running_vms(pool, name, "uploading an image to it")
 
         def write(handle: Any) -> str:
-            with self.volumes._ioctx(pool) as ioctx:
-                try:
-                    image = rbd.Image(ioctx, name)
-                except rbd.Error as exc:
-                    raise self.volumes._failure(f'open RBD volume "{name}"', exc, pool) from None
+            with self.volumes.opened(pool, name) as (ioctx, image):
                 try:
                     self.volumes.refuse_locked(pool, name, image, "uploading an image to it")
                     size, piece = image.size(), image.stat()["obj_size"]
@@ -99,8 +95,6 @@ class Uploads:
                     stats = self.volumes._info(ioctx, name)
                 except rbd.Error as exc:
                     raise self.volumes._failure(f'write to RBD volume "{name}"', exc, pool) from None
-                finally:
-                    image.close()
             self.volumes._record(pool, name, stats, create=False)
             if image_format == "raw":
                 return quoted(f"Wrote uploaded file to volume '{name}' in pool '{pool}'.")

@@ -78,6 +78,20 @@ class Volumes(CephArea):
         return self.client.ioctx(pool, missing=NotFound(quoted(f'ERROR: No pool with name "{pool}" is present '
                                                               'in the cluster.')))
 
+    @contextmanager
+    def opened(self, pool: str, name: str) -> Iterator[tuple[Any, Any]]:
+        """The pool's I/O context and the volume's RBD image, open for the calls made inside."""
+        import rbd
+        with self._ioctx(pool) as ioctx:
+            try:
+                image = rbd.Image(ioctx, name)
+            except rbd.Error as exc:
+                raise self._failure(f'open RBD volume "{name}"', exc, pool) from None
+            try:
+                yield ioctx, image
+            finally:
+                image.close()
+
     def _failure(self, what: str, exc: Exception, pool: str | None = None) -> ApiError:
         import rbd
         reason = str(exc) or type(exc).__name__
