@@ -50,7 +50,12 @@ class StreamedBody:
             return b""
         if self.clock is not None:
             connections.renew_body_deadline(self.clock)
-        data = self._reader.read(size)
+        data = self._reader.read(size if self.length is None else min(size, self.length - self.received))
+        if not data and self.length is not None and self.received < self.length and size:
+            # cheroot answers the end of a connection closed early (the client's half-close, the daemon's
+            # stop) as the end of the body: taken for the whole, a cut upload would be written as complete
+            raise BodyUnreadable(f"Request body: expected the {self.length} bytes of its Content-Length, got "
+                                 f"{self.received} before the connection closed (was the upload cut short?)")
         if not data:
             self.ended = True
         self.received += len(data)

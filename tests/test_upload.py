@@ -11,6 +11,7 @@ import hashlib
 import http.client
 import json
 import os
+import socket
 import subprocess
 import threading
 import time
@@ -172,6 +173,23 @@ def test_refused_uploads_leave_the_volume_as_it_was(up, ceph_cluster, tmp_path):
     assert answer.status == 400 and answer.getheader("Connection") == "close"
     assert json.loads(answer.read())["message"].startswith(f"Image data: expected at most {SIZE} bytes")
     connection.close()
+    # a body that ends (the client's half-close) before its Content-Length: cut short, not whole; refused and
+    # rolled back, raw or converted
+    for image_format in ("raw", "qcow2"):
+        with socket.create_connection(("127.0.0.1", up.port), timeout=START_TIMEOUT) as cut:
+            cut.sendall(f"POST /api/v1/storage/ceph/volume/{POOL}/{name}/upload?image_format={image_format} "
+                        f"HTTP/1.1\r\nHost: x\r\nContent-Length: {3 * MIB}\r\n\r\n".encode() + b"\x44" * (5 * MIB // 4))
+            cut.shutdown(socket.SHUT_WR)
+            answer = http.client.HTTPResponse(cut)
+            answer.begin()
+            assert answer.status == 400, answer.read()
+            assert json.loads(answer.read())["message"] == (
+                f"Request body: expected the {3 * MIB} bytes of its Content-Length, got {5 * MIB // 4} before the "
+                "connection closed (was the upload cut short?)")
+        assert image_of(ceph_cluster, name) == before
+        (record,) = up.get("/tasks", params={"kind": "ceph.volume.upload", "limit": "1"}).json()
+        assert record["state"] == "FAILURE" and record["status"].startswith("Request body: expected the ")
+
     # one that fits a (thin) volume of 12 GiB, but not the pool (on a memstore of 10 GiB): refused the same way
     huge = volume(up, "huge", 12 * 1024 * MIB)
     connection = http.client.HTTPConnection("127.0.0.1", up.port, timeout=START_TIMEOUT)
