@@ -123,10 +123,13 @@ def validate(document: Any) -> dict[str, str]:
     return out
 
 
-def _plan(current: dict[str, str], pinned: set[str], target: dict[str, str]) -> list[tuple[str, str, str]]:
+def _plan(current: dict[str, str], pinned: set[str], target: dict[str, str],
+          written: dict[str, str] | None = None) -> list[tuple[str, str, str]]:
     """``(kind, path, value)`` operations that make ``current`` equal to ``target``: deletes (deepest
-    first), then creates (parents first) and sets. Keys held by live sessions are left alone."""
-    roots = set(PVC_ROOTS) | {"/" + path.split("/")[1] for path in target}
+    first), then creates (parents first) and sets. Keys held by live sessions are left alone. Only PVC's roots
+    and the target's top-level keys are touched, and, for the undo of a restore, those of the document it
+    ``written`` (keys it made under a top-level key the tree did not have)."""
+    roots = set(PVC_ROOTS) | {"/" + path.split("/")[1] for path in (*target, *(written or ()))}
     gone = [path for path in current if path not in target and path not in pinned
             and "/" + path.split("/")[1] in roots]
     ops = [("delete", path, "") for path in sorted(gone, key=lambda p: (-p.count("/"), p))]
@@ -215,7 +218,7 @@ def restore(ctx: Any, params: dict) -> dict:
             log.error("restore failed (%s); writing the previous tree back", exc.message)
             try:
                 now, pinned_now = read_tree(zk)
-                _apply(zk, _plan(now, pinned_now, current), "undo of a failed restore")
+                _apply(zk, _plan(now, pinned_now, current, written=target), "undo of a failed restore")
                 _unrecord(zk, current)
             except ApiError as undo:
                 raise ApiError(f"Restore failed ({exc.message}) and so did writing the previous tree back "

@@ -212,8 +212,10 @@ def test_a_cancelled_restore_writes_the_previous_tree_back(cluster):
     before the next, writes the previous tree back (409), and its record ends cancelled."""
     daemon, clean_zk, _ = cluster
     document = daemon.get("/backup").json()
-    bulk = f"/domains/{VM_UUID}/bulk"
-    large = {**document, bulk: "", **{f"{bulk}/key{index:05}": "value" for index in range(30_000)}}
+    # half under a key of the tree, half under a top-level key it lacks: the undo removes both
+    bulk, extra = f"/domains/{VM_UUID}/bulk", "/restored-extra"
+    large = {**document, bulk: "", extra: "", **{f"{bulk}/key{index:05}": "value" for index in range(15_000)},
+             **{f"{extra}/key{index:05}": "value" for index in range(15_000)}}
     before = tree(clean_zk)
     answers: list = []
     restoring = threading.Thread(target=lambda: answers.append(
