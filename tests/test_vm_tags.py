@@ -122,6 +122,11 @@ def test_tags_filters_and_protection(pair, tagged):
     refused = first.post("/vm/alpha/tags", params={"action": "remove", "tag": "keep"})
     assert refused.status_code == 400
     assert refused.json() == {"message": "The tag 'keep' is protected; expected protected=true to remove it."}
+    for flag in ({}, {"protected": "false"}):  # nor is it unprotected by adding it again
+        readded = first.post("/vm/alpha/tags", params={"action": "add", "tag": "keep", **flag})
+        assert readded.status_code == 400 and readded.json() == {
+            "message": "The tag 'keep' is protected; expected protected=true to add it again (it stays protected), "
+                       "or to remove it with protected=true first."}
     assert tree(zk, "/domains") == before
     absent = first.post("/vm/alpha/tags", params={"action": "remove", "tag": "nope"})
     assert absent.status_code == 400 and "does not exist" in absent.json()["message"]

@@ -92,6 +92,10 @@ def change(zk: Any, uuid: str, ident: str, action: str, name: str, protected: bo
             tag = schema.tag(uuid, name)
             if version < 0:
                 transaction.create(container, b"")
+            if name in current and current[name]["protected"] and not protected:
+                # re-adding would unprotect it, and a plain remove then go through: the guard would mean nothing
+                raise BadRequest(f"The tag '{name}' is protected; expected protected=true to add it again (it "
+                                 "stays protected), or to remove it with protected=true first.")
             if name in current:
                 transaction.set_data(schema.tag_key(uuid, name, "type"), schema.TAG_USER.encode())
                 transaction.set_data(schema.tag_key(uuid, name, "protected"), str(protected).encode())
