@@ -161,6 +161,8 @@ def test_export_rollback_and_import_are_recorded_as_tasks(pair, storage, tmp_pat
         f"{POOL}/{volume}" for volume in DISKS]
     assert digests(ioctx) == at_one and rbd_snaps(ioctx) == [["one"], ["one"]]
     assert not zk.exists(f"/pvcapid/vm-rollbacks/{record['kwargs']['safety']}")
+    # its disks' rollbacks are steps of its record, not records of their own
+    assert first.get("/tasks", params={"kind": "ceph.snapshot.rollback"}).json() == []
 
     # one volume back to its RBD snapshot: one librbd call, recorded; it cannot be cancelled once running
     fill(ioctx, DISKS[0], b"\x05", 1)

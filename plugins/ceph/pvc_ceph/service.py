@@ -192,7 +192,8 @@ class CephService(CephArea):
         return self.snapshots.add(pool, volume, name)
 
     def rollback_snapshot(self, pool: str, volume: str, name: str) -> str:
-        return self.snapshots.rollback(pool, volume, name)
+        """A step of a VM's rollback (its own record counts the disks): no record of its own."""
+        return self.snapshots.rollback(pool, volume, name, record=False)
 
     def remove_snapshot(self, pool: str, volume: str, name: str) -> str:
         return self.snapshots.remove(pool, volume, name)

@@ -114,9 +114,10 @@ class Snapshots:
 
     @bounded('roll back RBD volume "{1}" to snapshot "{2}"', pool=0)
     def rollback(self, pool: str, volume: str, name: str,
-                 on_task: Callable[[str | None], None] | None = None) -> str:
+                 on_task: Callable[[str | None], None] | None = None, record: bool = True) -> str:
         """Put the volume's data back as it was at the snapshot (librbd ``rollback_to_snap``), as a task
-        (``pvc_ceph.tasks``; ``on_task`` gets its id).
+        (``pvc_ceph.tasks``; ``on_task`` gets its id), unless it is a step of a task of its caller's
+        (``record`` false: a VM's rollback, whose own record counts the disks).
 
         Refused (409) while a running VM has the volume as a disk (the vm service says which), or
         while any client holds a lock on the image (a VM or a mapping the cluster does not know of):
@@ -139,6 +140,8 @@ class Snapshots:
                     raise self.volumes._failure(f'roll back RBD volume "{volume}" to snapshot "{name}"', exc,
                                                 pool) from None
             return quoted(f'Rolled back RBD volume "{volume}" in pool "{pool}" to snapshot "{name}".')
+        if not record:
+            return roll_back(None)
         return self.runtime.task_monitor.run(
             tasks.SNAPSHOT_ROLLBACK, {"pool": pool, "volume": volume, "snapshot": name},
             f"Rolling RBD volume {pool}/{volume} back to snapshot {name}", roll_back, on_task)
