@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import re
@@ -226,6 +227,18 @@ def test_snapshot_rollback_failure_and_delete_of_a_two_disk_vm(pair, storage):
                for volume in renamed)
 
 
+@contextlib.contextmanager
+def zk_timestamp(zk, snapshot: str, value: str):
+    """The VM snapshot's stored time changed for the block (and put back)."""
+    path = f"/domains/{UUID}/snapshots/{snapshot}/timestamp"
+    kept = zk.get(path)[0]
+    zk.set(path, value.encode())
+    try:
+        yield
+    finally:
+        zk.set(path, kept)
+
+
 def rbd_cli(ceph_cluster, *args: str) -> None:
     import subprocess
     subprocess.run(["rbd", "--conf", ceph_cluster.conf, "--keyring", ceph_cluster.keyring, *args], check=True,
@@ -283,6 +296,12 @@ def test_export_full_then_incremental_and_import(pair, storage, ceph_cluster, tm
     unknown = first.post("/vm/snap1/snapshot/export", params={"snapshot_name": "two", "export_path": str(tmp_path),
                                                               "incremental_parent": "nosuch"})
     assert unknown.json() == {"message": "Parameter 'incremental_parent': VM 'snap1' has no snapshot 'nosuch'"}
+    with zk_timestamp(zk, "one", "9999999999"):  # 'one' as if taken after 'two'
+        later = first.post("/vm/snap1/snapshot/export", params={
+            "snapshot_name": "two", "export_path": str(tmp_path), "incremental_parent": "one"})
+    assert later.status_code == 400 and later.json() == {
+        "message": "Parameter 'incremental_parent': snapshot 'one' was taken after 'two'; expected an earlier "
+                   "snapshot than 'snapshot_name'"}
     assert first.post("/vm/snap1/snapshot/export", params={"snapshot_name": "nosuch",
                                                            "export_path": str(tmp_path)}).status_code == 404
     assert sorted(path.relative_to(tmp_path) for path in tmp_path.rglob("*")) == listing
@@ -325,7 +344,13 @@ def test_export_full_then_incremental_and_import(pair, storage, ceph_cluster, tm
     # the second disk's diff is damaged: its import fails (409, rbd's reason) and both volumes are removed again
     damaged = tmp_path / "snap1" / "two" / "images" / f"{POOL}.{DISKS[1]}.rbddiff"
     kept = damaged.read_bytes()
-    damaged.write_bytes(b"garbage")
+    # cut short (its size no longer the one snapshot.json records): refused before anything is made
+    damaged.write_bytes(kept[:100])
+    cut = first.post("/vm/snap1/snapshot/import", params={"snapshot_name": "two", "import_path": str(tmp_path)})
+    assert cut.status_code == 400 and cut.json()["message"].startswith(
+        "ERROR: Export 'two' of VM 'snap1' is damaged: its files hold "), cut.text
+    assert not set(DISKS) & set(images(ioctx)) and not zk.exists(f"/domains/{UUID}")
+    damaged.write_bytes(b"garbage".ljust(len(kept), b"\xee"))  # its size kept: not refused before the import
     failed = first.post("/vm/snap1/snapshot/import", params={"snapshot_name": "two", "import_path": str(tmp_path)})
     damaged.write_bytes(kept)
     assert failed.status_code == 409, failed.text
@@ -460,7 +485,7 @@ def test_import_under_a_new_name_beside_the_original(pair, storage, tmp_path):
     before = untouched()
     damaged = tmp_path / "snap1" / "two" / "images" / f"{POOL}.{DISKS[1]}.rbddiff"
     whole = damaged.read_bytes()
-    damaged.write_bytes(b"garbage")
+    damaged.write_bytes(b"garbage".ljust(len(whole), b"\xee"))  # its size kept: not refused before the import
     failed = import_two(first, new_name="copy1")
     damaged.write_bytes(whole)
     assert failed.status_code == 409, failed.text

@@ -42,10 +42,13 @@ def export(service: Any, ident: str, name: str, export_path: str, incremental_pa
         if incremental_parent == name:
             raise BadRequest("Parameter 'incremental_parent': expected an earlier snapshot than 'snapshot_name'")
         try:
-            _, parent_snaps = snapshots.stored(zk, uuid, ident, incremental_parent)
+            parent_fields, parent_snaps = snapshots.stored(zk, uuid, ident, incremental_parent)
         except NotFound:
             raise BadRequest(f"Parameter 'incremental_parent': VM '{ident}' has no snapshot "
                              f"'{incremental_parent}'") from None
+        if _seconds(parent_fields["timestamp"]) > _seconds(fields["timestamp"]):
+            raise BadRequest(f"Parameter 'incremental_parent': snapshot '{incremental_parent}' was taken after "
+                             f"'{name}'; expected an earlier snapshot than 'snapshot_name'")
         parent = {(pool, volume): snap for pool, volume, snap in parent_snaps}
         lacking = [f"{pool}/{volume}" for pool, volume, _ in snaps if (pool, volume) not in parent]
         if lacking:
@@ -102,6 +105,14 @@ def export(service: Any, ident: str, name: str, export_path: str, incremental_pa
                                 "vm_dir": str(vm_dir) if made_vm_dir else None},
         f"Exporting snapshot '{name}' of VM '{ident}' ({kind}) to '{target}'", write, on_task,
         total=max(len(snaps), 1))
+
+
+def _seconds(timestamp: str) -> int:
+    """A stored snapshot time (Unix seconds as text; written by other tooling, perhaps not)."""
+    try:
+        return int(timestamp)
+    except ValueError:
+        return 0
 
 
 def recover_export(service: Any, args: dict) -> str:
@@ -198,6 +209,13 @@ def import_(service: Any, ident: str, name: str, import_path: str, retain_snapsh
             if not (root / ident / document["snapshot_name"] / item["file"]).is_file():
                 raise BadRequest(f"ERROR: Export '{document['snapshot_name']}' of VM '{ident}' lacks its file "
                                  f"'{item['file']}'")
+        recorded = document.get("export_size_bytes")
+        held = sum((root / ident / document["snapshot_name"] / item["file"]).stat().st_size
+                   for item in document["export_files"])
+        if isinstance(recorded, int) and not isinstance(recorded, bool) and held != recorded:
+            raise BadRequest(f"ERROR: Export '{document['snapshot_name']}' of VM '{ident}' is damaged: its files "
+                             f"hold {held} bytes, its snapshot.json says {recorded} (export_size_bytes); expected "
+                             "the files as the export wrote them")
     vm, xmls, targets = ident, [doc["vm_detail"]["xml"] for doc in chain], {disk: disk for disk in disks}
     if new_name is not None:
         vm, (xmls, targets) = new_name, _as_copy(chain, disks, ident, new_name)
