@@ -273,3 +273,20 @@ def test_a_cancelled_or_interrupted_rollback_puts_the_disks_back(pair, storage, 
     assert rolled.status_code == 200, rolled.text
     with rbd.Image(ioctx, DISKS[1], read_only=True) as image:
         assert image.read(0, 1) == b"\x22"
+
+    # the second disk goes away while the first rolls back (here: its keys, as a rename by another request
+    # moves them): 409 saying so, not Ceph's "not found" about a name the caller never gave; the first disk
+    # is put back
+    fill(ioctx, DISKS[0], b"\x25", 500)
+    later = digests(ioctx)[0]
+    thread, answers = in_background(lambda: first.post("/vm/task1/snapshot/rollback",
+                                                       params={"snapshot_name": "one"}))
+    running(first, "vm.snapshot.rollback")
+    with osd_frozen(ceph_cluster):
+        for path in (f"/ceph/snapshots/{POOL}/{DISKS[1]}", f"/ceph/volumes/{POOL}/{DISKS[1]}"):
+            zk.delete(path, recursive=True)
+    thread.join(timeout=REQUEST_TIMEOUT)
+    (answer,) = answers
+    assert answer.status_code == 409 and answer.json()["message"].startswith(
+        f"ERROR: Disk volume '{POOL}/{DISKS[1]}' of VM 'task1' went away meanwhile"), answer.text
+    assert digests(ioctx)[0] == later

@@ -17,11 +17,12 @@ fails, and those temporary snapshots are removed either way.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
 import uuid as uuidlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -124,7 +125,8 @@ def create(service: Any, ident: str, name: str | None) -> str:
     try:
         with fsfreeze.frozen(service, uuid, bool(disks)) as guest:  # a running VM's disks at one point in time
             for pool, volume in disks:
-                storage.add_snapshot(pool, volume, name)
+                with _still_there(storage, ident, pool, volume):
+                    storage.add_snapshot(pool, volume, name)
                 done.append((pool, volume))
         commit(zk, uuid, ident, name, {
             "timestamp": str(int(time.time())), "xml": xml,
@@ -159,6 +161,20 @@ def follow_rename(zk: Any, uuid: str, transaction: Any, rename_xml: Any, moves: 
                                          for pool, volume, snap in _rbd_snapshots(fields["rbdsnaplist"]))
         transaction.set_data(schema.snapshot(uuid, name, "rbdsnaplist"), fields["rbdsnaplist"].encode())
     transaction.set_data(container, summary(current).encode(), version=version)
+
+
+@contextlib.contextmanager
+def _still_there(storage: Any, ident: str, pool: str, volume: str) -> Iterator[None]:
+    """A disk that went away meanwhile (the VM renamed, the volume removed by another request): a conflict
+    with that change (409), not Ceph's "image not found" about a name the caller never gave."""
+    try:
+        yield
+    except ApiError as exc:
+        if exc.status in (400, 404) and not storage.volume_exists(pool, volume):
+            raise Conflict(f"ERROR: Disk volume '{pool}/{volume}' of VM '{ident}' went away meanwhile (the VM "
+                           "renamed, or the volume removed, by another request); expected the VM's disks to stay "
+                           "while its snapshots change") from None
+        raise
 
 
 def _undo_create(storage: Any, done: list[Disk], name: str) -> str:
@@ -255,12 +271,14 @@ def rollback(service: Any, ident: str, name: str, on_task: Callable[[str | None]
             _mark(zk, marker, {"uuid": uuid, "vm": ident, "snapshot": name, "disks": disks})
         try:
             for pool, volume, _ in snaps:
-                storage.add_snapshot(pool, volume, safety)
+                with _still_there(storage, ident, pool, volume):
+                    storage.add_snapshot(pool, volume, safety)
                 guarded.append((pool, volume))
             for index, (pool, volume, snap) in enumerate(snaps):
                 handle.stop_if_cancelled(f"the rollback of VM '{ident}' to snapshot '{name}' after {index} of "
                                          f"{len(snaps)} disks")
-                storage.rollback_snapshot(pool, volume, snap)
+                with _still_there(storage, ident, pool, volume):
+                    storage.rollback_snapshot(pool, volume, snap)
                 rolled.append((pool, volume))
                 handle.step(index + 1, len(snaps), f"Rolled back {index + 1} of {len(snaps)} disks "
                                                    f"({pool}/{volume})")
