@@ -254,8 +254,10 @@ CONFIRM = Param("yes-i-really-mean-it", STRING, required=True, aliases=("yes_i_r
 def routes() -> list[Route]:
     core = ("core",)
     return [
+        # admin: the whole configuration at once, ready to be restored into another cluster
         Route("GET", "/backup", backup, summary="The cluster's ZooKeeper tree as JSON, path to value (PVC 1.x)",
-              tags=core, returns=DOCUMENT, responses={409: "A restore is running or stopped half-way"}),
+              tags=core, returns=DOCUMENT, responses={409: "A restore is running or stopped half-way"},
+              scope=ADMIN),
         # admin: it replaces the whole cluster tree
         Route("POST", "/restore", restore, (
             CONFIRM,

@@ -36,8 +36,8 @@ SCOPED = deep_merge(AUTH_ON, {"api": {"authentication": {"tokens": [
 
 # Every operation of the main listener that declares admin, with its aliases: the cluster's foundations
 # (creation, maintenance mode, coordinator roles, Ceph flags, OSDs and pools), the scripts the provisioning
-# worker runs as root, the simulator's node crashes, the audit log (who did what with which token), and a
-# VM snapshot's export and import (files on the API host).
+# worker runs as root, the simulator's node crashes, the audit log (who did what with which token), the
+# cluster's backup and restore (the whole tree), and a VM snapshot's export and import (files on the API host).
 # Everything else is derived from the method.
 ADMIN_OPERATIONS = {
     ("POST", "/api/v1/initialize"),
@@ -57,6 +57,7 @@ ADMIN_OPERATIONS = {
     ("DELETE", "/api/v1/provisioner/script/{script}"),
     ("POST", "/api/v1/simnode/{node}"),
     ("POST", "/api/v1/restore"),
+    ("GET", "/api/v1/backup"),
     ("GET", "/api/v1/audit"),
     ("POST", "/api/v1/vm/{vm}/snapshot/export"),
     ("POST", "/api/v1/vm/{vm}/snapshot/import"),
