@@ -99,9 +99,11 @@ class Uploads:
             if image_format == "raw":
                 return quoted(f"Wrote uploaded file to volume '{name}' in pool '{pool}'.")
             return quoted(f"Converted and wrote uploaded file to volume '{name}' in pool '{pool}'.")
+        expected = body.length if body.length is not None and not body.multipart() else 0
         return self.runtime.task_monitor.run(
             tasks.VOLUME_UPLOAD, {"pool": pool, "volume": name, "image_format": image_format},
-            f"Uploading a {image_format} image to RBD volume {pool}/{name}", write, on_task)
+            f"Uploading a {image_format} image to RBD volume {pool}/{name}", write, on_task,
+            total=max(expected, 1))
 
     # -- the two ways in --------------------------------------------------------------------
 

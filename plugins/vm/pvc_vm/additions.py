@@ -94,7 +94,7 @@ def routes() -> list[Route]:
                   help="add: mark the tag protected; remove: required to remove a protected tag"),
         ), summary="Add or remove a VM's tag (PVC 1.x)", tags=tags, returns=MESSAGE, responses=CONFLICT),
         Route("POST", "/vm/<vm>/rename", rename_vm, (
-            Param("new_name", STRING, required=True, pattern=NAME_PATTERN, pattern_help=NAME_HELP,
+            Param("new_name", STRING, required=True, pattern=NAME_PATTERN, pattern_help=NAME_HELP, max_length=TAG_MAX,
                   help="A new VM name must be specified"),),
             summary="Rename a stopped VM and the RBD volumes named for it (PVC 1.x)", tags=tags, returns=MESSAGE,
             responses={409: "The VM is not stopped (stop or disable), or a concurrent change"}),
@@ -133,7 +133,7 @@ def routes() -> list[Route]:
                   help="absolute path of a directory on the API host holding <vm>/<snapshot> exports"),
             Param("retain_snapshot", BOOLEAN, default=True,
                   help="keep the imported snapshots as the VM's snapshots"),
-            Param("new_name", STRING, pattern=NAME_PATTERN, pattern_help=NAME_HELP,
+            Param("new_name", STRING, pattern=NAME_PATTERN, pattern_help=NAME_HELP, max_length=TAG_MAX,
                   help="import as a new VM of this name (a new UUID; each rbd disk's volume name must contain the "
                        "exported VM's name, replaced by this one), also while the exported VM exists"),
         ), summary="Recreate an exported VM from its snapshot export(s) on the API host (PVC 1.x; a task)",
