@@ -28,6 +28,22 @@ class ParamType:
     parse: Callable[[str], Any]
     schema: dict = field(default_factory=dict)
 
+    def takes_json(self, kind: str) -> bool:
+        """Whether a JSON body's value of ``kind`` (besides a string) may give this type's text.
+
+        The one place that decides it, for every type (the built-in ones and those a plugin
+        declares): a number wherever v0.6 took its text (an integer, a number, a string such as
+        ``{"size": 10}``; a boolean or time type parses "1" or refuses it like any text); a
+        boolean only where the type is documented boolean (v0.6's "True"/"False" parse there,
+        elsewhere they became a name ``True``); an object or an array inside an array never
+        (their Python text, ``{'a': 1}``, is nobody's value).
+        """
+        if kind == "number":
+            return True
+        if kind == "boolean":
+            return self.schema.get("type") == "boolean"
+        return False
+
 
 def _parse_flag(value: str) -> bool:
     # DECISIONS: a flag given with no value (``?force``) is true.
@@ -114,6 +130,10 @@ class Param:
         return low, high
 
     def convert(self, raw: str) -> Any:
+        kind = getattr(raw, "json_kind", None)
+        if kind is not None and not self.type.takes_json(kind):
+            raise BadRequest(f"Parameter '{self.name}': expected {self.describe_expected()}, "
+                             f"got {JSON_KIND_SHOWN[kind]}")
         if "\x00" in raw:
             raise BadRequest(f"Parameter '{self.name}': expected text without NUL bytes")
         if self.max_length is not None and len(raw) > self.max_length:
@@ -198,8 +218,26 @@ def _header_safe(name: str) -> str:
     return name[:64]
 
 
+class JsonText(str):
+    """A JSON body's value other than a string, as the text v0.6 made of it ("True", "10", "{'a': 1}"),
+    remembering the JSON kind it was (``json_kind``: number, boolean, object, array): ``Param.convert``
+    refuses the kinds its type does not take (``ParamType.takes_json``)."""
+
+    json_kind: str
+
+    def __new__(cls, text: str, kind: str) -> JsonText:
+        value = super().__new__(cls, text)
+        value.json_kind = kind
+        return value
+
+
+JSON_KIND_SHOWN = {"boolean": "a JSON boolean", "number": "a JSON number", "object": "a JSON object",
+                   "array": "a JSON array inside an array"}
+
+
 def json_to_multidict(document: Any) -> dict[str, list[str]]:
-    """Flatten a JSON object body the way v0.6 did: every value becomes a string."""
+    """Flatten a JSON object body the way v0.6 did: every value becomes a string (a list gives one
+    value per item); one that was not a JSON string is a ``JsonText`` that remembers its kind."""
     if not isinstance(document, dict):
         raise BadRequest("JSON body: expected an object of parameter names to values")
     out: dict[str, list[str]] = {}
@@ -212,9 +250,13 @@ def json_to_multidict(document: Any) -> dict[str, list[str]]:
 
 
 def _stringify(value: Any) -> str:
+    if isinstance(value, str):
+        return value
     if isinstance(value, bool):
-        return "True" if value else "False"
-    return str(value)
+        return JsonText("True" if value else "False", "boolean")
+    if isinstance(value, (int, float)):
+        return JsonText(str(value), "number")
+    return JsonText(str(value), "object" if isinstance(value, dict) else "array")
 
 
 def merge_sources(*sources: Mapping[str, Any]) -> dict[str, list[str]]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from pvc_core.auditroute import TIME
+from pvc_core.coreplugin import STATE_VALUE
 from pvc_core.errors import ApiError
 from pvc_core.params import (
     BOOLEAN,
@@ -12,6 +14,7 @@ from pvc_core.params import (
     NAME_PATTERN,
     NUMBER,
     STRING,
+    JsonText,
     Param,
     json_to_multidict,
     merge_sources,
@@ -101,6 +104,64 @@ def test_json_body_stringified_like_v06():
         "autostart": ["True"], "n": ["5"], "l": ["a", "1"]}
     with pytest.raises(ApiError):
         json_to_multidict([1, 2])
+
+
+def test_json_body_values_remember_their_kind_through_merge():
+    flat = json_to_multidict({"s": "text", "b": False, "n": 1.5, "o": {"a": 1}, "l": ["a", 2, ["x"], True]})
+    merged = merge_sources({"s": ["query"]}, flat)
+    kinds = {name: [getattr(value, "json_kind", None) for value in values] for name, values in merged.items()}
+    assert kinds == {"s": [None, None], "b": ["boolean"], "n": ["number"], "o": ["object"],
+                     "l": [None, "number", "array", "boolean"]}
+    assert merged["o"] == ["{'a': 1}"] and merged["l"] == ["a", "2", "['x']", "True"]  # v0.6's text
+
+
+@pytest.mark.parametrize("kind, value, expected", [
+    (BOOLEAN, True, True), (BOOLEAN, False, False), (BOOLEAN, 1, True), (BOOLEAN, 0, False),
+    (STATE_VALUE, True, True), (STATE_VALUE, False, False),
+    (INTEGER, 5, 5), (INTEGER, -3, -3), (NUMBER, 2.5, 2.5), (NUMBER, 7, 7.0),
+    (STRING, 10, "10"), (STRING, 1.5, "1.5"), (STRING, "True", "True"), (TIME, 1700000000, 1.7e9),
+])
+def test_json_kinds_each_type_takes(kind, value, expected):
+    """A JSON boolean where the type is boolean (POST /status's state too), a JSON number wherever v0.6
+    took its text (a string too; the audit's epoch seconds)."""
+    values = json_to_multidict({"p": value})
+    assert parse_params([Param("p", kind)], values) == {"p": expected}
+
+
+@pytest.mark.parametrize("kind, value, shown", [
+    (kind, value, shown)
+    for kind in (STRING, INTEGER, NUMBER, BOOLEAN, STATE_VALUE, TIME)
+    for value, shown in [({"a": 1}, "a JSON object"), ([["a"]], "a JSON array inside an array"),
+                         ([{"a": 1}], "a JSON object"), (True, "a JSON boolean"), (False, "a JSON boolean")]
+    if not (shown == "a JSON boolean" and kind.schema.get("type") == "boolean")
+])
+def test_json_kinds_each_type_refuses(kind, value, shown):
+    """v0.6 made "True" or "{'a': 1}" of these: a VM renamed True, a tag {'a': 1}; now 400 naming the
+    parameter (a boolean everywhere but a boolean type)."""
+    param = Param("p", kind)
+    with pytest.raises(ApiError) as info:
+        parse_params([param], json_to_multidict({"p": value}))
+    assert info.value.status == 400
+    assert info.value.message == f"Parameter 'p': expected {param.describe_expected()}, got {shown}"
+
+
+def test_json_refusal_words_the_expectation_like_other_errors():
+    declared = [Param("new_name", STRING, required=True, pattern=NAME_PATTERN, pattern_help=NAME_HELP),
+                Param("tags", STRING, repeated=True), Param("mode", STRING, choices=("a", "b"))]
+    for body, message in [
+        ({"new_name": True}, f"Parameter 'new_name': expected {NAME_HELP}, got a JSON boolean"),
+        ({"new_name": "x", "tags": ["a", {"b": 2}]}, "Parameter 'tags': expected a string, got a JSON object"),
+        ({"new_name": "x", "mode": False}, "Parameter 'mode': expected one of a, b, got a JSON boolean"),
+    ]:
+        with pytest.raises(ApiError) as info:
+            parse_params(declared, json_to_multidict(body))
+        assert info.value.message == message
+    # a list of strings for a repeated parameter, a number for a string: as before
+    assert parse_params(declared, json_to_multidict({"new_name": 10, "tags": ["a", "b"]})) == {
+        "new_name": "10", "tags": ["a", "b"], "mode": None}
+    # the same text from a query string or a form is a string as it always was
+    assert parse_params(declared, {"new_name": ["True"], "tags": ["{'a': 1}"]})["new_name"] == "True"
+    assert isinstance(JsonText("True", "boolean"), str)
 
 
 def _handler(ctx, params, **kw):

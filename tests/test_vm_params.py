@@ -8,8 +8,9 @@ afterwards, from the daemon and from ZooKeeper, not only the field it changed.
 from __future__ import annotations
 
 import pytest
+from test_cluster import tree
 from test_node import eventually, seed_node
-from test_vm import UUID, XML
+from test_vm import UUID, XML, uuid_for, vm_xml
 
 
 @pytest.fixture(scope="module")
@@ -110,3 +111,51 @@ def test_form_body_keeps_semicolons(vmd, cluster):
     undecodable = vmd.post("/vm/test1/meta", data=b"profile=%ff%fe",
                            headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert undecodable.status_code == 400 and "UTF-8" in undecodable.json()["message"]
+
+
+def test_json_body_values_that_are_no_string_are_refused(vmd, cluster):
+    """v0.6 flattened a JSON body's values to Python's text: a VM renamed ``True``, a tag ``{'a': 1}``, a
+    snapshot ``False``. A boolean, an object or an array inside an array is a 400 for a string parameter,
+    and nothing changes: the VM read back whole, its list, and every key under /domains."""
+    before, listing, stored = vmd.get("/vm/test1").json(), vmd.get("/vm").json(), tree(cluster, "/domains")
+    expected = "expected a name without '/' or control characters, not '.' or '..'"
+    for path, body, message in [
+        ("/vm/test1/rename", {"new_name": True}, f"Parameter 'new_name': {expected}, got a JSON boolean"),
+        ("/vm/test1/tags", {"action": "add", "tag": {"a": 1}}, f"Parameter 'tag': {expected} of at most 255 "
+                                                                "characters, got a JSON object"),
+        ("/vm/test1/tags", {"action": "add", "tag": [["a"]]}, f"Parameter 'tag': {expected} of at most 255 "
+                                                              "characters, got a JSON array inside an array"),
+        ("/vm/test1/snapshot", {"snapshot_name": False}, "Parameter 'snapshot_name': expected letters, digits, "
+                                                         "'_', '.', '+', '-' (not '.' or '..') of at most 255 "
+                                                         "characters, got a JSON boolean"),
+        ("/vm/test1/meta", {"profile": {"a": 1}}, "Parameter 'profile': expected a string, got a JSON object"),
+    ]:
+        response = vmd.post(path, json=body)
+        assert response.status_code == 400, (path, body, response.text)
+        assert response.headers["Content-Type"] == "application/json"
+        assert response.json() == {"message": message}
+    assert vmd.get("/vm/test1").json() == before
+    assert vmd.get("/vm").json() == listing
+    assert tree(cluster, "/domains") == stored
+
+
+def test_json_body_booleans_numbers_and_lists_still_work(vmd, cluster):
+    """A JSON boolean for a boolean parameter, a JSON number for a string one ("42") and a list of strings
+    for a repeated one mean what they did in v0.6."""
+    protected = vmd.post("/vm/test1/tags", json={"action": "add", "tag": "keep", "protected": True})
+    assert protected.status_code == 200, protected.text
+    numbered = vmd.post("/vm/test1/tags", json={"action": "add", "tag": 42, "protected": False})
+    assert numbered.status_code == 200, numbered.text
+    tags = {tag["name"]: tag for tag in vmd.get("/vm/test1").json()["tags"]}
+    assert tags["keep"]["protected"] is True and tags["42"]["protected"] is False
+    limited = vmd.post("/vm/test1/meta", json={"profile": 7, "limit": "pvchv1,pvchv2"})
+    assert limited.status_code == 200, limited.text
+    assert keys(cluster)["profile"] == "7" and vmd.get("/vm/test1").json()["node_limit"] == ["pvchv1", "pvchv2"]
+    second = uuid_for(2)
+    defined = vmd.post("/vm", json={"xml": vm_xml("json2", second), "node": "pvchv2", "autostart": True,
+                                    "user_tags": ["web", "prod"], "protected_tags": ["db"]})
+    assert defined.status_code == 200, defined.text
+    vm = vmd.get("/vm/json2").json()
+    assert vm["node_autostart"] is True
+    assert sorted((tag["name"], tag["protected"]) for tag in vm["tags"]) == [
+        ("db", True), ("prod", False), ("web", False)]

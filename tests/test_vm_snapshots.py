@@ -96,6 +96,12 @@ def test_snapshot_rollback_failure_and_delete_of_a_two_disk_vm(pair, storage):
                                            "name"}
     assert first.post("/vm/snap1/snapshot", params={"snapshot_name": "a/b"}).status_code == 400
     assert first.post("/vm/nosuch/snapshot").status_code == 404
+    # v0.6 flattened a JSON false to "False": a snapshot of that name was made
+    flag = first.post("/vm/snap1/snapshot", json={"snapshot_name": False})
+    assert flag.status_code == 400 and flag.json()["message"].startswith("Parameter 'snapshot_name': expected ")
+    assert flag.json()["message"].endswith(", got a JSON boolean")
+    assert tree(zk, base) == stored and [snaps(ioctx, volume) for volume in DISKS] == [["first"], ["first"]]
+    same_everywhere(pair, "snap1", snapshotted)
 
     # overwrite both disks and change the XML; a running VM is not rolled back (409), nothing changes
     write(ioctx, [b"\xaa" * SIZE, b"\x55" * SIZE])
