@@ -120,7 +120,8 @@ def test_json_body_values_that_are_no_string_are_refused(vmd, cluster):
     before, listing, stored = vmd.get("/vm/test1").json(), vmd.get("/vm").json(), tree(cluster, "/domains")
     expected = "expected a name without '/' or control characters, not '.' or '..'"
     for path, body, message in [
-        ("/vm/test1/rename", {"new_name": True}, f"Parameter 'new_name': {expected}, got a JSON boolean"),
+        ("/vm/test1/rename", {"new_name": True}, f"Parameter 'new_name': {expected} of at most 255 characters, "
+                                                 "got a JSON boolean"),
         ("/vm/test1/tags", {"action": "add", "tag": {"a": 1}}, f"Parameter 'tag': {expected} of at most 255 "
                                                                 "characters, got a JSON object"),
         ("/vm/test1/tags", {"action": "add", "tag": [["a"]]}, f"Parameter 'tag': {expected} of at most 255 "

@@ -121,8 +121,8 @@ def test_rename_moves_xml_keys_and_volumes_in_one_step(pair, storage):
     # v0.6 flattened a JSON true to "True": the VM and its volumes were renamed True
     flag = first.post("/vm/web1/rename", json={"new_name": True})
     assert flag.status_code == 400 and flag.json() == {"message": "Parameter 'new_name': expected a name without "
-                                                                  "'/' or control characters, not '.' or '..', "
-                                                                  "got a JSON boolean"}
+                                                                  "'/' or control characters, not '.' or '..' of "
+                                                                  "at most 255 characters, got a JSON boolean"}
     unchanged()
 
     # the second volume's rename fails in Ceph (an image of that name exists there only): the first is
