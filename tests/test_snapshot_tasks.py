@@ -290,3 +290,33 @@ def test_a_cancelled_or_interrupted_rollback_puts_the_disks_back(pair, storage, 
     assert answer.status_code == 409 and answer.json()["message"].startswith(
         f"ERROR: Disk volume '{POOL}/{DISKS[1]}' of VM 'task1' went away meanwhile"), answer.text
     assert digests(ioctx)[0] == later
+
+
+def test_an_import_leaves_an_image_of_its_volume_name_it_did_not_make(pair, storage, tmp_path):
+    """An RBD image named as the import's second volume, which Ceph has but the cluster never recorded (or
+    that another client made meanwhile): the import fails there (409 naming it) and its undo removes its own
+    first volume only; that image and its data stay."""
+    import rbd
+    first, _ = pair
+    zk, ioctx = storage
+    at_one = snapshotted(first, ioctx, b"\x31", b"\x32")
+    assert first.post("/vm/task1/snapshot/export", params={"snapshot_name": "one",
+                                                           "export_path": str(tmp_path)}).status_code == 200
+    assert first.delete("/vm/task1", params={"delete_disks": "true"}).status_code == 200
+    rbd.RBD().create(ioctx, DISKS[1], 4 * MIB)
+    with rbd.Image(ioctx, DISKS[1]) as image:
+        image.write(b"\x99" * 4096, 0)
+    keys = volume_keys(zk)
+    failed = first.post("/vm/task1/snapshot/import", params={"snapshot_name": "one", "import_path": str(tmp_path)})
+    assert failed.status_code == 409 and failed.json()["message"].startswith(
+        f"ERROR: Volume '{DISKS[1]}' already exists in pool '{POOL}' in Ceph (not recorded in the cluster, or "
+        "made meanwhile): "), failed.text
+    assert images(ioctx) == [DISKS[1]] and not zk.exists(f"/domains/{UUID}")
+    with rbd.Image(ioctx, DISKS[1], read_only=True) as image:
+        assert image.read(0, 4096) == b"\x99" * 4096
+    # the image is recorded now, as Ceph holds it: the cluster knows what is there
+    assert set(volume_keys(zk)) - set(keys) == {f"/ceph/{kind}/{POOL}/{DISKS[1]}" for kind in ("volumes", "snapshots")}
+    assert first.delete(f"/storage/ceph/volume/{POOL}/{DISKS[1]}").status_code == 200
+    imported = first.post("/vm/task1/snapshot/import", params={"snapshot_name": "one", "import_path": str(tmp_path)})
+    assert imported.status_code == 200, imported.text
+    assert digests(ioctx) == at_one

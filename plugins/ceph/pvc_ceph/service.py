@@ -228,7 +228,16 @@ class CephService(CephArea):
         try:
             for step, (args, path) in enumerate([(["import", *options, image, spec], image),
                                                   *((["import-diff", diff, spec], diff) for diff in diffs)]):
-                self._rbd(args, self.client.timeout + os.path.getsize(path) / EXPORT_RATE, f"import {path}")
+                try:
+                    self._rbd(args, self.client.timeout + os.path.getsize(path) / EXPORT_RATE, f"import {path}")
+                except Conflict as exc:
+                    if step == 0 and "File exists" in exc.message:
+                        # an image of that name Ceph had without its keys, or made meanwhile: not this
+                        # import's, so the caller's undo must leave it
+                        exc.message = (f"ERROR: Volume '{volume}' already exists in pool '{pool}' in Ceph (not "
+                                       f"recorded in the cluster, or made meanwhile): {exc.message}")
+                        exc.not_made = True
+                    raise
                 if step == 0:
                     self._start_at(pool, volume, snapshot)
         finally:
