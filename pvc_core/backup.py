@@ -101,9 +101,12 @@ def _valid_path(path: Any) -> str | None:
 
 def validate(document: Any) -> dict[str, str]:
     """The document as ``{path: value}``, or a 400 saying what is wrong with it."""
-    if not isinstance(document, dict) or not document:
+    if not isinstance(document, dict):
         raise BadRequest("Cluster backup: expected a JSON object of ZooKeeper paths to values (GET /backup's "
                          "answer)")
+    if not document:
+        raise BadRequest("Cluster backup: the JSON object is empty; expected ZooKeeper paths to values (GET "
+                         "/backup's answer)")
     out: dict[str, str] = {}
     for path, value in document.items():
         problem = _valid_path(path)

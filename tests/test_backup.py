@@ -133,6 +133,8 @@ def test_backup_restored_on_a_fresh_zookeeper_answers_alike(daemon_factory, clus
         # refusals first: nothing is written
         assert target.post("/restore", json=document).status_code == 400  # no confirmation
         bad = [("not json", False, "expected a JSON cluster backup"), ("[]", True, "expected a JSON object"),
+               ("{}", True, "Cluster backup: the JSON object is empty"),
+               ("{}", False, "Cluster backup: the JSON object is empty"),
                ('{"/a/b": "x"}', True, "expected every key's parent"),
                ('{"/nodes": 1}', True, "expected a string or null"),
                ('{"relative": ""}', True, "expected an absolute ZooKeeper path"),

@@ -162,7 +162,7 @@ def test_snapshot_rollback_failure_and_delete_of_a_two_disk_vm(pair, storage):
         image.rename_snap("hidden", "first")
     assert halfway.status_code == 404, halfway.text
     assert halfway.json()["message"] == (f"ERROR: No snapshot with name 'first' is present for volume '{DISKS[1]}' in "
-                                         f"pool '{POOL}'.; the disks already rolled back were restored")
+                                         f"pool '{POOL}'; the disks already rolled back were restored")
     assert contents(ioctx) == [b"\xaa" * SIZE, b"\x55" * SIZE]
     assert [snaps(ioctx, volume) for volume in DISKS] == [["first"], ["first"]]
     assert tree(zk, "/domains") == changed_keys
@@ -187,6 +187,7 @@ def test_snapshot_rollback_failure_and_delete_of_a_two_disk_vm(pair, storage):
     assert failed.status_code == 409, failed.text
     message = failed.json()["message"]
     assert "second" in message and message.endswith("; the RBD snapshots already made were removed")
+    assert ".;" not in message
     assert [snaps(ioctx, volume) for volume in DISKS] == [["first"], ["first", "second"]]
     assert tree(zk, "/domains") == domains and volume_keys(zk) == volumes and images(ioctx) == ceph_images
     same_everywhere(pair, "snap1", {**snapshotted, "state": "stop"})
@@ -296,9 +297,14 @@ def test_export_full_then_incremental_and_import(pair, storage, ceph_cluster, tm
     again = first.post("/vm/snap1/snapshot/export", params={"snapshot_name": "one", "export_path": str(tmp_path)})
     assert again.status_code == 400 and again.json()["message"] == (
         f"ERROR: Export target '{target}' already exists; expected a snapshot not exported there")
-    for path in ("relative", str(tmp_path / "nosuch")):
+    (tmp_path / "afile").write_text("")
+    for path, problem in (("relative", "is not an absolute path"),
+                          (str(tmp_path / "nosuch"), "does not exist on the API host"),
+                          (str(tmp_path / "afile"), "is not a directory on the API host")):
         bad = first.post("/vm/snap1/snapshot/export", params={"snapshot_name": "two", "export_path": path})
-        assert bad.status_code == 400 and "does not exist on the API host" in bad.json()["message"]
+        assert bad.status_code == 400 and bad.json()["message"] == (
+            f"ERROR: Target path '{path}' {problem}; expected the absolute path of a directory")
+    (tmp_path / "afile").unlink()
     unknown = first.post("/vm/snap1/snapshot/export", params={"snapshot_name": "two", "export_path": str(tmp_path),
                                                               "incremental_parent": "nosuch"})
     assert unknown.json() == {"message": "Parameter 'incremental_parent': VM 'snap1' has no snapshot 'nosuch'"}
@@ -364,6 +370,10 @@ def test_export_full_then_incremental_and_import(pair, storage, ceph_cluster, tm
     assert not set(DISKS) & set(images(ioctx))
     assert not any(zk.exists(f"/ceph/volumes/{POOL}/{volume}") for volume in DISKS)
     assert not zk.exists(f"/domains/{UUID}")
+    notdir = first.post("/vm/snap1/snapshot/import", params={"snapshot_name": "two", "import_path": str(damaged)})
+    assert notdir.status_code == 400 and notdir.json()["message"] == (
+        f"ERROR: Import path '{damaged}' is not a directory on the API host; expected the absolute path of a "
+        "directory")
     imported = first.post("/vm/snap1/snapshot/import", params={"snapshot_name": "two", "import_path": str(tmp_path)})
     assert imported.json() == {"message": f"Successfully imported VM 'snap1' from snapshot 'two' in '{tmp_path}'."}, \
         imported.text
@@ -592,6 +602,18 @@ def test_a_disk_locked_by_another_client_is_refused_with_409_and_nothing_left(pa
     assert locked.status_code == 409, locked.text
     assert locked.json() == {"message": f"{expected}; the RBD snapshots already made were removed"}
     nothing_left()
+
+    # the second disk has a snapshot of that name through the API already: the ceph plugin's 400 (v0.6's
+    # "already exists"), its full stop dropped before what was undone
+    made = second.post("/storage/ceph/snapshot", params={"pool": POOL, "volume": DISKS[1], "snapshot": "taken"})
+    assert made.status_code == 200, made.text
+    taken = first.post("/vm/snap1/snapshot", params={"snapshot_name": "taken"})
+    assert taken.status_code == 400, taken.text
+    assert taken.json() == {"message": f"ERROR: Snapshot 'taken' already exists for volume '{DISKS[1]}' in pool "
+                                       f"'{POOL}'; the RBD snapshots already made were removed"}
+    assert [snaps(ioctx, volume) for volume in DISKS] == [[], ["taken"]]
+    assert second.delete(f"/storage/ceph/snapshot/{POOL}/{DISKS[1]}/taken").status_code == 200
+    assert [snaps(ioctx, volume) for volume in DISKS] == [[], []]
 
     # a lock left by a client that is gone (the rbd CLI's `lock add`) on the first disk: refused before any
     # snapshot is made; the way the answer offers (POST /vm/<vm>/locks, the VM stopped) releases it

@@ -214,7 +214,17 @@ class Uploads:
         return tools.run(["qemu-img", *args], timeout, what,
                          "qemu-img is not installed on this API host (Debian package qemu-utils); "
                          "only raw images can be uploaded",
-                         lambda stderr: BadRequest(f"Image data: qemu-img could not {what}: {stderr}"))
+                         lambda stderr: BadRequest(f"Image data: qemu-img could not {what}: "
+                                                   f"{self._unnamed(stderr, args)}"))
+
+    def _unnamed(self, stderr: str, args: list[str]) -> str:
+        """qemu-img's message without the paths of the spooled and converted files (they say nothing to the
+        client, and name the API host's data directory)."""
+        for arg in args:
+            if arg.startswith(str(self.directory)):
+                label = "the uploaded image's raw conversion" if arg.endswith(".raw") else "the uploaded image"
+                stderr = stderr.replace(f"'{arg}'", label).replace(arg, label)
+        return stderr
 
     def _inspect(self, path: Path, image_format: str, pool: str, name: str, size: int) -> int:
         """The image's virtual size, once it is known to be a self-contained image of ``image_format``

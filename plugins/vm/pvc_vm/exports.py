@@ -30,6 +30,21 @@ log = logging.getLogger("pvc.vm")
 _NAME = re.compile(r"(?!\.\.?$)[A-Za-z0-9_.+-]+")  # a pool's, a volume's or a file's name
 
 
+def _directory(what: str, path: str) -> Path:
+    """``path`` as the existing directory on the API host that an export or import needs; 400 saying what it is
+    instead (relative, missing, or something other than a directory)."""
+    root = Path(path)
+    if not root.is_absolute():
+        problem = "is not an absolute path"
+    elif not root.exists():
+        problem = "does not exist on the API host"
+    elif not root.is_dir():
+        problem = "is not a directory on the API host"
+    else:
+        return root
+    raise BadRequest(f"ERROR: {what} '{path}' {problem}; expected the absolute path of a directory")
+
+
 def export(service: Any, ident: str, name: str, export_path: str, incremental_parent: str | None,
            on_task: Callable[[str | None], None] | None = None) -> str:
     """As a task (``tasks.SNAPSHOT_EXPORT``; ``on_task`` gets its id), one disk after the other."""
@@ -54,10 +69,7 @@ def export(service: Any, ident: str, name: str, export_path: str, incremental_pa
         if lacking:
             raise BadRequest(f"Parameter 'incremental_parent': snapshot '{incremental_parent}' does not hold "
                              f"disk(s) {', '.join(lacking)}; expected a snapshot of every disk of '{name}'")
-    root = Path(export_path)
-    if not root.is_absolute() or not root.is_dir():
-        raise BadRequest(f"ERROR: Target path '{export_path}' does not exist on the API host; expected the "
-                         "absolute path of a directory")
+    root = _directory("Target path", export_path)
     vm_dir = root / vm_name
     target = vm_dir / name
     if target.exists():
@@ -174,10 +186,7 @@ def import_(service: Any, ident: str, name: str, import_path: str, retain_snapsh
     chain stay, as VM snapshots. With ``new_name`` the VM is made as a copy (``_as_copy``), also while the
     original exists. Anything made is removed again when a step fails. As a task (``tasks.SNAPSHOT_IMPORT``;
     ``on_task`` gets its id), one disk after the other."""
-    root = Path(import_path)
-    if not root.is_absolute() or not root.is_dir():
-        raise BadRequest(f"ERROR: Import path '{import_path}' does not exist on the API host; expected the "
-                         "absolute path of a directory")
+    root = _directory("Import path", import_path)
     if new_name == ident:
         raise BadRequest(f"Parameter 'new_name': '{new_name}' is the exported VM's own name; expected another "
                          f"name, or no new_name to import VM '{ident}' as it was exported")

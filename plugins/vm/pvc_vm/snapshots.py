@@ -132,7 +132,7 @@ def create(service: Any, ident: str, name: str | None) -> str:
             "timestamp": str(int(time.time())), "xml": xml,
             "rbdsnaplist": ",".join(f"{pool}/{volume}@{name}" for pool, volume in disks)})
     except ApiError as exc:
-        exc.message = f"{exc.message}{_undo_create(storage, done, name)}"
+        exc.message = _joined(exc.message, _undo_create(storage, done, name))
         raise
     except Exception:
         _undo_create(storage, done, name)
@@ -175,6 +175,12 @@ def _still_there(storage: Any, ident: str, pool: str, volume: str) -> Iterator[N
                            "renamed, or the volume removed, by another request); expected the VM's disks to stay "
                            "while its snapshots change") from None
         raise
+
+
+def _joined(message: str, undo: str) -> str:
+    """A failure's message followed by what was undone (``"; ..."``), without the full stop that ends the
+    ceph plugin's messages (v0.6's wording) in between."""
+    return f"{message.rstrip('.') if undo else message}{undo}"
 
 
 def _undo_create(storage: Any, done: list[Disk], name: str) -> str:
@@ -298,7 +304,7 @@ def rollback(service: Any, ident: str, name: str, on_task: Callable[[str | None]
 
             zk.optimistic(attempt)
         except ApiError as exc:
-            exc.message = f"{exc.message}{_undo_rollback(storage, rolled, safety, kept)}"
+            exc.message = _joined(exc.message, _undo_rollback(storage, rolled, safety, kept))
             _unmark(zk, marker, kept)
             raise
         except Exception:
