@@ -83,8 +83,9 @@ class _BodyReader:
             phase = deadline_passed(self._clock)
             if phase:
                 return BodyUnreadable(timeout_message(phase), 408)
-            return BodyUnreadable(f"Request body: expected the {self._length} bytes of its Content-Length, "
-                                  "but it stopped arriving (socket timeout)")
+            expected = (f"the {self._length} bytes of its Content-Length" if self._length is not None else
+                        "the rest of its chunked transfer coding")
+            return BodyUnreadable(f"Request body: expected {expected}, but it stopped arriving (socket timeout)")
         if isinstance(exc, ValueError):
             return BodyUnreadable(f"Request body: expected valid chunked transfer coding, got: {exc}")
         return BodyUnreadable(f"Request body: the connection failed while it was read ({exc or type(exc).__name__})")

@@ -204,6 +204,11 @@ class Dispatcher:
                         ctx.document = read_json(request)
                     else:
                         sources.append(json_to_multidict(read_json(request)))
+                else:
+                    # a body of a type CherryPy has no processor for (text/plain...) is left unread, and
+                    # cheroot drains it only after the answer: one that stops arriving then ends the
+                    # connection without the answer. Read (and dropped) here, like any other body.
+                    request.body.read()
                 connections.end_of_body()
             values = request.pvc_values = merge_sources(*(plain(source) for source in sources))
             ignored = ignored_names(route.params, values)
