@@ -84,6 +84,9 @@ class ZooKeeperServer:
         self.process = subprocess.Popen(
             ["java", "-Xms32m", f"-Xmx{self.heap}", "-XX:+UseSerialGC", "-Djava.awt.headless=true",
              "-Dzookeeper.jmx.log4j.disable=true",
+             # an ensemble's election backs off up to 60 s between rounds that hear nothing new: a lost
+             # leader's survivors on a loaded machine were seen electing none for 120 s; 2 s keeps them trying
+             *(["-Dzookeeper.fastleader.maxNotificationInterval=2000"] if self.peers else []),
              f"-Dlog4j.configuration=file:{self.directory}/log4j.properties",
              "-cp", classpath, "org.apache.zookeeper.server.quorum.QuorumPeerMain" if self.peers
              else "org.apache.zookeeper.server.ZooKeeperServerMain", config],
