@@ -534,8 +534,29 @@ def _reload_later(runtime: Any, dispatcher: Any) -> None:
                      name="pvc-reload", daemon=True).start()
 
 
+def _port_taken(address: str, port: int) -> str:
+    """Why the API cannot listen there (as cheroot binds: SO_REUSEADDR), or "" when it can."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((address, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return ""
+
+
 def serve(runtime: Any) -> None:
     """Run until SIGTERM/SIGINT; the engine stops the servers, then the runtime."""
+    config = runtime.config
+    taken = _port_taken(config["api.listen_address"], config["api.listen_port"])
+    if taken:
+        # CherryPy's engine answers a start listener's failure with os._exit(70): no finally runs, and
+        # pvcapid-embedded's ZooKeeper, Ceph and worker were left running. Said and exited here instead,
+        # before anything is subscribed to the engine (its exit at interpreter shutdown would stop them).
+        log.error("cannot listen at %s:%s: %s", config["api.listen_address"], config["api.listen_port"], taken)
+        raise SystemExit(f"pvcapid: cannot listen at {config['api.listen_address']}:{config['api.listen_port']} "
+                         f"({taken}); is another server using that port? (pvc.api.listen_port)")
     dispatcher = mount(runtime)
     engine = cherrypy.engine
     RuntimePlugin(engine, runtime).subscribe()
@@ -551,7 +572,6 @@ def serve(runtime: Any) -> None:
     handler.subscribe()
     engine.subscribe("main", partial(_stop_on_failure, runtime))  # the engine's loop, every 0.1 s
     engine.subscribe("stop", _bounded_stop, priority=1)  # before anything else stops
-    config = runtime.config
     log.info("Listening at %s:%s with SSL=%s, Authentication=%s", config["api.listen_address"],
              config["api.listen_port"], config["api.ssl.enabled"], config["api.authentication.enabled"])
     engine.start()

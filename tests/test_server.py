@@ -8,7 +8,7 @@ import time
 
 import requests
 
-from conftest import AUTH_ON, REQUEST_TIMEOUT, TOKEN, deep_merge, wait_until
+from conftest import AUTH_ON, REQUEST_TIMEOUT, START_TIMEOUT, TOKEN, deep_merge, wait_until
 from pvc_core.zkserver import free_port
 
 
@@ -62,3 +62,21 @@ def test_plugin_listener_is_separate(daemon_factory):
 def test_debug_mode_indents_json(daemon_factory):
     daemon = daemon_factory({"debug": "True"})
     assert daemon.get("/").text == '{\n    "message": "PVC API version 1.0"\n}\n'
+
+
+def test_a_taken_port_is_said_and_exits_cleanly(daemon_factory):
+    """Another server listens on the API's port: pvcapid says so and exits 1 through its own shutdown. CherryPy
+    answered the failed bind with os._exit(70), which skipped every cleanup: pvcapid-embedded's ZooKeeper,
+    Ceph and worker were left running (seen once in test_embedded)."""
+    daemon = daemon_factory(start=False)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind(("127.0.0.1", daemon.port))
+        holder.listen()
+        ended = subprocess.run([*daemon.command, "--config", str(daemon.config_path)], capture_output=True,
+                               text=True, stdin=subprocess.DEVNULL, timeout=START_TIMEOUT)
+    assert ended.returncode == 1, (ended.returncode, ended.stdout, ended.stderr)
+    assert ended.stderr.strip() == (f"pvcapid: cannot listen at 127.0.0.1:{daemon.port} (Address already in use); "
+                                    "is another server using that port? (pvc.api.listen_port)")
+    assert f"ERROR pvc.api: - cannot listen at 127.0.0.1:{daemon.port}" in ended.stdout
+    assert "Traceback" not in ended.stdout + ended.stderr
