@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from typing import Any
@@ -18,6 +19,7 @@ from .snapshots import Snapshots
 from .uploads import Uploads
 from .volumes import Volumes
 
+log = logging.getLogger("pvc.ceph")
 EXPORT_RATE = 16 * 1024 * 1024  # bytes per second below which an rbd export is taken as stuck
 V2_BANNER = b"rbd image v2\n"  # how a file of `rbd export --export-format 2` (PVC 1.x's full exports) starts
 
@@ -217,14 +219,16 @@ class CephService(CephArea):
         """A new volume from an export's files: ``rbd import`` of the image (with ``--export-format 2`` for a
         file that format wrote, PVC 1.x's), the volume put at its snapshot ``snapshot`` (``_start_at``: what
         the first diff starts from), then ``rbd import-diff`` of each diff in turn (each makes its end
-        snapshot). Its keys are recorded as Ceph then holds it, also when a step fails: the caller removes it
-        then (``discard_volume``)."""
+        snapshot). Its keys are recorded as Ceph then holds it. When a step fails, the image this import made
+        is removed again (an image of that name it did not make stays); the caller removes the volumes it
+        imported before (``discard_volume``)."""
         self.volumes._require_pool(pool)
         if self.volume_exists(pool, volume):
             raise Conflict(f"ERROR: Volume '{volume}' already exists in pool '{pool}'")
         spec = f"{pool}/{volume}"
         version = export_format(image)
         options = ["--export-format", version] if version != "1" else []
+        ours = False  # whether an image of that name is this import's: only then does a failure remove it
         try:
             for step, (args, path) in enumerate([(["import", *options, image, spec], image),
                                                   *((["import-diff", diff, spec], diff) for diff in diffs)]):
@@ -232,14 +236,19 @@ class CephService(CephArea):
                     self._rbd(args, self.client.timeout + os.path.getsize(path) / EXPORT_RATE, f"import {path}")
                 except Conflict as exc:
                     if step == 0 and "File exists" in exc.message:
-                        # an image of that name Ceph had without its keys, or made meanwhile: not this
-                        # import's, so the caller's undo must leave it
+                        # an image of that name Ceph had without its keys, or made meanwhile: not this import's
                         exc.message = (f"ERROR: Volume '{volume}' already exists in pool '{pool}' in Ceph (not "
                                        f"recorded in the cluster, or made meanwhile): {exc.message}")
-                        exc.not_made = True
+                    else:
+                        ours = True  # rbd import may leave the image it began
                     raise
+                ours = True
                 if step == 0:
                     self._start_at(pool, volume, snapshot)
+        except BaseException:
+            if ours:
+                self._discard_quietly(pool, volume)
+            raise
         finally:
             self.volumes.reconcile(pool, volume)
 
@@ -274,6 +283,13 @@ class CephService(CephArea):
         """Record the volume's snapshots as Ceph holds them (work cut by its daemon's end may have made one in
         Ceph without its key)."""
         self.volumes.reconcile(pool, volume)
+
+    def _discard_quietly(self, pool: str, volume: str) -> None:
+        """An import's own image, removed after its failure: the failure is the answer, this one is logged."""
+        try:
+            self.discard_volume(pool, volume)
+        except Exception:  # noqa: BLE001
+            log.exception("import: could not remove volume %s/%s again", pool, volume)
 
     @bounded('remove RBD volume "{1}"', pool=0)
     def discard_volume(self, pool: str, volume: str) -> None:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pvc_core.errors import ApiError, BadRequest, Conflict, NotFound
+from pvc_core.errors import BadRequest, Conflict, NotFound
 
 from . import domainxml, rename, snapshots, tasks
 
@@ -247,14 +247,9 @@ def import_(service: Any, ident: str, name: str, import_path: str, retain_snapsh
                 pool, volume = targets[srcvol].split("/", 1)
                 files = [root / ident / document["snapshot_name"] / document["export_files"][index]["file"]
                          for document in chain]
+                storage.import_volume(pool, volume, str(files[0]), chain[0]["snapshot_name"],
+                                      [str(f) for f in files[1:]])  # a volume it fails on is not left
                 made.append((pool, volume))
-                try:
-                    storage.import_volume(pool, volume, str(files[0]), chain[0]["snapshot_name"],
-                                          [str(f) for f in files[1:]])
-                except ApiError as exc:
-                    if getattr(exc, "not_made", False):
-                        made.pop()  # someone else's image: the undo leaves it
-                    raise
                 handle.step(index + 1, len(disks), f"Imported {index + 1} of {len(disks)} disks ({pool}/{volume})")
             handle.stop_if_cancelled(f"the import of VM '{ident}' from snapshot '{name}' before its definition; "
                                      "the volumes imported were removed")
