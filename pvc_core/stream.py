@@ -72,6 +72,11 @@ class StreamedBody:
     def multipart(self) -> bool:
         return self.content_type.split(";", 1)[0].strip().lower() == "multipart/form-data"
 
+    def image_length(self) -> int | None:
+        """The image's size as the request declares it: its Content-Length, unless chunked or multipart (whose
+        framing the length counts too)."""
+        return None if self.length is None or self.multipart() else self.length
+
     def pieces(self, size: int) -> Iterator[bytes]:
         """The data (the ``file`` part of a multipart body) in pieces of ``size`` bytes, the last shorter."""
         buffer = bytearray()

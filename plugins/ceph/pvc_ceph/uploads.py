@@ -99,7 +99,7 @@ class Uploads:
             if image_format == "raw":
                 return quoted(f"Wrote uploaded file to volume '{name}' in pool '{pool}'.")
             return quoted(f"Converted and wrote uploaded file to volume '{name}' in pool '{pool}'.")
-        expected = body.length if body.length is not None and not body.multipart() else 0
+        expected = body.image_length() or 0
         return self.runtime.task_monitor.run(
             tasks.VOLUME_UPLOAD, {"pool": pool, "volume": name, "image_format": image_format},
             f"Uploading a {image_format} image to RBD volume {pool}/{name}", write, on_task,
@@ -108,13 +108,14 @@ class Uploads:
     # -- the two ways in --------------------------------------------------------------------
 
     def _raw(self, image: Any, pool: str, name: str, body: Any, size: int, piece: int, handle: Any) -> None:
-        if not body.multipart() and body.length is not None:
-            if body.length > size:
-                raise BadRequest(self._too_long(pool, name, size, f"{body.length} bytes"))
-            self._fits_pool(pool, name, body.length, "its Content-Length")
+        length = body.image_length()
+        if length is not None:
+            if length > size:
+                raise BadRequest(self._too_long(pool, name, size, f"{length} bytes"))
+            self._fits_pool(pool, name, length, "its Content-Length")
         with self._guarded(image, pool, name):
             self._write(image, body.pieces(piece), size, piece, pool, name, handle,
-                        body.length if body.length is not None and not body.multipart() else size)
+                        size if length is None else length)
 
     def _converted(self, image: Any, pool: str, name: str, image_format: str, body: Any, size: int,
                    piece: int, handle: Any) -> None:
