@@ -18,6 +18,7 @@ import threading
 from collections.abc import Iterator
 
 import requests
+from pvc_vm.schema import ROLLBACKS
 from test_cluster import tree
 from test_task_kinds import check, ended
 from test_vm import UUID
@@ -86,9 +87,40 @@ def osd_frozen(ceph_cluster) -> Iterator[None]:
         osd_signal(ceph_cluster, signal.SIGCONT)
 
 
-def running(daemon, kind: str) -> dict:
-    (record,) = wait_until(lambda: daemon.get("/tasks", params={"kind": kind, "state": "RUNNING"}).json(),
-                           message=f"a RUNNING {kind} record")
+@contextlib.contextmanager
+def frozen_when_marked(zk, ceph_cluster) -> Iterator[threading.Event]:
+    """Freeze the OSD as soon as a VM rollback records itself in ZooKeeper (a watch, on ZooKeeper's event), before
+    any of its disks can have been rolled back: the rollback then waits on the OSD, RUNNING, however fast the
+    machine. The event is set once frozen; the OSD is thawed at the end (if ``cancelled`` has not already)."""
+    frozen = threading.Event()
+    zk.ensure_path(ROLLBACKS)
+
+    def seen(children: list[str]) -> bool:
+        if children and not frozen.is_set():
+            osd_signal(ceph_cluster, signal.SIGSTOP)
+            frozen.set()
+        return not frozen.is_set()  # False ends the watch
+    zk.ChildrenWatch(ROLLBACKS, seen)
+    try:
+        yield frozen
+    finally:
+        osd_signal(ceph_cluster, signal.SIGCONT)
+
+
+def marked(frozen: threading.Event, answers: list) -> None:
+    """Wait for ``frozen_when_marked`` to have frozen the OSD under the request in the background."""
+    wait_until(lambda: frozen.is_set() or bool(answers), interval=0.02,
+               message="the rollback's record in ZooKeeper")
+    assert not answers, f"the rollback answered before it recorded itself: {answers[0].status_code} {answers[0].text}"
+
+
+def running(daemon, kind: str, answers: list) -> dict:
+    """The RUNNING record of the request in the background; an answer that comes first fails at once, with it."""
+    def seen() -> list:
+        assert not answers, f"the {kind} answered before its record was seen RUNNING: " \
+                            f"{answers[0].status_code} {answers[0].text}"
+        return daemon.get("/tasks", params={"kind": kind, "state": "RUNNING"}).json()
+    (record,) = wait_until(seen, message=f"a RUNNING {kind} record")
     return record
 
 
@@ -195,7 +227,7 @@ def test_cancelled_export_and_import_remove_what_they_made(pair, storage, ceph_c
     with osd_frozen(ceph_cluster):
         thread, answers = in_background(lambda: first.post("/vm/task1/snapshot/export", params={
             "snapshot_name": "one", "export_path": str(target)}))
-        record = running(first, "vm.snapshot.export")
+        record = running(first, "vm.snapshot.export", answers)
         done = cancelled(first, thread, answers, record, ceph_cluster)
     assert done["status"].startswith("Cancelled: ERROR: Cancelled the export of snapshot 'one' of VM 'task1' after 1 "
                                      "of 2 disks"), done["status"]
@@ -209,7 +241,7 @@ def test_cancelled_export_and_import_remove_what_they_made(pair, storage, ceph_c
     with osd_frozen(ceph_cluster):
         thread, answers = in_background(lambda: first.post("/vm/task1/snapshot/import", params={
             "snapshot_name": "one", "import_path": str(tmp_path)}))
-        record = running(first, "vm.snapshot.import")
+        record = running(first, "vm.snapshot.import", answers)
         done = cancelled(first, thread, answers, record, ceph_cluster)
     assert "after 1 of 2 disks; the volumes imported were removed" in done["status"], done["status"]
     assert not set(DISKS) & set(images(ioctx)) and volume_keys(zk) == keys
@@ -223,7 +255,7 @@ def test_cancelled_export_and_import_remove_what_they_made(pair, storage, ceph_c
 def test_a_cancelled_or_interrupted_rollback_puts_the_disks_back(pair, storage, ceph_cluster, daemon_factory,
                                                                   ceph_config):
     """The first disk has 500 objects, so that its rollback takes a while: the OSD is frozen as soon as the
-    record runs, and the cancel (or the daemon's end) comes before the second disk."""
+    rollback records itself in ZooKeeper, and the cancel (or the daemon's end) comes before the second disk."""
     import rbd
     first, _ = pair
     zk, ioctx = storage
@@ -238,10 +270,12 @@ def test_a_cancelled_or_interrupted_rollback_puts_the_disks_back(pair, storage, 
     xml = zk.get(f"/domains/{UUID}/xml")[0]
     vm = first.get("/vm/task1").json()
 
-    thread, answers = in_background(lambda: first.post("/vm/task1/snapshot/rollback", params={"snapshot_name": "one"}))
-    record = running(first, "vm.snapshot.rollback")
-    osd_signal(ceph_cluster, signal.SIGSTOP)
-    done = cancelled(first, thread, answers, record, ceph_cluster)
+    with frozen_when_marked(zk, ceph_cluster) as frozen:
+        thread, answers = in_background(lambda: first.post("/vm/task1/snapshot/rollback",
+                                                           params={"snapshot_name": "one"}))
+        marked(frozen, answers)
+        record = running(first, "vm.snapshot.rollback", answers)
+        done = cancelled(first, thread, answers, record, ceph_cluster)
     assert "the disks already rolled back were restored" in done["status"] or "after 0 of 2 disks" in done["status"]
     assert digests(ioctx) == later and rbd_snaps(ioctx) == [["one"], ["one"]]
     assert zk.get(f"/domains/{UUID}/xml")[0] == xml and first.get("/vm/task1").json() == vm
@@ -249,12 +283,12 @@ def test_a_cancelled_or_interrupted_rollback_puts_the_disks_back(pair, storage, 
 
     # a daemon killed under the rollback: started again on its port, it puts the disks back and ends the record
     roller = daemon_factory(deep_merge(ceph_config, {"vm": {"delete_grace": "0.05"}}))
-    thread, answers = in_background(lambda: roller.post("/vm/task1/snapshot/rollback",
-                                                        params={"snapshot_name": "one"}))
-    record = running(roller, "vm.snapshot.rollback")
-    wait_until(lambda: zk.exists(f"/pvcapid/vm-rollbacks/{record['kwargs']['safety']}"),
-               message="the rollback's record in ZooKeeper")  # it has begun to change the disks
-    with osd_frozen(ceph_cluster):
+    with frozen_when_marked(zk, ceph_cluster) as frozen:
+        thread, answers = in_background(lambda: roller.post("/vm/task1/snapshot/rollback",
+                                                            params={"snapshot_name": "one"}))
+        marked(frozen, answers)
+        record = running(roller, "vm.snapshot.rollback", answers)
+        assert zk.exists(f"{ROLLBACKS}/{record['kwargs']['safety']}")
         roller.process.kill()
         roller.process.wait()
         roller.process = None
@@ -279,10 +313,10 @@ def test_a_cancelled_or_interrupted_rollback_puts_the_disks_back(pair, storage, 
     # is put back
     fill(ioctx, DISKS[0], b"\x25", 500)
     later = digests(ioctx)[0]
-    thread, answers = in_background(lambda: first.post("/vm/task1/snapshot/rollback",
-                                                       params={"snapshot_name": "one"}))
-    running(first, "vm.snapshot.rollback")
-    with osd_frozen(ceph_cluster):
+    with frozen_when_marked(zk, ceph_cluster) as frozen:
+        thread, answers = in_background(lambda: first.post("/vm/task1/snapshot/rollback",
+                                                           params={"snapshot_name": "one"}))
+        marked(frozen, answers)
         for path in (f"/ceph/snapshots/{POOL}/{DISKS[1]}", f"/ceph/volumes/{POOL}/{DISKS[1]}"):
             zk.delete(path, recursive=True)
     thread.join(timeout=REQUEST_TIMEOUT)
