@@ -326,6 +326,39 @@ AUTH_ON = {"api": {"authentication": {"enabled": "True", "secret_key": "s3cret-s
                                                  {"description": "test", "token": TOKEN}]}}}
 
 
+def http_session(socket_timeout: float = 10.0) -> requests.Session:
+    """A requests session that does not reuse a connection idle for half the daemon's ``api.socket_timeout``
+    (default 10 s) or more. The daemon closes a connection idle that long, and a request sent on it just as
+    the daemon closes it gets no answer at all ("Remote end closed connection without response"). That is
+    HTTP keep-alive's own race, and every client meets it; here it failed a concurrent test whose connections
+    had been idle for 10.16 s. A connection reused well before the daemon's limit cannot meet it."""
+    import urllib3
+    max_idle = socket_timeout / 2
+
+    def fresh(base: type) -> type:
+        class Pool(base):  # type: ignore[misc, valid-type]
+            def _put_conn(self, conn: Any) -> None:
+                if conn is not None:
+                    conn.pvc_idle_since = time.monotonic()
+                super()._put_conn(conn)
+
+            def _get_conn(self, timeout: float | None = None) -> Any:
+                conn = super()._get_conn(timeout)
+                since = getattr(conn, "pvc_idle_since", None)
+                if since is not None and time.monotonic() - since >= max_idle:
+                    conn.close()  # urllib3 connects a closed connection again on its next request
+                return conn
+        return Pool
+
+    session = requests.Session()
+    for prefix in ("http://", "https://"):
+        adapter = requests.adapters.HTTPAdapter()
+        adapter.poolmanager.pool_classes_by_scheme = {"http": fresh(urllib3.HTTPConnectionPool),
+                                                      "https": fresh(urllib3.HTTPSConnectionPool)}
+        session.mount(prefix, adapter)
+    return session
+
+
 class Daemon:
     """One pvcapid process with its own config file and data directory."""
 
@@ -338,7 +371,7 @@ class Daemon:
         self.config_path.write_text(yaml.safe_dump({"pvc": config}))
         self.log_path = workdir / "daemon.log"
         self.process: subprocess.Popen | None = None
-        self.http = requests.Session()
+        self.http = http_session(float(config["api"].get("socket_timeout", 10.0)))
         self.verify: str | bool = True  # the test CA's file for an SSL daemon
         self.env: dict[str, str] = {}  # set before start(): extra environment (systemd's NOTIFY_SOCKET)
         self.command = [str(BIN / "pvcapid")]  # set before start(): another pvcapid, or one run through a wrapper

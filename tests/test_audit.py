@@ -15,7 +15,7 @@ import pytest
 import requests
 from test_scopes import ADMIN_TOKEN, READ_TOKEN, SCOPED, WRITE_TOKEN
 
-from conftest import ANSWER_SLACK, REQUEST_TIMEOUT, deep_merge, settle_timeout, wait_until
+from conftest import ANSWER_SLACK, REQUEST_TIMEOUT, deep_merge, http_session, settle_timeout, wait_until
 from pvc_core.audit import AuditEntry, purge
 from pvc_core.redaction import summarize
 
@@ -117,7 +117,7 @@ def test_a_session_is_audited_exactly(audited):
                  recorded={"data": masked[:MAX_VALUE] + f"... [{len(script)} characters]"}, data={"data": script})
     session.send("POST", "/example/counter", 401, route="/example/counter", recorded={"value": "7"},
                  params={"value": "7"}, data={"other": "unread"})
-    login = requests.Session()
+    login = http_session()
     session.send("POST", "/login", 200, route="/login", recorded={"token": "***"}, data={"token": WRITE_TOKEN},
                  http=login)
     session.send("POST", "/example/counter", 200, who="writer", credential="session", route="/example/counter",

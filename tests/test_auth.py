@@ -9,7 +9,7 @@ import time
 import pytest
 import requests
 
-from conftest import AUTH_ON, REQUEST_TIMEOUT, SLOWDOWN, TOKEN, deep_merge, settle_timeout, wait_until
+from conftest import AUTH_ON, REQUEST_TIMEOUT, SLOWDOWN, TOKEN, deep_merge, http_session, settle_timeout, wait_until
 
 OPEN_ROUTES = {"/api/v1", "/api/v1/", "/api/v1/login", "/api/v1/logout", "/api/v1/auth/login",
                "/api/v1/auth/logout", "/api/v1/health"}
@@ -49,7 +49,7 @@ def test_auth_is_checked_before_parameters(auth_daemon):
 
 
 def test_every_protected_route_accepts_key_and_session(auth_daemon):
-    session = requests.Session()
+    session = http_session()
     login = session.post(auth_daemon.url("/login"), data={"token": TOKEN}, timeout=REQUEST_TIMEOUT)
     assert login.status_code == 200 and login.json() == {"message": "Authentication successful"}
     for method, path in route_table(auth_daemon):
@@ -72,7 +72,7 @@ def test_open_routes_need_no_credential(auth_daemon):
 
 @pytest.mark.parametrize("path", ["/login", "/auth/login"])
 def test_login_logout_session(auth_daemon, path):
-    session = requests.Session()
+    session = http_session()
     wrong = session.post(auth_daemon.url(path), data={"token": "nope"}, timeout=REQUEST_TIMEOUT)
     assert wrong.status_code == 401 and wrong.json() == {"message": "Authentication failed"}
     empty = session.post(auth_daemon.url(path), data={"token": ""}, timeout=REQUEST_TIMEOUT)
@@ -106,7 +106,7 @@ def test_forged_and_garbage_cookies(auth_daemon):
 def test_session_expires(daemon_factory):
     lifetime = math.ceil(SLOWDOWN * 3)  # the first request must come within it, even on a loaded machine
     short = daemon_factory(deep_merge(AUTH_ON, {"api": {"authentication": {"session_lifetime": str(lifetime)}}}))
-    session = requests.Session()
+    session = http_session()
     before = time.monotonic()
     assert session.post(short.url("/login"), data={"token": TOKEN}, timeout=REQUEST_TIMEOUT).status_code == 200
     # sent by hand: the client's cookie jar drops it by itself at Max-Age (rounded down), the server is on test
@@ -124,7 +124,7 @@ def test_session_expires(daemon_factory):
 
 def test_sessions_survive_restart_with_same_key(daemon_factory):
     first = daemon_factory(AUTH_ON)
-    session = requests.Session()
+    session = http_session()
     assert session.post(first.url("/login"), data={"token": TOKEN}, timeout=REQUEST_TIMEOUT).status_code == 200
     first.stop()
     first.start()

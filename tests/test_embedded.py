@@ -25,7 +25,7 @@ import requests
 from contract import Contract
 from test_cli_requests import node_domain_state, node_list, vm_list, vm_node, vm_start
 
-from conftest import BIN, REQUEST_TIMEOUT, START_TIMEOUT, quiet_port, settle_timeout, wait_until
+from conftest import BIN, REQUEST_TIMEOUT, START_TIMEOUT, http_session, quiet_port, settle_timeout, wait_until
 from pvc_core.zkserver import four_letter_word
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -99,7 +99,7 @@ class Client:
 
     def __init__(self, base: str):
         self.base = base
-        self.http = requests.Session()
+        self.http = http_session()
         self._contract: Contract | None = None
 
     def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:

@@ -67,7 +67,7 @@ from schemathesis.specs.openapi.checks import (
 from test_node import seed_node
 from test_vm import vm_xml
 
-from conftest import AUTH_ON, TOKEN, deep_merge
+from conftest import AUTH_ON, TOKEN, deep_merge, http_session
 
 EXAMPLES = int(os.environ.get("PVC_FUZZ_EXAMPLES", "4"))
 # The coverage phase's cases: "positive" (boundary and typical valid values: the suite's default) or
@@ -158,8 +158,8 @@ class FuzzRun:
     zk: Any
     task_id: str = ""
     rng: random.Random = field(default_factory=lambda: random.Random(SEED))
-    session: requests.Session = field(default_factory=requests.Session)  # the fuzzer's requests
-    seeding: requests.Session = field(default_factory=requests.Session)  # the seeding's
+    session: requests.Session = field(default_factory=http_session)  # the fuzzer's requests
+    seeding: requests.Session = field(default_factory=http_session)  # the seeding's
     requests: int = 0
     reseeds: int = 0
     statuses: collections.Counter = field(default_factory=collections.Counter)

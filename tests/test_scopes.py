@@ -10,7 +10,17 @@ import pytest
 import requests
 from test_reload import reload_with
 
-from conftest import AUTH_ON, REQUEST_TIMEOUT, TOKEN, base_config, deep_merge, run_pvcapid, wait_until, write_config
+from conftest import (
+    AUTH_ON,
+    REQUEST_TIMEOUT,
+    TOKEN,
+    base_config,
+    deep_merge,
+    http_session,
+    run_pvcapid,
+    wait_until,
+    write_config,
+)
 from pvc_core.zkserver import free_port
 
 READ_TOKEN = "read-" + TOKEN
@@ -151,7 +161,7 @@ def test_a_token_given_as_its_sha256(scoped):
     assert refused.status_code == 403
     assert refused.json() == {"message": "Insufficient scope: this token's scope is 'read', POST /api/v1/status "
                                          "requires scope 'admin'"}
-    session = requests.Session()
+    session = http_session()
     assert session.post(scoped.url("/login"), data={"token": HASHED_TOKEN},
                         timeout=REQUEST_TIMEOUT).status_code == 200
     assert session.get(scoped.url("/status"), timeout=REQUEST_TIMEOUT).status_code == 200
@@ -163,7 +173,7 @@ def test_a_token_given_as_its_sha256(scoped):
     (ADMIN_TOKEN, "admin", ("POST", "/initialize"), None),
 ], ids=["read", "write", "admin"])  # not the tokens: they are random, and pytest-xdist workers must agree
 def test_a_session_holds_its_tokens_scope(scoped, token, scope, allowed, refused):
-    session = requests.Session()
+    session = http_session()
     login = session.post(scoped.url("/login"), data={"token": token}, timeout=REQUEST_TIMEOUT)
     assert login.status_code == 200
     answer = session.request(allowed[0], scoped.url(allowed[1]), timeout=REQUEST_TIMEOUT)
@@ -189,7 +199,7 @@ def test_the_access_log_names_the_token(scoped):
     assert re.search(r'"GET /api/v1/status" 200 [0-9.]+ms the admins$', line), line
     refused = scoped.post("/status", headers={"X-Api-Key": READ_TOKEN})
     assert access_line(scoped, refused).endswith("ms reader") and " 403 " in access_line(scoped, refused)
-    session = requests.Session()
+    session = http_session()
     session.post(scoped.url("/login"), data={"token": WRITE_TOKEN}, timeout=REQUEST_TIMEOUT)
     assert access_line(scoped, session.get(scoped.url("/status"), timeout=REQUEST_TIMEOUT)).endswith(
         "ms session:writer")
@@ -265,9 +275,9 @@ def test_sighup_applies_new_scopes(daemon_factory):
     session is worth at most its token's scope now), but never rise above the scope they were made with;
     a token taken out of the file ends its sessions."""
     daemon = daemon_factory(SCOPED)
-    made_as_read = requests.Session()
+    made_as_read = http_session()
     assert made_as_read.post(daemon.url("/login"), data={"token": READ_TOKEN}, timeout=REQUEST_TIMEOUT).ok
-    made_as_admin = requests.Session()
+    made_as_admin = http_session()
     assert made_as_admin.post(daemon.url("/login"), data={"token": ADMIN_TOKEN}, timeout=REQUEST_TIMEOUT).ok
     assert daemon.post("/status", headers={"X-Api-Key": READ_TOKEN}).status_code == 403
 
