@@ -140,12 +140,12 @@ def test_snapshot_rollback_failure_and_delete_of_a_two_disk_vm(pair, storage):
     assert missing.status_code == 404
     assert missing.json() == {"message": "ERROR: Snapshot 'nosuch' does not exist for VM 'snap1'"}
 
-    # a client holds the second disk's lock: 409 before anything is done
+    # a client holds the second disk's lock: 400 before anything is done
     with rbd.Image(ioctx, DISKS[1]) as image:
         image.lock_exclusive("test-holder")
         locked = second.post("/vm/snap1/snapshot/rollback", params={"snapshot_name": "first"})
         image.unlock("test-holder")
-    assert locked.status_code == 409, locked.text
+    assert locked.status_code == 400, locked.text
     assert locked.json()["message"].startswith(f"ERROR: Volume '{DISKS[1]}' in pool '{POOL}' is in use (locked by ")
     assert locked.json()["message"].endswith("; stop what uses it before rolling VM 'snap1' back")
     assert contents(ioctx) == [b"\xaa" * SIZE, b"\x55" * SIZE]
@@ -567,7 +567,7 @@ def two_disk_vm(daemon, name: str = "snap1") -> tuple[str, ...]:
 
 
 def lock_refusal(ioctx, volume: str, vm: str | None, refused: str = "makes no snapshot of") -> str:
-    """The 409's message for ``volume`` locked as its lockers are now (ceph's Volumes.lock_refusal)."""
+    """The 400's message for ``volume`` locked as its lockers are now (ceph's Volumes.lock_refusal)."""
     import rbd
     with rbd.Image(ioctx, volume, read_only=True) as image:
         lockers = image.list_lockers()["lockers"]
@@ -579,7 +579,9 @@ def lock_refusal(ioctx, volume: str, vm: str | None, refused: str = "makes no sn
             f"volume locked by another client; release the lock ({' or '.join(ways)}) and try again")
 
 
-def test_a_disk_locked_by_another_client_is_refused_with_409_and_nothing_left(pair, storage, ceph_cluster):
+def test_a_disk_locked_by_another_client_is_refused_with_400_and_nothing_left(pair, storage, ceph_cluster):
+    """Issue 16: a snapshot of a disk locked from outside answers 400, not 409 (v0.6 answers every snapshot its
+    node could not make with 400), with a message naming the lock and how to release it."""
     import rbd
     first, second = pair
     zk, ioctx = storage
@@ -599,7 +601,7 @@ def test_a_disk_locked_by_another_client_is_refused_with_409_and_nothing_left(pa
         expected = lock_refusal(ioctx, DISKS[1], "snap1")
         locked = second.post("/vm/snap1/snapshot", params={"snapshot_name": "locked"})
         image.unlock("test-holder")
-    assert locked.status_code == 409, locked.text
+    assert locked.status_code == 400, locked.text
     assert locked.json() == {"message": f"{expected}; the RBD snapshots already made were removed"}
     nothing_left()
 
@@ -620,15 +622,15 @@ def test_a_disk_locked_by_another_client_is_refused_with_409_and_nothing_left(pa
     rbd_cli(ceph_cluster, "lock", "add", f"{POOL}/{DISKS[0]}", "cli-holder")
     expected = lock_refusal(ioctx, DISKS[0], "snap1")
     locked = first.post("/vm/snap1/snapshot", params={"snapshot_name": "locked"})
-    assert locked.status_code == 409, locked.text
+    assert locked.status_code == 400, locked.text
     assert locked.json() == {"message": expected}
     nothing_left()
 
-    # the volume snapshot routes refuse the same way (409, no RBD snapshot, no key), in both forms
+    # the volume snapshot routes refuse the same way (400, no RBD snapshot, no key), in both forms
     for path, params in (("/storage/ceph/snapshot", {"pool": POOL, "volume": DISKS[0], "snapshot": "plain"}),
                          (f"/storage/ceph/snapshot/{POOL}/{DISKS[0]}/plain", {})):
         refused = second.post(path, params=params)
-        assert refused.status_code == 409, refused.text
+        assert refused.status_code == 400, refused.text
         assert refused.json() == {"message": expected}
         assert not zk.exists(f"/ceph/snapshots/{POOL}/{DISKS[0]}/plain")
         nothing_left()

@@ -189,12 +189,12 @@ def test_snapshot_rollback_restores_the_bytes(pair, storage):
     assert first.post("/vm/db1/state", params={"state": "start"}).status_code == 200
     busy = second.post(f"/storage/ceph/snapshot/{POOL}/data/known/rollback")
     assert busy.status_code == 409 and "running VM(s) db1" in busy.json()["message"]
-    # a client holding the image's lock (a mapping the cluster does not know of): 409 as well
+    # a client holding the image's lock (a mapping the cluster does not know of): 400, as for a snapshot
     assert first.post("/vm/db1/state", params={"state": "stop"}).status_code == 200
     with rbd.Image(ioctx, "data") as image:
         image.lock_exclusive("test-holder")
         locked = second.post(f"/storage/ceph/snapshot/{POOL}/data/known/rollback")
-        assert locked.status_code == 409 and "in use" in locked.json()["message"]
+        assert locked.status_code == 400 and "in use" in locked.json()["message"]
         image.unlock("test-holder")
     with rbd.Image(ioctx, "data", read_only=True) as image:
         assert image.read(0, 4096) == other

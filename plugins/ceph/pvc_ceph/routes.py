@@ -41,9 +41,10 @@ SNAPSHOT = named("Snapshot", obj({"pool": STR, "volume": STR, "snapshot": STR}))
 TASK_ERRORS_TOO = task_headers(400, 409, 503)
 BUSY = {409: "Ceph refused: the object exists or is busy (e.g. a volume with snapshots)"}
 NAMED_BUSY = {404: "The pool or volume named by a parameter does not exist", **BUSY}
-# Ceph refuses a snapshot of an image whose lock another client holds (librbd: read-only image)
-SNAPSHOT_BUSY = {409: "The volume is locked by another client (the message names the lock and how to release "
-                      "it), or Ceph refused otherwise"}
+# Ceph refuses a change of an image whose lock another client holds (librbd: read-only image): 400, as v0.6
+# answers a snapshot its node could not make
+LOCKED = {400: "Bad input, or the volume is locked by another client (the message names the lock and how to "
+               "release it)"}
 
 
 def storage(ctx: Any, params: dict) -> dict:
@@ -264,8 +265,9 @@ def routes() -> list[Route]:
                     "application/octet-stream or a multipart/form-data part named 'file'; at most the volume's "
                     "size and the pool's room (a task)", tags=tags, returns=MESSAGE, stream_body=True,
             headers=task_headers(400, 409, 503, 507),
-            responses={409: "The volume is in use (a running VM's disk, or locked by a client), or the upload "
-                            "was cancelled (DELETE /tasks/<id>; the volume was rolled back)",
+            responses={**LOCKED,
+                       409: "The volume is a running VM's disk, or the upload was cancelled (DELETE /tasks/<id>; "
+                            "the volume was rolled back)",
                        507: "No space left in the API host's data directory to spool or convert a non-raw image"}),
         Route("GET", "/storage/ceph/snapshot", list_snapshots, (
             Param("pool", STRING, help="only this pool"), Param("volume", STRING, help="only volumes of this name"),
@@ -277,11 +279,11 @@ def routes() -> list[Route]:
             Param("volume", STRING, required=True, help="volume name"),
             Param("pool", STRING, required=True, help="pool name")),
             summary="Snapshot an RBD volume", aliases=("/storage/ceph/volume/snapshot",), tags=tags,
-            returns=MESSAGE, responses={**NAMED_BUSY, **SNAPSHOT_BUSY}),
+            returns=MESSAGE, responses={**NAMED_BUSY, **LOCKED}),
         Route("GET", SNAPSHOT_ELEMENT, get_snapshot, summary="One RBD snapshot", aliases=SNAPSHOT_ELEMENT_SEED,
               tags=tags, returns=SNAPSHOT),
         Route("POST", SNAPSHOT_ELEMENT, add_snapshot, summary="Snapshot an RBD volume (names in the path)",
-              aliases=SNAPSHOT_ELEMENT_SEED, tags=tags, returns=MESSAGE, responses=SNAPSHOT_BUSY),
+              aliases=SNAPSHOT_ELEMENT_SEED, tags=tags, returns=MESSAGE, responses={**BUSY, **LOCKED}),
         Route("PUT", SNAPSHOT_ELEMENT, rename_snapshot,
               (Param("new_name", STRING, required=True, help="new snapshot name"),),
               summary="Rename an RBD snapshot", aliases=SNAPSHOT_ELEMENT_SEED, tags=tags,
@@ -291,5 +293,5 @@ def routes() -> list[Route]:
         Route("POST", SNAPSHOT_ELEMENT + "/rollback", rollback_snapshot,
               summary="Roll an RBD volume back to a snapshot (PVC 1.x; a task)", tags=tags, returns=MESSAGE,
               headers=task_headers(404, 409, 503),
-              responses={409: "The volume is in use (a running VM's disk, or locked by a client)"}),
+              responses={**LOCKED, 409: "The volume is a running VM's disk"}),
     ]

@@ -22,8 +22,8 @@ Either way the volume's first bytes become the image (an all-zero object is
 discarded, so the volume stays sparse) and the rest of the volume is kept.
 Before the first write the volume is snapshotted; a failure after it (a cut
 upload, Ceph failing, a raw body found too long) rolls the volume back, so a
-refused or failed upload leaves it as it was. The volume must not be in use
-(a running VM's disk, or locked): 409.
+refused or failed upload leaves it as it was. The volume must not be in use:
+a running VM's disk is 409, a volume another client holds locked 400.
 """
 
 from __future__ import annotations

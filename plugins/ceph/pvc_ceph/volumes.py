@@ -95,8 +95,8 @@ class Volumes(CephArea):
     def _failure(self, what: str, exc: Exception, pool: str | None = None) -> ApiError:
         import rbd
         reason = str(exc) or type(exc).__name__
-        # ReadOnlyImage (EROFS): another client holds the image's lock (see ``lock_refusal``)
-        if isinstance(exc, (rbd.ImageExists, rbd.ImageBusy, rbd.ImageHasSnapshots, rbd.ReadOnlyImage)):
+        # ReadOnlyImage (EROFS): another client holds the image's lock, a 400 like v0.6's (``lock_refusal``)
+        if isinstance(exc, (rbd.ImageExists, rbd.ImageBusy, rbd.ImageHasSnapshots)):
             return Conflict(f"ERROR: Failed to {what}: {reason}")
         if isinstance(exc, (rbd.ConnectionShutdown, rbd.Timeout)):
             # The monitors answered (the pool was opened): an operation that times out on a
@@ -141,19 +141,22 @@ class Volumes(CephArea):
                            f"{', '.join(users)}; stop them before {doing}")
 
     def refuse_locked(self, pool: str, name: str, image: Any, doing: str) -> None:
-        """409 while any client holds a lock on the open ``image`` (a VM or a mapping the cluster does not
-        know of)."""
+        """400 while any client holds a lock on the open ``image`` (a stopped VM's left by its node, a mapping
+        the cluster does not know of), as for a snapshot (``lock_refusal``); a running VM is refused (409)
+        before, by ``refuse_running_vms``."""
         lockers = (image.list_lockers() or {}).get("lockers", [])
         if lockers:
             holders = ", ".join(sorted({str(locker[2]) for locker in lockers}))
-            raise Conflict(f"ERROR: Volume '{name}' in pool '{pool}' is in use (locked by {holders}); "
+            raise BadRequest(f"ERROR: Volume '{name}' in pool '{pool}' is in use (locked by {holders}); "
                            f"stop what uses it before {doing}")
 
-    def lock_refusal(self, pool: str, name: str, image: Any, refused: str) -> Conflict:
-        """409 for a change Ceph refused because another client holds the image's lock (librbd answers
+    def lock_refusal(self, pool: str, name: str, image: Any, refused: str) -> BadRequest:
+        """400 for a change Ceph refused because another client holds the image's lock (librbd answers
         "read-only image", EROFS: with the exclusive-lock feature it writes only as the lock's owner, and it
         cannot ask a lock taken with ``rbd lock add`` or ``lock_exclusive`` to hand over, as it asks a
-        running VM's). Says whose lock it is and how to release it; ``refused`` completes "Ceph …"."""
+        running VM's). 400, not 409: v0.6 answers every snapshot its node could not make with 400, and the
+        lock is none of the cluster's objects but a client outside it. Says whose lock it is and how to
+        release it; ``refused`` completes "Ceph …"."""
         import rbd
         try:
             lockers = (image.list_lockers() or {}).get("lockers", [])
@@ -166,7 +169,7 @@ class Volumes(CephArea):
         ways += [f"rbd lock rm {pool}/{name} '{cookie}' {client}" for client, cookie, _ in lockers]
         holder = f": {held}" if held else ""
         how = f" ({' or '.join(ways)})" if ways else ""
-        return Conflict(f"ERROR: Volume '{name}' in pool '{pool}' is locked by another client{holder}, and Ceph "
+        return BadRequest(f"ERROR: Volume '{name}' in pool '{pool}' is locked by another client{holder}, and Ceph "
                         f"{refused} a volume locked by another client; release the lock{how} and try again")
 
     # -- reading (ZooKeeper) ---------------------------------------------------------------

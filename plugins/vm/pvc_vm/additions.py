@@ -102,9 +102,10 @@ def routes() -> list[Route]:
             _snapshot_param("the snapshot's name (default: the time, YYYYMMDDHHMMSS)"),),
             summary="Snapshot every RBD disk of a VM under one name, with its XML (PVC 1.x); a running VM's guest "
                     "filesystems frozen through its node meanwhile", tags=tags,
-            returns=MESSAGE, responses={409: "A disk is locked by another client (the message names the lock and "
-                                             "how to release it), Ceph refused a disk's snapshot otherwise (nothing "
-                                             "is left), or a concurrent change"}),
+            returns=MESSAGE, responses={400: "Bad input, or a disk is locked by another client (the message names "
+                                             "the lock and how to release it; nothing is left)",
+                                        409: "Ceph refused a disk's snapshot (nothing is left), or a concurrent "
+                                             "change"}),
         Route("DELETE", "/vm/<vm>/snapshot", remove_snapshot, (
             _snapshot_param("the snapshot to remove", required=True),),
             summary="Remove a VM's snapshot: its RBD snapshots and keys (PVC 1.x)", tags=tags, returns=MESSAGE,
@@ -113,9 +114,10 @@ def routes() -> list[Route]:
             _snapshot_param("the snapshot to roll back to", required=True),),
             summary="Roll a stopped VM's disks and XML back to a snapshot (PVC 1.x; a task)", tags=tags,
             returns=MESSAGE, headers=TASK_ERRORS_TOO,
-            responses={404: "The VM or the snapshot does not exist",
-                       409: "The VM is not stopped (stop or disable), a disk is in use, a concurrent change, or "
-                            "the rollback was cancelled (DELETE /tasks/<id>; the disks were put back)"}),
+            responses={400: "Bad input, or a disk is locked by another client (nothing was rolled back)",
+                       404: "The VM or the snapshot does not exist",
+                       409: "The VM is not stopped (stop or disable), a concurrent change, or the rollback was "
+                            "cancelled (DELETE /tasks/<id>; the disks were put back)"}),
         Route("POST", "/vm/<vm>/snapshot/export", export_snapshot, (
             _snapshot_param("the snapshot to export", required=True),
             Param("export_path", STRING, required=True, max_length=4096,
