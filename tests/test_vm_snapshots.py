@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import json
+import os
 import re
 import time
 
@@ -59,13 +60,29 @@ def write(ioctx, data: list[bytes]) -> None:
             image.write(chunk, 0)
 
 
-def test_snapshot_rollback_failure_and_delete_of_a_two_disk_vm(pair, storage):
+def write_mapped(ceph_cluster, data: list[bytes]) -> None:
+    """Write each disk's bytes (at offset 0) through the volume mapping the provisioner writes a new VM's disks
+    through (``hostops.Mapper``: ``rbd map``, or rbd-fuse and a loop device), flushed and unmapped."""
+    from pvc_provisioner.hostops import Mapper
+    mapper = Mapper(ceph_cluster.conf, "client.admin", ceph_cluster.keyring)
+    for volume, chunk in zip(DISKS, data, strict=True):
+        mapping = mapper.map(POOL, volume)
+        try:
+            with open(mapping.device, "r+b", buffering=0) as device:
+                device.write(chunk)
+                os.fsync(device.fileno())
+        finally:
+            mapper.unmap(mapping)
+
+
+def test_snapshot_rollback_failure_and_delete_of_a_two_disk_vm(pair, storage, ceph_cluster):
     import rbd
     first, second = pair
     zk, ioctx = storage
     define_with_volumes(first, "snap1", UUID, DISKS)
     known = [bytes(range(256)) * (SIZE // 256), bytes(reversed(range(256))) * (SIZE // 256)]
-    write(ioctx, known)
+    write_mapped(ceph_cluster, known)
+    at_first = [digest(ioctx, volume) for volume in DISKS]  # the whole disks, as the snapshot will hold them
     original = first.get("/vm/snap1").json()
     assert original["snapshots"] == []
     xml = zk.get(f"/domains/{UUID}/xml")[0]
@@ -104,7 +121,7 @@ def test_snapshot_rollback_failure_and_delete_of_a_two_disk_vm(pair, storage):
     same_everywhere(pair, "snap1", snapshotted)
 
     # overwrite both disks and change the XML; a running VM is not rolled back (409), nothing changes
-    write(ioctx, [b"\xaa" * SIZE, b"\x55" * SIZE])
+    write_mapped(ceph_cluster, [b"\xaa" * SIZE, b"\x55" * SIZE])
     bigger = original["xml"].replace("<memory unit='MiB'>2048</memory>", "<memory unit='MiB'>4096</memory>")
     assert bigger != original["xml"]
     assert first.put("/vm/snap1", data={"xml": bigger}).status_code == 200
@@ -165,14 +182,16 @@ def test_snapshot_rollback_failure_and_delete_of_a_two_disk_vm(pair, storage):
                                          f"pool '{POOL}'; the disks already rolled back were restored")
     assert contents(ioctx) == [b"\xaa" * SIZE, b"\x55" * SIZE]
     assert [snaps(ioctx, volume) for volume in DISKS] == [["first"], ["first"]]
+    assert [zk.get_children(f"/ceph/snapshots/{POOL}/{volume}") for volume in DISKS] == [["first"], ["first"]]
     assert tree(zk, "/domains") == changed_keys
     same_everywhere(pair, "snap1", {**changed, "state": "stop"})
 
     # the rollback: both disks hold the first bytes again, the XML is the stored one, no helper snapshot stays
     rolled = second.post("/vm/snap1/snapshot/rollback", params={"snapshot_name": "first"})
     assert rolled.json() == {"message": "Successfully rolled back to snapshot 'first' of VM 'snap1'."}, rolled.text
-    assert contents(ioctx) == known
+    assert contents(ioctx) == known and [digest(ioctx, volume) for volume in DISKS] == at_first
     assert [snaps(ioctx, volume) for volume in DISKS] == [["first"], ["first"]]
+    assert [zk.get_children(f"/ceph/snapshots/{POOL}/{volume}") for volume in DISKS] == [["first"], ["first"]]
     assert zk.get(f"/domains/{UUID}/xml")[0] == xml
     assert zk.get(f"/domains/{UUID}/rbdlist")[0] == ",".join(f"{POOL}/{volume}" for volume in DISKS).encode()
     assert tree(zk, base) == stored
