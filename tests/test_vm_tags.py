@@ -166,3 +166,21 @@ def test_tags_written_by_other_tooling_are_repaired_by_the_next_change(pair, tag
     assert second.post("/vm/gamma/tags", params={"action": "add", "tag": "new"}).status_code == 200
     agree(pair, zk)
     assert [tag["name"] for tag in first.get("/vm/gamma").json()["tags"]] == ["legacy", "new"]
+
+
+def test_tags_that_json_escapes_are_filtered_like_any_other(pair, tagged):
+    """A tag with a non-ASCII letter, a quote or a backslash is stored escaped in the VM's JSON list; the
+    filters still find it (they looked for the raw text and never matched)."""
+    first, second = pair
+    odd = ["café", "héllo☃", 'q"t', "b\\s"]
+    for tag in odd:
+        added = first.post("/vm/gamma/tags", json={"action": "add", "tag": tag})
+        assert added.status_code == 200, added.text
+    agree(pair, tagged)
+    for daemon in pair:
+        for tag in odd:
+            found = wait_until(lambda daemon=daemon, tag=tag: names(daemon.get("/vm", params={"tag": tag}).json()),
+                               message=f"the filter tag={tag!r} on {daemon.base}")
+            assert found == ["gamma"], found
+            assert names(daemon.get("/vm", params={"tag": tag, "negate": "true"}).json()) == ["alpha", "beta"]
+

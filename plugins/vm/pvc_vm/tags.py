@@ -31,8 +31,10 @@ def parse(value: str | None) -> list[dict]:
 
 
 def has(value: str | None, name: str) -> bool:
-    """Whether the stored list names ``name`` (the ``tag`` filter of ``GET /vm``)."""
-    if not value or name not in value:  # most VMs: no tags at all, or not this one
+    """Whether the stored list names ``name`` (the ``tag`` filter of ``GET /vm``). The quick test on the text
+    looks for the name as JSON writes it too: the stored list escapes non-ASCII letters, quotes and
+    backslashes (``café`` is ``caf\\u00e9`` there)."""
+    if not value or (name not in value and json.dumps(name)[1:-1] not in value):  # most VMs: no tags, or not this
         return False
     return any(item["name"] == name for item in parse(value))
 
