@@ -115,6 +115,11 @@ def validate(document: Any) -> dict[str, str]:
         if value is not None and not isinstance(value, str):
             raise BadRequest(f"Cluster backup: value of {path!r}: expected a string or null, got "
                              f"{type(value).__name__}")
+        size = len(path.encode()) + len((value or "").encode())
+        if size > CHUNK_BYTES:
+            raise BadRequest(f"Cluster backup: key {path[:200]!r} with its value is {size} bytes; expected at most "
+                             f"{CHUNK_BYTES} (ZooKeeper refuses a request above about 1 MB, and drops the "
+                             "connection that sent it)")
         out[path] = value or ""
     orphans = sorted(path for path in out if path.rsplit("/", 1)[0] and path.rsplit("/", 1)[0] not in out)
     if orphans:
