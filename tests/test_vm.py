@@ -166,11 +166,21 @@ def test_define_needs_xml(vmd, cluster):
 
 def test_define_duplicates(vmd, cluster):
     assert define(vmd).status_code == 200
-    for xml in (XML, vm_xml("other", UUID), vm_xml("test1", uuid_for(1))):
+    # the last: a name that is test1's UUID, which would make /vm/<that> reach test1
+    named_as_uuid = XML.replace(UUID, uuid_for(1)).replace("<name>test1</name>", f"<name>{UUID}</name>")
+    for xml in (XML, vm_xml("other", UUID), vm_xml("test1", uuid_for(1)), named_as_uuid):
         response = define(vmd, xml)
         assert response.status_code == 400
         assert "matches an existing VM on the cluster" in response.json()["message"]
     assert len(cluster.get_children("/domains")) == 1
+    # nor can a rename give a VM another's UUID as its name; nothing changes
+    assert define(vmd, vm_xml("other", uuid_for(1))).status_code == 200
+    before = tree(cluster, "/domains")
+    renamed = vmd.post("/vm/other/rename", params={"new_name": UUID})
+    assert renamed.status_code == 400
+    assert renamed.json() == {"message": f"'{UUID}' is the UUID of VM 'test1'; expected a name no VM has as its "
+                                         "name or UUID"}
+    assert tree(cluster, "/domains") == before and vmd.get(f"/vm/{UUID}").json()["name"] == "test1"
 
 
 def test_one_name_defined_at_once_through_two_daemons_is_defined_once(vmd, cluster, daemon_factory):

@@ -42,11 +42,15 @@ def plan(domain: domainxml.Domain, old: str, new: str) -> list[tuple[str, str, s
 
 
 def refuse_taken(service: Any, new_name: str) -> None:
-    """400 when a VM has the name; the view first takes in every VM committed before (one defined a moment
-    ago through another daemon counts)."""
+    """400 when a VM has the name, or has it as its UUID (``/vm/<name>`` would then reach that VM); the view
+    first takes in every VM committed before (one defined a moment ago through another daemon counts)."""
     service.view.sync()
-    if new_name in service.view.names().values():
+    names = service.view.names()
+    if new_name in names.values():
         raise BadRequest(f"A VM named '{new_name}' is already present in the cluster")
+    if new_name in names:
+        raise BadRequest(f"'{new_name}' is the UUID of VM '{names[new_name]}'; expected a name no VM has as its "
+                         "name or UUID")
 
 
 def rename(service: Any, ident: str, new_name: str) -> str:

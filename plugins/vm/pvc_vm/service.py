@@ -336,7 +336,8 @@ class VMService:
             # trip, where reading every VM's keys directly cost one read per key of the cluster).
             self.view.sync()
             names = self.view.names()
-            if uuid in names or name in names.values():
+            # a name that is another VM's UUID (or the reverse) would make /vm/<that> reach the other VM
+            if uuid in names or name in names.values() or name in names or uuid in names.values():
                 raise BadRequest(f"ERROR: Specified VM '{name}' or UUID '{uuid}' matches an existing VM on the cluster")
             transaction = self.zk.transaction()
             guard.add_to(transaction)
