@@ -89,11 +89,12 @@ class Precondition:
     """A request's ``If-Match``: ``*`` (the object exists) or entity tags, compared strongly (a weak
     tag never matches, RFC 9110 §13.1.1)."""
 
-    __slots__ = ("header", "tags", "checked")
+    __slots__ = ("header", "tags", "weak", "checked")
 
-    def __init__(self, header: str, tags: frozenset[str] | None):
+    def __init__(self, header: str, tags: frozenset[str] | None, weak: frozenset[str] = frozenset()):
         self.header = header
         self.tags = tags  # None: "*"
+        self.weak = weak  # the tags sent as W/"...": never a match, but the 412 says why
         self.checked = False  # set by ``require``: the dispatcher logs a change that never checked it
 
     @classmethod
@@ -103,7 +104,8 @@ class Precondition:
         tags = _tags(header)
         if tags is None:
             raise BadRequest(f"Header If-Match: {SYNTAX}; got {header!r}")
-        return cls(header.strip(), frozenset(tag for weak, tag in tags if not weak))
+        return cls(header.strip(), frozenset(tag for weak, tag in tags if not weak),
+                   frozenset(tag for weak, tag in tags if weak))
 
     def holds(self, etag: str | None) -> bool:
         if etag is None:
@@ -119,6 +121,11 @@ class Precondition:
             raise PreconditionFailed(
                 f"Precondition failed (If-Match: {self.header}): {what} does not exist (any more); "
                 f"nothing was changed. GET {location} shows what is there now")
+        if etag in self.weak:
+            raise PreconditionFailed(
+                f"Precondition failed (If-Match: {self.header}): W/{etag} is a weak entity tag, and If-Match "
+                "compares entity tags strongly (RFC 9110 §13.1.1), so a weak one never matches; nothing was "
+                f"changed. Send the ETag as GET {location} gives it: If-Match: {etag}", headers={HEADER: etag})
         raise PreconditionFailed(
             f"Precondition failed (If-Match: {self.header}): {what} changed since it was read; nothing was "
             f"changed. Its current ETag is {etag}: GET {location} to re-read it, then send the change again "

@@ -183,8 +183,13 @@ def test_vm_two_writers_through_two_daemons(pair: list[Daemon], zk: KazooClient)
                                  ("POST", "/vm/test1/node", {"action": "migrate", "node": "pvchv3"}),
                                  ("DELETE", "/vm/test1", {})):
         refused(conditional(b, method, path, first, data=params), second, "VM 'test1'")
-        # a weak tag never matches (strong comparison), even the current one
-        refused(conditional(a, method, path, f"W/{second}", data=params), second, "VM 'test1'")
+        # a weak tag never matches (strong comparison), even the current one: the 412 says so, not "changed"
+        weak = conditional(a, method, path, f"W/{second}", data=params)
+        assert weak.status_code == 412 and weak.headers["ETag"] == second, weak.text
+        assert weak.json() == {"message": f"Precondition failed (If-Match: W/{second}): W/{second} is a weak "
+                                          "entity tag, and If-Match compares entity tags strongly (RFC 9110 "
+                                          "§13.1.1), so a weak one never matches; nothing was changed. Send the "
+                                          f"ETag as GET /api/v1/vm/test1 gives it: If-Match: {second}"}
     assert zk_etag(zk, paths) == second
     assert a.get("/vm/test1").json() == b.get("/vm/test1").json() == whole
 
