@@ -27,7 +27,7 @@ from kazoo.exceptions import NoNodeError
 
 from . import schema
 from .errors import ApiError, BadRequest, Conflict
-from .params import STRING, Param
+from .params import STRING, Param, confirmation
 from .routes import ADMIN, Route
 from .shapes import MESSAGE, STR, map_of, nullable
 from .taskmonitor import Cancelled, Kind
@@ -255,8 +255,7 @@ def kinds(runtime: Any) -> list[Kind]:
     return [Kind(RESTORE, "core", lambda: 30 * 86400.0, "a month", recover=lambda args: recover(runtime, args))]
 
 
-CONFIRM = Param("yes-i-really-mean-it", STRING, required=True, aliases=("yes_i_really_mean_it",),
-                help="Restore is destructive; please confirm with the argument 'yes-i-really-mean-it'.")
+CONFIRM = confirmation("Restore is destructive; please confirm with the argument 'yes-i-really-mean-it'.")
 
 
 def routes() -> list[Route]:

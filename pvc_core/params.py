@@ -178,6 +178,18 @@ NAME_HELP = "a name without '/' or control characters, not '.' or '..'"
 _NAME = re.compile(NAME_PATTERN)
 
 
+# v0.6 took any value of yes-i-really-mean-it as a yes, "no" too: an explicit negative is refused instead
+CONFIRM_PATTERN = r"(?!(?:[Nn][Oo]?|[Ff][Aa][Ll][Ss][Ee]|0|[Oo][Ff][Ff])$)[\s\S]*"
+CONFIRM_HELP = "any value (even empty) but a negative one (no, n, false, 0, off)"
+
+
+def confirmation(help: str) -> Param:
+    """The confirmation of a destructive change: present, as in v0.6 (and as ``yes_i_really_mean_it``, which
+    DECISIONS accepts too), with any value but an explicit negative, which v0.6 also took as a yes."""
+    return Param("yes-i-really-mean-it", STRING, required=True, aliases=("yes_i_really_mean_it",),
+                 pattern=CONFIRM_PATTERN, pattern_help=CONFIRM_HELP, help=help)
+
+
 def is_name(value: str) -> bool:
     """Whether ``value`` is a safe object name (``NAME_PATTERN``), for names that arrive outside
     a declared Param (a path segment, a service call); the caller words the 400."""

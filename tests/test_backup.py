@@ -151,6 +151,9 @@ def test_backup_restored_on_a_fresh_zookeeper_answers_alike(daemon_factory, clus
                 target.post("/restore", params={**confirmed, "cluster_data": text})
             assert refused.status_code == 400, (text, refused.text)
             assert fragment in refused.json()["message"], (text, refused.json())
+        declined = target.post("/restore", params={"yes_i_really_mean_it": "no"}, json=document)
+        assert declined.status_code == 400 and declined.json()["message"].startswith(
+            "Parameter 'yes-i-really-mean-it': expected any value (even empty) but a negative one"), declined.text
         assert tree(fresh) == {}
 
         restored = target.post("/restore", params={"yes-i-really-mean-it": "yes"}, json=document)

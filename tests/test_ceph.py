@@ -245,6 +245,12 @@ def test_pool_lifecycle(cephd, cluster, ceph_cluster):
     unconfirmed = cephd.delete("/storage/ceph/pool/tank")
     assert unconfirmed.status_code == 400 and "'yes-i-really-mean-it'" in unconfirmed.json()["message"]
     assert "tank" in ceph_pools(ceph_cluster)
+    for no in ("no", "False", "0"):  # v0.6 took any value as a yes, an explicit no too
+        refused = cephd.delete("/storage/ceph/pool/tank", params={"yes-i-really-mean-it": no})
+        assert refused.status_code == 400 and refused.json() == {
+            "message": "Parameter 'yes-i-really-mean-it': expected any value (even empty) but a negative one (no, "
+                       f"n, false, 0, off), got '{no}'"}, refused.text
+    assert "tank" in ceph_pools(ceph_cluster)
     removed = cephd.delete("/storage/ceph/pool/tank", params={"yes_i_really_mean_it": ""})
     assert removed.status_code == 200 and removed.json() == {"message": "Removed RBD pool 'tank' and all volumes."}
     assert "tank" not in ceph_pools(ceph_cluster)

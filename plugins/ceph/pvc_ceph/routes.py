@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pvc_core.errors import BadRequest
-from pvc_core.params import INTEGER, NUMBER, STRING, Param
+from pvc_core.params import INTEGER, NUMBER, STRING, Param, confirmation
 from pvc_core.routes import ADMIN, CONFLICT, NO_MATCH, Route, collapse
 from pvc_core.shapes import INT, MESSAGE, NUM, STR, array, named, nullable, obj, one_or_many
 from pvc_core.taskroutes import announce, task_headers
@@ -183,8 +183,7 @@ SOURCE = Param("source_volume", STRING, help="copy this volume of the same pool 
 PGS = Param("pgs", INTEGER, required=True, help="placement groups, e.g. 256")
 REPLCFG = Param("replcfg", STRING, default="copies=3,mincopies=2",
                 help="copies=<N>,mincopies=<M>; default copies=3,mincopies=2 (the v0.6 CLI's)")
-CONFIRM = Param("yes-i-really-mean-it", STRING, required=True, aliases=("yes_i_really_mean_it",),
-                help="confirms a destructive operation (its value is ignored)")
+CONFIRM = confirmation("confirms a destructive operation")
 
 
 def routes() -> list[Route]:
