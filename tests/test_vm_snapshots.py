@@ -505,6 +505,17 @@ def test_import_under_a_new_name_beside_the_original(pair, storage, tmp_path):
                                          "every rbd disk's volume name to contain 'lone' (replaced by 'lone2'), or "
                                          "an import without new_name"}
     assert untouched() == before
+    # no node to define the VM on (the only one flushed): refused before any volume is copied
+    zk.set("/nodes/pvchv1/domainstate", b"flushed")
+    wait_until(lambda: second.get("/node/pvchv1").json()["domain_state"] == "flushed")
+    nowhere = import_two(second, new_name="copy1")
+    assert nowhere.status_code == 400 and nowhere.json() == {
+        "message": "ERROR: Could not find a valid target node for VM 'copy1': no node is in daemon state 'run' and "
+                   "domain state 'ready' with free memory; expected one to define the imported VM on (nothing was "
+                   "imported)"}, nowhere.text
+    zk.set("/nodes/pvchv1/domainstate", b"ready")
+    wait_until(lambda: second.get("/node/pvchv1").json()["domain_state"] == "ready")
+    assert untouched() == before
     assert first.post("/storage/ceph/volume", params={"pool": POOL, "volume": copies[1], "size": "4M"}) \
         .status_code == 200
     before = untouched()

@@ -228,6 +228,10 @@ def import_(service: Any, ident: str, name: str, import_path: str, retain_snapsh
     vm, xmls, targets = ident, [doc["vm_detail"]["xml"] for doc in chain], {disk: disk for disk in disks}
     if new_name is not None:
         vm, (xmls, targets) = new_name, _as_copy(chain, disks, ident, new_name)
+    if not service.can_place():
+        raise BadRequest(f"ERROR: Could not find a valid target node for VM '{vm}': no node is in daemon state "
+                         "'run' and domain state 'ready' with free memory; expected one to define the imported VM "
+                         "on (nothing was imported)")
     storage = service.runtime.service("ceph") if disks else None
     if storage is not None:
         storage.require_reachable()

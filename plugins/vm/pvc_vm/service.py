@@ -248,6 +248,14 @@ class VMService:
                 if any(disk.get("type") == "rbd" and disk.get("name") == volume
                        for disk in domainxml.info(entry.get("xml") or "")["disks"])}
 
+    def can_place(self) -> bool:
+        """Whether a VM defined now finds a node by define's default placement (the node view caught up once,
+        as define does): an import asks before it copies any volume, not after."""
+        if placement.select(self.nodes.objects(), [], "mem") is not None:
+            return True
+        self.nodes.catch_up()
+        return placement.select(self.nodes.objects(), [], "mem") is not None
+
     def running_vms_using_volume(self, volume: str) -> list[str]:
         """Names of the VMs not stopped (stop, disable, fail) with ``pool/volume`` as an rbd disk (the ceph
         plugin's snapshot rollback refuses then)."""
