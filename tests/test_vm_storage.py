@@ -138,6 +138,22 @@ def test_rename_moves_xml_keys_and_volumes_in_one_step(pair, storage):
     rbd.RBD().remove(ioctx, "web2_sdb")
     ceph_images = images(ioctx)
 
+    # the last step fails, after every volume was renamed: the transaction renames the VM's snapshots too and
+    # meets one whose stored XML another tool wrote unreadable; every volume is renamed back
+    base = f"/domains/{UUID}/snapshots"
+    transaction = zk.transaction()
+    for path, value in ((base, b"[]"), (f"{base}/odd", b"odd"), (f"{base}/odd/timestamp", b"0"),
+                        (f"{base}/odd/xml", b"<not xml"), (f"{base}/odd/rbdsnaplist", b"")):
+        transaction.create(path, value)
+    assert all(result is not None and not isinstance(result, Exception) for result in transaction.commit())
+    broken = first.post("/vm/web1/rename", params={"new_name": "web2"})
+    assert broken.status_code == 400, broken.text
+    assert broken.json()["message"].startswith("Error: XML is malformed or incorrect")
+    assert broken.json()["message"].endswith("; the volumes already renamed were renamed back")
+    assert images(ioctx) == ceph_images and zk.get(f"/domains/{UUID}")[0] == b"web1"
+    zk.delete(base, recursive=True)
+    unchanged()
+
     # the rename: XML (name, disk sources), the name key, the volumes and their keys; UUID, tags stay
     done = second.post("/vm/web1/rename", params={"new_name": "web2"})
     assert done.json() == {"message": "Successfully renamed VM 'web1' to 'web2'."}
