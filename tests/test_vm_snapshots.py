@@ -748,3 +748,30 @@ def test_xml_diff_lines_made_once_per_pair_of_xmls():
     assert xmldiff.diff_lines(older, current) == xml_diff(older, current)
     assert xmldiff._cache[key] is kept  # not made again
     assert xmldiff.diff_lines(current, older) == xml_diff(current, older)  # the other way round: another pair
+
+
+def test_a_volume_listed_twice_in_the_xml_is_snapshotted_once(pair, storage):
+    """An XML may name one RBD volume as two disks: the snapshot takes it once (its second snapshot was
+    refused as one that exists already, which pointed at the wrong problem), and the rollback restores it."""
+    import rbd
+    first, second = pair
+    zk, ioctx = storage
+    assert first.post("/storage/ceph/volume", params={"pool": POOL, "volume": "twice_sda", "size": "8M"}) \
+        .status_code == 200
+    assert first.post("/vm", params={"node": "pvchv1"},
+                      data={"xml": vm_xml("twice", UUID, (f"{POOL}/twice_sda", f"{POOL}/twice_sda"))}).status_code \
+        == 200
+    with rbd.Image(ioctx, "twice_sda") as image:
+        image.write(b"\x01" * SIZE, 0)
+    made = second.post("/vm/twice/snapshot", params={"snapshot_name": "once"})
+    assert made.json() == {"message": "Successfully created snapshot 'once' of VM 'twice'."}, made.text
+    assert snaps(ioctx, "twice_sda") == ["once"]
+    assert zk.get(f"/domains/{UUID}/snapshots/once/rbdsnaplist")[0] == f"{POOL}/twice_sda@once".encode()
+    with rbd.Image(ioctx, "twice_sda") as image:
+        image.write(b"\x02" * SIZE, 0)
+    assert first.post("/vm/twice/state", params={"state": "stop"}).status_code == 200
+    rolled = first.post("/vm/twice/snapshot/rollback", params={"snapshot_name": "once"})
+    assert rolled.status_code == 200, rolled.text
+    with rbd.Image(ioctx, "twice_sda", read_only=True) as image:
+        assert image.read(0, SIZE) == b"\x01" * SIZE
+

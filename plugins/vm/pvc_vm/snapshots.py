@@ -54,8 +54,10 @@ def parse(value: str | None, current_xml: str = "") -> list[dict]:
 
 
 def _disks(xml: str) -> list[Disk]:
-    return [tuple(name.split("/", 1)) for name in domainxml.parse(xml).rbd_volumes()  # type: ignore[misc]
-            if name.count("/") == 1]
+    """The VM's RBD volumes, each once: an XML may list one volume as two disks, and its second snapshot
+    would be refused as one that exists already."""
+    names = dict.fromkeys(name for name in domainxml.parse(xml).rbd_volumes() if name.count("/") == 1)
+    return [tuple(name.split("/", 1)) for name in names]  # type: ignore[misc]
 
 
 def read(zk: Any, uuid: str) -> dict[str, dict[str, str]]:
