@@ -381,6 +381,19 @@ def test_export_full_then_incremental_and_import(pair, storage, ceph_cluster, tm
     assert cut.status_code == 400 and cut.json()["message"].startswith(
         "ERROR: Export 'two' of VM 'snap1' is damaged: its files hold "), cut.text
     assert not set(DISKS) & set(images(ioctx)) and not zk.exists(f"/domains/{UUID}")
+    # gone, a FIFO, a symbolic link (to the right bytes, even): not the files the export wrote
+    elsewhere = tmp_path / "elsewhere.rbddiff"
+    elsewhere.write_bytes(kept)
+    for make, problem in ((lambda: None, f"lacks its file 'images/{damaged.name}'"),
+                          (lambda: os.mkfifo(damaged), f"'images/{damaged.name}' is not a regular file"),
+                          (lambda: damaged.symlink_to(elsewhere), f"'images/{damaged.name}' is not a regular file")):
+        damaged.unlink(missing_ok=True)
+        make()
+        odd = first.post("/vm/snap1/snapshot/import", params={"snapshot_name": "two", "import_path": str(tmp_path)})
+        assert odd.status_code == 400 and odd.json() == {
+            "message": f"ERROR: Export 'two' of VM 'snap1' {problem}; expected the files as the export wrote them"}
+    damaged.unlink()
+    assert not set(DISKS) & set(images(ioctx)) and not zk.exists(f"/domains/{UUID}")
     damaged.write_bytes(b"garbage".ljust(len(kept), b"\xee"))  # its size kept: not refused before the import
     failed = first.post("/vm/snap1/snapshot/import", params={"snapshot_name": "two", "import_path": str(tmp_path)})
     damaged.write_bytes(kept)

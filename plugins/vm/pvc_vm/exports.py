@@ -215,9 +215,12 @@ def import_(service: Any, ident: str, name: str, import_path: str, retain_snapsh
                              f"'{name}'; expected one chain of exports of the same disks")
     for document in chain:
         for item in document["export_files"]:
-            if not (root / ident / document["snapshot_name"] / item["file"]).is_file():
-                raise BadRequest(f"ERROR: Export '{document['snapshot_name']}' of VM '{ident}' lacks its file "
-                                 f"'{item['file']}'")
+            path = root / ident / document["snapshot_name"] / item["file"]
+            if path.is_symlink() or not path.is_file():
+                problem = (f"'{item['file']}' is not a regular file" if path.exists() or path.is_symlink()
+                           else f"lacks its file '{item['file']}'")
+                raise BadRequest(f"ERROR: Export '{document['snapshot_name']}' of VM '{ident}' {problem}; expected "
+                                 "the files as the export wrote them")
         recorded = document.get("export_size_bytes")
         held = sum((root / ident / document["snapshot_name"] / item["file"]).stat().st_size
                    for item in document["export_files"])
