@@ -86,14 +86,18 @@ def export(service: Any, ident: str, name: str, export_path: str, incremental_pa
         except OSError as exc:
             raise BadRequest(f"ERROR: Cannot create export target '{target}': {exc.strerror}") from None
         try:
+            def stop_if_cancelled(done: int) -> None:
+                handle.stop_if_cancelled(f"the export of snapshot '{name}' of VM '{ident}' after {done} of "
+                                         f"{len(snaps)} disks; the files written were removed")
+
             files = []
             for index, (pool, volume, snap) in enumerate(snaps):
-                handle.stop_if_cancelled(f"the export of snapshot '{name}' of VM '{ident}' after {index} of "
-                                         f"{len(snaps)} disks; the files written were removed")
+                stop_if_cancelled(index)
                 file = f"images/{pool}.{volume}.{'rbddiff' if parent else 'rbdimg'}"
                 storage.export_snapshot(pool, volume, snap, str(target / file), parent.get((pool, volume)))
                 files.append({"srcvol": f"{pool}/{volume}", "file": file})
                 handle.step(index + 1, len(snaps), f"Exported {index + 1} of {len(snaps)} disks ({pool}/{volume})")
+            stop_if_cancelled(len(snaps))  # after the last disk too: snapshot.json below completes the export
             document = {
                 "type": "incremental" if parent else "full",
                 "snapshot_name": name,

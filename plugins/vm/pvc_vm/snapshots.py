@@ -280,9 +280,12 @@ def rollback(service: Any, ident: str, name: str, on_task: Callable[[str | None]
                 with _still_there(storage, ident, pool, volume):
                     storage.add_snapshot(pool, volume, safety)
                 guarded.append((pool, volume))
-            for index, (pool, volume, snap) in enumerate(snaps):
-                handle.stop_if_cancelled(f"the rollback of VM '{ident}' to snapshot '{name}' after {index} of "
+            def stop_if_cancelled(done: int) -> None:
+                handle.stop_if_cancelled(f"the rollback of VM '{ident}' to snapshot '{name}' after {done} of "
                                          f"{len(snaps)} disks")
+
+            for index, (pool, volume, snap) in enumerate(snaps):
+                stop_if_cancelled(index)
                 with _still_there(storage, ident, pool, volume):
                     storage.rollback_snapshot(pool, volume, snap)
                 rolled.append((pool, volume))
@@ -290,6 +293,7 @@ def rollback(service: Any, ident: str, name: str, on_task: Callable[[str | None]
                                                    f"({pool}/{volume})")
 
             def attempt() -> None:
+                stop_if_cancelled(len(snaps))  # after the last disk too: the transaction below commits it
                 current = zk.get_versioned([state_key, xml_key])
                 if current[state_key][0] not in STOPPED:
                     raise Conflict(f"ERROR: VM '{ident}' left the stopped state during its rollback")
