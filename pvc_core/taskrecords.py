@@ -28,6 +28,8 @@ from .db import BaseModel
 from .errors import NotFound
 
 PENDING, RUNNING, SUCCESS, FAILURE = "PENDING", "RUNNING", "SUCCESS", "FAILURE"
+# The end of the status of a record that succeeded although a cancel was asked for (``succeed``).
+TOO_LATE = "Cancel came too late: it was asked after the work could no longer be stopped, so nothing was undone"
 STATES = (PENDING, RUNNING, SUCCESS, FAILURE)
 ENDED = (SUCCESS, FAILURE)
 # Longest message kept in a task's log (a node daemon's failure reason can be a whole traceback).
@@ -218,21 +220,30 @@ class TaskRecords:
         """Replace the result of a running task (what it has done so far, for a crash recovery)."""
         self._update(task_id, result=json.dumps(result))
 
-    def _end(self, task_id: str, fields: dict[str, Any]) -> bool:
-        """An end is final: a record already ended (by a sweep, a cancel, another daemon) stays as it is."""
+    def _end(self, task_id: str, fields: dict[str, Any], only: Any = None) -> bool:
+        """An end is final: a record already ended (by a sweep, a cancel, another daemon) stays as it is.
+        ``only`` narrows which records end (a condition on the row, decided by the database)."""
         now = time.time()
         fields.update(updated=now, ended=now)
-        done = TaskRecord.update(**fields).where((TaskRecord.id == task_id)
-                                                 & TaskRecord.state.in_((PENDING, RUNNING))).execute()
+        condition = (TaskRecord.id == task_id) & TaskRecord.state.in_((PENDING, RUNNING))
+        if only is not None:
+            condition &= only
+        done = TaskRecord.update(**fields).where(condition).execute()
         if done:
             self.log(task_id, fields["status"], at=now)  # the last line is the end
             self._ended(task_id)
         return bool(done)
 
     def succeed(self, task_id: str, result: Any = None, status: str = "Done") -> bool:
+        """End the record SUCCESS. A cancel marked on it meanwhile came after the work's last point where it could
+        stop (its commit): the work stands, and the status says so, so that no record reads as a plain success
+        while its ``cancelled`` is set. One conditional statement each: a cancel racing this end is decided by
+        the database (after the first, ``cancel`` finds the record ended and answers 409)."""
         record = self.get(task_id)
-        return self._end(task_id, {"state": SUCCESS, "status": status, "current": record.total,
-                                   "result": json.dumps(result)})
+        fields = {"state": SUCCESS, "status": status, "current": record.total, "result": json.dumps(result)}
+        if self._end(task_id, dict(fields), TaskRecord.cancelled.is_null()):
+            return True
+        return self._end(task_id, {**fields, "status": f"{status} ({TOO_LATE})"})
 
     def fail(self, task_id: str, reason: str, result: dict | None = None, current: int | None = None,
              total: int | None = None) -> bool:

@@ -124,6 +124,34 @@ def running(daemon, kind: str, answers: list) -> dict:
     return record
 
 
+def rbd_child(spec: str, answers: list) -> int | None:
+    """The pid of the ``rbd`` process that works on ``spec`` (``pool/volume@snapshot``): the request in the background
+    has passed its check for a cancel before that disk. None when the request answered first."""
+    def seen() -> int | bool | None:
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError):
+                    argv = open(f"/proc/{entry.name}/cmdline", "rb").read().split(b"\0")
+                    if os.path.basename(argv[0]) == b"rbd" and spec.encode() in argv:
+                        return int(entry.name)
+        return bool(answers)
+    found = wait_until(seen, interval=0.002, message=f"an rbd process working on {spec}")
+    return None if found is True else found
+
+
+def cancelled_before_step(daemon, kind: str, step: int, ceph_cluster) -> tuple[dict, bool]:
+    """Cancel the newest record of ``kind`` while the OSD is frozen, then thaw it. Also whether the cancel was marked
+    before the work recorded its step ``step``: the work records each step before its check after it, so that check
+    must then stop it (otherwise the moment was missed: the caller tries again)."""
+    try:
+        (record,) = daemon.get("/tasks", params={"kind": kind, "limit": "1"}).json()
+        cancel = daemon.delete(f"/tasks/{record['id']}")
+        now = daemon.get(f"/tasks/{record['id']}").json()
+    finally:
+        osd_signal(ceph_cluster, signal.SIGCONT)
+    return record, cancel.status_code == 202 and now["current"] < step
+
+
 def in_background(call) -> tuple[threading.Thread, list]:
     answers: list = []
 
@@ -142,6 +170,11 @@ def cancelled(daemon, thread: threading.Thread, answers: list, record: dict, cep
         assert cancel.status_code == 202, cancel.text
     finally:
         osd_signal(ceph_cluster, signal.SIGCONT)
+    return stopped_by_cancel(daemon, thread, answers, record)
+
+
+def stopped_by_cancel(daemon, thread: threading.Thread, answers: list, record: dict) -> dict:
+    """The request's 409 and its record ended as cancelled."""
     thread.join(timeout=REQUEST_TIMEOUT)
     (answer,) = answers
     assert answer.status_code == 409 and answer.headers["X-Task-Id"] == record["id"], answer.text
@@ -250,6 +283,83 @@ def test_cancelled_export_and_import_remove_what_they_made(pair, storage, ceph_c
     imported = first.post("/vm/task1/snapshot/import", params={"snapshot_name": "one", "import_path": str(tmp_path)})
     assert imported.status_code == 200, imported.text
     assert digests(ioctx) == at_one
+
+
+def test_a_cancel_while_the_last_disk_is_exported_removes_the_export(pair, storage, ceph_cluster, tmp_path):
+    """The cancel comes after the check before the second (last) disk, while ``rbd export`` works on it: the export
+    still stops (after that disk, before its snapshot.json) and removes its files. The OSD is frozen as soon as
+    that rbd process is seen, and the cancel counts when it was marked before the record's second step (else the
+    moment was missed, and the export is tried again)."""
+    first, _ = pair
+    _, ioctx = storage
+    snapshotted(first, ioctx, b"\x41", b"\x42")
+    for attempt in range(5):
+        target = tmp_path / f"last{attempt}"
+        target.mkdir()
+        thread, answers = in_background(lambda: first.post("/vm/task1/snapshot/export", params={
+            "snapshot_name": "one", "export_path": str(target)}))  # noqa: B023 - joined in this turn
+        try:
+            if rbd_child(f"{POOL}/{DISKS[1]}@one", answers) is not None:
+                osd_signal(ceph_cluster, signal.SIGSTOP)
+            record, in_time = cancelled_before_step(first, "vm.snapshot.export", 2, ceph_cluster)
+        finally:
+            osd_signal(ceph_cluster, signal.SIGCONT)
+        if in_time:
+            break
+        thread.join(timeout=REQUEST_TIMEOUT)
+    else:
+        raise AssertionError("no cancel came while the last disk was exported, in 5 attempts")
+    done = stopped_by_cancel(first, thread, answers, record)
+    assert done["status"] == ("Cancelled: ERROR: Cancelled the export of snapshot 'one' of VM 'task1' after 2 of 2 "
+                              f"disks; the files written were removed (DELETE /tasks/{record['id']})"), done["status"]
+    assert list(target.iterdir()) == []
+
+
+def test_a_cancel_while_the_last_disk_rolls_back_puts_the_disks_back(pair, storage, ceph_cluster):
+    """The cancel comes while librbd rolls the second (last) disk back, after the check before it: the rollback
+    stops before its ZooKeeper commit and puts both disks back. The second disk has 500 objects, so its rollback
+    takes a while; its first object holding the snapshot's byte again shows that rollback has begun, the OSD is
+    frozen at once, and the cancel counts when it was marked before the record's second step (else the moment
+    was missed, and the rollback is tried again)."""
+    import rbd
+    first, _ = pair
+    zk, ioctx = storage
+    define_vm(first, ("8M", "2000M"))
+    fill(ioctx, DISKS[0], b"\x51", 2)
+    fill(ioctx, DISKS[1], b"\x52", 500)
+    assert first.post("/vm/task1/snapshot", params={"snapshot_name": "one"}).status_code == 200
+    assert first.post("/vm/task1/state", params={"state": "stop"}).status_code == 200
+    xml = zk.get(f"/domains/{UUID}/xml")[0]
+    vm = first.get("/vm/task1").json()
+
+    def last_disk_rolling() -> bool:
+        with rbd.Image(ioctx, DISKS[1], read_only=True) as image:
+            return image.read(0, 1) == b"\x52" or bool(answers)  # noqa: B023 - called in this turn
+
+    for _ in range(5):
+        fill(ioctx, DISKS[0], b"\x53", 2)
+        fill(ioctx, DISKS[1], b"\x54", 500)
+        later = digests(ioctx)
+        thread, answers = in_background(lambda: first.post("/vm/task1/snapshot/rollback",
+                                                           params={"snapshot_name": "one"}))
+        try:
+            wait_until(last_disk_rolling, interval=0, message="the rollback of the last disk")
+            osd_signal(ceph_cluster, signal.SIGSTOP)
+            record, in_time = cancelled_before_step(first, "vm.snapshot.rollback", 2, ceph_cluster)
+        finally:
+            osd_signal(ceph_cluster, signal.SIGCONT)
+        if in_time:
+            break
+        thread.join(timeout=REQUEST_TIMEOUT)
+    else:
+        raise AssertionError("no cancel came while the last disk rolled back, in 5 attempts")
+    done = stopped_by_cancel(first, thread, answers, record)
+    assert done["status"] == ("Cancelled: ERROR: Cancelled the rollback of VM 'task1' to snapshot 'one' after 2 of 2 "
+                              f"disks (DELETE /tasks/{record['id']}); the disks already rolled back were restored"), \
+        done["status"]
+    assert digests(ioctx) == later and rbd_snaps(ioctx) == [["one"], ["one"]]
+    assert zk.get(f"/domains/{UUID}/xml")[0] == xml and first.get("/vm/task1").json() == vm
+    assert tree(zk, ROLLBACKS) == {}
 
 
 def test_a_cancelled_or_interrupted_rollback_puts_the_disks_back(pair, storage, ceph_cluster, daemon_factory,

@@ -278,7 +278,7 @@ def imported_snapshots(zk, disks: tuple[str, ...], chain: list[str]) -> list[dic
     timestamps = {snap: zk.get(f"/domains/{UUID}/snapshots/{snap}/timestamp")[0].decode() for snap in chain}
     assert json.loads(zk.get(f"/domains/{UUID}/snapshots")[0]) == [
         {"name": snap, "timestamp": timestamps[snap], "rbd_snapshots": [f"{disk}@{snap}" for disk in disks],
-         "xml": xml} for snap in sorted(chain)]
+         "xml": xml} for snap in reversed(chain)]
     return [{"name": snap, "timestamp": timestamps[snap], "xml_diff_lines": [],
              "rbd_snapshots": [f"{disk}@{snap}" for disk in disks]} for snap in reversed(chain)]
 
@@ -443,6 +443,50 @@ def checksum(ioctx, volume: str, snapshot: str | None = None) -> str:
         for offset in range(0, size, 1 << 20):
             digest.update(image.read(offset, min(1 << 20, size - offset)))
     return digest.hexdigest()
+
+
+def test_snapshots_of_one_second_are_ordered_as_taken(pair, storage, tmp_path):
+    """Snapshot times are whole seconds: two taken in one second, the earlier named to sort after the later
+    ('b…' then 'a…'), are ordered as they were taken: the VM answer lists the later first, an incremental export
+    of the later from the earlier is made (200), and the reverse is refused (400) before rbd export-diff, which
+    would fail. The pair is taken again (new names) until both fall in one second."""
+    first, _ = pair
+    zk, ioctx = storage
+    for volume in DISKS:
+        assert first.post("/storage/ceph/volume", params={"pool": POOL, "volume": volume, "size": "8M"}).status_code \
+            == 200
+    disks = tuple(f"{POOL}/{volume}" for volume in DISKS)
+    assert first.post("/vm", params={"node": "pvchv1"}, data={"xml": vm_xml("snap1", UUID, disks)}).status_code == 200
+
+    def stamp(name: str) -> bytes:
+        return zk.get(f"/domains/{UUID}/snapshots/{name}/timestamp")[0]
+
+    for attempt in range(10):
+        earlier, later = f"b{attempt}", f"a{attempt}"
+        write(ioctx, [bytes([attempt + 1]) * SIZE] * 2)
+        assert first.post("/vm/snap1/snapshot", params={"snapshot_name": earlier}).status_code == 200
+        write(ioctx, [bytes([attempt + 101]) * SIZE] * 2)
+        assert first.post("/vm/snap1/snapshot", params={"snapshot_name": later}).status_code == 200
+        if stamp(earlier) == stamp(later):
+            break
+    else:
+        raise AssertionError("no two snapshots were taken within one second, in 10 attempts")
+    listed = [item["name"] for item in first.get("/vm/snap1").json()["snapshots"]]
+    assert listed.index(later) < listed.index(earlier), listed
+
+    export = {"export_path": str(tmp_path)}
+    assert first.post("/vm/snap1/snapshot/export", params={"snapshot_name": earlier, **export}).status_code == 200
+    (tmp_path / "reverse").mkdir()
+    reverse = first.post("/vm/snap1/snapshot/export", params={"snapshot_name": earlier, "incremental_parent": later,
+                                                              "export_path": str(tmp_path / "reverse")})
+    assert reverse.status_code == 400 and reverse.json() == {
+        "message": f"Parameter 'incremental_parent': snapshot '{later}' was taken after '{earlier}'; expected an "
+                   "earlier snapshot than 'snapshot_name'"}
+    incremental = first.post("/vm/snap1/snapshot/export", params={"snapshot_name": later, **export,
+                                                                  "incremental_parent": earlier})
+    assert incremental.status_code == 200, incremental.text
+    document = json.loads((tmp_path / "snap1" / later / "snapshot.json").read_text())
+    assert (document["type"], document["incremental_parent"]) == ("incremental", earlier)
 
 
 def test_import_under_a_new_name_beside_the_original(pair, storage, tmp_path):

@@ -188,12 +188,17 @@ class Uploads:
     def _write(self, image: Any, pieces: Iterable[bytes], size: int, piece: int, pool: str, name: str,
                handle: Any, total: int) -> None:
         """``pieces`` (one RBD object each, aligned) into the image from its start; an all-zero object is
-        discarded rather than written. A cancel stops it between pieces (the caller's guard rolls back)."""
+        discarded rather than written. A cancel stops it between pieces, and after the last one (the caller's guard
+        rolls back; its end, which removes the snapshot, is what keeps the upload)."""
         zero = bytes(piece)
         offset = 0
-        for data in pieces:
+
+        def stop_if_cancelled() -> None:
             handle.stop_if_cancelled(f"the upload to RBD volume '{name}' in pool '{pool}' after writing {offset} "
                                      "bytes; the volume was rolled back to what it held before")
+
+        for data in pieces:
+            stop_if_cancelled()
             if offset + len(data) > size:
                 raise BadRequest(self._too_long(pool, name, size, "more"))
             if len(data) == piece and data == zero:
@@ -203,6 +208,7 @@ class Uploads:
             offset += len(data)
             handle.progress(offset, max(total, offset), f"Wrote {offset} of {max(total, offset)} bytes")
         image.flush()
+        stop_if_cancelled()
 
     @staticmethod
     def _too_long(pool: str, name: str, size: int, got: str) -> str:

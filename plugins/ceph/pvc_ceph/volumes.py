@@ -366,17 +366,13 @@ class Volumes(CephArea):
             try:
                 with rbd.Image(ioctx, name) as target:
                     for index, (offset, length) in enumerate(pieces, start=1):
-                        if handle is not None and handle.cancelled.is_set():
-                            stopped = Conflict(f"ERROR: Copy of RBD volume \"{source}\" to \"{name}\" cancelled "
-                                               f"after {index - 1} of {len(pieces)} pieces (DELETE /tasks/{handle.id});"
-                                               " the partial volume was removed")
-                            stopped.task_status = (f"Cancelled: the copy stopped after {index - 1} of {len(pieces)} "
-                                                   f"pieces; the partial volume {pool}/{name} was removed")
-                            raise stopped
+                        _stop_copy_if_cancelled(handle, pool, source, name, index - 1, len(pieces))
                         target.write(image.read(offset, length), offset)
                         if handle is not None:
                             handle.progress(index, len(pieces), f"Copied {index} of {len(pieces)} pieces "
                                                                 f"({COPY_PIECE // UNITS['M']} MiB each)")
+                # after the last piece too: recording the volume in ZooKeeper (the caller) keeps the copy
+                _stop_copy_if_cancelled(handle, pool, source, name, len(pieces), len(pieces))
             except BaseException:
                 try:
                     rbd.RBD().remove(ioctx, name)
@@ -472,3 +468,14 @@ class Volumes(CephArea):
                 raise self._failure(f'remove RBD volume "{name}"', exc, pool) from None
         self.zk.delete([schema.volume(pool, name), schema.snapshot(pool, name)])
         return quoted(f'Removed RBD volume "{name}" in pool "{pool}".')
+
+
+def _stop_copy_if_cancelled(handle: Any, pool: str, source: str, name: str, done: int, total: int) -> None:
+    """Where a cancel stops a copy (409 to its request; the caller removes the partial volume)."""
+    if handle is None or not handle.cancelled.is_set():
+        return
+    stopped = Conflict(f"ERROR: Copy of RBD volume \"{source}\" to \"{name}\" cancelled after {done} of {total} "
+                       f"pieces (DELETE /tasks/{handle.id}); the partial volume was removed")
+    stopped.task_status = (f"Cancelled: the copy stopped after {done} of {total} pieces; the partial volume "
+                           f"{pool}/{name} was removed")
+    raise stopped

@@ -61,7 +61,8 @@ def export(service: Any, ident: str, name: str, export_path: str, incremental_pa
         except NotFound:
             raise BadRequest(f"Parameter 'incremental_parent': VM '{ident}' has no snapshot "
                              f"'{incremental_parent}'") from None
-        if _seconds(parent_fields["timestamp"]) > _seconds(fields["timestamp"]):
+        order = snapshots.creation_order(zk, uuid)  # newest first
+        if incremental_parent in order and name in order and order.index(incremental_parent) < order.index(name):
             raise BadRequest(f"Parameter 'incremental_parent': snapshot '{incremental_parent}' was taken after "
                              f"'{name}'; expected an earlier snapshot than 'snapshot_name'")
         parent = {(pool, volume): snap for pool, volume, snap in parent_snaps}
@@ -86,14 +87,18 @@ def export(service: Any, ident: str, name: str, export_path: str, incremental_pa
         except OSError as exc:
             raise BadRequest(f"ERROR: Cannot create export target '{target}': {exc.strerror}") from None
         try:
+            def stop_if_cancelled(done: int) -> None:
+                handle.stop_if_cancelled(f"the export of snapshot '{name}' of VM '{ident}' after {done} of "
+                                         f"{len(snaps)} disks; the files written were removed")
+
             files = []
             for index, (pool, volume, snap) in enumerate(snaps):
-                handle.stop_if_cancelled(f"the export of snapshot '{name}' of VM '{ident}' after {index} of "
-                                         f"{len(snaps)} disks; the files written were removed")
+                stop_if_cancelled(index)
                 file = f"images/{pool}.{volume}.{'rbddiff' if parent else 'rbdimg'}"
                 storage.export_snapshot(pool, volume, snap, str(target / file), parent.get((pool, volume)))
                 files.append({"srcvol": f"{pool}/{volume}", "file": file})
                 handle.step(index + 1, len(snaps), f"Exported {index + 1} of {len(snaps)} disks ({pool}/{volume})")
+            stop_if_cancelled(len(snaps))  # after the last disk too: snapshot.json below completes the export
             document = {
                 "type": "incremental" if parent else "full",
                 "snapshot_name": name,
@@ -117,14 +122,6 @@ def export(service: Any, ident: str, name: str, export_path: str, incremental_pa
                                 "vm_dir": str(vm_dir) if made_vm_dir else None},
         f"Exporting snapshot '{name}' of VM '{ident}' ({kind}) to '{target}'", write, on_task,
         total=max(len(snaps), 1))
-
-
-def _seconds(timestamp: str) -> int:
-    """A stored snapshot time (Unix seconds as text; written by other tooling, perhaps not)."""
-    try:
-        return int(timestamp)
-    except ValueError:
-        return 0
 
 
 def recover_export(service: Any, args: dict) -> str:

@@ -50,7 +50,37 @@ def parse(value: str | None, current_xml: str = "") -> list[dict]:
             else [],
             "rbd_snapshots": [str(snap) for snap in item.get("rbd_snapshots") or []]}
            for item in schema.stored_items(value)]
-    return sorted(out, key=lambda item: (item["timestamp"], item["name"]), reverse=True)
+    return newest_first(out)
+
+
+def newest_first(items: list[dict]) -> list[dict]:
+    """``items`` (each with a ``timestamp``) in the order they were taken, newest first. The stored time is whole
+    seconds, so two snapshots of one second are ordered as given: the list kept as ``<vm>/snapshots``'s value,
+    which has each new snapshot put first (``commit``), not by name (a later snapshot of that second may sort
+    first by name, and an export from it as ``incremental_parent`` would fail in rbd export-diff)."""
+    return sorted(items, key=lambda item: _seconds(str(item.get("timestamp") or "")), reverse=True)  # stable
+
+
+def _seconds(timestamp: str) -> int:
+    """A stored snapshot time (Unix seconds as text; written by other tooling, perhaps not)."""
+    try:
+        return int(timestamp)
+    except ValueError:
+        return 0
+
+
+def creation_order(zk: Any, uuid: str) -> list[str]:
+    """The VM's snapshot names, newest first (``newest_first``): their times as their keys say, within one second
+    the stored list's order; a snapshot the list lacks (other tooling wrote its keys) after those it holds."""
+    return [item["name"] for item in newest_first(_listed(zk.get(schema.snapshots(uuid)), read(zk, uuid)))]
+
+
+def _listed(value: str | None, snapshots: dict[str, dict[str, str]], new: str | None = None) -> list[dict]:
+    """``snapshots`` (name -> fields) as items in the stored list's order (``value``), ``new`` first."""
+    listed = [item["name"] for item in schema.stored_items(value) if item["name"] in snapshots]
+    names = [*([new] if new in snapshots else []), *(name for name in dict.fromkeys(listed) if name != new),
+             *sorted(name for name in snapshots if name not in listed and name != new)]
+    return [{"name": name, **snapshots[name]} for name in names]
 
 
 def _disks(xml: str) -> list[Disk]:
@@ -68,13 +98,13 @@ def read(zk: Any, uuid: str) -> dict[str, dict[str, str]]:
             for name in names}
 
 
-def summary(snapshots: dict[str, dict[str, str]]) -> str:
-    """The list kept as ``<vm>/snapshots``'s value, with each snapshot's XML: the watched view has it then
-    for ``xml_diff_lines``."""
-    return json.dumps([{"name": name, "timestamp": snapshots[name]["timestamp"],
-                        "rbd_snapshots": [item for item in snapshots[name]["rbdsnaplist"].split(",") if item],
-                        "xml": snapshots[name]["xml"]}
-                       for name in sorted(snapshots)])
+def summary(items: list[dict]) -> str:
+    """The list kept as ``<vm>/snapshots``'s value, newest first (``newest_first``), with each snapshot's XML: the
+    watched view has it then for ``xml_diff_lines``."""
+    return json.dumps([{"name": item["name"], "timestamp": item["timestamp"],
+                        "rbd_snapshots": [snap for snap in item["rbdsnaplist"].split(",") if snap],
+                        "xml": item["xml"]}
+                       for item in newest_first(items)])
 
 
 def commit(zk: Any, uuid: str, ident: str, name: str, values: dict[str, str] | None) -> None:
@@ -101,7 +131,8 @@ def commit(zk: Any, uuid: str, ident: str, name: str, values: dict[str, str] | N
             for path in sorted(zk.subtree(schema.snapshot(uuid, name)), key=lambda p: (-p.count("/"), p)):
                 transaction.delete(path)
             current.pop(name, None)
-        transaction.set_data(container, summary(current).encode(), version=max(version, 0))
+        items = _listed(versions[container][0], current, name if values is not None else None)
+        transaction.set_data(container, summary(items).encode(), version=max(version, 0))
         zk.commit(transaction, f"snapshot change of VM {ident}")
 
     zk.optimistic(attempt)
@@ -148,7 +179,7 @@ def follow_rename(zk: Any, uuid: str, transaction: Any, rename_xml: Any, moves: 
     snapshots moved with them), and the list; guarded by the list's version. Without it a rollback would
     restore the old name and volumes, and a delete would miss the renamed volumes' snapshots."""
     container = schema.snapshots(uuid)
-    _, version = zk.get_versioned([container])[container]
+    value, version = zk.get_versioned([container])[container]
     if version < 0:
         return
     targets = {(pool, volume): target for pool, volume, target in moves}
@@ -162,7 +193,7 @@ def follow_rename(zk: Any, uuid: str, transaction: Any, rename_xml: Any, moves: 
         fields["rbdsnaplist"] = ",".join(f"{pool}/{targets.get((pool, volume), volume)}@{snap}"
                                          for pool, volume, snap in _rbd_snapshots(fields["rbdsnaplist"]))
         transaction.set_data(schema.snapshot(uuid, name, "rbdsnaplist"), fields["rbdsnaplist"].encode())
-    transaction.set_data(container, summary(current).encode(), version=version)
+    transaction.set_data(container, summary(_listed(value, current)).encode(), version=version)
 
 
 @contextlib.contextmanager
@@ -282,9 +313,12 @@ def rollback(service: Any, ident: str, name: str, on_task: Callable[[str | None]
                 with _still_there(storage, ident, pool, volume):
                     storage.add_snapshot(pool, volume, safety)
                 guarded.append((pool, volume))
-            for index, (pool, volume, snap) in enumerate(snaps):
-                handle.stop_if_cancelled(f"the rollback of VM '{ident}' to snapshot '{name}' after {index} of "
+            def stop_if_cancelled(done: int) -> None:
+                handle.stop_if_cancelled(f"the rollback of VM '{ident}' to snapshot '{name}' after {done} of "
                                          f"{len(snaps)} disks")
+
+            for index, (pool, volume, snap) in enumerate(snaps):
+                stop_if_cancelled(index)
                 with _still_there(storage, ident, pool, volume):
                     storage.rollback_snapshot(pool, volume, snap)
                 rolled.append((pool, volume))
@@ -292,6 +326,7 @@ def rollback(service: Any, ident: str, name: str, on_task: Callable[[str | None]
                                                    f"({pool}/{volume})")
 
             def attempt() -> None:
+                stop_if_cancelled(len(snaps))  # after the last disk too: the transaction below commits it
                 current = zk.get_versioned([state_key, xml_key])
                 if current[state_key][0] not in STOPPED:
                     raise Conflict(f"ERROR: VM '{ident}' left the stopped state during its rollback")
