@@ -11,6 +11,7 @@ import hashlib
 import http.client
 import json
 import os
+import shlex
 import socket
 import subprocess
 import threading
@@ -22,6 +23,7 @@ import pytest
 import requests
 from kazoo.client import KazooClient
 from test_task_kinds import check, ended
+from test_vm_storage import in_use
 
 from conftest import ANSWER_SLACK, CEPH_TIMEOUT, START_TIMEOUT, ceph_timeout, deep_merge, empty_tree, wait_until
 
@@ -294,6 +296,39 @@ def test_a_cut_image_is_refused_and_the_volume_kept(up, ceph_cluster, tmp_path):
         done = upload(up, name, image_format, data=whole[image_format].read_bytes())
         assert done.status_code == 200, done.text
         assert image_of(ceph_cluster, name) == (digest_of(source), SIZE, [])
+
+
+def rbd_cli(ceph_cluster, *args: str) -> None:
+    subprocess.run(["rbd", "--conf", ceph_cluster.conf, "--keyring", ceph_cluster.keyring, *args], check=True,
+                   capture_output=True, timeout=START_TIMEOUT)
+
+
+def test_a_locked_volume_is_refused_naming_the_lock(up, ceph_cluster, tmp_path):
+    """A lock taken from outside the cluster (``rbd lock add``): 400 naming the lock (client, cookie, address)
+    and how to release it, raw or converted, the volume as it was; the way the answer offers releases it."""
+    import rados
+    name = volume(up, "locked")
+    assert upload(up, name, "raw", data=b"\xab" * SIZE).status_code == 200
+    before = image_of(ceph_cluster, name)
+    rbd_cli(ceph_cluster, "lock", "add", f"{POOL}/{name}", "mycookie")
+    with rados.Rados(conffile=ceph_cluster.conf, conf={"keyring": ceph_cluster.keyring}) as cluster, \
+            cluster.open_ioctx(POOL) as ioctx:
+        expected = in_use(ioctx, POOL, name, "uploading an image to it")
+    assert "'mycookie'" in expected and f"rbd lock rm {POOL}/{name} 'mycookie' client." in expected
+    qcow2 = tmp_path / "image.qcow2"
+    qemu_img("create", "-f", "qcow2", str(qcow2), str(MIB))
+    for image_format, data in (("raw", b"\x01" * MIB), ("qcow2", qcow2.read_bytes())):
+        answer = upload(up, name, image_format, data=data)
+        assert answer.status_code == 400, answer.text
+        assert answer.json() == {"message": expected}, image_format
+        assert image_of(ceph_cluster, name) == before
+    assert leftovers(up) == []
+
+    release = expected.split("release the lock (")[1].removesuffix(") before uploading an image to it")
+    rbd_cli(ceph_cluster, *shlex.split(release)[1:])
+    assert upload(up, name, "raw", data=b"\x01" * MIB).status_code == 200
+    assert image_of(ceph_cluster, name) == (hashlib.sha256(b"\x01" * MIB + b"\xab" * (SIZE - MIB)).hexdigest(),
+                                            SIZE, [])
 
 
 def rss(pid: int) -> int:
