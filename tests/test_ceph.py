@@ -684,6 +684,18 @@ def test_ceph_stopped_then_started_again(daemon_factory, cluster, tmp_path):
         own.stop()
 
 
+def test_placement_groups_active_and_clean_with_background_work_count_as_healthy():
+    """The local Ceph's health wait (LocalCeph.wait_healthy): after snapshots are removed the placement groups are
+    "active+clean+snaptrim_wait" for a while, which is healthy; those not yet active or not clean are not."""
+    from pvc_ceph.localceph import active_and_clean
+    for state in ("active+clean", "active+clean+snaptrim", "active+clean+snaptrim_wait", "active+clean+scrubbing",
+                  "active+clean+scrubbing+deep", "clean+active"):
+        assert active_and_clean(state), state
+    for state in ("active+undersized+degraded", "peering", "creating+peering", "active+recovering+degraded",
+                  "active", "unknown", "activating", "active+clean_x", ""):
+        assert not active_and_clean(state), state
+
+
 def test_storage_service_lists_a_vms_volumes(cephd, cluster, pool):
     """The service other plugins (the provisioner) use, called in-process on a runtime of the same config."""
     from pvc_core.runtime import Runtime

@@ -11,6 +11,7 @@ import hashlib
 import http.client
 import json
 import os
+import shlex
 import socket
 import subprocess
 import threading
@@ -22,6 +23,7 @@ import pytest
 import requests
 from kazoo.client import KazooClient
 from test_task_kinds import check, ended
+from test_vm_storage import in_use
 
 from conftest import ANSWER_SLACK, CEPH_TIMEOUT, START_TIMEOUT, ceph_timeout, deep_merge, empty_tree, wait_until
 
@@ -235,6 +237,98 @@ def test_refused_uploads_leave_the_volume_as_it_was(up, ceph_cluster, tmp_path):
     # the statistics are collected every ceph.volume_interval: the removed snapshot leaves them by then
     wait_until(lambda: up.get(f"/storage/ceph/volume/{POOL}/{name}").json()["stats"]["snapshot_count"] == 0,
                timeout=ceph_timeout(), message="the volume's statistics still count the upload's snapshot")
+
+
+def check_summary(path: Path, image_format: str) -> str:
+    """qemu-img check's summary line for a damaged image (exit 2): what the 400 quotes."""
+    result = subprocess.run(["qemu-img", "check", "-f", image_format, str(path)], capture_output=True, text=True,
+                            timeout=START_TIMEOUT)
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr[:500])
+    return next(line for line in result.stdout.splitlines() if line.strip())
+
+
+def data_end(path: Path, image_format: str) -> int:
+    """Where the image's tables place the end of its data in the file (qemu-img map)."""
+    result = subprocess.run(["qemu-img", "map", "-f", image_format, "--output=json", str(path)], check=True,
+                            capture_output=True, text=True, timeout=START_TIMEOUT)
+    return max(extent["offset"] + extent["length"] for extent in json.loads(result.stdout) if extent["data"])
+
+
+def test_a_cut_image_is_refused_and_the_volume_kept(up, ceph_cluster, tmp_path):
+    """A qcow2 cut after 1000 bytes or 500 KB still opens (qemu-img info) and converts, its missing clusters
+    read as zeros: without ``qemu-img check`` the volume's data became zeros and the answer was 200. A vdi cut
+    short passes ``qemu-img check``; ``qemu-img map`` places its data past the file's end. All 400, the volume's
+    bytes and snapshots as they were."""
+    name = volume(up, "cut")
+    assert upload(up, name, "raw", data=b"\xab" * SIZE).status_code == 200
+    before = image_of(ceph_cluster, name)
+    assert before == (hashlib.sha256(b"\xab" * SIZE).hexdigest(), SIZE, [])
+    source = tmp_path / "source.raw"
+    source.write_bytes(os.urandom(12 * MIB) + bytes(8 * MIB) + os.urandom(12 * MIB))
+    whole = {}
+    for image_format in ("qcow2", "vdi", "qcow"):
+        whole[image_format] = tmp_path / f"whole.{image_format}"
+        qemu_img("convert", "-f", "raw", "-O", image_format, str(source), str(whole[image_format]))
+
+    for length in (1000, 500 * 1000):
+        cut = tmp_path / f"cut-{length}.qcow2"
+        cut.write_bytes(whole["qcow2"].read_bytes()[:length])
+        answer = upload(up, name, "qcow2", data=cut.read_bytes())
+        assert answer.status_code == 400, answer.text
+        assert answer.json() == {"message": (
+            f"Image data: the uploaded qcow2 image is damaged (qemu-img check: {check_summary(cut, 'qcow2')}); "
+            "expected an intact qcow2 image, one that `qemu-img check` finds no errors in: was the file cut "
+            "short? Upload it whole")}, length
+        assert image_of(ceph_cluster, name) == before
+
+        cut = tmp_path / f"cut-{length}.vdi"
+        cut.write_bytes(whole["vdi"].read_bytes()[:length])
+        answer = upload(up, name, "vdi", data=cut.read_bytes())
+        assert answer.status_code == 400, answer.text
+        assert answer.json() == {"message": (
+            f"Image data: the uploaded vdi image is cut short: its tables place data up to byte "
+            f"{data_end(cut, 'vdi')}, but the file has {length} bytes; expected the whole image file")}, length
+        assert image_of(ceph_cluster, name) == before
+    assert leftovers(up) == []
+
+    # whole images pass: qcow (version 1), a format qemu-img cannot check (exit 63), and qcow2
+    for image_format in ("qcow", "qcow2"):
+        done = upload(up, name, image_format, data=whole[image_format].read_bytes())
+        assert done.status_code == 200, done.text
+        assert image_of(ceph_cluster, name) == (digest_of(source), SIZE, [])
+
+
+def rbd_cli(ceph_cluster, *args: str) -> None:
+    subprocess.run(["rbd", "--conf", ceph_cluster.conf, "--keyring", ceph_cluster.keyring, *args], check=True,
+                   capture_output=True, timeout=START_TIMEOUT)
+
+
+def test_a_locked_volume_is_refused_naming_the_lock(up, ceph_cluster, tmp_path):
+    """A lock taken from outside the cluster (``rbd lock add``): 400 naming the lock (client, cookie, address)
+    and how to release it, raw or converted, the volume as it was; the way the answer offers releases it."""
+    import rados
+    name = volume(up, "locked")
+    assert upload(up, name, "raw", data=b"\xab" * SIZE).status_code == 200
+    before = image_of(ceph_cluster, name)
+    rbd_cli(ceph_cluster, "lock", "add", f"{POOL}/{name}", "mycookie")
+    with rados.Rados(conffile=ceph_cluster.conf, conf={"keyring": ceph_cluster.keyring}) as cluster, \
+            cluster.open_ioctx(POOL) as ioctx:
+        expected = in_use(ioctx, POOL, name, "uploading an image to it")
+    assert "'mycookie'" in expected and f"rbd lock rm {POOL}/{name} 'mycookie' client." in expected
+    qcow2 = tmp_path / "image.qcow2"
+    qemu_img("create", "-f", "qcow2", str(qcow2), str(MIB))
+    for image_format, data in (("raw", b"\x01" * MIB), ("qcow2", qcow2.read_bytes())):
+        answer = upload(up, name, image_format, data=data)
+        assert answer.status_code == 400, answer.text
+        assert answer.json() == {"message": expected}, image_format
+        assert image_of(ceph_cluster, name) == before
+    assert leftovers(up) == []
+
+    release = expected.split("release the lock (")[1].removesuffix(") before uploading an image to it")
+    rbd_cli(ceph_cluster, *shlex.split(release)[1:])
+    assert upload(up, name, "raw", data=b"\x01" * MIB).status_code == 200
+    assert image_of(ceph_cluster, name) == (hashlib.sha256(b"\x01" * MIB + b"\xab" * (SIZE - MIB)).hexdigest(),
+                                            SIZE, [])
 
 
 def rss(pid: int) -> int:

@@ -16,6 +16,8 @@ from test_vm_storage import (
     POOL,
     define_with_volumes,
     images,
+    in_use,
+    lock_description,
     pair,
     rbd_handle,
     same_everywhere,
@@ -160,11 +162,11 @@ def test_snapshot_rollback_failure_and_delete_of_a_two_disk_vm(pair, storage, ce
     # a client holds the second disk's lock: 400 before anything is done
     with rbd.Image(ioctx, DISKS[1]) as image:
         image.lock_exclusive("test-holder")
+        expected = in_use(ioctx, POOL, DISKS[1], "rolling VM 'snap1' back", ("snap1",))
         locked = second.post("/vm/snap1/snapshot/rollback", params={"snapshot_name": "first"})
         image.unlock("test-holder")
     assert locked.status_code == 400, locked.text
-    assert locked.json()["message"].startswith(f"ERROR: Volume '{DISKS[1]}' in pool '{POOL}' is in use (locked by ")
-    assert locked.json()["message"].endswith("; stop what uses it before rolling VM 'snap1' back")
+    assert locked.json() == {"message": expected}
     assert contents(ioctx) == [b"\xaa" * SIZE, b"\x55" * SIZE]
     assert [snaps(ioctx, volume) for volume in DISKS] == [["first"], ["first"]]
 
@@ -655,15 +657,9 @@ def two_disk_vm(daemon, name: str = "snap1") -> tuple[str, ...]:
 
 def lock_refusal(ioctx, volume: str, vm: str | None, refused: str = "makes no snapshot of") -> str:
     """The 400's message for ``volume`` locked as its lockers are now (ceph's Volumes.lock_refusal)."""
-    import rbd
-    with rbd.Image(ioctx, volume, read_only=True) as image:
-        lockers = image.list_lockers()["lockers"]
-    assert lockers, f"{volume} is not locked"
-    held = "; ".join(f"{client} (lock '{cookie}', from {address})" for client, cookie, address in lockers)
-    ways = [f"POST /vm/{vm}/locks (VM '{vm}' stopped)"] if vm else []
-    ways += [f"rbd lock rm {POOL}/{volume} '{cookie}' {client}" for client, cookie, _ in lockers]
+    held, ways = lock_description(ioctx, POOL, volume, (vm,) if vm else ())
     return (f"ERROR: Volume '{volume}' in pool '{POOL}' is locked by another client: {held}, and Ceph {refused} a "
-            f"volume locked by another client; release the lock ({' or '.join(ways)}) and try again")
+            f"volume locked by another client; release the lock ({ways}) and try again")
 
 
 def test_a_disk_locked_by_another_client_is_refused_with_400_and_nothing_left(pair, storage, ceph_cluster):

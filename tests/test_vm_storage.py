@@ -32,6 +32,26 @@ def define_with_volumes(daemon, name: str, uuid: str, volumes: tuple[str, ...]) 
     assert defined.status_code == 200, defined.text
 
 
+def lock_description(ioctx, pool: str, volume: str, vms: tuple[str, ...] = ()) -> tuple[str, str]:
+    """(each lock of ``volume`` as its lockers are now; the ways to release them, ``vms`` being the VMs with it
+    as a disk): what every 400 for a locked volume says (ceph's Volumes._lock_description)."""
+    import rbd
+    with rbd.Image(ioctx, volume, read_only=True) as image:
+        lockers = image.list_lockers()["lockers"]
+    assert lockers, f"{volume} is not locked"
+    held = "; ".join(f"{client} (lock '{cookie}', from {address})" for client, cookie, address in lockers)
+    ways = [f"POST /vm/{vm}/locks (VM '{vm}' stopped)" for vm in vms]
+    ways += [f"rbd lock rm {pool}/{volume} '{cookie}' {client}" for client, cookie, _ in lockers]
+    return held, " or ".join(ways)
+
+
+def in_use(ioctx, pool: str, volume: str, doing: str, vms: tuple[str, ...] = ()) -> str:
+    """The 400's message for a rollback or an upload of ``volume`` while it is locked (Volumes.refuse_locked)."""
+    held, ways = lock_description(ioctx, pool, volume, vms)
+    return (f"ERROR: Volume '{volume}' in pool '{pool}' is in use, locked by another client: {held}; release the "
+            f"lock ({ways}) before {doing}")
+
+
 @pytest.fixture(scope="module")
 def pair(daemon_factory, ceph_config):
     config = deep_merge(ceph_config, {"vm": {"delete_grace": "0.05"}})
@@ -209,9 +229,11 @@ def test_snapshot_rollback_restores_the_bytes(pair, storage):
     assert first.post("/vm/db1/state", params={"state": "stop"}).status_code == 200
     with rbd.Image(ioctx, "data") as image:
         image.lock_exclusive("test-holder")
+        expected = in_use(ioctx, POOL, "data", "rolling it back", ("db1",))
         locked = second.post(f"/storage/ceph/snapshot/{POOL}/data/known/rollback")
-        assert locked.status_code == 400 and "in use" in locked.json()["message"]
         image.unlock("test-holder")
+    assert locked.status_code == 400, locked.text
+    assert locked.json() == {"message": expected}
     with rbd.Image(ioctx, "data", read_only=True) as image:
         assert image.read(0, 4096) == other
 

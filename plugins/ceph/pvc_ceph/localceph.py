@@ -279,7 +279,7 @@ class LocalCeph:
                 status = {}
             pgmap = status.get("pgmap", {})
             clean = sum(state["count"] for state in pgmap.get("pgs_by_state", [])
-                        if state["state_name"] == "active+clean")
+                        if active_and_clean(state["state_name"]))
             if (status.get("mgrmap", {}).get("available") and clean == pgmap.get("num_pgs", 0)
                     and pgmap.get("bytes_total", 0) > 0 and status.get("osdmap", {}).get("num_up_osds", 0) >= 1):
                 return
@@ -315,6 +315,14 @@ class LocalCeph:
                 pass
         for pid in pids.values():
             _gone(pid, timeout=15)
+
+
+def active_and_clean(state: str) -> bool:
+    """A placement group state (``ceph status``'s ``state_name``, flags joined by "+") that serves I/O with all
+    its copies: active and clean, whatever flags of background work come with them ("+snaptrim_wait" after
+    snapshots are removed, "+scrubbing+deep"). Counting only "active+clean" made a restart after snapshot
+    removals wait its whole timeout and report a healthy Ceph as not started."""
+    return {"active", "clean"} <= set(state.split("+"))
 
 
 def _free(port: int) -> bool:

@@ -185,8 +185,9 @@ class CephService(CephArea):
 
     @bounded('look at the locks of RBD volume "{1}"', pool=0)
     def refuse_in_use(self, pool: str, volume: str, doing: str) -> None:
-        """409 while a client holds a lock on the volume's image (a VM, a mapping): checked for every disk
-        before a multi-disk change starts, rather than met half-way (a locked image is read-only to us)."""
+        """400 while a client holds a lock on the volume's image (a VM's left by its node, a mapping; a running
+        VM is 409 before, by ``refuse_running_vms``): checked for every disk before a multi-disk change starts,
+        rather than met half-way (a locked image is read-only to us)."""
         with self.snapshots._image(pool, volume) as image:
             self.volumes.refuse_locked(pool, volume, image, doing)
 

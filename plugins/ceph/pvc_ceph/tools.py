@@ -16,13 +16,19 @@ from pvc_core.errors import ApiError, ServiceUnavailable
 def run(command: list[str], timeout: float, what: str, missing: str,
         refused: Callable[[str], ApiError]) -> str:
     """``command``'s standard output; ``what`` completes "could not …", ``missing`` says how to install it."""
-    tool = command[0]
-    try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-    except FileNotFoundError:
-        raise ServiceUnavailable(missing) from None
-    except subprocess.TimeoutExpired:
-        raise ServiceUnavailable(f"{tool} could not {what} within {timeout:.0f} s") from None
+    result = finished(command, timeout, what, missing)
     if result.returncode != 0:
         raise refused(result.stderr.strip())
     return result.stdout
+
+
+def finished(command: list[str], timeout: float, what: str, missing: str) -> subprocess.CompletedProcess:
+    """``command`` run to its end, whatever its exit status: for a tool whose exit status is an answer
+    (``qemu-img check``: 2 is "corrupt", 3 "leaks only"), which the caller reads; a missing or slow tool is
+    503 all the same."""
+    try:
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        raise ServiceUnavailable(missing) from None
+    except subprocess.TimeoutExpired:
+        raise ServiceUnavailable(f"{command[0]} could not {what} within {timeout:.0f} s") from None

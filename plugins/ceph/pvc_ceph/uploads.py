@@ -10,7 +10,9 @@ The body streams in (``pvc_core.stream``) and is never held whole:
   the volume's size plus a margin for the format's own tables), checked with
   ``qemu-img info`` (its virtual size must fit the volume; a backing file, an
   external data file or an extent outside the upload is refused: converting
-  it would copy a file of this host into the volume), converted with
+  it would copy a file of this host into the volume), with ``qemu-img check``
+  (errors: 400) and with ``qemu-img map`` (data placed past the file's end:
+  400; qemu-img would convert a cut image, reading zeros), converted with
   ``qemu-img convert -O raw`` to a sparse raw file beside it and copied in
   through librbd. Debian's qemu-img reaches RBD only with
   ``qemu-block-extra`` (and its GlusterFS, iSCSI and NFS libraries), so the
@@ -48,9 +50,15 @@ from .volumes import Volumes
 FORMATS = ("raw", "qcow2", "vmdk", "vdi", "vhdx", "vpc", "qed", "qcow", "parallels")
 SPOOL_MARGIN = 0.01  # of the volume's size, plus MARGIN_BYTES: the spooled file's format tables
 MARGIN_BYTES = 16 * 1024 * 1024
+# qemu-img check's exit statuses after which the image converts whole: no errors, leaked clusters only (space the
+# image wastes, no data it lacks), a format without checks (vpc, qcow)
+CHECK_PASSES = (0, 3, 63)
 CONVERT_RATE = 16 * 1024 * 1024  # bytes per second below which qemu-img convert is taken as stuck
 SPOOL_READ = 1024 * 1024
 SNAPSHOT_PREFIX = "pvc-upload-"
+
+QEMU_IMG_MISSING = ("qemu-img is not installed on this API host (Debian package qemu-utils); "
+                    "only raw images can be uploaded")
 
 log = logging.getLogger("pvc.ceph")
 
@@ -136,6 +144,8 @@ class Uploads:
                     handle.progress(out.tell(), body.length or limit, f"Received {out.tell()} bytes of the "
                                                                       f"{image_format} image")
             virtual = self._inspect(spool, image_format, pool, name, size)
+            self._check(spool, image_format)
+            self._within_file(spool, image_format)
             with self._host_space():
                 self._qemu_img(["convert", "-q", "-f", image_format, "-O", "raw", str(spool), str(raw)],
                                self.client.timeout + virtual / CONVERT_RATE, f"convert the {image_format} image")
@@ -218,9 +228,7 @@ class Uploads:
     # -- qemu-img -------------------------------------------------------------------------------
 
     def _qemu_img(self, args: list[str], timeout: float, what: str) -> str:
-        return tools.run(["qemu-img", *args], timeout, what,
-                         "qemu-img is not installed on this API host (Debian package qemu-utils); "
-                         "only raw images can be uploaded",
+        return tools.run(["qemu-img", *args], timeout, what, QEMU_IMG_MISSING,
                          lambda stderr: BadRequest(f"Image data: qemu-img could not {what}: "
                                                    f"{self._unnamed(stderr, args)}"))
 
@@ -251,6 +259,42 @@ class Uploads:
             raise BadRequest(f"Image data: its virtual size of {virtual} bytes exceeds the {size} bytes of volume "
                              f"'{name}' in pool '{pool}'; grow the volume to at least {virtual} bytes first")
         return virtual
+
+    def _check(self, path: Path, image_format: str) -> None:
+        """400 for an image ``qemu-img check`` finds damaged (exit 2) or cannot check through (exit 1): a cut
+        qcow2 still opens and converts, its missing clusters read as zeros, so the volume would be overwritten
+        with zeros and the upload answered as done. Leaked clusters (3) and formats without checks (63) pass."""
+        args = ["check", "-f", image_format, str(path)]
+        result = tools.finished(["qemu-img", *args], self.client.timeout, f"check the {image_format} image",
+                                QEMU_IMG_MISSING)
+        if result.returncode in CHECK_PASSES:
+            return
+        raise BadRequest(f"Image data: the uploaded {image_format} image is damaged (qemu-img check: "
+                         f"{self._unnamed(self._summary(result), args)}); expected an intact {image_format} image, "
+                         "one that `qemu-img check` finds no errors in: was the file cut short? Upload it whole")
+
+    @staticmethod
+    def _summary(result: Any) -> str:
+        """qemu-img check's own conclusion: its summary ("3 errors were found on the image."), else its last
+        word on standard error (one line per error can run to thousands: not all of them)."""
+        said = [line.strip() for line in result.stdout.splitlines() if line.strip()]
+        if said and result.returncode == 2:
+            return said[0]
+        complained = [line.strip() for line in result.stderr.splitlines() if line.strip()]
+        return complained[-1] if complained else f"exit status {result.returncode}"
+
+    def _within_file(self, path: Path, image_format: str) -> None:
+        """400 when the image's tables place data past the end of the file: a file cut after its tables,
+        which ``qemu-img check`` does not notice for every format (vdi; qcow has no check). qemu-img reads past
+        the end as zeros, so the conversion would succeed and write zeros over the volume."""
+        mapped = json.loads(self._qemu_img(["map", "-f", image_format, "--output=json", str(path)],
+                                           self.client.timeout, f"map the {image_format} image"))
+        end = max((extent["offset"] + extent["length"] for extent in mapped
+                   if extent.get("data") and "offset" in extent), default=0)
+        length = path.stat().st_size
+        if end > length:
+            raise BadRequest(f"Image data: the uploaded {image_format} image is cut short: its tables place data "
+                             f"up to byte {end}, but the file has {length} bytes; expected the whole image file")
 
     # -- leaving the volume as it was ----------------------------------------------------------
 

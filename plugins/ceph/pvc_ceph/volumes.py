@@ -142,13 +142,14 @@ class Volumes(CephArea):
 
     def refuse_locked(self, pool: str, name: str, image: Any, doing: str) -> None:
         """400 while any client holds a lock on the open ``image`` (a stopped VM's left by its node, a mapping
-        the cluster does not know of), as for a snapshot (``lock_refusal``); a running VM is refused (409)
-        before, by ``refuse_running_vms``."""
+        the cluster does not know of), as for a snapshot (``lock_refusal``): naming each lock and how to release
+        it, since the client holding it is none the cluster knows of. A running VM is refused (409) before, by
+        ``refuse_running_vms``."""
         lockers = (image.list_lockers() or {}).get("lockers", [])
         if lockers:
-            holders = ", ".join(sorted({str(locker[2]) for locker in lockers}))
-            raise BadRequest(f"ERROR: Volume '{name}' in pool '{pool}' is in use (locked by {holders}); "
-                           f"stop what uses it before {doing}")
+            held, ways = self._lock_description(pool, name, lockers)
+            raise BadRequest(f"ERROR: Volume '{name}' in pool '{pool}' is in use, locked by another client: "
+                             f"{held}; release the lock ({ways}) before {doing}")
 
     def lock_refusal(self, pool: str, name: str, image: Any, refused: str) -> BadRequest:
         """400 for a change Ceph refused because another client holds the image's lock (librbd answers
@@ -162,15 +163,22 @@ class Volumes(CephArea):
             lockers = (image.list_lockers() or {}).get("lockers", [])
         except rbd.Error:
             lockers = []  # the lock went meanwhile, or Ceph fails now: the refusal stands as it is
+        held, ways = self._lock_description(pool, name, lockers)
+        holder = f": {held}" if held else ""
+        how = f" ({ways})" if ways else ""
+        return BadRequest(f"ERROR: Volume '{name}' in pool '{pool}' is locked by another client{holder}, and Ceph "
+                          f"{refused} a volume locked by another client; release the lock{how} and try again")
+
+    def _lock_description(self, pool: str, name: str, lockers: list) -> tuple[str, str]:
+        """(each lock: its client, cookie and address; the ways to release them: ``POST /vm/<vm>/locks`` for
+        each VM with the volume as a disk, ``rbd lock rm`` for each lock), one wording for every refusal of a
+        locked volume, so that whoever meets one can release the lock whatever the call was."""
         held = "; ".join(f"{client} (lock '{cookie}', from {address})" for client, cookie, address in lockers)
         vms = self.runtime.service("vm", required=False)
         users = sorted(vms.vms_using_volume(f"{pool}/{name}")) if vms is not None else []
         ways = [f"POST /vm/{vm}/locks (VM '{vm}' stopped)" for vm in users]
         ways += [f"rbd lock rm {pool}/{name} '{cookie}' {client}" for client, cookie, _ in lockers]
-        holder = f": {held}" if held else ""
-        how = f" ({' or '.join(ways)})" if ways else ""
-        return BadRequest(f"ERROR: Volume '{name}' in pool '{pool}' is locked by another client{holder}, and Ceph "
-                        f"{refused} a volume locked by another client; release the lock{how} and try again")
+        return held, " or ".join(ways)
 
     # -- reading (ZooKeeper) ---------------------------------------------------------------
 
