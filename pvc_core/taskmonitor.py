@@ -221,7 +221,8 @@ class TaskMonitor:
         try:
             message = work(handle)
         except Cancelled as exc:
-            handle.fail(f"Cancelled: {exc.message}", {"error": "cancelled", "cancelled": True})
+            handle.fail(getattr(exc, "task_status", None) or f"Cancelled: {exc.message}",
+                        {"error": "cancelled", "cancelled": True})
             raise
         except BaseException as exc:
             handle.fail(getattr(exc, "task_status", None) or getattr(exc, "message", None)

@@ -353,6 +353,7 @@ def test_a_cancelled_copy_stops_and_leaves_nothing(cephd, cluster, pool, ceph_cl
     assert record["state"] == "FAILURE" and record["status"].startswith("Cancelled: the copy stopped after ")
     assert record["status"].endswith("of 1000 pieces; the partial volume vols/big2 was removed")
     assert record["cancelled"] is not None and record["current"] < 1000
+    assert record["result"] == {"error": "cancelled", "cancelled": True}  # as every cancelled record's
     assert images(ceph_cluster, pool) == ["big"] and cluster.exists("/ceph/volumes/vols/big2") is None
     assert cephd.delete(f"/tasks/{task['id']}").status_code == 409
 

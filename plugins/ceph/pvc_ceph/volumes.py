@@ -13,6 +13,7 @@ from typing import Any
 from pvc_core import matching
 from pvc_core.errors import ApiError, BadRequest, Conflict, NotFound, ServiceUnavailable
 from pvc_core.routes import quoted
+from pvc_core.taskmonitor import Cancelled
 
 from . import schema
 from .area import CephArea, bounded
@@ -482,7 +483,7 @@ def _stop_copy_if_cancelled(handle: Any, pool: str, source: str, name: str, done
     """Where a cancel stops a copy (409 to its request; the caller removes the partial volume)."""
     if handle is None or not handle.cancelled.is_set():
         return
-    stopped = Conflict(f"ERROR: Copy of RBD volume \"{source}\" to \"{name}\" cancelled after {done} of {total} "
+    stopped = Cancelled(f"ERROR: Copy of RBD volume \"{source}\" to \"{name}\" cancelled after {done} of {total} "
                        f"pieces (DELETE /tasks/{handle.id}); the partial volume was removed")
     stopped.task_status = (f"Cancelled: the copy stopped after {done} of {total} pieces; the partial volume "
                            f"{pool}/{name} was removed")
