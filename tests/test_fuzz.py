@@ -256,6 +256,10 @@ class FuzzRun:
     def seed_vm(self) -> None:
         if self.exists(f"/vm/{NAME}"):
             return
+        if self.zk.exists(f"/domains/{VM_UUID}"):  # a fuzz case renamed it (its disk too): both names back
+            self.zk.set(f"/domains/{VM_UUID}/state", b"stop")  # a rename takes a stopped VM
+            self.api("POST", f"/vm/{VM_UUID}/rename", params={"new_name": NAME})
+            return
         self.seed_storage()  # delete_disks may have taken its disk
         xml = vm_xml(NAME, VM_UUID).replace("vms/fuzz_sda", f"{NAME}/{VM_DISK}")
         self.api("POST", "/vm", params={"node": NODES[0], "limit": ",".join(NODES[:2]), "selector": "mem"},
