@@ -15,7 +15,7 @@ import hashlib
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import requests
 from pvc_vm.schema import ROLLBACKS
@@ -285,42 +285,55 @@ def test_cancelled_export_and_import_remove_what_they_made(pair, storage, ceph_c
     assert digests(ioctx) == at_one
 
 
-def test_a_cancel_while_the_last_disk_is_exported_removes_the_export(pair, storage, ceph_cluster, tmp_path):
-    """The cancel comes after the check before the second (last) disk, while ``rbd export`` works on it: the export
-    still stops (after that disk, before its snapshot.json) and removes its files. The OSD is frozen as soon as
-    that rbd process is seen, and the cancel counts when it was marked before the record's second step (else the
-    moment was missed, and the export is tried again)."""
-    first, _ = pair
-    _, ioctx = storage
-    snapshotted(first, ioctx, b"\x41", b"\x42")
-    for attempt in range(5):
-        target = tmp_path / f"last{attempt}"
-        target.mkdir()
-        thread, answers = in_background(lambda: first.post("/vm/task1/snapshot/export", params={
-            "snapshot_name": "one", "export_path": str(target)}))  # noqa: B023 - joined in this turn
+def cancelled_at_the_last_disk(daemon, kind: str, start: Callable[[], tuple[threading.Thread, list]],
+                               working: Callable[[list], bool], ceph_cluster, what: str
+                               ) -> tuple[threading.Thread, list, dict]:
+    """Start the work (``start``), freeze the OSD once ``working(answers)`` has seen its last disk worked on,
+    cancel it and thaw. The cancel counts when it was marked before the record's last step; else the moment was
+    missed, and the work is started again (at most 5 times)."""
+    for _ in range(5):
+        thread, answers = start()
         try:
-            if rbd_child(f"{POOL}/{DISKS[1]}@one", answers) is not None:
+            if working(answers):
                 osd_signal(ceph_cluster, signal.SIGSTOP)
-            record, in_time = cancelled_before_step(first, "vm.snapshot.export", 2, ceph_cluster)
+            record, in_time = cancelled_before_step(daemon, kind, 2, ceph_cluster)
         finally:
             osd_signal(ceph_cluster, signal.SIGCONT)
         if in_time:
-            break
+            return thread, answers, record
         thread.join(timeout=REQUEST_TIMEOUT)
-    else:
-        raise AssertionError("no cancel came while the last disk was exported, in 5 attempts")
+    raise AssertionError(f"no cancel came while {what}, in 5 attempts")
+
+
+def test_a_cancel_while_the_last_disk_is_exported_removes_the_export(pair, storage, ceph_cluster, tmp_path):
+    """The cancel comes after the check before the second (last) disk, while ``rbd export`` works on it: the export
+    still stops (after that disk, before its snapshot.json) and removes its files. The OSD is frozen as soon as
+    that rbd process is seen."""
+    first, _ = pair
+    _, ioctx = storage
+    snapshotted(first, ioctx, b"\x41", b"\x42")
+    targets: list = []
+
+    def start() -> tuple[threading.Thread, list]:
+        targets.append(tmp_path / f"last{len(targets)}")
+        targets[-1].mkdir()
+        return in_background(lambda target=targets[-1]: first.post("/vm/task1/snapshot/export", params={
+            "snapshot_name": "one", "export_path": str(target)}))
+
+    thread, answers, record = cancelled_at_the_last_disk(
+        first, "vm.snapshot.export", start, lambda answers: rbd_child(f"{POOL}/{DISKS[1]}@one", answers) is not None,
+        ceph_cluster, "the last disk was exported")
     done = stopped_by_cancel(first, thread, answers, record)
     assert done["status"] == ("Cancelled: ERROR: Cancelled the export of snapshot 'one' of VM 'task1' after 2 of 2 "
                               f"disks; the files written were removed (DELETE /tasks/{record['id']})"), done["status"]
-    assert list(target.iterdir()) == []
+    assert list(targets[-1].iterdir()) == []
 
 
 def test_a_cancel_while_the_last_disk_rolls_back_puts_the_disks_back(pair, storage, ceph_cluster):
     """The cancel comes while librbd rolls the second (last) disk back, after the check before it: the rollback
     stops before its ZooKeeper commit and puts both disks back. The second disk has 500 objects, so its rollback
-    takes a while; its first object holding the snapshot's byte again shows that rollback has begun, the OSD is
-    frozen at once, and the cancel counts when it was marked before the record's second step (else the moment
-    was missed, and the rollback is tried again)."""
+    takes a while; its first object holding the snapshot's byte again shows that rollback has begun, and the OSD
+    is frozen at once."""
     import rbd
     first, _ = pair
     zk, ioctx = storage
@@ -331,28 +344,22 @@ def test_a_cancel_while_the_last_disk_rolls_back_puts_the_disks_back(pair, stora
     assert first.post("/vm/task1/state", params={"state": "stop"}).status_code == 200
     xml = zk.get(f"/domains/{UUID}/xml")[0]
     vm = first.get("/vm/task1").json()
+    later: list = []
 
-    def last_disk_rolling() -> bool:
-        with rbd.Image(ioctx, DISKS[1], read_only=True) as image:
-            return image.read(0, 1) == b"\x52" or bool(answers)  # noqa: B023 - called in this turn
-
-    for _ in range(5):
+    def start() -> tuple[threading.Thread, list]:
         fill(ioctx, DISKS[0], b"\x53", 2)
         fill(ioctx, DISKS[1], b"\x54", 500)
-        later = digests(ioctx)
-        thread, answers = in_background(lambda: first.post("/vm/task1/snapshot/rollback",
-                                                           params={"snapshot_name": "one"}))
-        try:
-            wait_until(last_disk_rolling, interval=0, message="the rollback of the last disk")
-            osd_signal(ceph_cluster, signal.SIGSTOP)
-            record, in_time = cancelled_before_step(first, "vm.snapshot.rollback", 2, ceph_cluster)
-        finally:
-            osd_signal(ceph_cluster, signal.SIGCONT)
-        if in_time:
-            break
-        thread.join(timeout=REQUEST_TIMEOUT)
-    else:
-        raise AssertionError("no cancel came while the last disk rolled back, in 5 attempts")
+        later[:] = digests(ioctx)
+        return in_background(lambda: first.post("/vm/task1/snapshot/rollback", params={"snapshot_name": "one"}))
+
+    def rolling(answers: list) -> bool:
+        def seen() -> bool:
+            with rbd.Image(ioctx, DISKS[1], read_only=True) as image:
+                return image.read(0, 1) == b"\x52" or bool(answers)
+        return wait_until(seen, interval=0, message="the rollback of the last disk")
+
+    thread, answers, record = cancelled_at_the_last_disk(first, "vm.snapshot.rollback", start, rolling, ceph_cluster,
+                                                         "the last disk rolled back")
     done = stopped_by_cancel(first, thread, answers, record)
     assert done["status"] == ("Cancelled: ERROR: Cancelled the rollback of VM 'task1' to snapshot 'one' after 2 of 2 "
                               f"disks (DELETE /tasks/{record['id']}); the disks already rolled back were restored"), \

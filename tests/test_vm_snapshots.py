@@ -454,11 +454,7 @@ def test_snapshots_of_one_second_are_ordered_as_taken(pair, storage, tmp_path):
     would fail. The pair is taken again (new names) until both fall in one second."""
     first, _ = pair
     zk, ioctx = storage
-    for volume in DISKS:
-        assert first.post("/storage/ceph/volume", params={"pool": POOL, "volume": volume, "size": "8M"}).status_code \
-            == 200
-    disks = tuple(f"{POOL}/{volume}" for volume in DISKS)
-    assert first.post("/vm", params={"node": "pvchv1"}, data={"xml": vm_xml("snap1", UUID, disks)}).status_code == 200
+    define_with_volumes(first, "snap1", UUID, DISKS)
 
     def stamp(name: str) -> bytes:
         return zk.get(f"/domains/{UUID}/snapshots/{name}/timestamp")[0]
