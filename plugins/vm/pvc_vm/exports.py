@@ -61,8 +61,7 @@ def export(service: Any, ident: str, name: str, export_path: str, incremental_pa
         except NotFound:
             raise BadRequest(f"Parameter 'incremental_parent': VM '{ident}' has no snapshot "
                              f"'{incremental_parent}'") from None
-        order = snapshots.creation_order(zk, uuid)  # newest first
-        if incremental_parent in order and name in order and order.index(incremental_parent) < order.index(name):
+        if snapshots.taken_after(zk, uuid, (incremental_parent, parent_fields), (name, fields)):
             raise BadRequest(f"Parameter 'incremental_parent': snapshot '{incremental_parent}' was taken after "
                              f"'{name}'; expected an earlier snapshot than 'snapshot_name'")
         parent = {(pool, volume): snap for pool, volume, snap in parent_snaps}

@@ -69,10 +69,19 @@ def _seconds(timestamp: str) -> int:
         return 0
 
 
-def creation_order(zk: Any, uuid: str) -> list[str]:
-    """The VM's snapshot names, newest first (``newest_first``): their times as their keys say, within one second
-    the stored list's order; a snapshot the list lacks (other tooling wrote its keys) after those it holds."""
-    return [item["name"] for item in newest_first(_listed(zk.get(schema.snapshots(uuid)), read(zk, uuid)))]
+def taken_after(zk: Any, uuid: str, first: tuple[str, dict[str, str]], second: tuple[str, dict[str, str]]) -> bool:
+    """Whether snapshot ``first`` was taken after ``second`` (each a name with its stored fields), in the order
+    ``newest_first`` lists them: by their times, and within one second by the stored list, which has each new
+    snapshot first (one the list lacks, written by other tooling, counts as older than those it holds)."""
+    (newer, newer_fields), (older, older_fields) = first, second
+    times = _seconds(newer_fields["timestamp"]), _seconds(older_fields["timestamp"])
+    if times[0] != times[1]:
+        return times[0] > times[1]
+    listed = [item["name"] for item in schema.stored_items(zk.get(schema.snapshots(uuid)))]
+
+    def rank(name: str) -> int:
+        return listed.index(name) if name in listed else len(listed)
+    return rank(newer) < rank(older)
 
 
 def _listed(value: str | None, snapshots: dict[str, dict[str, str]], new: str | None = None) -> list[dict]:
