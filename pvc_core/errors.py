@@ -12,6 +12,9 @@ class ApiError(Exception):
     """A client-visible failure: HTTP status plus one message string."""
 
     status = 400
+    # set where the failure is a timeout: what was sent may still be applied, so the answer does not say
+    # whether the change happened (the ceph plugin looks at the object again until it knows)
+    outcome_unknown = False
 
     def __init__(self, message: str, status: int | None = None, headers: dict | None = None):
         super().__init__(message)

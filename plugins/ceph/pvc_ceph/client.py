@@ -51,6 +51,8 @@ class _Operation:
         self.lock = threading.Lock()
         self.since = time.monotonic()
         self.long = 0
+        self.answered = False  # the request has been answered 503 while the operation went on
+        self.failed = False  # the operation failed before that: its own error is the answer
 
     def deadline(self, timeout: float) -> float:
         with self.lock:
@@ -215,7 +217,9 @@ class CephClient:
             except TimeoutError:
                 if future.done():  # the function's own TimeoutError, not the wait's
                     break
-        if future.done():
+        with operation.lock:
+            operation.answered = not operation.failed
+        if future.done() or not operation.answered:  # a failure on its way out is its own answer
             return future.result()
         future.add_done_callback(lambda done: self._finished_late(what, done))
         stalled = self._diagnose(what, pool) if pool is not None else None
@@ -223,6 +227,18 @@ class CephClient:
             raise stalled
         raise self.unavailable(f"{what}: no answer within ceph.timeout ({self.timeout:g} s); if Ceph answers "
                                "later, the operation is completed and recorded then")
+
+    @staticmethod
+    def answered_early() -> bool:
+        """Called where an operation fails: True when its request has been answered 503 already, so that
+        nobody learns of this failure and what it left half-done must be looked at again; from then on the
+        request waits for this failure as its answer instead."""
+        operation = getattr(_inside, "operation", None)
+        if operation is None:
+            return False
+        with operation.lock:
+            operation.failed = True
+            return operation.answered
 
     def _diagnose(self, what: str, pool: str) -> ApiError | None:
         """``stalled``, within a short wait of its own (a frozen Ceph does not answer it either)."""

@@ -103,10 +103,11 @@ class Volumes(CephArea):
             # The monitors answered (the pool was opened): an operation that times out on a
             # pool whose placement groups are not active waits for them, not for Ceph.
             stalled = self.client.stalled(what, pool) if pool is not None and isinstance(exc, rbd.Timeout) else None
-            if stalled is not None:
-                return stalled
-            self.client.reset()
-            return self.client.unavailable(f"{what}: {reason}")
+            if stalled is None:
+                self.client.reset()
+            error = stalled or self.client.unavailable(f"{what}: {reason}")
+            error.outcome_unknown = True  # what was sent may still be applied: ``settling`` looks again
+            return error
         return BadRequest(f"ERROR: Failed to {what}: {reason}")
 
     def _info(self, ioctx: Any, name: str) -> str:
@@ -262,9 +263,12 @@ class Volumes(CephArea):
         background, until Ceph answers, and its keys are made to agree (``reconcile``)."""
         try:
             yield
-        except ServiceUnavailable:
-            for name in names:
-                self.client.later(f"settle volume {pool}/{name}", self.reconcile, pool, name)
+        except Exception as exc:
+            # any failure after its request was answered 503 is as unknown to the client as the 503 itself
+            if self.client.answered_early() or isinstance(exc, ServiceUnavailable) or \
+                    (isinstance(exc, ApiError) and exc.outcome_unknown):
+                for name in names:
+                    self.client.later(f"settle volume {pool}/{name}", self.reconcile, pool, name)
             raise
 
     def reconcile(self, pool: str, name: str) -> None:
@@ -356,7 +360,11 @@ class Volumes(CephArea):
             try:
                 self._record(pool, name, stats, create=True)
             except ApiError:
-                rbd.RBD().remove(ioctx, name)  # keep Ceph and ZooKeeper in step
+                try:
+                    rbd.RBD().remove(ioctx, name)  # keep Ceph and ZooKeeper in step
+                except rbd.Error as exc:  # looked at again (settling) until they are
+                    raise self.client.unavailable(f'remove RBD volume "{name}" whose keys could not be '
+                                                  f"written: {exc}") from None
                 raise
 
     def _copy(self, ioctx: Any, pool: str, source: str, name: str, handle: Any) -> None:

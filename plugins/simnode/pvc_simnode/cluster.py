@@ -110,12 +110,14 @@ class SimCluster:
             if self.on_refused is not None:
                 self.on_refused(str(exc))
             return
+        # before any node runs: a node that answers an osd_add meanwhile would see its new OSD adopted
+        # as the first node's, with the OSD's data directory as its device
+        self.adopt_osds()
         for node in self.nodes.values():
             try:
                 node.start()
             except KazooException as exc:
                 log.error("simulated node %s did not start: %s", node.name, type(exc).__name__)
-        self.adopt_osds()
 
     def adopt_osds(self) -> None:
         """Record the local Ceph's OSDs that no node has recorded (the embedded Ceph's first OSD) as the
