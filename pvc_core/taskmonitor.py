@@ -83,6 +83,7 @@ class _Follow:
     deadline: float
     status: str = ""
     cancelling: bool = False
+    too_late: bool = False  # the cancel found nothing left to stop: not asked again, the record keeps it
 
 
 class Cancelled(Conflict):
@@ -335,7 +336,7 @@ class TaskMonitor:
                     handle, follow = self._handles.get(task_id), self._follows.get(task_id)
                 if handle is not None:
                     handle.cancelled.set()
-                if follow is not None and not follow.cancelling:
+                if follow is not None and not follow.cancelling and not follow.too_late:
                     self._cancel(task_id, follow)
         with self._lock:
             follows = list(self._follows.items())
@@ -387,10 +388,10 @@ class TaskMonitor:
             return  # tried again at the next turn (the flag stays set)
         follow.cancelling = True
         if outcome is None:
-            follow.cancelling = False
-            follow.status = ""
+            # the record still says a cancel was asked: its end says it came too late (``succeed``), as the
+            # end of work run here does
+            follow.cancelling, follow.too_late = False, True
             tasks.log(task_id, "Cancel came too late: the work is done or undone already")
-            TaskRecord.update(cancelled=None).where(TaskRecord.id == task_id).execute()
             return
         args, line = outcome
         follow.args = {**args, "_cancelling": True}

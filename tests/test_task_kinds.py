@@ -16,10 +16,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import requests
+from test_node import seed_node
 from test_simnode import define, domain_state, other_vm, set_node, set_state, zk_placement, zk_value
 from test_vm import UUID, uuid_for
 
 from conftest import ANSWER_SLACK, REQUEST_TIMEOUT, Daemon, deep_merge, settle_timeout, sim_ready, wait_until
+from pvc_core.taskrecords import TOO_LATE
 
 NO_CEPH = {"plugins": {"disabled": ["ceph"]}}
 FIELDS = ("id", "name", "plugin", "kind", "state", "current", "total", "status", "result", "args", "kwargs",
@@ -311,6 +313,46 @@ def test_cancel_a_migration_and_a_flush_midway(sim_factory, clean_zk):
     check(ended(sim, task), "node.ready", "node", "Restored hypervisor pvchv1 to active service.",
           "Restoring hypervisor pvchv1 to active service.")
     assert {uuid: zk_placement(clean_zk, uuid) for uuid in vms.values()} == home
+
+
+def test_a_cancel_that_comes_too_late_for_a_migration(daemon_factory, clean_zk):
+    """Nodes written by hand, no node daemon acting: the VM has arrived (state 'start' on its target) but the
+    target does not list it running yet, so the record still runs. A cancel then has nothing to put back:
+    nothing is written and its log says so; when the target lists the VM the record ends SUCCESS, its status
+    saying the cancel came too late and its ``cancelled`` kept, as the records of work run in a daemon do."""
+    api = daemon_factory(deep_merge(NO_CEPH, WAITS))
+    assert api.post("/initialize").status_code == 200
+    seed_node(clean_zk, "pvchv1", runningdomains=UUID)
+    seed_node(clean_zk, "pvchv2", runningdomains="")
+    wait_until(lambda: len(api.get("/node").json()) == 2, message="the nodes written by hand")
+    define(api)
+    clean_zk.set(f"/domains/{UUID}/state", b"start")
+    wait_until(lambda: api.get("/vm/test1/state").json()["state"] == "start", message="the VM running")
+    asked = "Migrating VM 'test1' to node 'pvchv2'."
+    task = started(set_node(api, "migrate", "pvchv2", wait=False), asked)
+    clean_zk.set(f"/domains/{UUID}/state", b"start")  # the target has taken the VM; it is not running there yet
+    arriving = "Migrating VM 'test1' to node 'pvchv2' (state 'start')"
+    wait_until(lambda: api.get(f"/tasks/{task}").json()["status"] == arriving, message="the record seeing the arrival")
+
+    answer = api.delete(f"/tasks/{task}")
+    assert answer.status_code == 202, answer.text
+    marked = answer.json()["cancelled"]
+    late = "Cancel came too late: the work is done or undone already"
+    record = wait_until(lambda: (lambda seen: seen if late in messages(seen) else None)(
+        api.get(f"/tasks/{task}").json()), message="the cancel found too late")
+    assert (record["state"], record["cancelled"]) == ("RUNNING", marked)
+    assert zk_placement(clean_zk, UUID) == ("start", "pvchv2", "pvchv1")  # nothing put back
+    again = api.delete(f"/tasks/{task}")  # asked twice: still running, and not tried again
+    assert again.status_code == 202 and again.json()["cancelled"] == marked
+
+    clean_zk.set("/nodes/pvchv2/runningdomains", UUID.encode())
+    record = ended(api, task)
+    status = f"VM 'test1' runs on node 'pvchv2' ({TOO_LATE})"
+    assert (record["state"], record["status"], record["cancelled"]) == ("SUCCESS", status, marked)
+    assert in_order(messages(record), asked, arriving, f"Cancel requested: DELETE /tasks/{task}", late, status)
+    assert messages(record).count(late) == 1 and messages(record)[-1] == status
+    assert zk_placement(clean_zk, UUID) == ("start", "pvchv2", "pvchv1")
+    assert api.delete(f"/tasks/{task}").status_code == 409
 
 
 def test_a_restarted_daemon_follows_its_running_records_again(sim_factory, daemon_factory, clean_zk):
