@@ -9,6 +9,12 @@ requests overwrite each other), a bounded wait with a clear message, and an
 answer written by a node that took its lock after the 0.5 s is read before
 the reset (v0.6 called such a command failed although the node ran it).
 
+One command at a time holds across API daemons too: a command is sent only
+under the mailbox's ZooKeeper lock (``schema.command_lock``). Without it, a
+second daemon's command overwrote the first's before the node took it, and
+the first daemon read the second's answer as its own (the answer names the
+command, not its argument): a guest reported frozen that nobody froze.
+
 The mailbox's path is the caller's (each plugin names its own keys); the
 mutex belongs to the path, so every channel of one mailbox in a process
 shares it.
@@ -23,6 +29,7 @@ from typing import Any
 
 from kazoo.exceptions import LockTimeout
 
+from . import schema
 from .errors import ServiceUnavailable
 
 IGNORED = "ignored"
@@ -74,27 +81,39 @@ class CommandChannel:
         name = command.split()[0]
         if not self._mutex.acquire(timeout=timeout):
             raise ServiceUnavailable(f"Another command is using {self.path}; try again later")
+        cluster = zk.client.Lock(schema.command_lock(self.path), identifier)
         try:
-            zk.write({self.path: command})
-            time.sleep(self.pickup)
-            reader = zk.client.ReadLock(self.path, identifier)
-            if not _acquire(reader, timeout):
-                raise ServiceUnavailable(f"The node did not finish '{name}' within {timeout:g} s; "
-                                         "it may still be working (check its log)")
+            if not _acquire(cluster, timeout):
+                raise ServiceUnavailable(f"Another API daemon's command is using {self.path} (its lock "
+                                         f"{schema.command_lock(self.path)} was not free within {timeout:g} s); "
+                                         "try again later")
             try:
-                token = _first(zk.get(self.path))
+                return self._exchange(zk, command, name, identifier, timeout)
             finally:
-                reader.release()
-            writer = zk.client.WriteLock(self.path, identifier)
-            if _acquire(writer, timeout):  # otherwise the next command overwrites the answer anyway
-                try:
-                    if token == name:  # a node that took its lock late has answered by now
-                        late = _first(zk.get(self.path))
-                        token = late if late in (f"success-{name}", f"failure-{name}") else token
-                    time.sleep(self.settle)
-                    zk.write({self.path: ""})
-                finally:
-                    writer.release()
+                cluster.release()
         finally:
             self._mutex.release()
+
+    def _exchange(self, zk: Any, command: str, name: str, identifier: str, timeout: float) -> str:
+        """v0.6's sequence, once this daemon holds the mailbox."""
+        zk.write({self.path: command})
+        time.sleep(self.pickup)
+        reader = zk.client.ReadLock(self.path, identifier)
+        if not _acquire(reader, timeout):
+            raise ServiceUnavailable(f"The node did not finish '{name}' within {timeout:g} s; "
+                                     "it may still be working (check its log)")
+        try:
+            token = _first(zk.get(self.path))
+        finally:
+            reader.release()
+        writer = zk.client.WriteLock(self.path, identifier)
+        if _acquire(writer, timeout):  # otherwise the next command overwrites the answer anyway
+            try:
+                if token == name:  # a node that took its lock late has answered by now
+                    late = _first(zk.get(self.path))
+                    token = late if late in (f"success-{name}", f"failure-{name}") else token
+                time.sleep(self.settle)
+                zk.write({self.path: ""})
+            finally:
+                writer.release()
         return token

@@ -7,6 +7,13 @@ MAINTENANCE = "/maintenance"
 # REVOKED_SESSIONS are logged-out session ids, each with its expiry (Unix seconds) as value.
 DAEMON_ROOT = "/pvcapid"
 REVOKED_SESSIONS = "/pvcapid/revoked_sessions"
+# One lock per v0.6 command mailbox (its last path segment): every pvcapid of the cluster sends one
+# command at a time through it (kazoo's Lock recipe; ephemeral children, gone with a dead daemon).
+COMMAND_LOCKS = "/pvcapid/command_locks"
+
+
+def command_lock(mailbox: str) -> str:
+    return f"{COMMAND_LOCKS}/{mailbox.rstrip('/').rsplit('/', 1)[-1]}"
 
 # POST /initialize creates these in one transaction. The whole v0.6 base tree is
 # here (not split among plugins) because v0.6 node daemons need all of it even

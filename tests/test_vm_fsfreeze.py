@@ -15,11 +15,11 @@ import pytest
 from test_ceph import play_ceph_node
 from test_cluster import tree
 from test_simnode import NONE_FROZEN, events, freeze_log, frozen_domains, set_state, shows
-from test_vm import UUID
+from test_vm import UUID, uuid_for
 from test_vm_snapshots import snaps
 from test_vm_storage import POOL, define_with_volumes, rbd_handle, same_everywhere
 
-from conftest import ANSWER_SLACK, SIM_NODES, deep_merge, sim_ready
+from conftest import ANSWER_SLACK, SIM_NODES, deep_merge, settle_timeout, sim_ready
 
 __all__ = ["rbd_handle"]  # test_vm_storage's fixture
 
@@ -187,3 +187,49 @@ def test_without_an_answer_from_the_node_the_snapshot_is_taken_unfrozen_in_bound
     again = sim.post("/vm/frz1/snapshot", params={"snapshot_name": "again"})
     assert again.json()["message"].endswith("(the guest filesystems were frozen through node 'pvchv1').")
     assert frozen_domains(sim) == NONE_FROZEN
+
+
+def test_two_daemons_snapshotting_running_vms_at_once_freeze_each_its_own(frozen_cluster, clean_zk, daemon_factory,
+                                                                        ceph_config):
+    """Two API daemons take snapshots of two running VMs at the same moment: each VM is frozen by its node
+    before its disk's snapshot and thawed after, because every daemon sends /cmd/domains commands in turn
+    (schema.command_lock). Without that lock the second command overwrote the first before the node took it,
+    and the first daemon read the second's answer ('success-domain_fsfreeze') as its own: a guest reported
+    frozen that nobody froze."""
+    import threading
+    sim, _, ioctx = frozen_cluster
+    zk = clean_zk
+    # the two callers wait for each other's commands (about 2 s each): a limit that is no part of this test
+    patient = deep_merge(ceph_config, {"vm": {"fsfreeze_timeout": str(settle_timeout())},
+                                       "ceph": {"collector": "False"}})
+    callers = [daemon_factory(patient), daemon_factory(patient)]
+    vms = {"frz1": (UUID, "frz1_sda"), "frz2": (uuid_for(77), "frz2_sda")}
+    for name, (uuid, volume) in vms.items():
+        define_with_volumes(sim, name, uuid, (volume,))
+        assert set_state(sim, "start", vm=name).status_code == 200
+        shows(lambda name=name: sim.get(f"/vm/{name}").json()["state"] == "start", f"{name} running")
+    before = logs(zk)
+    start, answers = threading.Barrier(2), {}
+
+    def snapshot(caller, name: str) -> None:
+        start.wait()
+        answers[name] = caller.post(f"/vm/{name}/snapshot", params={"snapshot_name": "both"})
+    threads = [threading.Thread(target=snapshot, args=pair) for pair in zip(callers, vms, strict=True)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for name, answer in answers.items():
+        assert answer.json() == {"message": f"Successfully created snapshot 'both' of VM '{name}' (the guest "
+                                            "filesystems were frozen through node 'pvchv1')."}, answer.text
+    seen = new_entries(zk, before)
+    assert seen["pvchv2"] == seen["pvchv3"] == []
+    assert sorted(seen["pvchv1"]) == sorted([("freeze", uuid, "success") for uuid, _ in vms.values()]
+                                            + [("thaw", uuid, "success") for uuid, _ in vms.values()])
+    entries = freeze_log(zk, "pvchv1")[len(before["pvchv1"]):]
+    for uuid, volume in vms.values():
+        freeze, thaw = ([entry["czxid"] for entry in entries if (entry["event"], entry["uuid"]) == (event, uuid)][0]
+                        for event in ("freeze", "thaw"))
+        assert freeze < zk.exists(f"/ceph/snapshots/{POOL}/{volume}/both").czxid < thaw, volume
+    assert frozen_domains(sim) == NONE_FROZEN
+    assert zk.get("/cmd/domains")[0] == b""
