@@ -13,6 +13,13 @@ written back the same way and the record removed. Only when that fails too
 (ZooKeeper gone half-way) does the record stay: the tree is then part old,
 part restored, ``GET /backup`` answers 409, and posting the same document
 again finishes the restore (it applies only what still differs).
+
+``/pvcapid`` is left out of both: it holds the API daemons' own state (sessions
+logged out, rollbacks and restores under way, command locks), not the cluster's
+configuration. A restore neither deletes nor writes it, and ignores the keys of
+it an older backup holds: deleting it failed every restore whose document lacked
+it (its own record is a child), and writing a rollback's record back would
+describe work that is not under way.
 """
 
 from __future__ import annotations
@@ -39,13 +46,18 @@ MARKER = f"{schema.DAEMON_ROOT}/restore"
 # One transaction's share: ZooKeeper's default jute.maxbuffer is 1 MB per request.
 CHUNK_OPS = 500
 CHUNK_BYTES = 512 * 1024
-PVC_ROOTS = sorted({"/" + path.split("/")[1] for path in schema.BASE_TREE} | {schema.DAEMON_ROOT})
+PVC_ROOTS = sorted({"/" + path.split("/")[1] for path in schema.BASE_TREE})
 DOCUMENT = map_of(nullable(STR))
 RESTORE = "core.restore"
 
 
+def _daemons_own(path: str) -> bool:
+    return path == schema.DAEMON_ROOT or path.startswith(f"{schema.DAEMON_ROOT}/")
+
+
 def read_tree(zk: Any) -> tuple[dict[str, str], set[str]]:
-    """Every persistent key (path -> value, parents first) and the paths that are or hold ephemeral keys.
+    """Every persistent key (path -> value, parents first) but the daemons' own (``/pvcapid``), and the paths
+    that are or hold ephemeral keys.
 
     One pipelined round trip per level of the tree, each bounded like any ZooKeeper wait.
     """
@@ -53,7 +65,8 @@ def read_tree(zk: Any) -> tuple[dict[str, str], set[str]]:
     client = zk.client
     values: dict[str, str] = {}
     pinned: set[str] = set()
-    level = [f"/{child}" for child in sorted(zk.wait(client.get_children_async("/"))) if child != "zookeeper"]
+    level = [f"/{child}" for child in sorted(zk.wait(client.get_children_async("/")))
+             if child != "zookeeper" and not _daemons_own(f"/{child}")]
     while level:
         pending = [(path, client.get_async(path), client.get_children_async(path)) for path in level]
         level = []
@@ -66,8 +79,6 @@ def read_tree(zk: Any) -> tuple[dict[str, str], set[str]]:
             if stat.ephemeralOwner:
                 parts = path.split("/")
                 pinned.update("/".join(parts[:index]) for index in range(2, len(parts) + 1))
-                continue
-            if path == MARKER:
                 continue
             values[path] = "" if raw is None else raw.decode("utf-8", errors="replace")
             level.extend(f"{path}/{child}" for child in sorted(kids))
@@ -94,8 +105,6 @@ def _valid_path(path: Any) -> str | None:
         return "expected no '.' or '..' segment"
     if path == "/zookeeper" or path.startswith("/zookeeper/"):
         return "expected no key of ZooKeeper's own /zookeeper tree"
-    if path == MARKER:
-        return "expected no restore record (a backup never holds it)"
     return None
 
 
@@ -120,7 +129,8 @@ def validate(document: Any) -> dict[str, str]:
             raise BadRequest(f"Cluster backup: key {path[:200]!r} with its value is {size} bytes; expected at most "
                              f"{CHUNK_BYTES} (ZooKeeper refuses a request above about 1 MB, and drops the "
                              "connection that sent it)")
-        out[path] = value or ""
+        if not _daemons_own(path):  # an older backup's: no configuration (the module's docstring)
+            out[path] = value or ""
     orphans = sorted(path for path in out if path.rsplit("/", 1)[0] and path.rsplit("/", 1)[0] not in out)
     if orphans:
         raise BadRequest(f"Cluster backup: expected every key's parent in the document; missing the parent of "
@@ -185,10 +195,10 @@ def _apply(zk: Any, ops: list[tuple[str, str, str]], what: str,
     return done
 
 
-def _unrecord(zk: Any, tree: dict[str, str]) -> None:
-    """Remove the restore record, and its parent when the tree it ends in has none."""
+def _unrecord(zk: Any, made_root: bool) -> None:
+    """Remove the restore record, and its parent when the restore made it and nothing else is in it."""
     zk.delete([MARKER])
-    if schema.DAEMON_ROOT not in tree and not zk.children(schema.DAEMON_ROOT):
+    if made_root and not zk.children(schema.DAEMON_ROOT):
         zk.delete([schema.DAEMON_ROOT])
 
 
@@ -209,7 +219,8 @@ def restore(ctx: Any, params: dict) -> dict:
     if not ops:
         return {"message": "Restore completed successfully: the cluster already held this configuration."}
     record = {MARKER: json.dumps({"started": time.time(), "keys": len(target)})}
-    if not zk.exists(schema.DAEMON_ROOT):  # a fresh ensemble: the record's parent is made for it
+    made_root = not zk.exists(schema.DAEMON_ROOT)
+    if made_root:  # a fresh ensemble: the record's parent is made for it
         record[schema.DAEMON_ROOT] = ""
 
     def apply(handle: Any) -> str:
@@ -227,7 +238,7 @@ def restore(ctx: Any, params: dict) -> dict:
             try:
                 now, pinned_now = read_tree(zk)
                 _apply(zk, _plan(now, pinned_now, current, written=target), "undo of a failed restore")
-                _unrecord(zk, current)
+                _unrecord(zk, made_root)
             except ApiError as undo:
                 raise ApiError(f"Restore failed ({exc.message}) and so did writing the previous tree back "
                                f"({undo.message}): the tree is part old, part restored, as {MARKER} records. POST "
@@ -236,7 +247,7 @@ def restore(ctx: Any, params: dict) -> dict:
                 raise Cancelled(f"{exc.message}; the previous tree was written back, nothing was changed") from None
             raise ApiError(f"Restore failed ({exc.message}); the previous tree was written back, nothing was "
                            "changed", exc.status) from None
-        _unrecord(zk, target)
+        _unrecord(zk, made_root)
         return f"Restore completed successfully: {len(ops)} changes in {count} transactions."
     return {"message": ctx.runtime.task_monitor.run(RESTORE, {"keys": len(target), "changes": len(ops)},
                                                     f"Restoring {len(target)} keys ({len(ops)} changes)", apply,

@@ -113,16 +113,24 @@ def read_routes(daemon) -> list[str]:
     return out
 
 
+def configuration(client) -> dict[str, str]:
+    """The tree as a backup holds it: every key but the API daemons' own state (``/pvcapid``)."""
+    return {path: value.decode() for path, value in tree(client).items()
+            if path != "/pvcapid" and not path.startswith("/pvcapid/")}
+
+
 def answer(response):
     return response.json() if "json" in response.headers.get("Content-Type", "") else response.text
 
 
 def test_backup_restored_on_a_fresh_zookeeper_answers_alike(daemon_factory, cluster, tmp_path):
     source, clean_zk, settings = cluster
+    clean_zk.ensure_path("/pvcapid/vm-rollbacks")  # as a rollback leaves it: the daemons' own state
     backup = source.get("/backup")
     assert backup.status_code == 200
     document = backup.json()
-    assert document == {path: value.decode() for path, value in tree(clean_zk).items()}  # the whole tree
+    assert "/pvcapid/vm-rollbacks" in tree(clean_zk)
+    assert document == configuration(clean_zk)  # the whole tree but that
     assert json.loads(document[f"/domains/{VM_UUID}/tags"]) == source.get("/vm/web1").json()["tags"]
 
     zookeeper = ZooKeeperServer(str(tmp_path / "zk")).start(timeout=START_TIMEOUT)
@@ -163,7 +171,7 @@ def test_backup_restored_on_a_fresh_zookeeper_answers_alike(daemon_factory, clus
         assert (record["kind"], record["plugin"], record["state"], record["status"]) == (
             "core.restore", "core", "SUCCESS", restored.json()["message"])
         assert record["current"] == record["total"] >= 1
-        assert {path: value.decode() for path, value in tree(fresh).items()} == document
+        assert configuration(fresh) == document
         assert target.get("/backup").json() == document
         again = target.post("/restore", params={"yes-i-really-mean-it": "yes", "cluster_data": json.dumps(document)})
         assert again.json() == {"message": "Restore completed successfully: the cluster already held this "
@@ -195,17 +203,16 @@ def test_restore_replaces_and_a_failed_restore_writes_the_previous_tree_back(clu
     assert daemon.post("/vm/web1/tags", params={"action": "add", "tag": "later"}).status_code == 200
     restored = daemon.post("/restore", params={"yes-i-really-mean-it": "yes"}, json=document)
     assert restored.status_code == 200, restored.text
-    after = {path: value.decode() for path, value in tree(clean_zk).items()}
-    assert after == {**document, "/other-software": "kept"}
+    assert configuration(clean_zk) == {**document, "/other-software": "kept"}
     wait_until(lambda: [tag["name"] for tag in daemon.get("/vm/web1").json()["tags"]] == ["keep", "web"])
 
     holder = KazooClient(hosts=zk_server.address)
     holder.start(timeout=START_TIMEOUT)
     try:
-        holder.create("/pvcapid/holder", b"", ephemeral=True, makepath=True)
+        holder.create("/holder", b"", ephemeral=True)
         before = tree(clean_zk)
         broken = {**document, **{f"/domains/{VM_UUID}/extra{index}": "x" * 300_000 for index in range(3)},
-                  "/pvcapid": "", "/pvcapid/holder": "", "/pvcapid/holder/child": "refused"}
+                  "/holder": "", "/holder/child": "refused"}
         failed = daemon.post("/restore", params={"yes-i-really-mean-it": "yes"}, json=broken)
         assert failed.status_code == 409, failed.text
         assert failed.json()["message"].endswith("the previous tree was written back, nothing was changed")
@@ -214,6 +221,30 @@ def test_restore_replaces_and_a_failed_restore_writes_the_previous_tree_back(clu
     finally:
         holder.stop()
         clean_zk.delete("/other-software")
+
+
+def test_the_daemons_own_state_is_neither_backed_up_nor_restored(cluster):
+    """/pvcapid (sessions logged out, rollbacks and restores under way, command locks) is no configuration. A
+    document without it (any PVC 1.x backup, or this daemon's) restores whatever the daemons keep there now: a
+    rollback made after the backup left /pvcapid/vm-rollbacks, and deleting /pvcapid failed every such restore
+    (409, its own record being a child). The /pvcapid keys of an older backup are ignored."""
+    daemon, clean_zk, _ = cluster
+    document = daemon.get("/backup").json()
+    assert not [path for path in document if path.startswith("/pvcapid")]
+    clean_zk.ensure_path("/pvcapid/vm-rollbacks")  # as a rollback leaves it
+    own = {path: value for path, value in tree(clean_zk).items() if path.startswith("/pvcapid")}
+    assert daemon.post("/vm/web1/tags", params={"action": "add", "tag": "later"}).status_code == 200
+    restored = daemon.post("/restore", params={"yes-i-really-mean-it": "yes"}, json=document)
+    assert restored.status_code == 200, restored.text
+    assert configuration(clean_zk) == document
+    assert {path: value for path, value in tree(clean_zk).items() if path.startswith("/pvcapid")} == own
+    older = {**document, "/pvcapid": "", "/pvcapid/vm-rollbacks": "", "/pvcapid/vm-rollbacks/pvc-rollback-x": "{}",
+             "/pvcapid/revoked_sessions": "", "/pvcapid/revoked_sessions/s1": "1"}
+    again = daemon.post("/restore", params={"yes-i-really-mean-it": "yes"}, json=older)
+    assert again.json() == {"message": "Restore completed successfully: the cluster already held this "
+                                       "configuration."}, again.text
+    assert {path: value for path, value in tree(clean_zk).items() if path.startswith("/pvcapid")} == own
+    wait_until(lambda: [tag["name"] for tag in daemon.get("/vm/web1").json()["tags"]] == ["keep", "web"])
 
 
 def test_a_cancelled_restore_writes_the_previous_tree_back(cluster):
