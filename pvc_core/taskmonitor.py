@@ -203,6 +203,18 @@ class TaskMonitor:
             self._wake.set()
         return task_id
 
+    def confirm(self, task_id: str | None) -> None:
+        """A request that waited for followed work and saw it done: its record is looked at now, in the caller's
+        thread, as the next turn would. A change made right after (an unmigrate after a migrate, a ready after
+        a flush) would otherwise make that turn find the work superseded, and the record of a request answered
+        200 a FAILURE."""
+        if task_id is None:
+            return
+        with self._lock:
+            follow = self._follows.get(task_id)
+        if follow is not None:
+            self.recorded(self._check, task_id, follow)
+
     def begin(self, kind_name: str, args: dict, status: str, total: int = 1) -> Handle:
         """Record work that runs here, in the caller's thread; the handle ends it."""
         handle = Handle(self, self._create(kind_name, args, status, total))

@@ -156,6 +156,32 @@ def test_vm_and_node_tasks_follow_the_node_daemons(sim_factory, clean_zk):
     assert ended(sim, shutdown["id"]) == shutdown  # an ended task's wait answers at once, unchanged
 
 
+def test_a_request_that_waited_ends_its_record_with_its_answer(sim_factory, clean_zk):
+    """A migrate or a flush answered 200 after waiting (wait=true) has its record ended SUCCESS before the
+    answer: an unmigrate sent right after the migrate's answer, or a ready after the flush's, made the
+    monitor's next turn find the first superseded, and the record of a request answered 200 ended FAILURE
+    (found by a new user's trial, 3 times in 3)."""
+    sim = sim_factory(NO_CEPH)
+    define(sim)
+    assert set_state(sim, "start").status_code == 200
+    for _ in range(3):
+        migrated = set_node(sim, "migrate", "pvchv2")
+        assert migrated.status_code == 200, migrated.text
+        record = sim.get(f"/tasks/{migrated.headers['X-Task-Id']}").json()  # before anything else is sent
+        assert (record["state"], record["status"]) == ("SUCCESS", "VM 'test1' runs on node 'pvchv2'"), record
+        assert set_node(sim, "unmigrate").status_code == 200
+        assert database_record(sim, record["id"]) == sim.get(f"/tasks/{record['id']}").json()
+        assert sim.get(f"/tasks/{record['id']}").json()["state"] == "SUCCESS"
+    flushed = domain_state(sim, "pvchv1", "flush")
+    assert flushed.status_code == 200, flushed.text
+    record = sim.get(f"/tasks/{flushed.headers['X-Task-Id']}").json()
+    assert (record["state"], record["status"]) == ("SUCCESS", "Flushed hypervisor pvchv1 of running VMs."), record
+    readied = domain_state(sim, "pvchv1", "ready")
+    assert readied.status_code == 200, readied.text
+    assert sim.get(f"/tasks/{readied.headers['X-Task-Id']}").json()["state"] == "SUCCESS"
+    assert sim.get(f"/tasks/{record['id']}").json() == {**record, "log": record["log"]}  # an end is final
+
+
 # -- following across daemons, cancelling midway ------------------------------------------------
 #
 # The simulated nodes hold a migration on demand (POST /simnode/<node> action=hold, step, release): the VM

@@ -165,6 +165,7 @@ class NodeService:
         if now != target:  # a cancel (DELETE /tasks/<id>: unflush) or a concurrent request
             raise ApiError(f"Node '{name}' did not become {target}: its domain state is now '{now}' (the {state} "
                            "was cancelled or superseded)", 409)
+        self.runtime.task_monitor.confirm(task_id)
         return done
 
     def _wait_until_not(self, name: str, value: str) -> None:

@@ -497,6 +497,7 @@ class VMService:
             self.zk.commit(transaction, f"state change of VM {ident}")
 
         self.zk.optimistic(attempt)
+        task_id = None
         if state in tasks.STATES:
             task_id = self.runtime.task_monitor.follow(tasks.STATES[state], {"uuid": uuid, "vm": ident, "state": state},
                                                        done.format(vm=ident))
@@ -504,6 +505,7 @@ class VMService:
                 on_task(task_id)
         if wait:
             self._wait_state(ident, uuid, state)
+            self.runtime.task_monitor.confirm(task_id)
         return done.format(vm=ident)
 
     def _wait_state(self, ident: str, uuid: str, state: str) -> None:
@@ -587,6 +589,7 @@ class VMService:
             result.update(source=home, lastnode=lastnode, target=writes["node"])
 
         self.zk.optimistic(attempt)
+        task_id = None
         if action in tasks.PLACEMENT:
             expect = "start" if result["state"] in ("migrate", "start") else result["state"]
             task_id = self.runtime.task_monitor.follow(tasks.PLACEMENT[action], {
@@ -600,6 +603,7 @@ class VMService:
             if now != result["target"]:  # a cancel (DELETE /tasks/<id>: put back) or a concurrent change
                 raise ApiError(f"VM '{ident}' runs on node '{now}', not '{result['target']}': the {action} was "
                                "cancelled or superseded", 409)
+            self.runtime.task_monitor.confirm(task_id)
         return result["message"]
 
     def _target(self, ident: str, node: str | None, current: dict[str, str | None],
