@@ -81,6 +81,7 @@ class VMService:
         # Definitions guard the whole /domains version: made at once in one process they would only
         # retry against each other (409 after eight tries), so this process makes them in turn.
         self._defining = threading.Lock()
+        self._tagging = threading.Lock()  # one tag change at a time here (``ZooKeeper.in_turn``)
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -217,7 +218,8 @@ class VMService:
 
     def set_tag(self, ident: str, action: str, tag: str, protected: bool) -> str:
         uuid, _ = self.require(ident, NotFound(VM_NOT_FOUND))
-        return tags.change(self.zk, uuid, ident, action, tag, protected)
+        with self.zk.in_turn(self._tagging, "tag changes"):
+            return tags.change(self.zk, uuid, ident, action, tag, protected)
 
     def snapshot(self, ident: str, name: str | None) -> str:
         return snapshots.create(self, ident, name)
