@@ -40,6 +40,8 @@ log = logging.getLogger("pvc.tasks")
 
 # Records read per query (SQLite's bound-parameter limit is 999 on old builds).
 CHUNK = 500
+# The key of a cancelled followed record's kwargs that holds what is followed since the cancel (its undo).
+UNDO = "_undo"
 # A record not marked by its daemon for this many heartbeats is failed by any daemon.
 ORPHAN_HEARTBEATS = 3
 
@@ -406,10 +408,12 @@ class TaskMonitor:
             tasks.log(task_id, "Cancel came too late: the work is done or undone already")
             return
         args, line = outcome
+        # the record keeps what was asked; what is followed now (the undo) is beside it, for a restart
+        stored = {**follow.args, "_cancelling": True, UNDO: args}
         follow.args = {**args, "_cancelling": True}
         follow.deadline = time.time() + kind.timeout()
         follow.status = line
-        TaskRecord.update(kwargs=json.dumps(follow.args), deadline=follow.deadline, status=line,
+        TaskRecord.update(kwargs=json.dumps(stored), deadline=follow.deadline, status=line,
                           updated=time.time()).where(TaskRecord.id == task_id).execute()
         tasks.log(task_id, line)
 
@@ -421,6 +425,8 @@ class TaskMonitor:
         for row in TaskRecord.select().where((TaskRecord.state == RUNNING) & (TaskRecord.worker == self.owner)):
             kind = self.kinds.get(row.kind or "")
             args = json.loads(row.kwargs or "{}")
+            if isinstance(args.get(UNDO), dict):  # cancelled: its undo is what is followed
+                args = {**args[UNDO], "_cancelling": True}
             with self._lock:
                 known = row.id in self._follows or row.id in self._handles
             if known:

@@ -282,6 +282,9 @@ def test_cancel_a_migration_and_a_flush_midway(sim_factory, clean_zk):
     refused_with_task(waiting, task, "VM 'held1' runs on node 'pvchv1', not 'pvchv2': the migrate was cancelled "
                                      "or superseded")
     assert record["status"] == "Cancelled: VM 'held1' put back on node 'pvchv1'"
+    wanted = {"uuid": first, "vm": "held1", "source": "pvchv1", "target": "pvchv2", "lastnode": "", "expect": "start"}
+    assert record["kwargs"] == {**wanted, "_cancelling": True,  # what was asked, and the undo followed since
+                                "_undo": {**wanted, "source": "pvchv2", "target": "pvchv1"}}
     assert in_order(messages(record), asked, f"Cancel requested: DELETE /tasks/{task}",
                     "Cancelling: VM 'held1' put back on node 'pvchv1' (the move to 'pvchv2' is abandoned)",
                     record["status"]) and messages(record)[-1] == record["status"]
@@ -313,7 +316,9 @@ def test_cancel_a_migration_and_a_flush_midway(sim_factory, clean_zk):
                     f"Cancel requested: DELETE /tasks/{task}",
                     "Cancelling: wrote domain state 'unflush'; node pvchv1 stops migrating VMs away and brings "
                     "back those it moved", record["status"]) and messages(record)[-1] == record["status"]
-    assert record["kwargs"] == {"node": "pvchv1", "target": "ready", "_cancelling": True}
+    # what was asked, and the undo followed since the cancel
+    assert record["kwargs"] == {"node": "pvchv1", "target": "flushed", "vms": 3, "_cancelling": True,
+                                "_undo": {"node": "pvchv1", "target": "ready"}}
     assert zk_value(clean_zk, "/nodes/pvchv1/domainstate") == "ready"
     # the node is ready once it has sent the moved VMs back (v0.6's unflush); their migrations end after
     wait_until(lambda: {uuid: zk_placement(clean_zk, uuid) for uuid in vms.values()} == home
