@@ -2,12 +2,15 @@
 
 Used by the embedded run (``pvcapid-embedded``) and by the test suite, so
 both start ZooKeeper the same way: bound to 127.0.0.1, admin server off,
-state under one directory.
+state under one directory. The port helpers here serve every local server
+(ZooKeeper, the local Ceph's mon): ``quiet_port`` for a port that must stay the
+same across restarts, ``free_port`` for one that lives as long as one process.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -17,10 +20,139 @@ ZOOKEEPER_JAR = "/usr/share/java/zookeeper.jar"
 CLASSPATH = [ZOOKEEPER_JAR, "/usr/share/java/slf4j-log4j12.jar", "/usr/share/java/log4j-1.2.jar"]
 
 
+EPHEMERAL_RANGE = "/proc/sys/net/ipv4/ip_local_port_range"
+EPHEMERAL_DEFAULT = (32768, 60999)  # Linux's default, when the range cannot be read
+QUIET_BASE = 10000  # the lowest port quiet_port picks: below it lie the well-known and registered services
+
+
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port free now, from the kernel's ephemeral range (bind to port 0): only for a server that lives as
+    long as one process. Any outgoing connection may take the port as its local one once it is released, so
+    a server started again on it may find it taken: use ``quiet_port`` for that."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+def ephemeral_range() -> tuple[int, int]:
+    """The kernel's ephemeral port range (lowest, highest): where every bind to port 0 and every outgoing
+    connection takes its local port from."""
+    try:
+        with open(EPHEMERAL_RANGE, encoding="ascii") as handle:
+            low, high = (int(value) for value in handle.read().split())
+        return low, high
+    except (OSError, ValueError):
+        return EPHEMERAL_DEFAULT
+
+
+def port_free(port: int, host: str = "127.0.0.1", reuse: bool = False) -> bool:
+    """Whether a listening socket could bind ``host:port`` now (it is bound and released at once).
+
+    ``reuse`` binds as a server does (SO_REUSEADDR, which ceph-mon and ZooKeeper set): the TIME_WAIT
+    connections its own earlier run left do not count, a listener or any other connection on the port
+    (TIME_WAIT included) does. Without it, any socket on the port counts: stricter, for picking a port.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        if reuse:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def quiet_port(host: str = "127.0.0.1", count: int = 1) -> int:
+    """The first of ``count`` consecutive free ports outside the kernel's ephemeral range, for a server that
+    is stopped and started again on the same port (the embedded Ceph's mon, whose port is fixed in its
+    monmap; a ZooKeeper restarted by a test).
+
+    A port of ``free_port`` is in the ephemeral range: once released, any outgoing connection on the machine
+    may hold it as its local port, and the restart then fails with "Address already in use" (1 ``make run``
+    in 3 did for the local Ceph). Outside the range only an explicit bind can take it. The ports are picked
+    at random below the range (above it when nothing is left below) and checked by binding, so that two
+    pickers running at once (pytest workers, suites side by side) hardly ever meet.
+    """
+    low, high = ephemeral_range()
+    picker = random.SystemRandom()
+    for start, end in ((QUIET_BASE, low), (high + 1, 65536)):
+        candidates = range(start, end - count + 1)
+        if not candidates:
+            continue
+        for _ in range(1000):
+            port = picker.choice(candidates)
+            if all(port_free(port + offset, host) for offset in range(count)):
+                return port
+        raise RuntimeError(f"no {count} free consecutive ports between {start} and {end - 1} on {host}")
+    for _ in range(1000):  # the whole range is ephemeral: the kernel's pick is as good as any
+        port = free_port(host)
+        if port + count <= 65536 and all(port_free(port + offset, host) for offset in range(1, count)):
+            return port
+    raise RuntimeError(f"no {count} free consecutive ports on {host}")
+
+
+TCP_STATES = {"01": "ESTABLISHED", "02": "SYN_SENT", "03": "SYN_RECV", "04": "FIN_WAIT1", "05": "FIN_WAIT2",
+              "06": "TIME_WAIT", "07": "CLOSE", "08": "CLOSE_WAIT", "09": "LAST_ACK", "0A": "LISTEN",
+              "0B": "CLOSING"}
+
+
+def _proc_address(text: str) -> str:
+    """``ADDR:PORT`` of /proc/net/tcp{,6} (the address in hexadecimal, 32-bit words in host order)."""
+    address, port = text.split(":")
+    raw = bytes.fromhex(address)
+    words = b"".join(raw[index:index + 4][::-1] for index in range(0, len(raw), 4))
+    family = socket.AF_INET if len(raw) == 4 else socket.AF_INET6
+    return f"{socket.inet_ntop(family, words)}:{int(port, 16)}"
+
+
+def port_holders(port: int) -> list[str]:
+    """What holds a TCP ``port`` on this machine, one line each ("ESTABLISHED to 127.0.0.1:2181, pid 42
+    (java)"), from /proc/net/tcp{,6} and the processes' sockets; for a message that says why the port is
+    busy. Best effort: a process this user may not look into is left unnamed."""
+    found: dict[str, str] = {}  # socket inode -> description; a TIME_WAIT has none ("0")
+    plain: list[str] = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table, encoding="ascii") as handle:
+                rows = handle.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if len(fields) < 10 or int(fields[1].rsplit(":", 1)[1], 16) != port:
+                continue
+            state = TCP_STATES.get(fields[3], fields[3])
+            what = state if state == "LISTEN" else f"{state} to {_proc_address(fields[2])}"
+            if fields[9] == "0":
+                plain.append(what)
+            else:
+                found[fields[9]] = what
+    for pid in (entry for entry in os.listdir("/proc") if entry.isdigit()) if found else ():
+        links = (_readlink(f"/proc/{pid}/fd/{fd}") for fd in _listdir(f"/proc/{pid}/fd"))
+        mine = {link[8:-1] for link in links if link.startswith("socket:[")} & found.keys()
+        if mine:
+            try:
+                with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as handle:
+                    name = handle.read().strip()
+            except OSError:
+                name = "?"
+            for inode in mine:
+                found[inode] += f", pid {pid} ({name})"
+    return sorted(found.values()) + plain
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError:  # the process has ended, or is not this user's to look into
+        return []
+
+
+def _readlink(path: str) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:  # closed meanwhile
+        return ""
 
 
 def four_letter_word(port: int, word: str, host: str = "127.0.0.1", timeout: float = 1.0) -> str:
@@ -41,7 +173,7 @@ class ZooKeeperServer:
         """``myid`` and ``peers`` (``{id: "127.0.0.1:<peer port>:<election port>"}``, this server's
         included) make it one member of an ensemble (``ZooKeeperEnsemble``)."""
         self.directory = os.path.abspath(directory)
-        self.port = port or free_port()
+        self.port = port or quiet_port()  # the same port after a restart
         self.heap = heap
         self.force_sync = force_sync
         self.myid = myid
@@ -148,7 +280,7 @@ class ZooKeeperEnsemble:
     """Three (or ``size``) local servers as one ensemble, for tests of a lost leader."""
 
     def __init__(self, directory: str, size: int = 3, heap: str = "128m"):
-        peers = {index: f"127.0.0.1:{free_port()}:{free_port()}" for index in range(1, size + 1)}
+        peers = {index: f"127.0.0.1:{quiet_port()}:{quiet_port()}" for index in range(1, size + 1)}
         self.members = [ZooKeeperServer(os.path.join(directory, f"zk{index}"), heap=heap, myid=index, peers=peers)
                         for index in peers]
 

@@ -11,7 +11,6 @@ import contextlib
 import copy
 import importlib
 import os
-import random
 import secrets
 import shutil
 import signal
@@ -30,7 +29,7 @@ import requests
 import yaml
 from contract import Contract
 
-from pvc_core.zkserver import ZooKeeperServer, free_port
+from pvc_core.zkserver import ZooKeeperServer, free_port, quiet_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN_DIR = Path(__file__).resolve().parent / "plugins"
@@ -86,24 +85,6 @@ def ceph_timeout(config: dict | None = None) -> float:
     intervals = 10 * (float(ceph.get("interval", CEPH_INTERVAL)) + float(ceph.get("volume_interval",
                                                                                   CEPH_VOLUME_INTERVAL)))
     return SLOWDOWN * (calls + intervals)
-
-
-def quiet_port(host: str = "127.0.0.1") -> int:
-    """A free port below Linux's ephemeral range (32768-60999), for a server that is stopped and started
-    again on the same port (a daemon restarted, ``make run`` run twice). ``free_port`` asks the kernel, which
-    hands every bind(0) a port of that range: meanwhile the other pytest worker's ZooKeeper, Ceph or daemon
-    may be given the released port, and the restart then finds it taken (seen once in test_embedded). No
-    bind(0) lands below the range, so only another pick of this kind can meet it, at random."""
-    picker = random.SystemRandom()
-    for _ in range(1000):
-        port = picker.randrange(20000, 32768)
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind((host, port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port between 20000 and 32767 on {host}")
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float | None = None, interval: float = 0.05,

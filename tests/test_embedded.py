@@ -25,8 +25,8 @@ import requests
 from contract import Contract
 from test_cli_requests import node_domain_state, node_list, vm_list, vm_node, vm_start
 
-from conftest import BIN, REQUEST_TIMEOUT, START_TIMEOUT, http_session, quiet_port, settle_timeout, wait_until
-from pvc_core.zkserver import four_letter_word
+from conftest import BIN, REQUEST_TIMEOUT, START_TIMEOUT, http_session, settle_timeout, wait_until
+from pvc_core.zkserver import ephemeral_range, four_letter_word, quiet_port
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 UUID = "0f8c5d2e-6a1b-4c3d-9e8f-7a6b5c4d3e2f"
@@ -322,6 +322,9 @@ def test_readme_walkthrough_and_a_second_run(tmp_path):
     assert "metadata:\n        enabled: False" in (data_dir / "pvcapid.yaml").read_text()  # no well-known address
     assert four_letter_word(zk_port, "ruok") == ""  # its ZooKeeper stopped with it
     assert not [pid for pid in _ceph_pids(data_dir) if _alive(pid)]  # and its Ceph
+    from pvc_ceph.localceph import LocalCeph
+    low, _high = ephemeral_range()  # the mon's ports, fixed in its monmap, are none an outgoing connection takes
+    assert all(port < low for port in LocalCeph(str(data_dir / "ceph")).mon_ports())
     assert (data_dir / "pvcapid.yaml").exists() and (data_dir / "pvc.db").exists()
 
     process = start(data_dir, port, zk_port)  # `make run` again: same data, same cluster, the same nodes back

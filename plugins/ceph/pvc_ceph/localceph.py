@@ -4,20 +4,24 @@ The embedded run (bluestore on a sparse file, so volumes survive a restart)
 and the test suite (memstore, for speed) start Ceph the same way, from
 Debian's ceph-mon/ceph-mgr/ceph-osd packages and without systemd. The
 settings that matter on one host: pool size 1, ``osd crush chooseleaf type =
-0``, pool deletion allowed, fast paxos proposals and stats periods.
+0``, pool deletion allowed, fast paxos proposals and stats periods. The
+mon's two ports are picked once, outside the kernel's ephemeral range (they
+are fixed in ceph.conf and the monmap, and must be free at every restart).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 
-from pvc_core.zkserver import free_port
+from pvc_core.zkserver import port_free, port_holders, quiet_port
 
 MGR_MODULES = ("mgr_module.py", "mgr_util.py", "balancer", "crash", "devicehealth", "orchestrator",
                "pg_autoscaler", "progress", "rbd_support", "status", "telemetry", "volumes", "iostat")
@@ -102,12 +106,17 @@ def _clean_env() -> dict:
 class LocalCeph:
     """Start (creating it on first start), stop and restart one single-host cluster."""
 
-    def __init__(self, directory: str, objectstore: str = "memstore", size_gb: int = 10):
+    def __init__(self, directory: str, objectstore: str = "memstore", size_gb: int = 10,
+                 notify: Callable[[str], None] | None = None):
+        """``notify`` is told what the start waits for that an operator should know about (the mon's port
+        busy); the embedded run prints it."""
         self.directory = os.path.abspath(directory)
         self.objectstore = objectstore
         self.size = size_gb * 1024 ** 3
         self.conf = os.path.join(self.directory, "ceph.conf")
         self.keyring = os.path.join(self.directory, "keyring")
+        self.notify = notify or (lambda message: None)
+        self.waiting_for: list[int] = []  # the mon's ports a start is waiting for, while it waits
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -144,9 +153,7 @@ class LocalCeph:
         shutil.rmtree(self.directory, ignore_errors=True)
         for sub in ("run", "log", "mon.a", "mgr.x", "crash"):
             os.makedirs(os.path.join(self.directory, sub))
-        port = free_port()
-        while not _free(port + 1):
-            port = free_port()
+        port = quiet_port(count=2)  # v2 and v1
         with open(self.conf, "w", encoding="utf-8") as handle:
             handle.write(CONF_TEMPLATE.format(fsid=uuid.uuid4(), port=port, port1=port + 1, dir=self.directory,
                                               store=self.objectstore, size=self.size))
@@ -238,6 +245,36 @@ class LocalCeph:
                                 stdin=subprocess.DEVNULL)
         return result.returncode == 0
 
+    def mon_ports(self) -> list[int]:
+        """The mon's ports (v2, v1), from ``mon host`` in ceph.conf."""
+        return [int(port) for port in re.findall(r":(\d+)(?=[,\]\s]|$)", _conf_value(self.conf, "mon host"))]
+
+    def _wait_mon_ports(self, timeout: float) -> None:
+        """Wait until the mon's ports are free, at most ``timeout`` seconds; raise naming them otherwise.
+
+        They are fixed in the monmap, so a restart must get them back. A cluster made before the ports were
+        picked outside the ephemeral range may find one held by an outgoing connection (ceph-mon then failed
+        with only "Address already in use" in its log); a connection closed first by its own side keeps the
+        port in TIME_WAIT for 60 s, so the start's own timeout (120 s by default) is the bound.
+        """
+        busy = [port for port in self.mon_ports() if not port_free(port, reuse=True)]
+        if not busy:
+            return
+        self.waiting_for = busy
+        try:
+            self.notify(f"The Ceph mon's {_ports(busy)} in use ({_holders(busy)}); "
+                        f"waiting up to {timeout:.0f} s before starting the mon")
+            deadline = time.monotonic() + timeout
+            while busy and time.monotonic() < deadline:
+                time.sleep(0.2)
+                busy = [port for port in busy if not port_free(port, reuse=True)]
+        finally:
+            self.waiting_for = []
+        if busy:
+            raise RuntimeError(f"the Ceph mon's {_ports(busy)} still in use after {timeout:.0f} s "
+                               f"({_holders(busy)}); it is fixed in the monmap, so the mon cannot move: "
+                               f"free the port and start again")
+
     def _start_mon(self) -> None:
         self._daemon("ceph-mon", "-c", self.conf, "-i", "a")
         deadline = time.monotonic() + 60
@@ -261,6 +298,7 @@ class LocalCeph:
         if self.objectstore == "memstore" or not self.created:
             self.create()
         else:
+            self._wait_mon_ports(timeout)
             self._start_mon()
             self._start_mgr()
             for entry in sorted(os.listdir(self.directory)):
@@ -325,14 +363,16 @@ def active_and_clean(state: str) -> bool:
     return {"active", "clean"} <= set(state.split("+"))
 
 
-def _free(port: int) -> bool:
-    import socket
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
+def _ports(ports: list[int]) -> str:
+    """The ports with their verb, for a message: "port 127.0.0.1:X is", "ports 127.0.0.1:X and 127.0.0.1:Y are"."""
+    listed = " and ".join(f"127.0.0.1:{port}" for port in ports)
+    return f"port {listed} is" if len(ports) == 1 else f"ports {listed} are"
+
+
+def _holders(ports: list[int]) -> str:
+    """What holds the ports, for a message: "held by LISTEN, pid 42 (nc)", or "holder unknown"."""
+    held = [holder for port in ports for holder in port_holders(port)]
+    return f"held by {'; '.join(held)}" if held else "holder unknown"
 
 
 def _conf_value(path: str, key: str) -> str:

@@ -115,7 +115,8 @@ def pvc_embedded(run: Any) -> Part | None:
     if run.args.no_ceph:
         return None
     from .localceph import LocalCeph
-    ceph = LocalCeph(os.path.join(run.data_dir, "ceph"), objectstore="bluestore", size_gb=20)
+    ceph = LocalCeph(os.path.join(run.data_dir, "ceph"), objectstore="bluestore", size_gb=20,
+                     notify=lambda message: print(message, flush=True))
 
     def start() -> None:
         print(f"Starting a local Ceph (bluestore, data in {ceph.directory})", flush=True)
