@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from pvc_core import schema as core_schema
-from pvc_core.errors import Conflict, ServiceUnavailable
+from pvc_core.errors import ApiError, Conflict, ServiceUnavailable
 
 from . import schema, tools
 from .area import CephArea, bounded
@@ -221,9 +221,11 @@ class CephService(CephArea):
         file that format wrote, PVC 1.x's), the volume put at its snapshot ``snapshot`` (``_start_at``: what
         the first diff starts from), then ``rbd import-diff`` of each diff in turn (each makes its end
         snapshot). Its keys are recorded as Ceph then holds it. When a step fails, the image this import made
-        is removed again (an image of that name it did not make stays); the caller removes the volumes it
-        imported before (``discard_volume``)."""
+        is removed again (an image of that name it did not make stays), also when the recording of its keys
+        fails (a snapshot name no key takes: it left the volume in Ceph and its key behind); the caller removes
+        the volumes it imported before (``discard_volume``)."""
         self.volumes._require_pool(pool)
+        schema.snapshot(pool, volume, snapshot)  # a name no key takes: 400 before anything is made
         if self.volume_exists(pool, volume):
             raise Conflict(f"ERROR: Volume '{volume}' already exists in pool '{pool}'")
         spec = f"{pool}/{volume}"
@@ -246,12 +248,19 @@ class CephService(CephArea):
                 ours = True
                 if step == 0:
                     self._start_at(pool, volume, snapshot)
+            try:
+                self.volumes.reconcile(pool, volume)
+            except ApiError as exc:  # e.g. a diff whose end snapshot has a name no key takes
+                exc.message = (f"ERROR: Failed to record imported RBD volume '{volume}' in pool '{pool}' as Ceph "
+                               f"holds it ({exc.message}); expected files of an export of this cluster (the volume "
+                               "is removed again)")
+                raise
         except BaseException:
             if ours:
-                self._discard_quietly(pool, volume)
+                self._discard_quietly(pool, volume)  # its keys go with it (discard_volume reconciles)
+            else:
+                self.volumes.reconcile(pool, volume)  # an image of that name not made here: recorded as it is
             raise
-        finally:
-            self.volumes.reconcile(pool, volume)
 
     def _start_at(self, pool: str, volume: str, snapshot: str) -> None:
         """Make the freshly imported volume hold ``snapshot`` and nothing else, with the snapshot's data.

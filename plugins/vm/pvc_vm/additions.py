@@ -140,6 +140,9 @@ def routes() -> list[Route]:
                        "exported VM's name, replaced by this one), also while the exported VM exists"),
         ), summary="Recreate an exported VM from its snapshot export(s) on the API host (PVC 1.x; a task)",
             tags=tags, returns=MESSAGE, scope=ADMIN, headers=TASK_ERRORS_TOO,  # admin: it reads files anywhere
-            responses={409: "A volume exists already, Ceph refused an import, a concurrent change, or it was "
+            responses={400: "Bad input, or an export's snapshot.json or files are not as an export writes them (the "
+                            "message names the file and the field; nothing was made), or a file made what the "
+                            "cluster cannot record (what it made was removed)",
+                       409: "A volume exists already, Ceph refused an import, a concurrent change, or it was "
                             "cancelled (DELETE /tasks/<id>; what it made was removed)"}),
     ]

@@ -19,15 +19,18 @@ import shutil
 import time
 import uuid as uuidlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pvc_core.errors import BadRequest, Conflict, NotFound
 
 from . import domainxml, rename, snapshots, tasks
+from .additions import SNAPSHOT_HELP, SNAPSHOT_PATTERN, TAG_MAX
 
 log = logging.getLogger("pvc.vm")
-_NAME = re.compile(r"(?!\.\.?$)[A-Za-z0-9_.+-]+")  # a pool's, a volume's or a file's name
+_NAME = re.compile(SNAPSHOT_PATTERN)  # a snapshot's, a pool's, a volume's or an export file's name
+_DOCUMENT_MAX = 16 << 20  # a snapshot.json holds an XML and a few names: kilobytes, never this
 
 
 def _directory(what: str, path: str) -> Path:
@@ -134,31 +137,131 @@ def recover_export(service: Any, args: dict) -> str:
     return f"the partial export in '{target}' was removed"
 
 
-def _document(root: Path, vm_name: str, name: str) -> dict:
-    path = root / vm_name / name / "snapshot.json"
+@dataclass(frozen=True)
+class _Export:
+    """One export of the chain as the import uses it: the snapshot's name (its directory's, which its
+    ``snapshot_name`` equals), its checked ``snapshot.json`` and the path of each of its ``export_files``."""
+
+    name: str
+    path: Path  # its snapshot.json, as messages name it
+    document: dict
+    files: list[Path]
+
+
+def _shown(value: Any) -> str:
+    """A value of snapshot.json as a message quotes it: its JSON kind, or a string shortened."""
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return repr(value if len(value) <= 80 else value[:77] + "...")
+    kinds = {bool: "a JSON boolean", int: "a JSON number", float: "a JSON number", dict: "a JSON object",
+             list: "a JSON array"}
+    return kinds.get(type(value), type(value).__name__)
+
+
+def _document(root: Path, vm_name: str, name: str) -> _Export:
+    """The export in ``<root>/<vm_name>/<name>/``, every field of its ``snapshot.json`` the import uses checked
+    before anything is made: whoever could write the file chose them, and each ends up in a path, a volume's
+    or snapshot's name or the VM's definition, where an unchecked one was a 500 half-way or read a file of
+    another directory (PVC 1.x's files took ``snapshot_name`` into their paths). Paths are built from
+    ``vm_name`` and ``name`` (checked by the route) and from files checked to be ``images/<name>``, never
+    from the document's names (``import_`` checks, as a second guard, that each file resolves to a path
+    inside the export's directory: ``images`` may be a link to elsewhere). A problem is a 400 naming the
+    file, the field and what was expected."""
+    directory = root / vm_name / name
+    path = directory / "snapshot.json"
     try:
-        document = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+        if path.exists() and not path.is_file():  # a FIFO or a device would hold the request, or never end
+            raise OSError("not a regular file")
+        with path.open("rb") as handle:
+            text = handle.read(_DOCUMENT_MAX + 1)
+        if len(text) > _DOCUMENT_MAX:
+            raise OSError(f"larger than {_DOCUMENT_MAX} bytes")
+        document = json.loads(text.decode())
+    except (OSError, ValueError, RecursionError) as exc:
         raise BadRequest(f"ERROR: Cannot read export '{path}': {exc}; expected a snapshot exported to "
                          f"<import_path>/{vm_name}/{name}") from None
-    if not isinstance(document, dict) or document.get("type") not in ("full", "incremental") or \
-            not isinstance(document.get("vm_detail"), dict) or not isinstance(document.get("export_files"), list):
-        raise BadRequest(f"ERROR: Export '{path}' is not a snapshot export (type, vm_detail, export_files)")
-    return document
+    if not isinstance(document, dict):
+        raise BadRequest(f"ERROR: Export '{path}' is {_shown(document)}; expected a JSON object (a snapshot "
+                         "export's snapshot.json)")
+
+    def refuse(field: str, value: Any, expected: str, missing: bool = False) -> BadRequest:
+        problem = "is missing" if missing else f"is {_shown(value)}"
+        return BadRequest(f"ERROR: Export '{path}': field '{field}' {problem}; expected {expected}")
+
+    def field(container: dict, key: str, label: str, expected: str, fits: Callable[[Any], bool]) -> Any:
+        if key not in container:
+            raise refuse(label, None, expected, missing=True)
+        if not fits(container[key]):
+            raise refuse(label, container[key], expected)
+        return container[key]
+
+    kind = field(document, "type", "type", "'full' or 'incremental'", lambda v: v in ("full", "incremental"))
+    field(document, "snapshot_name", "snapshot_name", f"'{name}', the name of the directory it was read from",
+          lambda v: v == name)
+    if kind == "incremental":
+        field(document, "incremental_parent", "incremental_parent",
+              f"the name of the export this one continues ({SNAPSHOT_HELP}), other than '{name}'",
+              lambda v: _snapshot_name(v) and v != name)
+    elif document.get("incremental_parent") is not None:
+        raise refuse("incremental_parent", document["incremental_parent"], "null or no field in a full export")
+    detail = field(document, "vm_detail", "vm_detail", "a JSON object with the VM's XML (xml)",
+                   lambda v: isinstance(v, dict))
+    xml = field(detail, "xml", "vm_detail.xml", "a libvirt domain's XML as a string", lambda v: isinstance(v, str))
+    try:
+        domain = domainxml.parse(xml)
+    except (BadRequest, ValueError) as exc:  # ValueError: a lone surrogate (JSON's "\ud800") is not UTF-8
+        raise BadRequest(f"ERROR: Export '{path}': field 'vm_detail.xml' is not a libvirt domain's XML "
+                         f"({getattr(exc, 'message', exc)}); expected a libvirt domain's XML") from None
+    if domain.name != vm_name or not domain.uuid:
+        raise BadRequest(f"ERROR: Export '{path}': field 'vm_detail.xml' is the XML of a domain named "
+                         f"{_shown(domain.name)} with UUID {_shown(domain.uuid)}; expected a libvirt domain named "
+                         f"'{vm_name}' (the directory it was read from) with a <uuid>")
+    if detail.get("timestamp") is not None:
+        field(detail, "timestamp", "vm_detail.timestamp", "the snapshot's time in Unix seconds (a number or "
+              "a string of digits), or null", lambda v: (isinstance(v, int) and not isinstance(v, bool) and v >= 0)
+              or (isinstance(v, str) and v.isascii() and v.isdigit()))
+    if document.get("export_size_bytes") is not None:
+        field(document, "export_size_bytes", "export_size_bytes", "the size of the export's files in bytes (an "
+              "integer of at least 0), or null", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0)
+    items = field(document, "export_files", "export_files", 'a JSON array of {"srcvol", "file"} objects',
+                  lambda v: isinstance(v, list))
+    files, volumes = [], []
+    for index, item in enumerate(items):
+        label = f"export_files[{index}]"
+        if not isinstance(item, dict):
+            raise refuse(label, item, 'a JSON object {"srcvol": "<pool>/<volume>", "file": "images/<name>"}')
+        volume = field(item, "srcvol", f"{label}.srcvol", f"'<pool>/<volume>', each name of {SNAPSHOT_HELP}",
+                       lambda v: isinstance(v, str) and v.count("/") == 1 and all(map(_snapshot_name, v.split("/"))))
+        file = field(item, "file", f"{label}.file", f"'images/<name>', the name of {SNAPSHOT_HELP}",
+                     lambda v: isinstance(v, str) and v.startswith("images/") and _snapshot_name(v[len("images/"):]))
+        if volume in volumes or directory / file in files:
+            raise refuse(label, item, "each disk and each file once in export_files")
+        files.append(directory / file)
+        volumes.append(volume)
+    disks = list(dict.fromkeys(disk for disk in domain.rbd_volumes() if disk.count("/") == 1))
+    if sorted(volumes) != sorted(disks):
+        raise BadRequest(f"ERROR: Export '{path}': field 'export_files' holds the disk(s) "
+                         f"{', '.join(volumes) or 'none'}; expected each rbd disk of vm_detail.xml once "
+                         f"({', '.join(disks) or 'none'})")
+    return _Export(name, path, document, files)
 
 
-def _as_copy(chain: list[dict], disks: list[str], ident: str, new_name: str) -> tuple[list[str], dict[str, str]]:
+def _snapshot_name(value: Any) -> bool:
+    """Whether ``value`` is a name an export may give a snapshot, a pool, a volume or a file: the rule of the
+    routes' ``snapshot_name`` (``additions.SNAPSHOT_PATTERN``), which is what librbd and ZooKeeper keys take."""
+    return isinstance(value, str) and len(value) <= TAG_MAX and _NAME.fullmatch(value) is not None
+
+
+def _as_copy(chain: list[_Export], disks: list[str], ident: str, new_name: str) -> tuple[list[str], dict[str, str]]:
     """The chain's XML documents as those of a new VM ``new_name`` beside the original: a new UUID, and
     ``<name>`` and the rbd disks named for ``ident`` renamed as a rename would (``rename.plan``), so that a
     rollback of the copy's snapshots keeps it the copy; and each disk's new ``pool/volume``. A disk not named
     for the VM would be imported under the original's volume name: 400 before anything is made."""
     uuid = str(uuidlib.uuid4())
     xmls, moves = [], []
-    for document in chain:
-        domain = domainxml.parse(str(document["vm_detail"].get("xml") or ""))
-        if not domain.name or not domain.uuid:
-            raise BadRequest(f"ERROR: The XML of export '{document['snapshot_name']}' of VM '{ident}' has no "
-                             "<name> or <uuid>; expected a libvirt domain's XML")
+    for export in chain:  # each XML is a domain with a <name> and a <uuid> (_document)
+        domain = domainxml.parse(export.document["vm_detail"]["xml"])
         moves = rename.plan(domain, ident, new_name)
         domain.root.find("uuid").text = uuid
         xmls.append(domain.pretty())
@@ -180,8 +283,9 @@ def import_(service: Any, ident: str, name: str, import_path: str, retain_snapsh
     """Recreate an exported VM: its volumes from the chain of exports (the full one, then each incremental
     one up to ``name``), then the VM from the snapshot's XML; with ``retain_snapshot`` the snapshots of the
     chain stay, as VM snapshots. With ``new_name`` the VM is made as a copy (``_as_copy``), also while the
-    original exists. Anything made is removed again when a step fails. As a task (``tasks.SNAPSHOT_IMPORT``;
-    ``on_task`` gets its id), one disk after the other."""
+    original exists. Whatever the files say is checked before anything is made (``_document``, then the chain
+    and the files); anything made is removed again when a later step fails (the files' contents are only met
+    by rbd). As a task (``tasks.SNAPSHOT_IMPORT``; ``on_task`` gets its id), one disk after the other."""
     root = _directory("Import path", import_path)
     if new_name == ident:
         raise BadRequest(f"Parameter 'new_name': '{new_name}' is the exported VM's own name; expected another "
@@ -192,41 +296,59 @@ def import_(service: Any, ident: str, name: str, import_path: str, retain_snapsh
         raise BadRequest(f"ERROR: VM '{ident}' already exists in the cluster; expected an exported VM's name "
                          "that no VM has")
     chain = [_document(root, ident, name)]
-    while chain[0]["type"] == "incremental":
-        parent = str(chain[0].get("incremental_parent") or "")
-        if not parent or len(chain) > 1000 or any(doc["snapshot_name"] == parent for doc in chain):
-            raise BadRequest(f"ERROR: Export '{chain[0]['snapshot_name']}' of VM '{ident}' names no usable parent")
+    while chain[0].document["type"] == "incremental":
+        parent = chain[0].document["incremental_parent"]  # a snapshot's name (_document)
+        if any(export.name == parent for export in chain) or len(chain) >= 1000:
+            raise BadRequest(f"ERROR: Export '{chain[0].path}': field 'incremental_parent' is '{parent}', an export "
+                             f"this chain holds already (or the chain is longer than 1000); expected a chain of "
+                             f"exports of VM '{ident}' back to a full one")
         chain.insert(0, _document(root, ident, parent))
-    disks = [item["srcvol"] for item in chain[-1]["export_files"]]
-    for document in chain:
-        for item in document["export_files"]:
-            parts = str(item.get("file") or "").split("/") if isinstance(item, dict) else []
-            volume = str(item.get("srcvol") or "").split("/") if isinstance(item, dict) else []
-            if len(parts) != 2 or parts[0] != "images" or not _NAME.fullmatch(parts[1]) or len(volume) != 2 or \
-                    not all(_NAME.fullmatch(part) for part in volume):
-                raise BadRequest(f"ERROR: Export '{document['snapshot_name']}' of VM '{ident}' lists a file or "
-                                 f"volume that is not of an export: {item!r}; expected images/<file> of pool/volume")
-        if [item["srcvol"] for item in document["export_files"]] != disks:
-            raise BadRequest(f"ERROR: Export '{document['snapshot_name']}' of VM '{ident}' holds other disks than "
+    disks = [item["srcvol"] for item in chain[-1].document["export_files"]]
+    exported_uuid = domainxml.parse(chain[-1].document["vm_detail"]["xml"]).uuid
+    for export in chain:
+        if [item["srcvol"] for item in export.document["export_files"]] != disks:
+            raise BadRequest(f"ERROR: Export '{export.name}' of VM '{ident}' holds other disks than "
                              f"'{name}'; expected one chain of exports of the same disks")
-    for document in chain:
-        for item in document["export_files"]:
-            path = root / ident / document["snapshot_name"] / item["file"]
+        if domainxml.parse(export.document["vm_detail"]["xml"]).uuid != exported_uuid:
+            raise BadRequest(f"ERROR: Export '{export.path}': field 'vm_detail.xml' is of a domain with another UUID "
+                             f"than export '{name}''s ('{exported_uuid}'); expected one chain of exports of the same "
+                             "VM")
+    for export in chain:
+        for index, (item, path) in enumerate(zip(export.document["export_files"], export.files, strict=True)):
             if path.is_symlink() or not path.is_file():
                 problem = (f"'{item['file']}' is not a regular file" if path.exists() or path.is_symlink()
                            else f"lacks its file '{item['file']}'")
-                raise BadRequest(f"ERROR: Export '{document['snapshot_name']}' of VM '{ident}' {problem}; expected "
+                raise BadRequest(f"ERROR: Export '{export.name}' of VM '{ident}' {problem}; expected "
                                  "the files as the export wrote them")
-        recorded = document.get("export_size_bytes")
-        held = sum((root / ident / document["snapshot_name"] / item["file"]).stat().st_size
-                   for item in document["export_files"])
-        if isinstance(recorded, int) and not isinstance(recorded, bool) and held != recorded:
-            raise BadRequest(f"ERROR: Export '{document['snapshot_name']}' of VM '{ident}' is damaged: its files "
+            # a second guard to _document's: the file is inside its export's directory (not so through an
+            # images directory that links elsewhere, another export's even)
+            try:
+                inside = path.resolve().is_relative_to(export.path.parent.resolve())
+            except (OSError, RuntimeError):  # a loop of links
+                inside = False
+            if not inside:
+                raise BadRequest(f"ERROR: Export '{export.path}': field 'export_files[{index}].file' is "
+                                 f"'{item['file']}', which resolves outside the export's directory "
+                                 f"'{export.path.parent}'; expected a file inside it, as the export wrote it")
+        recorded = export.document.get("export_size_bytes")  # an integer or null (_document)
+        held = sum(path.stat().st_size for path in export.files)
+        if recorded is not None and held != recorded:
+            raise BadRequest(f"ERROR: Export '{export.name}' of VM '{ident}' is damaged: its files "
                              f"hold {held} bytes, its snapshot.json says {recorded} (export_size_bytes); expected "
                              "the files as the export wrote them")
-    vm, xmls, targets = ident, [doc["vm_detail"]["xml"] for doc in chain], {disk: disk for disk in disks}
+    vm, xmls, targets = ident, [export.document["vm_detail"]["xml"] for export in chain], {disk: disk for disk in disks}
     if new_name is not None:
         vm, (xmls, targets) = new_name, _as_copy(chain, disks, ident, new_name)
+    try:  # what the definition would refuse, refused before any volume is made
+        service.validate_xml(xmls[-1])
+    except BadRequest as exc:
+        raise BadRequest(f"ERROR: Export '{chain[-1].path}': field 'vm_detail.xml' is not a domain libvirt accepts "
+                         f"({exc.message}); expected a libvirt domain's XML") from None
+    holder = service.find(exported_uuid) if new_name is None else None
+    if holder is not None:
+        raise BadRequest(f"ERROR: Export '{chain[-1].path}': field 'vm_detail.xml' has the UUID '{exported_uuid}' of "
+                         f"VM '{holder[1].get('') or exported_uuid}' of the cluster; expected an exported VM no VM of "
+                         "the cluster is, or an import with new_name (a new UUID)")
     if not service.can_place():
         raise BadRequest(f"ERROR: Could not find a valid target node for VM '{vm}': no node is in daemon state "
                          "'run' and domain state 'ready' with free memory; expected one to define the imported VM "
@@ -248,9 +370,8 @@ def import_(service: Any, ident: str, name: str, import_path: str, retain_snapsh
                 handle.stop_if_cancelled(f"the import of VM '{ident}' from snapshot '{name}' after {index} of "
                                          f"{len(disks)} disks; the volumes imported were removed")
                 pool, volume = targets[srcvol].split("/", 1)
-                files = [root / ident / document["snapshot_name"] / document["export_files"][index]["file"]
-                         for document in chain]
-                storage.import_volume(pool, volume, str(files[0]), chain[0]["snapshot_name"],
+                files = [export.files[index] for export in chain]
+                storage.import_volume(pool, volume, str(files[0]), chain[0].name,
                                       [str(f) for f in files[1:]])  # a volume it fails on is not left
                 made.append((pool, volume))
                 handle.step(index + 1, len(disks), f"Imported {index + 1} of {len(disks)} disks ({pool}/{volume})")
@@ -259,11 +380,11 @@ def import_(service: Any, ident: str, name: str, import_path: str, retain_snapsh
             service.define(xmls[-1], None, None, None, False)
             defined = True
             uuid = service.require(vm)[0]
-            for document, xml in zip(chain, xmls, strict=True):
-                snap = document["snapshot_name"]
+            for export, xml in zip(chain, xmls, strict=True):
+                snap = export.name
                 if retain_snapshot:
                     snapshots.commit(service.zk, uuid, vm, snap, {
-                        "timestamp": str(document["vm_detail"].get("timestamp") or int(time.time())),
+                        "timestamp": str(export.document["vm_detail"].get("timestamp") or int(time.time())),
                         "xml": xml,
                         "rbdsnaplist": ",".join(f"{disk}@{snap}" for disk in targets.values())})
                 else:
