@@ -37,6 +37,7 @@ GENERIC = {
     404: "No such object (or, for a list, nothing matched)",
     408: "The request body did not arrive within pvc.api.body_timeout",
     413: "Request body larger than pvc.api.max_body_size",
+    415: "The streamed body was sent with a Content-Encoding (gzip...); it is never decoded: send it unencoded",
     429: "Too many open connections from this client address (pvc.api.max_connections_per_client)",
     503: "A backing service (ZooKeeper, database, queue, Ceph) is unreachable",
 }
@@ -139,6 +140,8 @@ def _responses(route: Route, path: str, components: _Components) -> dict:
         generic.append(404)
     if route.method in BODY_METHODS:
         generic.extend((408, 413))
+    if route.stream_body:
+        generic.append(415)
     for code in generic:
         responses.setdefault(code, _message(GENERIC[code]))
     for code, declared in route.responses.items():

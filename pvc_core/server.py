@@ -195,6 +195,8 @@ class Dispatcher:
             if route.stream_body:
                 # handed to the handler as it arrives, never read here
                 ctx.body = StreamedBody(request) if has_body else None
+                if ctx.body is not None:
+                    ctx.body.require_unencoded()
             elif has_body:
                 # Read here rather than in CherryPy's stage so that a malformed
                 # body becomes a 400 like any other bad input.

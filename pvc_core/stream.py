@@ -11,6 +11,11 @@ Each piece must arrive within ``api.body_timeout`` (a client that stalls gets
 408, as with any body); the handler bounds the total (the volume's size). A
 body not read to its end when the answer is sent closes the connection:
 cheroot would parse its rest as the next request.
+
+A body sent with a ``Content-Encoding`` other than ``identity`` (gzip, as
+``curl --compressed`` may send it) is refused with 415 before its handler runs:
+the body is handed over as it arrives, never decoded, so an image would be
+written as its compressed bytes (and was, answered 200).
 """
 
 from __future__ import annotations
@@ -37,10 +42,20 @@ class StreamedBody:
         length = request.headers.get("Content-Length")
         self.length = int(length) if length is not None else None  # None: chunked
         self.content_type = request.headers.get("Content-Type", "application/octet-stream")
+        self.encoding = request.headers.get("Content-Encoding", "").strip()
         self._reader = _BodyReader(request.body.fp, length, self.clock)
         self.received = 0
         self.ended = False
         self._answered = False
+
+    def require_unencoded(self) -> None:
+        """415 for a body with a content coding other than ``identity``: what is read is what is written."""
+        codings = [coding.strip().lower() for coding in self.encoding.split(",") if coding.strip()]
+        if any(coding != "identity" for coding in codings):
+            raise ApiError(f"Content-Encoding: {self.encoding}: expected the data itself, not encoded (no "
+                           "Content-Encoding, or identity): a streamed body (a disk image) is written as it arrives "
+                           "and never decoded; send the image itself, decompressed (a compressed image format such "
+                           "as qcow2 is fine)", 415, headers={"Connection": "close"})
 
     def read(self, size: int = READ_BYTES) -> bytes:
         """Up to ``size`` bytes; ``b""`` at the end of the body."""

@@ -333,6 +333,51 @@ class ZooKeeper:
         self.require()
         self._commit(transaction, f"creation of {len(values)} keys under {_common_root(values)}")
 
+    def create_ephemeral(self, path: str, value: Any = "") -> bool:
+        """``path`` as a key of this process's ZooKeeper session (its missing parents as ordinary keys, in the
+        same transaction); False, nothing made, when the key exists. It lasts until ``delete_own`` or the end of
+        the session (the daemon died, or lost ZooKeeper for longer than its session timeout): what one daemon
+        holds is seen by every daemon of the cluster, and nothing stays held by a daemon that is gone."""
+        segments = path.strip("/").split("/")
+        parents = ["/" + "/".join(segments[:index]) for index in range(1, len(segments))]
+
+        def attempt() -> bool:
+            present = self.exists_many(parents)
+            transaction = self.transaction()
+            for parent in parents:
+                if not present[parent]:
+                    transaction.create(parent, b"")
+            transaction.create(path, encode(value), ephemeral=True)
+            try:
+                self._commit(transaction, f"creation of {path}")
+            except TransactionFailed as exc:
+                if isinstance(exc.cause, NodeExistsError) and self.exists(path):
+                    return False
+                raise  # a parent made meanwhile: tried again
+            return True
+        return self.optimistic(attempt)
+
+    def owns(self, stat: ZnodeStat | None) -> bool:
+        """Whether the key of ``stat`` is an ephemeral key of this process's present session."""
+        session = self.client.client_id
+        return stat is not None and session is not None and stat.ephemeralOwner == session[0]
+
+    def delete_own(self, path: str) -> None:
+        """Delete the ephemeral key ``path`` if this session made it (``create_ephemeral``). One of another session
+        stays: this session's went with it (expired), and another daemon has made the key since."""
+        def attempt() -> None:
+            _, stat = self.get_stats([path])[path]
+            if not self.owns(stat):
+                return
+            transaction = self.transaction()
+            transaction.delete(path, version=stat.version)
+            try:
+                self._commit(transaction, f"deletion of {path}")
+            except TransactionFailed as exc:
+                if not isinstance(exc.cause, NoNodeError):
+                    raise  # its value changed meanwhile: looked at again
+        self.optimistic(attempt)
+
     def subtree(self, root: str) -> list[str]:
         """Every path under ``root`` (inclusive), parents first; one round trip per level."""
         found: list[str] = []

@@ -7,6 +7,7 @@ the volume read back through librbd is compared with qemu-img's own raw conversi
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import http.client
 import json
@@ -17,15 +18,30 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
 from kazoo.client import KazooClient
+from pvc_ceph.schema import upload_hold
 from test_task_kinds import check, ended
-from test_vm_storage import in_use
+from test_vm import UUID
+from test_vm_storage import in_use, vm_xml
 
-from conftest import ANSWER_SLACK, CEPH_TIMEOUT, START_TIMEOUT, ceph_timeout, deep_merge, empty_tree, wait_until
+from conftest import (
+    ANSWER_SLACK,
+    CEPH_TIMEOUT,
+    REQUEST_TIMEOUT,
+    START_TIMEOUT,
+    ceph_timeout,
+    deep_merge,
+    empty_tree,
+    settle_timeout,
+    simulated,
+    wait_until,
+)
 
 MIB = 1024 * 1024
 POOL = "upl"
@@ -33,14 +49,17 @@ SIZE = 32 * MIB
 BODY_TIMEOUT = 3.0
 
 
+def upload_config(ceph_config: dict) -> dict:
+    # a short body timeout: a stalled upload is cut (408) within seconds
+    return deep_merge(ceph_config, {"ceph": {"collector": "False"}, "api": {"body_timeout": str(BODY_TIMEOUT)}})
+
+
 @pytest.fixture(scope="module")
 def up(daemon_factory, zk_server, ceph_config) -> Iterator:
     client = KazooClient(hosts=zk_server.address)
     client.start(timeout=START_TIMEOUT)
     empty_tree(client)
-    # a short body timeout: a stalled upload is cut (408) within seconds
-    daemon = daemon_factory(deep_merge(ceph_config, {"ceph": {"collector": "False"},
-                                                     "api": {"body_timeout": str(BODY_TIMEOUT)}}), start=False)
+    daemon = daemon_factory(upload_config(ceph_config), start=False)
     # what a daemon that died during an upload left behind goes when the ceph plugin starts
     stale = Path(daemon.config["data_dir"]) / "uploads" / f"{POOL}.gone.upload-0123456789ab.spool"
     stale.parent.mkdir(parents=True)
@@ -370,7 +389,7 @@ def test_memory_stays_flat_while_a_large_raw_image_streams(up, ceph_cluster):
     assert up.delete(f"/storage/ceph/volume/{POOL}/{name}").status_code == 200  # memstore holds it in memory
 
 
-def test_an_upload_is_a_task_that_a_cancel_or_the_daemons_end_rolls_back(up, ceph_cluster, tmp_path):
+def test_an_upload_is_a_task_that_a_cancel_or_the_daemons_end_rolls_back(up, ceph_cluster, tmp_path, zk_client):
     """The record counts the bytes written and ends with the answer. A cancel between two pieces stops the
     upload (409) and rolls the volume back; so does the restart of a daemon killed under an upload."""
     name = volume(up, "tasked")
@@ -406,6 +425,7 @@ def test_an_upload_is_a_task_that_a_cancel_or_the_daemons_end_rolls_back(up, cep
     assert record["state"] == "FAILURE" and record["status"] == f"Cancelled: {answer.json()['message']}"
     assert record["cancelled"] is not None and record["current"] == 4 * MIB
     assert image_of(ceph_cluster, name) == before
+    assert zk_client.exists(upload_hold(POOL, name)) is None  # a cancelled upload holds its volume no longer
 
     # the daemon killed after the first piece: its restart rolls the volume back and ends the record
     killed: list = []
@@ -426,3 +446,193 @@ def test_an_upload_is_a_task_that_a_cancel_or_the_daemons_end_rolls_back(up, cep
         "FAILURE", f"Interrupted: the API daemon that ran it stopped; volume {POOL}/{name} was rolled back to what "
                    "it held before the upload")
     assert image_of(ceph_cluster, name) == before
+    # the killed daemon's hold, left to its ZooKeeper session until that expires, was taken over by its restart
+    # (which rolled the volume back under it) and is gone
+    assert zk_client.exists(upload_hold(POOL, name)) is None
+    assert upload(up, name, "raw", data=b"\x7b" * MIB).status_code == 200
+
+
+# -- the volume held for the whole upload ------------------------------------------------------------------
+
+
+class Paced:
+    """A chunked body the test holds open: 4 MiB, then 1 MiB each time a third of ``BODY_TIMEOUT`` passes (within
+    the daemon's wait for the next piece) until ``finish`` is set, which ends it. ``sent``: every byte, in order.
+    A body that would pass the volume's size sends nothing more, and the daemon's 408 fails the test."""
+
+    def __init__(self) -> None:
+        self.finish = threading.Event()
+        self.sent = bytearray()
+
+    def __iter__(self) -> Iterator[bytes]:
+        piece = os.urandom(4 * MIB)
+        self.sent += piece
+        yield piece
+        while not self.finish.wait(BODY_TIMEOUT / 3):
+            if len(self.sent) + MIB > SIZE:
+                self.finish.wait(settle_timeout())
+                return
+            piece = os.urandom(MIB)
+            self.sent += piece
+            yield piece
+
+    def digest(self) -> str:
+        """The volume's expected sha256 once the body is written: the rest of the volume stays zero."""
+        return hashlib.sha256(bytes(self.sent) + bytes(SIZE - len(self.sent))).hexdigest()
+
+
+def in_the_background(daemon, name: str, body: Paced) -> Iterator:
+    """The paced upload on a thread of its own (a session of its own too); its answer checked against the
+    daemon's OpenAPI document like every other."""
+    def send() -> requests.Response:
+        answer = requests.post(daemon.url(f"/storage/ceph/volume/{POOL}/{name}/upload"),
+                               params={"image_format": "raw"}, data=iter(body), timeout=REQUEST_TIMEOUT)
+        daemon.contract().check("POST", urlsplit(answer.request.url).path, answer.status_code,
+                                answer.headers.get("Content-Type"), answer.content)
+        return answer
+    return ThreadPoolExecutor(max_workers=1).submit(send)
+
+
+def hold_of(zk, name: str) -> dict | None:
+    found = zk.exists(upload_hold(POOL, name))
+    return None if found is None else json.loads(zk.get(upload_hold(POOL, name))[0])
+
+
+def busy(name: str, task_id: str, doing: str) -> dict:
+    """The 409 of anything that would conflict with the upload running as task ``task_id``."""
+    return {"message": f"ERROR: Volume '{name}' in pool '{POOL}' is being written by an upload running now (task "
+                       f"{task_id}: GET /tasks/{task_id}); wait for it to end, or cancel it (DELETE /tasks/{task_id}), "
+                       f"before {doing}"}
+
+
+@pytest.fixture(scope="module")
+def second(up, daemon_factory, ceph_config):
+    """Another API daemon of the same cluster, configured as ``up``."""
+    daemon = daemon_factory(upload_config(ceph_config))
+    yield daemon
+    daemon.stop()
+
+
+def test_an_upload_holds_its_volume_on_every_daemon_until_it_ends(up, second, daemon_factory, ceph_cluster,
+                                                                    zk_client):
+    """The upload's checks (no running VM, no lock) held only when it began: a VM started two seconds later ran
+    on the disk being written, and two uploads at once mixed their data. Now, while an upload streams, through
+    either daemon: a second upload, starting, migrating (which starts it) or restarting with a new XML the VM
+    whose disk it is, rolling the volume or the VM back, resizing, renaming or removing the volume are 409,
+    naming the upload's task, and change nothing; the upload completes with its own bytes. Once it ended, an
+    upload works again, and the VM starts."""
+    name = volume(up, "held")
+    with simulated(daemon_factory, up, {"plugins": {"disabled": ["ceph"]}}):
+        defined = up.post("/vm", params={"node": "pvchv1"}, data={"xml": vm_xml("holder", UUID, (f"{POOL}/{name}",))})
+        assert defined.status_code == 200, defined.text
+        assert up.post(f"/storage/ceph/snapshot/{POOL}/{name}/before").status_code == 200
+        assert up.post("/vm/holder/snapshot", params={"snapshot_name": "vmbefore"}).status_code == 200
+        state_key = f"/domains/{UUID}/state"
+        node_before = zk_client.get(f"/domains/{UUID}/node")[0]
+
+        body = Paced()
+        answer = in_the_background(up, name, body)
+        hold = wait_until(lambda: (hold_of(zk_client, name) or {}).get("task_id") and hold_of(zk_client, name),
+                          message="the upload's hold naming its task")
+        task = hold["task_id"]
+        assert hold["worker"].startswith("api@")
+
+        refusals = [
+            (up, "POST", f"/storage/ceph/volume/{POOL}/{name}/upload", {"image_format": "raw"}, b"\x01" * MIB,
+             "uploading an image to it"),
+            (second, "POST", f"/storage/ceph/volume/{POOL}/{name}/upload", {"image_format": "raw"}, b"\x02" * MIB,
+             "uploading an image to it"),
+            (up, "POST", "/vm/holder/state", {"state": "start"}, None, "starting VM 'holder'"),
+            (second, "POST", "/vm/holder/state", {"state": "start", "wait": "true"}, None, "starting VM 'holder'"),
+            (up, "POST", "/vm/holder/node", {"action": "migrate", "node": "pvchv2"}, None,
+             "starting VM 'holder' on node 'pvchv2'"),
+            (up, "PUT", "/vm/holder", {"restart": "true"}, {"xml": vm_xml("holder", UUID, (f"{POOL}/{name}",))},
+             "restarting VM 'holder'"),
+            (up, "POST", f"/storage/ceph/snapshot/{POOL}/{name}/before/rollback", {}, None, "rolling it back"),
+            (second, "POST", f"/storage/ceph/snapshot/{POOL}/{name}/before/rollback", {}, None, "rolling it back"),
+            (up, "POST", "/vm/holder/snapshot/rollback", {"snapshot_name": "vmbefore"}, None,
+             "rolling VM 'holder' back"),
+            (up, "PUT", f"/storage/ceph/volume/{POOL}/{name}", {"size": "64M"}, None, "resizing it"),
+            (up, "PUT", f"/storage/ceph/volume/{POOL}/{name}", {"new_name": "moved"}, None, "renaming it"),
+            (up, "DELETE", f"/storage/ceph/volume/{POOL}/{name}", {}, None, "removing it"),
+        ]
+        for daemon, method, path, params, data, doing in refusals:
+            refusal = daemon.request(method, path, params=params, data=data)
+            assert (refusal.status_code, refusal.json()) == (409, busy(name, task, doing)), (daemon.port, path)
+            assert zk_client.get(state_key)[0] == b"stop"  # nothing started the VM
+            assert hold_of(zk_client, name)["task_id"] == task  # nor did a refused upload take the hold away
+        assert zk_client.get(f"/domains/{UUID}/node")[0] == node_before
+        assert up.get(f"/storage/ceph/volume/{POOL}/{name}").json()["stats"]["size"] == "32M"
+
+        body.finish.set()
+        done = answer.result(timeout=settle_timeout())
+        assert done.status_code == 200 and done.headers["X-Task-Id"] == task, done.text
+        assert image_of(ceph_cluster, name)[0] == body.digest()
+        assert sorted(image_of(ceph_cluster, name)[2]) == ["before", "vmbefore"]  # the upload's own snapshot went
+        assert zk_client.exists(upload_hold(POOL, name)) is None
+
+        # the volume is free again: an upload through the other daemon, then the VM starts and runs
+        again = upload(second, name, "raw", data=b"\x03" * MIB)
+        assert again.status_code == 200, again.text
+        assert zk_client.exists(upload_hold(POOL, name)) is None
+        started = up.post("/vm/holder/state", params={"state": "start", "wait": "true"})
+        assert started.status_code == 200, started.text
+        assert zk_client.get(state_key)[0] == b"start"
+        # and now an upload is refused for the running VM, as before, its hold gone with the refusal
+        refusal = upload(up, name, "raw", data=b"\x04" * MIB)
+        assert refusal.status_code == 409 and "is a disk of running VM(s) holder" in refusal.json()["message"]
+        assert zk_client.exists(upload_hold(POOL, name)) is None
+        stopped = up.post("/vm/holder/state", params={"state": "stop", "wait": "true"})
+        assert stopped.status_code == 200, stopped.text
+    assert image_of(ceph_cluster, name)[0] == hashlib.sha256(
+        b"\x03" * MIB + bytes(body.sent[MIB:]) + bytes(SIZE - len(body.sent))).hexdigest()
+
+
+def test_an_encoded_body_is_refused_and_the_volume_kept(up, ceph_cluster, zk_client):
+    """A body sent with Content-Encoding: gzip was written into the volume as the compressed bytes, and
+    answered 200. The body is never decoded: 415 saying so, the volume as it was; identity is no encoding."""
+    name = volume(up, "encoded")
+    assert upload(up, name, "raw", data=b"\xab" * SIZE).status_code == 200
+    before = image_of(ceph_cluster, name)
+    for encoding in ("gzip", "identity, gzip", "br"):
+        answer = upload(up, name, "raw", data=gzip.compress(b"\x01" * MIB), headers={"Content-Encoding": encoding})
+        assert answer.status_code == 415, answer.text
+        assert answer.json() == {"message": f"Content-Encoding: {encoding}: expected the data itself, not encoded (no "
+                                            "Content-Encoding, or identity): a streamed body (a disk image) is "
+                                            "written as it arrives and never decoded; send the image itself, "
+                                            "decompressed (a compressed image format such as qcow2 is fine)"}
+        assert image_of(ceph_cluster, name) == before
+        assert zk_client.exists(upload_hold(POOL, name)) is None
+    done = upload(up, name, "raw", data=b"\x01" * MIB, headers={"Content-Encoding": "identity"})
+    assert done.status_code == 200, done.text
+    assert image_of(ceph_cluster, name)[0] == hashlib.sha256(b"\x01" * MIB + b"\xab" * (SIZE - MIB)).hexdigest()
+
+
+def test_the_hold_goes_with_every_end_of_an_upload(up, ceph_cluster, zk_client):
+    """Success, a refusal after the hold was taken (a damaged image), a cut body, a cancel: the volume is held
+    no longer afterwards, and the next upload is not refused for it."""
+    name = volume(up, "ends")
+    key = upload_hold(POOL, name)
+    assert upload(up, name, "raw", data=b"\x11" * MIB).status_code == 200
+    assert zk_client.exists(key) is None
+    refused(upload(up, name, "qcow2", data=os.urandom(MIB)), 400, "qemu-img could not read it as qcow2")
+    assert zk_client.exists(key) is None
+
+    def longer() -> Iterator[bytes]:
+        for _ in range(SIZE // MIB):
+            yield b"\x5a" * MIB
+        yield b"tail"
+    refused(upload(up, name, "raw", data=longer()), 400, "got more; grow the volume first")
+    assert zk_client.exists(key) is None
+
+    def cancelled() -> Iterator[bytes]:
+        yield b"\x77" * (4 * MIB)
+        task = wait_until(lambda: (hold_of(zk_client, name) or {}).get("task_id"),
+                          message="the upload's hold naming its task")
+        wait_until(lambda: up.get(f"/tasks/{task}").json()["current"] >= 4 * MIB, message="the first piece written")
+        assert up.delete(f"/tasks/{task}").status_code == 202
+        yield b"\x78" * (4 * MIB)
+    answer = upload(up, name, "raw", data=cancelled())
+    assert answer.status_code == 409 and "ERROR: Cancelled the upload" in answer.json()["message"], answer.text
+    assert zk_client.exists(key) is None
+    assert image_of(ceph_cluster, name)[0] == hashlib.sha256(b"\x11" * MIB + bytes(SIZE - MIB)).hexdigest()

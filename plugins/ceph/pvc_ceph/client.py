@@ -317,25 +317,34 @@ class CephClient:
             log.warning("%s: Ceph answered after its request was answered 503; the operation failed: %s",
                         what, getattr(error, "message", None) or error)
 
-    def later(self, what: str, function: Callable[..., Any], *args: Any) -> None:
-        """``function(*args)`` in the background once Ceph answers: tried again every ``ceph.timeout``
-        while Ceph is unreachable, for up to ``SETTLE_WITHIN`` seconds."""
+    def later(self, what: str, function: Callable[..., Any], *args: Any,
+              then: Callable[[], None] | None = None) -> None:
+        """``function(*args)`` in the background once Ceph (or ZooKeeper: any 503) answers: tried again every
+        ``ceph.timeout`` while it is unreachable, for up to ``SETTLE_WITHIN`` seconds; ``then()`` after the
+        last try, whatever its outcome (an upload's hold, kept until its rollback is done or given up)."""
         def attempt() -> None:
             give_up = time.monotonic() + SETTLE_WITHIN
             while not self._closing.is_set():
                 try:
                     function(*args)
-                    log.info("%s: done once Ceph answered", what)
+                    log.info("%s: done once it could be", what)
                     return
                 except ServiceUnavailable as exc:
                     if time.monotonic() > give_up:
-                        log.error("%s: Ceph did not answer for %.0f s; given up: %s", what, SETTLE_WITHIN, exc.message)
+                        log.error("%s: no answer for %.0f s; given up: %s", what, SETTLE_WITHIN, exc.message)
                         return
                 except Exception:  # noqa: BLE001 - a background repair must not die silently
                     log.exception("%s failed", what)
                     return
                 self._closing.wait(self.timeout)
-        threading.Thread(target=attempt, name="ceph-settle", daemon=True).start()
+
+        def run() -> None:
+            try:
+                attempt()
+            finally:
+                if then is not None:
+                    then()
+        threading.Thread(target=run, name="ceph-settle", daemon=True).start()
 
     def close(self) -> None:
         self._closing.set()

@@ -40,6 +40,8 @@ SNAPSHOT = named("Snapshot", obj({"pool": STR, "volume": STR, "snapshot": STR}))
 # cancelled copy or a busy object (409), Ceph or the node daemon not answering in time (503)
 TASK_ERRORS_TOO = task_headers(400, 409, 503)
 BUSY = {409: "Ceph refused: the object exists or is busy (e.g. a volume with snapshots)"}
+VOLUME_BUSY = {409: "Ceph refused: the object exists or is busy (e.g. a volume with snapshots); or an upload is "
+                    "writing the volume now"}
 NAMED_BUSY = {404: "The pool or volume named by a parameter does not exist", **BUSY}
 # Ceph refuses a change of an image whose lock another client holds (librbd: read-only image): 400, as v0.6
 # answers a snapshot its node could not make
@@ -249,10 +251,11 @@ def routes() -> list[Route]:
         Route("PUT", "/storage/ceph/volume/<pool>/<volume>", modify_volume, (
             Param("size", STRING, aliases=("new_size",), help="grow the volume to this size"),
             Param("new_name", STRING, aliases=("name",), help="rename the volume"),
-        ), summary="Resize or rename an RBD volume (one change per call)", tags=tags, returns=MESSAGE, responses=BUSY),
+        ), summary="Resize or rename an RBD volume (one change per call)", tags=tags, returns=MESSAGE,
+            responses=VOLUME_BUSY),
         Route("DELETE", "/storage/ceph/volume/<pool>/<volume>", remove_volume,
               summary="Remove an RBD volume (refused while it has snapshots)", tags=tags,
-              returns=MESSAGE, responses=BUSY),
+              returns=MESSAGE, responses=VOLUME_BUSY),
         Route("POST", "/storage/ceph/volume/<pool>/<volume>/clone", clone_volume, (
             Param("new_volume", STRING, required=True, help="name of the copy, in the same pool"),),
             summary="Copy an RBD volume (a task)", tags=tags, returns=MESSAGE, responses=BUSY, headers=TASK_ERRORS_TOO),
@@ -265,8 +268,9 @@ def routes() -> list[Route]:
                     "size and the pool's room (a task)", tags=tags, returns=MESSAGE, stream_body=True,
             headers=task_headers(400, 409, 503, 507),
             responses={**LOCKED,
-                       409: "The volume is a running VM's disk, or the upload was cancelled (DELETE /tasks/<id>; "
-                            "the volume was rolled back)",
+                       409: "The volume is a running VM's disk, another upload is writing it now (the volume is "
+                            "held for the whole upload), or the upload was cancelled (DELETE /tasks/<id>; the "
+                            "volume was rolled back)",
                        507: "No space left in the API host's data directory to spool or convert a non-raw image"}),
         Route("GET", "/storage/ceph/snapshot", list_snapshots, (
             Param("pool", STRING, help="only this pool"), Param("volume", STRING, help="only volumes of this name"),
@@ -292,5 +296,5 @@ def routes() -> list[Route]:
         Route("POST", SNAPSHOT_ELEMENT + "/rollback", rollback_snapshot,
               summary="Roll an RBD volume back to a snapshot (PVC 1.x; a task)", tags=tags, returns=MESSAGE,
               headers=task_headers(404, 409, 503),
-              responses={**LOCKED, 409: "The volume is a running VM's disk"}),
+              responses={**LOCKED, 409: "The volume is a running VM's disk, or an upload is writing it now"}),
     ]

@@ -183,11 +183,24 @@ class CephService(CephArea):
     def snapshot_exists(self, pool: str, volume: str, name: str) -> bool:
         return self.runtime.zk.exists(schema.snapshot(pool, volume, name))
 
+    def refuse_uploading(self, pool: str, volume: str, doing: str) -> None:
+        """409 while an upload writes the volume (its hold, ``schema.UPLOADS``; the vm plugin's rename of a VM
+        with its disks asks before it renames any)."""
+        self.volumes.refuse_uploading(pool, volume, doing)
+
+    def uploads_absent(self, volumes: list[str], doing: str) -> Any:
+        """409 while an upload writes any of ``volumes`` (``pool/volume``); else the guard that keeps one from
+        beginning before the caller's transaction commits (``Volumes.uploads_absent``): what the vm plugin adds
+        to a change that makes a VM run on them."""
+        return self.volumes.uploads_absent(volumes, doing)
+
     @bounded('look at the locks of RBD volume "{1}"', pool=0)
     def refuse_in_use(self, pool: str, volume: str, doing: str) -> None:
-        """400 while a client holds a lock on the volume's image (a VM's left by its node, a mapping; a running
-        VM is 409 before, by ``refuse_running_vms``): checked for every disk before a multi-disk change starts,
-        rather than met half-way (a locked image is read-only to us)."""
+        """409 while an upload writes the volume (its hold), 400 while a client holds a lock on the volume's
+        image (a VM's left by its node, a mapping; a running VM is 409 before, by ``refuse_running_vms``):
+        checked for every disk before a multi-disk change starts, rather than met half-way (a locked image is
+        read-only to us)."""
+        self.volumes.refuse_uploading(pool, volume, doing)
         with self.snapshots._image(pool, volume) as image:
             self.volumes.refuse_locked(pool, volume, image, doing)
 

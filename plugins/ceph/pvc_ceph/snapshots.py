@@ -121,12 +121,18 @@ class Snapshots:
 
         Refused (409) while a running VM has the volume as a disk (the vm service says which), or
         while any client holds a lock on the image (a VM or a mapping the cluster does not know of):
-        rolling back under a writer corrupts what it holds in memory.
+        rolling back under a writer corrupts what it holds in memory. Refused (409) too while an upload
+        writes the volume (its hold, ``schema.UPLOADS``): the rollback would wipe what it wrote so far and
+        leave the rest of the upload over the snapshot's data. A VM's rollback (``record`` false) checks
+        every disk for all of this before it starts (``CephService.refuse_in_use``), and its undo of the disks
+        done must not be refused.
         """
         import rbd
         self.volumes._require(pool, volume)
         if not self.zk.exists(schema.snapshot(pool, volume, name)):
             raise self._missing(pool, volume, name)
+        if record:
+            self.volumes.refuse_uploading(pool, volume, "rolling it back")
         self.volumes.refuse_running_vms(pool, volume, "rolling it back")
 
         def roll_back(handle: Any) -> str:

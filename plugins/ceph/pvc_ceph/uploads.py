@@ -26,6 +26,15 @@ Before the first write the volume is snapshotted; a failure after it (a cut
 upload, Ceph failing, a raw body found too long) rolls the volume back, so a
 refused or failed upload leaves it as it was. The volume must not be in use:
 a running VM's disk is 409, a volume another client holds locked 400.
+
+Those checks alone held only when the upload began: a VM started a moment later
+ran on the disk being rewritten, and a second upload's writes mixed with the
+first's (and its rollback wiped them). So the upload holds its volume, from
+before its first check until it ends whatever way: an ephemeral ZooKeeper key
+(``schema.UPLOADS``), which every API daemon of the cluster sees and a dead
+daemon's session takes away. Meanwhile a second upload, a snapshot rollback, a
+resize, rename or removal of the volume are 409, and so is whatever would make
+a VM with the volume as a disk run (the vm plugin asks ``CephService.uploads_absent``).
 """
 
 from __future__ import annotations
@@ -34,17 +43,19 @@ import errno
 import json
 import logging
 import secrets
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from pvc_core.errors import ApiError, BadRequest
+from pvc_core.errors import ApiError, BadRequest, Conflict, ServiceUnavailable
 from pvc_core.routes import quoted
+from pvc_core.zk import TransactionFailed
 
-from . import tasks, tools
+from . import schema, tasks, tools
 from .area import bounded
-from .volumes import Volumes
+from .volumes import Volumes, held_by
 
 # qemu-img's names of the formats it reads (vpc is VHD); PVC 1.x took raw, vmdk, qcow2, qed, vdi and vpc.
 FORMATS = ("raw", "qcow2", "vmdk", "vdi", "vhdx", "vpc", "qed", "qcow", "parallels")
@@ -63,11 +74,53 @@ QEMU_IMG_MISSING = ("qemu-img is not installed on this API host (Debian package 
 log = logging.getLogger("pvc.ceph")
 
 
+class Hold:
+    """An upload's hold on its volume (``Uploads.holding``): released when the upload ends, unless the
+    rollback of a failed upload was left to the background (``handed_over``), which releases it when done."""
+
+    def __init__(self, uploads: Uploads, pool: str, name: str, worker: str):
+        self.uploads = uploads
+        self.pool, self.name, self.worker = pool, name, worker
+        self.key = schema.upload_hold(pool, name)
+        self.handed_over = False
+
+    def record(self, task_id: str | None) -> None:
+        """The upload's task record id in the hold, for the 409 of whoever meets it; the hold stands without."""
+        if task_id is None:
+            return
+        zk = self.uploads.runtime.zk
+        try:
+            transaction = zk.transaction()
+            transaction.set_data(self.key, json.dumps({"task_id": task_id, "worker": self.worker}).encode())
+            zk.commit(transaction, f"task id of the upload hold {self.key}")
+        except ApiError as exc:
+            log.warning("upload to %s/%s: its hold does not name its task %s (%s)", self.pool, self.name,
+                        task_id, exc.message)
+
+    def release(self) -> None:
+        """Delete the hold if it is still this daemon's; while ZooKeeper is unreachable, tried again in the
+        background (a session that expires meanwhile takes it away by itself)."""
+        try:
+            self.uploads.runtime.zk.delete_own(self.key)
+        except ServiceUnavailable:
+            self.uploads.client.later(f"release the hold of the upload to volume {self.pool}/{self.name}",
+                                      self.uploads.runtime.zk.delete_own, self.key)
+        except ApiError as exc:
+            log.error("upload to %s/%s: its hold %s could not be released (%s); it goes with this daemon's "
+                      "ZooKeeper session", self.pool, self.name, self.key, exc.message)
+
+
 class Uploads:
     def __init__(self, runtime: Any, volumes: Volumes):
         self.runtime = runtime
         self.volumes = volumes
         self.client = volumes.client
+        self._holds: dict[tuple[str, str], Hold] = {}  # this daemon's, by volume (one per volume in the cluster)
+        self._lock = threading.Lock()
+
+    @property
+    def zk(self) -> Any:
+        return self.runtime.zk
 
     @property
     def directory(self) -> Path:
@@ -79,16 +132,82 @@ class Uploads:
             with suppress(OSError):
                 path.unlink()
 
+    # -- the volume held while it is written ------------------------------------------------
+
+    @contextmanager
+    def holding(self, pool: str, name: str, doing: str) -> Iterator[Hold]:
+        """The volume held (``schema.UPLOADS``) for the block, 409 when another upload holds it. Taken before
+        the checks that the volume is not in use, so that a VM start and an upload never both pass: the start's
+        transaction fails once the hold exists (``Volumes.uploads_absent``), and the upload's check of running
+        VMs after it sees a start committed before."""
+        hold = Hold(self, pool, name, self.runtime.task_monitor.owner)
+        self._take(hold, doing)
+        with self._lock:
+            self._holds[(pool, name)] = hold
+        try:
+            yield hold
+        finally:
+            with self._lock:
+                self._holds.pop((pool, name), None)
+            if not hold.handed_over:
+                hold.release()
+
+    def _take(self, hold: Hold, doing: str) -> None:
+        value = json.dumps({"task_id": None, "worker": hold.worker})
+        for _ in range(3):
+            if self.zk.create_ephemeral(hold.key, value):
+                return
+            found, stat = self.zk.get_stats([hold.key])[hold.key]
+            if stat is None:
+                continue  # the upload holding it ended meanwhile
+            held = held_by(found) or {}
+            if held.get("worker") != hold.worker or self.zk.owns(stat):
+                raise self.volumes.upload_refusal(hold.pool, hold.name, held, doing)
+            # left by this daemon's previous run, killed under an upload, whose ZooKeeper session has not
+            # expired yet: that upload is over (its record's recovery rolls it back under a hold of its own)
+            transaction = self.zk.transaction()
+            transaction.delete(hold.key, version=stat.version)
+            try:
+                self.zk.commit(transaction, f"removal of the stale upload hold {hold.key}")
+            except TransactionFailed:
+                continue
+        raise Conflict(f"ERROR: Volume '{hold.name}' in pool '{hold.pool}' could not be held for {doing}: uploads "
+                       "to it began and ended repeatedly meanwhile; try again")
+
+    def _hand_over(self, pool: str, name: str) -> Callable[[], None] | None:
+        """The hold of this daemon's upload to the volume, left to a background rollback: its release."""
+        with self._lock:
+            hold = self._holds.get((pool, name))
+        if hold is None:
+            return None
+        hold.handed_over = True
+        return hold.release
+
+    # -- the upload -------------------------------------------------------------------------
+
     @bounded('upload an image to RBD volume "{1}"', pool=0)
     def upload(self, pool: str, name: str, image_format: str, body: Any,
                on_task: Callable[[str | None], None] | None = None) -> str:
-        """As a task (``pvc_ceph.tasks``; ``on_task`` gets its id): the record counts the bytes written."""
-        import rbd
+        """As a task (``pvc_ceph.tasks``; ``on_task`` gets its id): the record counts the bytes written. The
+        volume is held from before the checks that it is not in use until the upload ends (``holding``)."""
         self.volumes._require(pool, name)
         if body is None:
             raise BadRequest("Request body: expected the disk image (application/octet-stream, or "
                              "multipart/form-data with a part named 'file'), got none")
-        self.volumes.refuse_running_vms(pool, name, "uploading an image to it")
+        doing = "uploading an image to it"
+        with self.holding(pool, name, doing) as hold:
+            self.volumes.refuse_running_vms(pool, name, doing)
+
+            def announce(task_id: str | None) -> None:
+                hold.record(task_id)
+                if on_task is not None:
+                    on_task(task_id)
+            return self._upload(pool, name, image_format, body, announce)
+
+    def _upload(self, pool: str, name: str, image_format: str, body: Any,
+                on_task: Callable[[str | None], None]) -> str:
+        """The upload's task, under its hold."""
+        import rbd
 
         def write(handle: Any) -> str:
             with self.volumes.opened(pool, name) as (ioctx, image):
@@ -310,22 +429,28 @@ class Uploads:
                 image.rollback_to_snap(snapshot)
                 image.remove_snap(snapshot)
             except Exception as exc:  # noqa: BLE001 - Ceph failing now: put it back once it answers
-                log.warning("upload to %s/%s failed and its rollback too (%s); retried in the background",
-                            pool, name, exc)
+                log.warning("upload to %s/%s failed and its rollback too (%s); retried in the background, the "
+                            "volume held until then", pool, name, exc)
                 self.client.later(f"roll back the failed upload to volume {pool}/{name}", self._put_back, pool,
-                                  name, snapshot)
+                                  name, snapshot, then=self._hand_over(pool, name))
             raise
         image.remove_snap(snapshot)
 
     def put_back(self, pool: str, name: str) -> str:
         """After the daemon ended under an upload (its record's recovery): the volume rolled back to the
-        snapshot taken before the first write, which is then removed; unless a running VM has the volume
-        now, which would see its disk change under it."""
-        import rbd
+        snapshot taken before the first write, which is then removed, under a hold of its own; unless a
+        running VM has the volume now, which would see its disk change under it, or another upload holds it
+        (begun through another daemon meanwhile), whose data the rollback would wipe."""
+        doing = "rolling back the upload cut short"
         try:
-            self.volumes.refuse_running_vms(pool, name, "rolling back the upload cut short")
-        except ApiError as exc:
+            with self.holding(pool, name, doing):
+                self.volumes.refuse_running_vms(pool, name, doing)
+                return self._put_back_cut(pool, name)
+        except Conflict as exc:
             return f"volume {pool}/{name} was left as it is: {exc.message}"
+
+    def _put_back_cut(self, pool: str, name: str) -> str:
+        import rbd
         with self.volumes._ioctx(pool) as ioctx:
             try:
                 with rbd.Image(ioctx, name) as image:

@@ -6,13 +6,14 @@ import json
 import logging
 import math
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from pvc_core import matching
+from pvc_core import etags, matching
 from pvc_core.errors import ApiError, BadRequest, Conflict, NotFound, ServiceUnavailable
 from pvc_core.routes import quoted
+from pvc_core.schema import DAEMON_ROOT
 from pvc_core.taskmonitor import Cancelled
 
 from . import schema
@@ -141,6 +142,49 @@ class Volumes(CephArea):
         if users:
             raise Conflict(f"ERROR: Volume '{name}' in pool '{pool}' is a disk of running VM(s) "
                            f"{', '.join(users)}; stop them before {doing}")
+
+    def upload_of(self, pool: str, name: str) -> dict | None:
+        """What the upload writing the volume now recorded in its hold (``schema.UPLOADS``: ``task_id``,
+        ``worker``), or None when no upload holds it."""
+        return held_by(self.zk.get(schema.upload_hold(pool, name)))
+
+    def upload_refusal(self, pool: str, name: str, held: dict, doing: str) -> Conflict:
+        """409 for ``doing`` while an upload holds the volume: its writes would mix with the change (a second
+        upload, a rollback), or a VM would run on a disk being rewritten. Names the upload's task, when its
+        record has an id yet, and how to follow or cancel it."""
+        task = held.get("task_id")
+        which = f" (task {task}: GET /tasks/{task})" if task else ""
+        cancel = f", or cancel it (DELETE /tasks/{task})," if task else ""
+        return Conflict(f"ERROR: Volume '{name}' in pool '{pool}' is being written by an upload running now{which}; "
+                        f"wait for it to end{cancel} before {doing}")
+
+    def refuse_uploading(self, pool: str, name: str, doing: str) -> None:
+        """409 while an upload holds the volume (``upload_refusal``)."""
+        held = self.upload_of(pool, name)
+        if held is not None:
+            raise self.upload_refusal(pool, name, held, doing)
+
+    def uploads_absent(self, volumes: Iterable[str], doing: str) -> etags.Guard:
+        """409 now while an upload holds any of ``volumes`` (``pool/volume``); else a guard whose operations
+        (``add_to``) make a transaction fail should an upload take one of them before it commits, so that a
+        change made in that transaction (a VM set to run on them) and an upload never both go ahead: the
+        caller's ``zk.optimistic`` tries again, and the retry is refused here. ZooKeeper has no check of
+        absence; the guard creates and deletes, in the transaction, the first key on the way to each hold that
+        is absent (the hold itself, or a parent not made yet), which fails if it has been made meanwhile."""
+        chains = []
+        for volume in volumes:
+            pool, _, name = volume.partition("/")
+            try:
+                key = schema.upload_hold(pool, name)
+            except BadRequest:
+                continue  # no volume name (a disk written by other tooling): no upload can hold it
+            chains.append((pool, name, [DAEMON_ROOT, schema.UPLOADS, key.rsplit("/", 1)[0], key]))
+        found = self.zk.get_many(sorted({path for *_, chain in chains for path in chain}))
+        for pool, name, chain in chains:
+            if found[chain[-1]] is not None:
+                raise self.upload_refusal(pool, name, held_by(found[chain[-1]]) or {}, doing)
+        return etags.Guard(None, absent=sorted({next(path for path in chain if found[path] is None)
+                                                for *_, chain in chains}))
 
     def refuse_locked(self, pool: str, name: str, image: Any, doing: str) -> None:
         """400 while any client holds a lock on the open ``image`` (a stopped VM's left by its node, a mapping
@@ -424,6 +468,7 @@ class Volumes(CephArea):
         import rbd
         self._require(pool, name)
         size = parse_size(size_text)
+        self.refuse_uploading(pool, name, "resizing it")
         with self.settling(pool, name), self._ioctx(pool) as ioctx:
             try:
                 with rbd.Image(ioctx, name) as image:
@@ -445,6 +490,7 @@ class Volumes(CephArea):
         _check_name("new_name", new_name)
         if self.zk.exists(schema.volume(pool, new_name)):
             raise BadRequest(quoted(f'ERROR: Volume "{new_name}" already exists in pool "{pool}".'))
+        self.refuse_uploading(pool, name, "renaming it")  # the upload records its volume by name at its end
         with self.settling(pool, name, new_name), self._ioctx(pool) as ioctx:
             try:
                 rbd.RBD().rename(ioctx, name, new_name)
@@ -474,6 +520,7 @@ class Volumes(CephArea):
     def remove(self, pool: str, name: str) -> str:
         import rbd
         self._require(pool, name)
+        self.refuse_uploading(pool, name, "removing it")
         with self.settling(pool, name), self._ioctx(pool) as ioctx:
             try:
                 # A volume with snapshots is refused with Ceph's reason (409): removing them
@@ -485,6 +532,18 @@ class Volumes(CephArea):
                 raise self._failure(f'remove RBD volume "{name}"', exc, pool) from None
         self.zk.delete([schema.volume(pool, name), schema.snapshot(pool, name)])
         return quoted(f'Removed RBD volume "{name}" in pool "{pool}".')
+
+
+def held_by(value: str | None) -> dict | None:
+    """The JSON value of an upload's hold (``schema.UPLOADS``), or None when there is no hold; a value that is
+    not such JSON (other tooling's) holds the volume all the same."""
+    if value is None:
+        return None
+    try:
+        record = json.loads(value)
+    except ValueError:
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 def _stop_copy_if_cancelled(handle: Any, pool: str, source: str, name: str, done: int, total: int) -> None:

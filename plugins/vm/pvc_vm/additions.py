@@ -97,7 +97,8 @@ def routes() -> list[Route]:
             Param("new_name", STRING, required=True, pattern=NAME_PATTERN, pattern_help=NAME_HELP, max_length=TAG_MAX,
                   help="A new VM name must be specified"),),
             summary="Rename a stopped VM and the RBD volumes named for it (PVC 1.x)", tags=tags, returns=MESSAGE,
-            responses={409: "The VM is not stopped (stop or disable), or a concurrent change"}),
+            responses={409: "The VM is not stopped (stop or disable), a concurrent change, or an upload is writing "
+                            "one of its volumes"}),
         Route("POST", "/vm/<vm>/snapshot", snapshot_vm, (
             _snapshot_param("the snapshot's name (default: the time, YYYYMMDDHHMMSS)"),),
             summary="Snapshot every RBD disk of a VM under one name, with its XML (PVC 1.x); a running VM's guest "
@@ -116,8 +117,9 @@ def routes() -> list[Route]:
             returns=MESSAGE, headers=TASK_ERRORS_TOO,
             responses={400: "Bad input, or a disk is locked by another client (nothing was rolled back)",
                        404: "The VM or the snapshot does not exist",
-                       409: "The VM is not stopped (stop or disable), a concurrent change, or the rollback was "
-                            "cancelled (DELETE /tasks/<id>; the disks were put back)"}),
+                       409: "The VM is not stopped (stop or disable), a concurrent change, an upload is writing "
+                            "one of its disks, or the rollback was cancelled (DELETE /tasks/<id>; the disks were "
+                            "put back)"}),
         Route("POST", "/vm/<vm>/snapshot/export", export_snapshot, (
             _snapshot_param("the snapshot to export", required=True),
             Param("export_path", STRING, required=True, max_length=4096,

@@ -121,6 +121,12 @@ def _memory(element: Any) -> int | None:
     return value
 
 
+def rbd_disks(xml: str) -> list[str]:
+    """``pool/volume`` of each rbd disk of a stored document (through ``info``'s cache): the volumes the ceph
+    plugin asks about (the VMs using one; the uploads holding any of them before the VM runs)."""
+    return [disk["name"] for disk in info(xml)["disks"] if disk.get("type") == "rbd" and disk.get("name")]
+
+
 @functools.lru_cache(maxsize=65536)
 def interfaces(xml: str) -> tuple[tuple[str, str], ...]:
     """``(mac in lower case, source bridge)`` of each interface: what lookups across every VM need.

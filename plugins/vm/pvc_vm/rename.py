@@ -79,6 +79,7 @@ def rename(service: Any, ident: str, new_name: str) -> str:
             if storage.volume_exists(pool, target):
                 raise BadRequest(f"ERROR: Volume '{target}' already exists in pool '{pool}'; expected the "
                                  f"renamed disk of VM '{ident}' to take that name")
+            storage.refuse_uploading(pool, volume, f"renaming VM '{ident}'")
         storage.require_reachable()
     done: list[tuple[str, str, str]] = []
 

@@ -44,7 +44,8 @@ VM = named("VM", obj({
 META = obj({"name": STR, "node_limit": nullable(array(STR)), "node_selector": NSTR, "node_autostart": BOOL})
 # after its record began, a task's request may still fail: a VM that failed (400), the bounded wait (409), ZooKeeper
 TASK_ERRORS_TOO = task_headers(400, 409, 503)
-WAITED = {409: "The node daemon did not finish within pvc.vm.wait_timeout, or a concurrent change"}
+WAITED = {409: "The node daemon did not finish within pvc.vm.wait_timeout, or a concurrent change, or the VM would "
+               "run on a volume an upload is writing now (ceph plugin)"}
 
 
 def service(ctx: Any) -> VMService:
@@ -138,7 +139,9 @@ def routes() -> list[Route]:
               tags=tags, returns=MESSAGE, responses=CONFLICT, etag=True),
         Route("PUT", "/vm/<vm>", modify_vm, (
             Param("restart", BOOLEAN, default=False, help="restart the VM to apply the new XML"), XML),
-            summary="Replace a VM's libvirt XML", tags=tags, returns=MESSAGE, responses=CONFLICT, etag=True),
+            summary="Replace a VM's libvirt XML", tags=tags, returns=MESSAGE, etag=True,
+            responses={409: "Conflict with the object's current state or a concurrent change, or (restart) the VM "
+                            "would run on a volume an upload is writing now (ceph plugin)"}),
         Route("DELETE", "/vm/<vm>", remove_vm, (
             Param("delete_disks", BOOLEAN, default=False, help="also remove its RBD volumes (needs ceph)"),),
             summary="Undefine a VM, optionally removing its disks", tags=tags, returns=MESSAGE,

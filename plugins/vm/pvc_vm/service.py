@@ -12,6 +12,7 @@ import threading
 import time
 import uuid as uuidlib
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from pvc_core import etags, matching
@@ -24,6 +25,9 @@ from . import domainxml, exports, placement, schema, snapshots, tags, tasks
 VM_NOT_FOUND = "VM not found."
 # States in which the VM runs (or is being moved while running): a migration live-migrates it.
 RUNNING = ("start", "migrate", "unmigrate", "restart")
+# What a change that makes a VM run is called in the refusal of it (``VMService._uploads_absent``).
+DOING = {"start": "starting", "restart": "restarting", "migrate": "migrating", "move": "moving",
+         "unmigrate": "unmigrating"}
 
 
 def not_found(ident: str) -> NotFound:
@@ -247,8 +251,19 @@ class VMService:
         """Name -> state of every VM with ``pool/volume`` as an rbd disk (the ceph plugin names them when it
         refuses a change of the volume)."""
         return {entry.get("") or uuid: entry.get("state") or "" for uuid, entry in self.entries().items()
-                if any(disk.get("type") == "rbd" and disk.get("name") == volume
-                       for disk in domainxml.info(entry.get("xml") or "")["disks"])}
+                if volume in domainxml.rbd_disks(entry.get("xml") or "")}
+
+    def _uploads_absent(self, xml: str | None, doing: str) -> etags.Guard | None:
+        """409 while an upload (the ceph plugin's) writes one of the rbd disks of ``xml``; else the guard that
+        makes the transaction of a change that lets the VM run on them fail should an upload take one before it
+        commits (``zk.optimistic`` tries again, and is refused here). Every change that makes a VM run (a
+        start, a restart, a migration that starts a stopped VM) adds it. None without the ceph plugin (nothing
+        is checked) or rbd disks."""
+        storage = self.runtime.service("ceph", required=False)
+        volumes = domainxml.rbd_disks(xml or "")
+        if storage is None or not volumes:
+            return None
+        return storage.uploads_absent(volumes, doing)
 
     def can_place(self) -> bool:
         """Whether a VM defined now finds a node by define's default placement (the node view caught up once,
@@ -260,7 +275,9 @@ class VMService:
 
     def running_vms_using_volume(self, volume: str) -> list[str]:
         """Names of the VMs not stopped (stop, disable, fail) with ``pool/volume`` as an rbd disk (the ceph
-        plugin's snapshot rollback refuses then)."""
+        plugin's snapshot rollback and upload refuse then). The view is brought up to date first: an upload
+        asks after taking its hold, and must see a start another daemon committed just before."""
+        self.view.sync()
         return sorted(name for name, state in self.vms_using_volume(volume).items()
                       if state not in ("stop", "disable", "fail"))
 
@@ -394,17 +411,28 @@ class VMService:
         values = {schema.vm(uuid): current_name, schema.key(uuid, "xml"): domain.pretty(),
                   schema.key(uuid, "rbdlist"): ",".join(domain.rbd_volumes())}
         if restart:
-            values[schema.key(uuid, "state")] = "restart"
-        self._write(uuid, ident, values, if_match)
+            values[schema.key(uuid, "state")] = "restart"  # a stopped VM starts: its new disks are checked
+        uploads = partial(self._uploads_absent, values[schema.key(uuid, "xml")], f"restarting VM '{ident}'") \
+            if restart else None
+        self._write(uuid, ident, values, if_match, uploads)
         return f"Modified VM '{ident}'." + (" Restarting it." if restart else "")
 
-    def _write(self, uuid: str, ident: str, values: dict[str, str], if_match: etags.Precondition | None) -> None:
+    def _write(self, uuid: str, ident: str, values: dict[str, str], if_match: etags.Precondition | None,
+               also: Callable[[], etags.Guard | None] | None = None) -> None:
         """``zk.write``; with ``if_match``, only while the VM is as read (retried on a write in between,
-        which then answers 412)."""
-        if if_match is None:
+        which then answers 412); with ``also``, only while the guard it gives holds (read again each try)."""
+        if if_match is None and also is None:
             self.zk.write(values)
             return
-        self.zk.optimistic(lambda: self.zk.write(values, self.guard(uuid, ident, if_match)))
+
+        def attempt() -> None:
+            guard = self.guard(uuid, ident, if_match)
+            extra = also() if also is not None else None
+            if extra is not None:
+                guard.checks += extra.checks
+                guard.absent += extra.absent
+            self.zk.write(values, guard)
+        self.zk.optimistic(attempt)
 
     def remove(self, ident: str, delete_disks: bool, if_match: etags.Precondition | None = None) -> str:
         uuid, entry = self.require(ident)
@@ -484,17 +512,23 @@ class VMService:
         """A shutdown or restart is followed by a task record (``pvc_vm.tasks``); ``on_task`` gets its id."""
         uuid, _ = self.require(ident)
         required, done, refused = self.STATE_RULES[state]
-        path = schema.key(uuid, "state")
+        path, xml_key = schema.key(uuid, "state"), schema.key(uuid, "xml")
 
         def attempt() -> None:
             guard = self.guard(uuid, ident, if_match)
-            current, version = self.zk.get_versioned([path])[path]
+            read = self.zk.get_versioned([path, xml_key] if state in RUNNING else [path])
+            current, version = read[path]
             if current is None:
                 raise not_found(ident)
             if required is not None and current != required:
                 raise BadRequest(refused.format(vm=ident))
             transaction = self.zk.transaction()
             guard.add_to(transaction)
+            uploads = self._uploads_absent(read[xml_key][0], f"{DOING[state]} VM '{ident}'") \
+                if state in RUNNING else None
+            if uploads is not None:  # and its disks as read
+                uploads.add_to(transaction)
+                transaction.check(xml_key, read[xml_key][1])
             transaction.set_data(path, state.encode(), version=version)
             self.zk.commit(transaction, f"state change of VM {ident}")
 
@@ -546,8 +580,9 @@ class VMService:
         """``selector`` (seed B) picks the target for this change only; the stored one stays. A migrate or move
         is followed by a task record (``pvc_vm.tasks``); ``on_task`` gets its id."""
         uuid, _ = self.require(ident)
+        # the XML: its rbd disks must not be held by an upload when the VM is to run (checked, in the transaction)
         paths = {name: schema.key(uuid, name) for name in ("state", "node", "lastnode", "node_limit",
-                                                             "node_selector")}
+                                                             "node_selector", "xml")}
         result: dict[str, str] = {}
 
         def attempt() -> None:
@@ -580,6 +615,12 @@ class VMService:
                     message = f"Migrating VM '{ident}' to node '{target}'."
             transaction = self.zk.transaction()
             guard.add_to(transaction)
+            if writes.get("state") in RUNNING:
+                doing = (f"{DOING[action]} VM '{ident}' to node '{target}'" if state in RUNNING
+                         else f"starting VM '{ident}' on node '{target}'")  # a stopped VM migrated starts there
+                uploads = self._uploads_absent(current["xml"], doing)
+                if uploads is not None:
+                    uploads.add_to(transaction)
             for name, path in paths.items():
                 version = read[path][1]
                 if name in writes:
