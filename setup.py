@@ -27,6 +27,7 @@ setup(
         "pyyaml>=6.0",
         "prometheus_client>=0.17",
         "packaging>=22",
+        "regex>=2022.1",
     ],
     entry_points={
         "console_scripts": [

@@ -252,6 +252,34 @@ def test_list_filters(vmd, cluster):
     assert vmd.get("/vm/web").status_code == 404  # single-object GET is exact
 
 
+def test_a_pattern_that_backtracks_for_ever_is_stopped_and_holds_no_other_request(vmd, cluster):
+    """A limit such as '^(L|L)+$' against a long name that fails at its end backtracks exponentially. Matched with
+    Python's re it held the GIL: one request froze every request, the simulated nodes' keepalives and the daemon's
+    shutdown.
+    Now its matching stops after MATCH_BUDGET seconds (400 saying so), and other requests are answered
+    meanwhile (the matching lets other threads run)."""
+    import threading
+
+    from pvc_core.matching import MATCH_BUDGET
+    name = "L" * 60 + "x"
+    define(vmd, vm_xml(name, uuid_for(4)), node="pvchv1")
+    evil, answers = "^(L|L)+$", []
+    slow = threading.Thread(target=lambda: answers.append(vmd.get("/vm", params={"limit": evil})))
+    begun = time.monotonic()
+    slow.start()
+    others = [vmd.get("/").status_code for _ in range(5)]  # answered while the pattern is matched
+    slow.join(timeout=MATCH_BUDGET + 2 * ANSWER_SLACK)
+    assert not slow.is_alive() and others == [200] * 5
+    (answer,) = answers
+    assert time.monotonic() - begun < MATCH_BUDGET + ANSWER_SLACK
+    assert answer.status_code == 400 and answer.json()["message"] == (
+        f"Regex Error: the pattern '^(L|L)+$' took more than {MATCH_BUDGET:g} s to match; expected a simpler "
+        "regular expression (a repeat of a repeat, such as '(a*)*', can take exponential time)"), answer.text
+    # a pattern that ends is answered as before
+    found = vmd.get("/vm", params={"limit": f"^{name}$"}).json()
+    assert [vm["name"] for vm in (found if isinstance(found, list) else [found])] == [name]
+
+
 VM_ROUTES = [
     ("GET", "/vm/ghost", {}, 404), ("PUT", "/vm/ghost", {"xml": XML}, 404), ("DELETE", "/vm/ghost", {}, 404),
     ("GET", "/vm/ghost/meta", {}, 404), ("POST", "/vm/ghost/meta", {"profile": "x"}, 404),
