@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import re
 import threading
 import time
 
@@ -278,6 +279,26 @@ def test_a_pattern_that_backtracks_for_ever_is_stopped_and_holds_no_other_reques
     # a pattern that ends is answered as before
     found = vmd.get("/vm", params={"limit": f"^{name}$"}).json()
     assert [vm["name"] for vm in (found if isinstance(found, list) else [found])] == [name]
+
+
+@pytest.mark.parametrize("memory, mib", [
+    ('<memory unit="bytes">536870912</memory>', 512), ('<memory unit="b">1073741824</memory>', 1024),
+    ('<memory unit="KiB">2097152</memory>', 2048), ('<memory>2097152</memory>', 2048),
+    ('<memory unit="k">1048576</memory>', 1024), ('<memory unit="KB">2097152</memory>', 2000),
+    ('<memory unit="M">768</memory>', 768), ('<memory unit="MB">1000</memory>', 953),
+    ('<memory unit="G">3</memory>', 3072), ('<memory unit="GB">2</memory>', 1907),
+    ('<memory unit="TiB">1</memory>', 1048576),
+])
+def test_memory_in_mib_whatever_the_unit(vmd, cluster, memory, mib):
+    """The VM's memory (MiB) for every libvirt unit, through the object and the list: v0.6 converted only KiB
+    and GiB, so 536870912 'bytes' read as 536870912 MiB (found by a new user's trial)."""
+    xml = re.sub(r"<memory unit=.MiB.>2048</memory>", memory, vm_xml("mem1", uuid_for(6)))
+    assert memory in xml
+    assert define(vmd, xml, node="pvchv1").status_code == 200
+    found = eventually(lambda: (answer := vmd.get("/vm/mem1")).status_code == 200 and answer.json())
+    assert found["memory"] == mib and memory.replace('"', "'") in found["xml"]  # the XML itself as sent
+    listed = vmd.get("/vm", params={"limit": "^mem1$"}).json()
+    assert (listed if isinstance(listed, dict) else listed[0])["memory"] == mib
 
 
 VM_ROUTES = [

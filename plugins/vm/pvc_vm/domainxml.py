@@ -110,15 +110,23 @@ def _disks(root: Any) -> list[dict]:
     return out
 
 
+# libvirt's memory units in bytes (formatdomain: "b"/"bytes", "KB" = 1000, "k"/"KiB" = 1024, and so on up to E).
+_UNITS = {"b": 1, "bytes": 1, **{name: 1000 ** power for power, name in enumerate(("KB", "MB", "GB", "TB", "PB", "EB"),
+                                                                                   start=1)},
+          **{name: 1024 ** power for power, names in enumerate((("k", "K", "KiB"), ("M", "MiB"), ("G", "GiB"),
+                                                                  ("T", "TiB"), ("P", "PiB"), ("E", "EiB")), start=1)
+             for name in names}}
+
+
 def _memory(element: Any) -> int | None:
+    """The memory in MiB (rounded down), whatever libvirt unit the XML uses. v0.6 converted only KiB and GiB
+    and passed any other unit's number through (536870912 'bytes' showed as 536870912 MiB, while the node
+    counted 512); an unknown unit keeps that (libvirt's schema refuses one at define)."""
     if element is None or not ((element.text or "").strip().isascii() and (element.text or "").strip().isdigit()):
         return None
     value, unit = int(element.text.strip()), element.get("unit", "KiB")
-    if unit in ("KiB", "k", "K"):
-        return value // 1024
-    if unit in ("GiB", "G"):
-        return value * 1024
-    return value
+    factor = _UNITS.get(unit)
+    return value if factor is None else value * factor // 1024 ** 2
 
 
 def rbd_disks(xml: str) -> list[str]:
