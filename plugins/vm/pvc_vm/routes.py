@@ -180,7 +180,8 @@ def routes() -> list[Route]:
         Route("POST", "/vm/<vm>/locks", flush_locks, summary="Remove the RBD locks of a stopped VM (needs ceph)",
               tags=tags, returns=MESSAGE),
         Route("GET", "/vm/<vm>/console", console, (
-            Param("lines", INTEGER, default=10, help="how many lines of the console log"),),
+            Param("lines", INTEGER, default=10, help="how many newline-separated pieces of the console log, from its "
+                  "end (v0.6: 0 gives the whole log, a negative n all but its first n pieces)"),),
             summary="The tail of a VM's serial console log", tags=tags,
             returns=obj({"name": STR, "data": STR})),
     ]
