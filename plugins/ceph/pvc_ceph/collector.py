@@ -111,15 +111,24 @@ class Collector:
         status = self.client.mon_command("status")
         utilization = self.rados_df()
         pool_stats = self.pools.statistics() if self.pools is not None else {}
-        if self.osds is not None:
-            pool_stats.update(self.osds.statistics())
         zk = self.runtime.zk
+        osd_stats: dict[str, str] = {}
+        osd_versions: dict[str, int] = {}
+        if self.osds is not None:
+            # read before Ceph is asked: an OSD state a request records meanwhile (``Osds.set_state``) is newer
+            # than this pass's look, which then fails its version check and is written next pass
+            paths = [schema.osd(osd_id, "stats") for osd_id in self.osds.ids()]
+            osd_versions = {path: read[1] for path, read in zk.get_versioned(paths).items()} if paths else {}
+            osd_stats = self.osds.statistics()
         transaction = zk.transaction()
         transaction.set_data(schema.STATUS, status.encode())  # never creates /ceph (that is /initialize's)
         present = zk.exists_many(pool_stats)
         for path, value in pool_stats.items():
             if present[path]:  # a pool removed meanwhile keeps no stray stats key
                 transaction.set_data(path, value.encode())
+        for path, value in osd_stats.items():
+            if osd_versions.get(path, -1) >= 0:
+                transaction.set_data(path, value.encode(), version=osd_versions[path])
         if zk.exists(schema.UTILIZATION):
             transaction.set_data(schema.UTILIZATION, utilization.encode())
         else:
@@ -127,7 +136,8 @@ class Collector:
         try:
             zk.commit(transaction, "Ceph statistics update")
         except TransactionFailed:
-            log.debug("statistics not written: /ceph is gone (cluster being re-initialized?)")
+            log.debug("statistics not written: /ceph is gone (cluster being re-initialized?), or an OSD's state was "
+                      "recorded meanwhile")
             return
         if self.volumes is not None and time.monotonic() >= self._next_volumes:
             self._next_volumes = time.monotonic() + self.volume_interval

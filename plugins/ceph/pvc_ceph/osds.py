@@ -119,7 +119,22 @@ class Osds(CephArea):
         word = "online" if state == "in" else "offline"
         if ret != 0:
             raise ApiError(f"ERROR: Failed to set OSD {word}: {reason or f'error {ret}'}", 400)
+        self._record_state(osd_id)
         return f"Set OSD {osd_id} {word} in the cluster."
+
+    def _record_state(self, osd_id: str) -> None:
+        """Ceph first, then its key: the OSD's ``in`` and ``up`` as the new OSD map has them, so that the next
+        read shows the change (it waited up to a collector interval, showing the old state meanwhile)."""
+        dump = json.loads(self.client.mon_command("osd dump", format="json"))
+        entry = next((osd for osd in dump.get("osds", []) if str(osd.get("osd")) == osd_id), None)
+        path = schema.osd(osd_id, "stats")
+        try:
+            stats = json.loads(self.zk.get(path) or "{}")
+        except ValueError:
+            stats = {}
+        if entry is None or not isinstance(stats, dict):
+            return  # the collector records it as it finds it
+        self.zk.write({path: json.dumps({**stats, "in": entry.get("in"), "up": entry.get("up")})})
 
     @bounded("{1} OSD option {0}")
     def set_option(self, option: str, action: str) -> str:
