@@ -293,6 +293,97 @@ def test_reservation_add_list_remove(daemon, cluster):
     assert nothing.json() == {"message": "ERROR: No DHCP reservation or lease exists matching 'nobody'!"}
 
 
+def lease_macs(daemon, zk) -> dict:
+    """The reserved and the leased MACs of network 1001, as the daemon lists them and as ZooKeeper holds
+    them (both reservation containers): a removal is checked against the whole list, not one key."""
+    def listed(static: bool) -> list:
+        answer = daemon.get("/network/1001/lease", params={"static": str(static)})
+        assert answer.status_code in (200, 404), answer.text
+        return sorted(entry["mac_address"] for entry in answer.json()) if answer.status_code == 200 else []
+    stored = {container: sorted(zk.get_children(f"/networks/1001/{container}"))
+              for container in ("dhcp4_reservations", "dhcp_reservations", "dhcp4_leases")}
+    assert stored["dhcp4_reservations"] == stored["dhcp_reservations"]
+    assert listed(True) == stored["dhcp4_reservations"]
+    assert listed(False) == stored["dhcp4_leases"]
+    return {"static": stored["dhcp4_reservations"], "dynamic": stored["dhcp4_leases"]}
+
+
+def reserve(daemon, mac: str, ip: str, **params) -> None:
+    response = daemon.post("/network/1001/lease", params={"macaddress": mac, "ipaddress": ip, **params})
+    assert response.status_code == 200, response.text
+
+
+def test_delete_by_mac_in_upper_case(daemon, cluster):
+    """The element GET finds an upper-case MAC (reservations are stored lower-case); DELETE was a 404."""
+    add_managed(daemon)
+    reserve(daemon, "52:54:00:AA:BB:CE", "10.10.1.12")
+    reserve(daemon, "52:54:00:AA:BB:CF", "10.10.1.13")
+    seed_lease(cluster, "52:54:00:aa:bb:d0", "10.10.1.150")
+    assert daemon.get("/network/1001/lease/52:54:00:AA:BB:CE").status_code == 200
+    removed = daemon.delete("/network/1001/lease/52:54:00:AA:BB:CE")
+    assert removed.status_code == 200
+    assert removed.json() == {"message": "DHCP static reservation '52:54:00:aa:bb:ce' removed successfully!"}
+    assert lease_macs(daemon, cluster) == {"static": ["52:54:00:aa:bb:cf"], "dynamic": ["52:54:00:aa:bb:d0"]}
+    removed = daemon.delete("/network/1001/dhcp/52:54:00:AA:BB:D0")  # a live lease, by the seed's path
+    assert removed.json() == {"message": "DHCP dynamic lease '52:54:00:aa:bb:d0' removed successfully!"}
+    assert lease_macs(daemon, cluster) == {"static": ["52:54:00:aa:bb:cf"], "dynamic": []}
+
+
+def test_the_hostname_placeholder_matches_nothing(daemon, cluster):
+    """Reservations made without a hostname store "None": DELETE .../None removed one of them."""
+    add_managed(daemon)
+    for last in ("01", "02", "03"):
+        reserve(daemon, f"52:54:00:00:00:{last}", f"10.10.1.{int(last)}")
+    seed_lease(cluster, "52:54:00:00:00:04", "10.10.1.150", hostname="")
+    before = lease_macs(daemon, cluster)
+    assert before == {"static": ["52:54:00:00:00:01", "52:54:00:00:00:02", "52:54:00:00:00:03"],
+                      "dynamic": ["52:54:00:00:00:04"]}
+    for path in ("/network/1001/lease/None", "/network/1001/dhcp/None"):
+        nothing = daemon.delete(path)
+        assert nothing.status_code == 404
+        assert nothing.json() == {"message": "ERROR: No DHCP reservation or lease exists matching 'None'!"}
+        assert lease_macs(daemon, cluster) == before
+
+
+def test_a_value_of_several_macs_is_409_and_removes_nothing(daemon, cluster):
+    """A shared address (accepted at creation) or hostname names no one entry: 409 naming the MACs."""
+    add_managed(daemon)
+    reserve(daemon, "52:54:00:00:00:01", "10.10.1.10")
+    reserve(daemon, "52:54:00:00:00:02", "10.10.1.10", hostname="web1")
+    seed_lease(cluster, "52:54:00:00:00:03", "10.10.1.150", hostname="web1")
+    before = tree(cluster)
+    shared_address = daemon.delete("/network/1001/lease/10.10.1.10")
+    assert shared_address.status_code == 409
+    assert shared_address.json() == {"message": (
+        "ERROR: '10.10.1.10' matches the DHCP reservations or leases of more than one MAC "
+        "(52:54:00:00:00:01, 52:54:00:00:00:02); nothing was removed. Remove one by its MAC address.")}
+    shared_hostname = daemon.delete("/network/1001/dhcp/web1")  # a reservation's and a live lease's
+    assert shared_hostname.status_code == 409
+    assert "(52:54:00:00:00:02, 52:54:00:00:00:03)" in shared_hostname.json()["message"]
+    assert tree(cluster) == before
+    assert lease_macs(daemon, cluster) == {"static": ["52:54:00:00:00:01", "52:54:00:00:00:02"],
+                                           "dynamic": ["52:54:00:00:00:03"]}
+    assert daemon.delete("/network/1001/lease/52:54:00:00:00:01").status_code == 200
+    assert lease_macs(daemon, cluster) == {"static": ["52:54:00:00:00:02"], "dynamic": ["52:54:00:00:00:03"]}
+    # One MAC left with the address: no longer ambiguous.
+    removed = daemon.delete("/network/1001/lease/10.10.1.10")
+    assert removed.json() == {"message": "DHCP static reservation '52:54:00:00:00:02' removed successfully!"}
+    assert lease_macs(daemon, cluster) == {"static": [], "dynamic": ["52:54:00:00:00:03"]}
+
+
+def test_a_reservation_and_lease_of_one_mac_are_not_ambiguous(daemon, cluster):
+    """A reserved VM's live lease has the reservation's MAC and address: one MAC, the lease goes (v0.6)."""
+    add_managed(daemon)
+    reserve(daemon, "52:54:00:00:00:05", "10.10.1.20", hostname="vm5")
+    seed_lease(cluster, "52:54:00:00:00:05", "10.10.1.20", hostname="vm5")
+    removed = daemon.delete("/network/1001/lease/10.10.1.20")
+    assert removed.json() == {"message": "DHCP dynamic lease '52:54:00:00:00:05' removed successfully!"}
+    assert lease_macs(daemon, cluster) == {"static": ["52:54:00:00:00:05"], "dynamic": []}
+    removed = daemon.delete("/network/1001/lease/vm5")
+    assert removed.json() == {"message": "DHCP static reservation '52:54:00:00:00:05' removed successfully!"}
+    assert lease_macs(daemon, cluster) == {"static": [], "dynamic": []}
+
+
 @pytest.mark.parametrize("params, field", [
     ({"macaddress": "52-54-00-00-00-01", "ipaddress": "10.10.1.10"}, "macaddress"),
     ({"macaddress": "52:54:00:00:00", "ipaddress": "10.10.1.10"}, "macaddress"),

@@ -503,7 +503,16 @@ class NetworkService:
         return quoted(f'DHCP reservation "{mac}" added successfully!')
 
     def remove_lease(self, ident: str, value: str) -> str:
-        """The value may be a MAC, a hostname or an address; a dynamic lease match wins (v0.6).
+        """The value may be a MAC, a hostname or an address (v0.6); it must name one MAC.
+
+        v0.6 compared literally and removed the last hit, so a MAC in upper case (which the
+        element GET finds) matched nothing, the hostname placeholder ``None`` of reservations made
+        without one matched them all, and an address or hostname shared by several entries
+        removed one of them at random. Here a MAC is compared in lower case (how reservations are
+        stored and GET looks them up) and, when it matches, nothing else is considered, so removal
+        by MAC always works; the placeholder (``None``, empty) is no hostname; a value that
+        matches entries of more than one MAC is a 409 naming them, and nothing is removed. When a
+        MAC has both a reservation and a live lease, the lease is removed (v0.6).
 
         Matched against the views after ``sync`` (one round trip): reading every lease's and
         reservation's keys for each removal took 208 ms at the median with 1,000 leases under load.
@@ -515,14 +524,20 @@ class NetworkService:
         static = [reservation_object(mac, (entries.get(mac) for entries in reservations)) for mac in reserved]
         live = self._lease_view(vni).snapshot()
         dynamic = [lease_object(mac, live[mac]) for mac in sorted(live) if present(live[mac])]
-        found = None
-        for kind, entries in (("static", static), ("dynamic", dynamic)):
-            for entry in entries:
-                if entry is not None and value in (entry["mac_address"], entry["hostname"], entry["ip4_address"]):
-                    found = (kind, entry["mac_address"])
-        if found is None:
+        entries = [(kind, entry) for kind, found in (("static", static), ("dynamic", dynamic))
+                   for entry in found if entry is not None]
+        lowered = value.lower()
+        matches = [(kind, entry) for kind, entry in entries if entry["mac_address"].lower() == lowered]
+        if not matches:
+            matches = [(kind, entry) for kind, entry in entries if value == entry["ip4_address"]
+                       or (value == entry["hostname"] and entry["hostname"] not in ("", schema.NONE))]
+        if not matches:
             raise NotFound(quoted(f'ERROR: No DHCP reservation or lease exists matching "{value}"!'))
-        kind, mac = found
+        macs = sorted({entry["mac_address"].lower() for _, entry in matches})
+        if len(macs) > 1:
+            raise Conflict(quoted(f'ERROR: "{value}" matches the DHCP reservations or leases of more than one MAC '
+                                  f'({", ".join(macs)}); nothing was removed. Remove one by its MAC address.'))
+        kind, mac = matches[-1][0], matches[-1][1]["mac_address"]  # dynamic after static: the lease wins (v0.6)
         if kind == "static":
             self.zk.delete(schema.reservation(vni, mac, container) for container in schema.RESERVATION_KEYS)
             return quoted(f'DHCP static reservation "{mac}" removed successfully!')
