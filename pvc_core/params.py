@@ -142,7 +142,9 @@ class Param:
         try:
             value = self.type.parse(raw)
         except (ValueError, TypeError):
-            raise BadRequest(f"Parameter '{self.name}': expected {self.type.expected}, got {_shown(raw)}") from None
+            # the whole expectation (an integer from 1 to 4096), as for a value out of range
+            raise BadRequest(f"Parameter '{self.name}': expected {self.describe_expected()}, "
+                             f"got {_shown(raw)}") from None
         if self.choices is not None and value not in self.choices:
             raise BadRequest(f"Parameter '{self.name}': expected {self.describe_expected()}, got {_shown(raw)}")
         if self.pattern is not None and not re.fullmatch(self.pattern, raw):

@@ -10,6 +10,10 @@ REVOKED_SESSIONS = "/pvcapid/revoked_sessions"
 # One lock per v0.6 command mailbox (its last path segment): every pvcapid of the cluster sends one
 # command at a time through it (kazoo's Lock recipe; ephemeral children, gone with a dead daemon).
 COMMAND_LOCKS = "/pvcapid/command_locks"
+# The target selectors a VM's ``node_selector`` may name (nodes-vms.md §4): every node daemon knows these and
+# no other; one it does not know finds no migration target. Shared by the plugins that write the key (a VM's
+# meta, a provisioner system template).
+SELECTORS = ("mem", "vcpus", "load", "vms")
 
 
 def command_lock(mailbox: str) -> str:

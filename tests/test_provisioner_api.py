@@ -446,10 +446,76 @@ def test_bounds_on_changes_and_nets(provd):
     ok(provd.post("/provisioner/template/network/bounded", params={"mac_template": "{prefix}:2f:1f:{vmid}{netid}"}))
     for vni in ("0", "-1", "16777216", "99999999999"):
         refused(provd.post(f"/provisioner/template/network/bounded/net/{vni}"), 400,
-                f"Parameter 'vni': expected a VNI from 1 to 16777215, got '{vni}'")
+                f"Parameter 'vni': expected an integer from 1 to 16777215, got '{vni}'")
     ok(provd.post("/provisioner/template/network/bounded/net/16777215"))
     ok(provd.delete("/provisioner/template/system/bounded"))
     ok(provd.delete("/provisioner/template/network/bounded"))
+
+
+SELECTOR_CHOICES = "expected one of mem, vcpus, load, vms"
+
+
+def test_a_system_templates_node_selector_is_one_the_nodes_know(provd):
+    """A selector no node daemon knows left its VMs unmigratable (and shut down by a flush): refused as a VM's
+    meta selector is, on a new template and on a change, with nothing stored; each known one is kept."""
+    system = {"vcpus": "1", "vram": "512", "serial": "yes", "vnc": "no"}
+    for bogus in ("bogus", "", "None", "MEM", "mem,vcpus"):
+        refused(provd.post("/provisioner/template/system", params={"name": "sel-new", **system,
+                                                                   "node_selector": bogus}), 400,
+                f"Parameter 'node_selector': {SELECTOR_CHOICES}, got {bogus!r}")
+        refused(provd.post("/provisioner/template/system/sel-new", params={**system, "node_selector": bogus}), 400,
+                f"Parameter 'node_selector': {SELECTOR_CHOICES}, got {bogus!r}")
+        refused(provd.get("/provisioner/template/system/sel-new"), 404, "No system templates found")
+    ok(provd.post("/provisioner/template/system/sel", params={**system, "vnc": "yes", "vnc_bind": "::",
+                                                              "node_limit": "pvchv1", "node_selector": "vms",
+                                                              "node_autostart": "yes"}))
+    before = provd.get("/provisioner/template/system/sel").json()
+    assert before == [{"id": before[0]["id"], "name": "sel", "vcpu_count": 1, "vram_mb": 512, "serial": True,
+                       "vnc": True, "vnc_bind": "::", "node_limit": "pvchv1", "node_selector": "vms",
+                       "node_autostart": True}]
+    for bogus in ("bogus", "", "None"):
+        refused(provd.put("/provisioner/template/system/sel", params={"node_selector": bogus}), 400,
+                f"Parameter 'node_selector': {SELECTOR_CHOICES}, got {bogus!r}")
+        # refused whole: the valid fields sent with it are not applied either
+        refused(provd.put("/provisioner/template/system/sel", params={"vcpus": "2", "node_selector": bogus}), 400,
+                "'node_selector'")
+        assert provd.get("/provisioner/template/system/sel").json() == before
+    for selector in ("mem", "vcpus", "load", "vms"):
+        ok(provd.put("/provisioner/template/system/sel", params={"node_selector": selector}))
+        assert provd.get("/provisioner/template/system/sel").json() == [{**before[0], "node_selector": selector}]
+        ok(provd.post(f"/provisioner/template/system/sel-{selector}", params={**system, "node_selector": selector}))
+        assert provd.get(f"/provisioner/template/system/sel-{selector}").json()[0]["node_selector"] == selector
+        ok(provd.delete(f"/provisioner/template/system/sel-{selector}"))
+    ok(provd.post("/provisioner/template/system/sel-default", params=system))  # absent: null (VMs get mem)
+    assert provd.get("/provisioner/template/system/sel-default").json()[0]["node_selector"] is None
+    declared = provd.get("/openapi.json").json()["paths"]["/api/v1/provisioner/template/system/{template}"]
+    for method in ("post", "put"):
+        selector = [param for param in declared[method]["parameters"] if param["name"] == "node_selector"]
+        assert selector[0]["schema"] == {"type": "string", "enum": ["mem", "vcpus", "load", "vms"]}, selector
+    ok(provd.delete("/provisioner/template/system/sel"))
+    ok(provd.delete("/provisioner/template/system/sel-default"))
+
+
+def test_a_nets_vni_is_declared_and_checked_as_an_integer(provd):
+    ok(provd.post("/provisioner/template/network/vnis"))
+    ok(provd.post("/provisioner/template/network/vnis/net", params={"vni": "1"}))
+    ok(provd.post("/provisioner/template/network/vnis/net", json={"vni": 16777215}))
+    before = provd.get("/provisioner/template/network/vnis").json()
+    assert [net["vni"] for net in before[0]["networks"]] == [1, 16777215]
+    expected = "Parameter 'vni': expected an integer from 1 to 16777215"
+    refused(provd.post("/provisioner/template/network/vnis/net"), 400,
+            "Parameter 'vni': required, expected an integer from 1 to 16777215")
+    for vni in ("abc", "0", "16777216", "-5", "1.5", ""):
+        refused(provd.post("/provisioner/template/network/vnis/net", params={"vni": vni}), 400,
+                f"{expected}, got {vni!r}")
+    for vni in ("abc", "0", "16777216"):  # the VNI in the path: the same message
+        refused(provd.post(f"/provisioner/template/network/vnis/net/{vni}"), 400, f"{expected}, got {vni!r}")
+    assert provd.get("/provisioner/template/network/vnis").json() == before
+    declared = provd.get("/openapi.json").json()["paths"]["/api/v1/provisioner/template/network/{template}/net"]
+    vni = [param for param in declared["post"]["parameters"] if param["name"] == "vni"]
+    assert vni[0]["required"] is True
+    assert vni[0]["schema"] == {"type": "integer", "minimum": 1, "maximum": 16777215}, vni
+    ok(provd.delete("/provisioner/template/network/vnis"))
 
 
 def test_name_filters_a_list(provd):

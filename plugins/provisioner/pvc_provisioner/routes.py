@@ -9,12 +9,14 @@ from pvc_core import etags
 from pvc_core.errors import BadRequest, NotFound
 from pvc_core.params import BOOLEAN, INTEGER, NAME_HELP, NAME_PATTERN, STRING, Param, is_name
 from pvc_core.routes import ADMIN, API_PREFIX, NO_MATCH, NOT_FOUND_MESSAGE, Response, Route
+from pvc_core.schema import SELECTORS
 from pvc_core.shapes import ANY, BOOL, INT, MESSAGE, NUM, STR, array, map_of, named, nullable, obj
 from pvc_core.taskrecords import STATES
 from pvc_core.taskroutes import TASK_HEADERS, announce
 
 from .models import Script, Userdata
 from .service import ProvisionerService
+from .store import MAX_VNI
 
 P = "/provisioner"
 LIMIT = Param("limit", STRING, help="name filter: contains; ^ anchors the start, $ the end; % and _ are wildcards")
@@ -32,7 +34,10 @@ SYSTEM_FIELDS = (
     Param("vnc", BOOLEAN, required=True, help="VNC console"),
     Param("vnc_bind", STRING, help="VNC listen address (kept only with vnc)"),
     Param("node_limit", STRING, help="comma-separated node names"),
-    Param("node_selector", STRING, help="mem, vcpus, vms or load"),
+    # checked as a VM's meta selector is (provisioner.md stores it unchecked, but a VM defined with a selector
+    # no node daemon knows cannot be migrated, and a flush shuts it down)
+    Param("node_selector", STRING, choices=SELECTORS, help="target selector of the VMs defined from it "
+          "(absent: mem, as a VM's define)"),
     Param("node_autostart", BOOLEAN, default=False, aliases=("start_with_node",), help="start with its node"),
 )
 SYSTEM_CHANGES = tuple(replace(param, required=False, default=None) for param in SYSTEM_FIELDS)
@@ -288,7 +293,7 @@ def routes() -> list[Route]:
         Route("GET", f"{P}/template/network/<template>/net", list_nets, summary="The template's networks",
               returns=array(NET)),
         Route("POST", f"{P}/template/network/<template>/net", add_net,
-              (Param("vni", STRING, required=True, help="VNI of a cluster network (integer)"),),
+              (Param("vni", INTEGER, required=True, minimum=1, maximum=MAX_VNI, help="VNI of a cluster network"),),
               summary="Append a network to the template", returns=MESSAGE, etag=True),
         Route("GET", f"{P}/template/network/<template>/net/<vni>", list_nets, summary="One network of the template",
               returns=NET),

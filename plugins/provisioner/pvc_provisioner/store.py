@@ -282,9 +282,7 @@ class Store:
     def add_net(self, name: str, vni: str, if_match: etags.Precondition | None = None) -> str:
         with self.session(), self._conditional(NetworkTemplate, name, if_match):
             template = self._require(NetworkTemplate, name)
-            number = _integer("vni", vni)
-            if not 1 <= number <= MAX_VNI:
-                raise BadRequest(f"Parameter 'vni': expected a VNI from 1 to {MAX_VNI}, got {vni!r}")
+            number = _vni(vni)
             with self.database.atomic():
                 self._hold(NetworkTemplate, template, name)
                 if Network.select().where((Network.network_template == template.id)
@@ -505,11 +503,15 @@ def children_fk(model: type) -> Any:
     return Network.network_template if model is Network else Storage.storage_template
 
 
-def _integer(parameter: str, text: str) -> int:
+def _vni(vni: int | str) -> int:
+    """A VNI: the body's ``vni`` (its Param checked it) or the path's, refused with the Param's message."""
     try:
-        return int(text)
+        number = int(vni)
     except ValueError:
-        raise BadRequest(f"Parameter '{parameter}': expected an integer, got {text!r}") from None
+        number = 0
+    if not 1 <= number <= MAX_VNI:
+        raise BadRequest(f"Parameter 'vni': expected an integer from 1 to {MAX_VNI}, got {str(vni)!r}")
+    return number
 
 
 def _join_arguments(arguments: Iterable[str]) -> str:

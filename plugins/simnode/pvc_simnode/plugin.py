@@ -17,6 +17,7 @@ from pvc_core.embedded import Part
 from pvc_core.errors import BadRequest, NotFound, PluginError
 from pvc_core.params import STRING, Param
 from pvc_core.routes import ADMIN, Route
+from pvc_core.schema import SELECTORS
 from pvc_core.shapes import MESSAGE, STR, array, named, obj
 
 from .cluster import Refused, SimCluster
@@ -65,8 +66,8 @@ def pvc_config_fields() -> Section:
                                  help="longest wait for an incoming migration (then the VM fails), s"),
         "console_log_lines": Field("int", default=1000, check=lambda n: None if n >= 1 else "1 or more",
                                    help="lines kept in a VM's consolelog"),
-        "target_selector": Field("str", default="mem", check=lambda s: None if s in ("mem", "vcpus", "load", "vms")
-                                 else "mem, vcpus, load or vms", help="selector for VMs that have none"),
+        "target_selector": Field("str", default="mem", check=lambda s: None if s in SELECTORS
+                                 else "one of " + ", ".join(SELECTORS), help="selector for VMs that have none"),
         "ready_on_register": Field("bool", default=True, help="ask a newly registered node (which v0.6 "
                                    "registers flushed) to be readied, as an operator would"),
         "fsfreeze_limit": Field("float", default=30.0, check=_positive,

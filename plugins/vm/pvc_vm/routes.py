@@ -8,6 +8,7 @@ from pvc_core import etags
 from pvc_core.errors import BadRequest
 from pvc_core.params import BOOLEAN, INTEGER, NAME_HELP, NAME_PATTERN, STRING, Param
 from pvc_core.routes import CONFLICT, NO_MATCH, Encoded, Route
+from pvc_core.schema import SELECTORS
 from pvc_core.shapes import BOOL, INT, MESSAGE, STR, array, named, nullable, obj, one_or_many
 from pvc_core.taskroutes import announce, task_headers
 
@@ -15,7 +16,7 @@ from . import schema
 from .additions import SNAPSHOT, TAG, TAGS_ON_DEFINE, defined_tags
 from .service import VMService
 
-SELECTOR = Param("selector", STRING, choices=schema.SELECTORS, help="A valid selector must be specified")
+SELECTOR = Param("selector", STRING, choices=SELECTORS, help="A valid selector must be specified")
 XML = Param("xml", STRING, required=True, help="A Libvirt XML document must be specified")
 DEFINE = (
     Param("limit", STRING, help="comma-separated node names the VM may run on"),
@@ -172,7 +173,7 @@ def routes() -> list[Route]:
             Param("force", BOOLEAN, default=False, help="migrate again although already migrated"),
             Param("permanent", BOOLEAN, default=False,
                   help="with action=migrate (seed B): a permanent migration, i.e. action=move"),
-            Param("selector", STRING, choices=schema.SELECTORS,
+            Param("selector", STRING, choices=SELECTORS,
                   help="selector for the automatic choice of target, this time only (default: the VM's own)"),
             WAIT,
         ), summary="Migrate, unmigrate or move a VM (migrate, move: a task)", tags=tags, returns=MESSAGE,

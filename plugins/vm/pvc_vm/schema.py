@@ -16,7 +16,6 @@ INDEXED_KEYS = ("state", "node")
 
 STATES = ("start", "restart", "shutdown", "stop", "disable", "fail", "migrate", "unmigrate", "provision")
 HEALTHY = ("start", "disable", "migrate", "unmigrate", "provision")
-SELECTORS = ("mem", "vcpus", "load", "vms")
 CMD_DOMAINS = "/cmd/domains"
 
 
