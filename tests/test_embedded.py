@@ -321,7 +321,7 @@ def test_readme_walkthrough_and_a_second_run(tmp_path):
         assert stop(process) == 0
     assert "metadata:\n        enabled: False" in (data_dir / "pvcapid.yaml").read_text()  # no well-known address
     assert four_letter_word(zk_port, "ruok") == ""  # its ZooKeeper stopped with it
-    assert not [pid for pid in _ceph_pids(data_dir) if _alive(pid)]  # and its Ceph
+    assert not [pid for pid in _ceph_pids(data_dir) if alive(pid)]  # and its Ceph
     from pvc_ceph.localceph import LocalCeph
     low, _high = ephemeral_range()  # the mon's ports, fixed in its monmap, are none an outgoing connection takes
     assert all(port < low for port in LocalCeph(str(data_dir / "ceph")).mon_ports())
@@ -347,7 +347,7 @@ def _ceph_pids(data_dir) -> list[int]:
     return [int(path.read_text().strip()) for path in run.glob("*.pid")] if run.exists() else []
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
         return True

@@ -17,6 +17,7 @@ import threading
 import time
 
 import pytest
+from test_embedded import alive
 
 from conftest import ANSWER_SLACK, START_TIMEOUT, wait_until
 from pvc_core.zkserver import (
@@ -81,7 +82,7 @@ def test_a_restart_waits_for_the_mons_port_held_by_another_socket(tmp_path):
         assert time.monotonic() - started < 1 + ANSWER_SLACK
         assert re.search(rf"port 127\.0\.0\.1:{ports[0]} is still in use after 1 s \(held by LISTEN, "
                          rf"pid {os.getpid()} ", str(failed.value)), str(failed.value)
-        assert ceph.pids() == {} or not any(_alive(pid) for pid in ceph.pids().values())
+        assert ceph.pids() == {} or not any(alive(pid) for pid in ceph.pids().values())
         assert notices and f"127.0.0.1:{ports[0]} is in use" in notices[-1]
 
         seen: list[list[int]] = []
@@ -104,11 +105,3 @@ def test_a_restart_waits_for_the_mons_port_held_by_another_socket(tmp_path):
     finally:
         holder.close()
         ceph.kill()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
