@@ -140,12 +140,14 @@ def recover_export(service: Any, args: dict) -> str:
 @dataclass(frozen=True)
 class _Export:
     """One export of the chain as the import uses it: the snapshot's name (its directory's, which its
-    ``snapshot_name`` equals), its checked ``snapshot.json`` and the path of each of its ``export_files``."""
+    ``snapshot_name`` equals), its checked ``snapshot.json``, the path of each of its ``export_files`` and
+    the UUID of its XML (parsed once, by ``_document``)."""
 
     name: str
     path: Path  # its snapshot.json, as messages name it
     document: dict
     files: list[Path]
+    uuid: str
 
 
 def _shown(value: Any) -> str:
@@ -244,7 +246,7 @@ def _document(root: Path, vm_name: str, name: str) -> _Export:
         raise BadRequest(f"ERROR: Export '{path}': field 'export_files' holds the disk(s) "
                          f"{', '.join(volumes) or 'none'}; expected each rbd disk of vm_detail.xml once "
                          f"({', '.join(disks) or 'none'})")
-    return _Export(name, path, document, files)
+    return _Export(name, path, document, files, domain.uuid)
 
 
 def _snapshot_name(value: Any) -> bool:
@@ -304,12 +306,12 @@ def import_(service: Any, ident: str, name: str, import_path: str, retain_snapsh
                              f"exports of VM '{ident}' back to a full one")
         chain.insert(0, _document(root, ident, parent))
     disks = [item["srcvol"] for item in chain[-1].document["export_files"]]
-    exported_uuid = domainxml.parse(chain[-1].document["vm_detail"]["xml"]).uuid
+    exported_uuid = chain[-1].uuid
     for export in chain:
         if [item["srcvol"] for item in export.document["export_files"]] != disks:
             raise BadRequest(f"ERROR: Export '{export.name}' of VM '{ident}' holds other disks than "
                              f"'{name}'; expected one chain of exports of the same disks")
-        if domainxml.parse(export.document["vm_detail"]["xml"]).uuid != exported_uuid:
+        if export.uuid != exported_uuid:
             raise BadRequest(f"ERROR: Export '{export.path}': field 'vm_detail.xml' is of a domain with another UUID "
                              f"than export '{name}''s ('{exported_uuid}'); expected one chain of exports of the same "
                              "VM")
